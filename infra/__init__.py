@@ -1,0 +1,1 @@
+"""podjobs.infra: start and stop the real servers (Redis, ZooKeeper, MariaDB) as local processes."""

@@ -1,0 +1,319 @@
+"""The queue backend: the small interface workers and enqueuers use, and its
+Redis implementation (one Redis per pod).
+
+1. `Backend` is the interface (enqueue, reserve, ack, retry, dead, recover and
+   the few helpers around them); job code and the worker only see this.
+2. `RedisBackend` implements it with one Lua script per state change, each
+   loaded once (`lua/*.lua`), so every transition is one round trip.
+3. Redis errors become `BackendUnavailable` naming the server and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import redis
+from redis.commands.core import Script
+
+from podjobs import keys
+from podjobs.errors import BackendUnavailable, ConfigurationError
+
+#: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
+DEAD_MAX_JOBS = 10_000
+DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
+#: most payloads per enqueue script call (a bulk enqueue is split in chunks)
+ENQUEUE_CHUNK = 10_000
+
+_SAFE_POLICIES = ("noeviction",)
+
+
+class Backend(Protocol):
+    """What a queue backend must do. All times are on the backend's clock."""
+
+    url: str
+
+    def enqueue(
+        self,
+        queue: str,
+        payloads: Sequence[str],
+        *,
+        delay_ms: int | None = None,
+        at_ms: int | None = None,
+        unique: tuple[str, int, str] | None = None,
+    ) -> int: ...
+
+    def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None: ...
+
+    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]]) -> int: ...
+
+    def ack_one(
+        self,
+        worker_id: str,
+        queue: str,
+        job_id: str,
+        unique_key: str | None,
+        children: Sequence[tuple[str, str]],
+    ) -> bool: ...
+
+    def retry(
+        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True
+    ) -> bool: ...
+
+    def dead(
+        self,
+        worker_id: str,
+        queue: str,
+        job_id: str,
+        payload: str,
+        in_flight: bool = True,
+        unique_key: str | None = None,
+    ) -> bool: ...
+
+    def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int: ...
+
+    def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int: ...
+
+    def promote(self, queues: Sequence[str], limit: int = 1000) -> int: ...
+
+    def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool: ...
+
+    def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool: ...
+
+
+def _load(name: str) -> str:
+    return resources.files("podjobs").joinpath("lua", f"{name}.lua").read_text()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+class RedisBackend:
+    """The Redis implementation of `Backend` for one pod."""
+
+    SCRIPTS = (
+        "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
+        "promote", "heartbeat", "recover", "requeue", "dead_retry",
+    )
+
+    def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
+        self.url = url
+        self.redis: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=5.0,
+            health_check_interval=30,
+        )
+        self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in self.SCRIPTS}
+        if check:
+            self.check()
+
+    # -- errors ---------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
+                f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
+            ) from exc
+        except redis.ResponseError as exc:
+            if str(exc).startswith("OOM"):
+                raise BackendUnavailable(
+                    f"cannot {what}: Redis at {redacted(self.url)} is out of memory ({exc}); "
+                    f"nothing was written. Raise maxmemory or drain the queues"
+                ) from exc
+            raise
+
+    def _run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._errors(what):
+            return self._scripts[name](keys=keys_, args=args)
+
+    def check(self) -> None:
+        """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
+        with self._errors("connect"):
+            info = self.redis.info("memory")
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy not in _SAFE_POLICIES:
+            raise ConfigurationError(
+                f"Redis at {redacted(self.url)} has maxmemory-policy {policy!r}, which may evict "
+                f"queued jobs; podjobs needs 'noeviction'. Set it with "
+                f"'redis-cli CONFIG SET maxmemory-policy noeviction' and in redis.conf"
+            )
+
+    # -- enqueue --------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        payloads: Sequence[str],
+        *,
+        delay_ms: int | None = None,
+        at_ms: int | None = None,
+        unique: tuple[str, int, str] | None = None,
+    ) -> int:
+        """Push payloads to `queue` now, after `delay_ms`, or at `at_ms`.
+
+        `unique` = (key, ttl_ms, owner job id): nothing is written while the key is held.
+        Returns how many payloads were written.
+        """
+        if delay_ms is not None:
+            when, ms = "in", delay_ms
+        elif at_ms is not None:
+            when, ms = "at", at_ms
+        else:
+            when, ms = "now", 0
+        ukey, uttl, owner = unique if unique else (keys.QUEUES, 0, "")
+        ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue), ukey]
+        if len(payloads) <= ENQUEUE_CHUNK:
+            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, *payloads]))
+        if unique:
+            raise ValueError("a unique enqueue carries one job")
+        written = 0
+        with self._errors("enqueue"):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in range(0, len(payloads), ENQUEUE_CHUNK):
+                chunk = payloads[i : i + ENQUEUE_CHUNK]
+                self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", *chunk], client=pipe)
+            for n in pipe.execute():
+                written += int(n)
+        return written
+
+    # -- worker side ----------------------------------------------------------------
+
+    def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None:
+        """Reserve up to n jobs in priority order; None when this worker was reaped."""
+        ks: list[str] = []
+        for q in queues:
+            ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
+        ks.append(keys.WORKERS)
+        flat = self._run("reserve", "reserve jobs", ks, [n, worker_id])
+        if flat and flat[0] == -1:
+            return None
+        return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]]) -> int:
+        """Ack many jobs, grouped by queue, in one round trip."""
+        with self._errors("ack jobs"):
+            if len(acks) == 1:
+                ((q, ids),) = acks.items()
+                return int(self._scripts["ack_many"](
+                    keys=[keys.inflight(worker_id, q), keys.stat("processed")], args=list(ids)))
+            pipe = self.redis.pipeline(transaction=False)
+            for q, ids in acks.items():
+                self._scripts["ack_many"](
+                    keys=[keys.inflight(worker_id, q), keys.stat("processed")], args=list(ids), client=pipe)
+            return sum(int(n) for n in pipe.execute())
+
+    def ack_one(
+        self,
+        worker_id: str,
+        queue: str,
+        job_id: str,
+        unique_key: str | None,
+        children: Sequence[tuple[str, str]],
+    ) -> bool:
+        """Ack one job, release its unique key and enqueue its chained children."""
+        ks = [keys.inflight(worker_id, queue), keys.stat("processed"),
+              unique_key or keys.inflight(worker_id, queue), keys.QUEUES]
+        args: list[str] = [job_id, "1" if unique_key else "0"]
+        for cq, payload in children:
+            ks += (keys.queue(cq), keys.wake(cq))
+            args += (cq, payload)
+        return bool(self._run("ack_one", "ack a job", ks, args))
+
+    def retry(
+        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True
+    ) -> bool:
+        ks = [keys.inflight(worker_id, queue), keys.retry(queue), keys.stat("failed")]
+        return bool(self._run("retry", "schedule a retry", ks,
+                              [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]))
+
+    def dead(
+        self,
+        worker_id: str,
+        queue: str,
+        job_id: str,
+        payload: str,
+        in_flight: bool = True,
+        unique_key: str | None = None,
+    ) -> bool:
+        ks = [keys.inflight(worker_id, queue), keys.DEAD, keys.stat("dead"), unique_key or keys.DEAD]
+        args = [job_id, payload, DEAD_MAX_JOBS, DEAD_MAX_AGE_MS,
+                "0" if in_flight else "1", "1" if unique_key else "0"]
+        return bool(self._run("dead", "move a job to the dead set", ks, args))
+
+    def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int:
+        """Give a gone worker's in-flight jobs back (-1 when it is alive and not forced)."""
+        ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id), keys.stat("recovered")]
+        for q in queues:
+            ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
+        return int(self._run("recover", "recover in-flight jobs", ks, [worker_id, "1" if force else "0"]))
+
+    def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int:
+        """Give reserved, unstarted jobs (id, payload) back to the front of their queue."""
+        if not items:
+            return 0
+        args: list[str | bytes] = []
+        for jid, payload in items:
+            args += (jid, payload)
+        ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue)]
+        return int(self._run("requeue", "give jobs back", ks, args))
+
+    def promote(self, queues: Sequence[str], limit: int = 1000) -> int:
+        """Move due scheduled and retry jobs of these queues into the queues."""
+        ks: list[str] = []
+        for q in queues:
+            ks += (keys.scheduled(q), keys.retry(q), keys.queue(q), keys.wake(q))
+        if not ks:
+            return 0
+        return int(self._run("promote", "promote due jobs", ks, [limit]))
+
+    def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool:
+        """Beat; False when the worker had been reaped since the last beat."""
+        args: list[Any] = [ttl_ms, worker_id, "1" if first else "0"]
+        for k, v in info.items():
+            args += (k, v)
+        ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id)]
+        return bool(self._run("heartbeat", "send a heartbeat", ks, args))
+
+    def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
+        """Block until a wake token arrives for one of the queues (or the timeout)."""
+        with self._errors("wait for jobs"):
+            got = self.redis.blpop([keys.wake(q) for q in queues], timeout=timeout_s)
+        return got is not None
+
+    def dead_worker_ids(self) -> list[tuple[str, list[str]]]:
+        """Registered workers whose heartbeat is gone, with their queue lists."""
+        with self._errors("list workers"):
+            members = [m.decode() for m in self.redis.smembers(keys.WORKERS)]
+            if not members:
+                return []
+            pipe = self.redis.pipeline(transaction=False)
+            for wid in members:
+                pipe.exists(keys.heartbeat(wid))
+                pipe.hget(keys.worker_info(wid), "queues")
+            res = pipe.execute()
+        out = []
+        for i, wid in enumerate(members):
+            alive, queues = res[2 * i], res[2 * i + 1]
+            if not alive:
+                qs = queues.decode().split(",") if queues else self._inflight_queues(wid)
+                out.append((wid, qs))
+        return out
+
+    def _inflight_queues(self, worker_id: str) -> list[str]:
+        prefix = keys.inflight(worker_id, "")
+        return [k.decode()[len(prefix):] for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
+
+    def close(self) -> None:
+        self.redis.close()

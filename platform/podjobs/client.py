@@ -1,0 +1,127 @@
+"""The enqueuer: turns calls into payloads and writes them to the right backend.
+
+1. `Client(backend)` enqueues to one pod's backend; `configure(...)` sets the
+   process-wide default that `job.enqueue(...)` uses (or `PODJOBS_REDIS_URL`).
+2. `enqueue_call` writes one job (now, later, unique), `enqueue_calls` many in
+   one round trip.
+3. Routing by tenant is delegated to a resolver (`podjobs.pods` installs one);
+   without it a `tenant=` is recorded in the payload and the default pod used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from podjobs.errors import ConfigurationError
+from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode
+
+if TYPE_CHECKING:
+    from podjobs.backend import Backend
+    from podjobs.jobs import Call, JobHandle
+
+#: resolves (tenant, pod) to (pod name, backend); installed by podjobs.pods
+Resolver = Callable[[str | None, str | None], "tuple[str | None, Backend]"]
+
+
+class Client:
+    """Enqueues jobs to one backend, or to the pod a resolver picks."""
+
+    def __init__(self, backend: Backend | None = None, *, resolver: Resolver | None = None,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        if backend is None and resolver is None:
+            raise ConfigurationError("a Client needs a backend or a resolver")
+        self.backend = backend
+        self.resolver = resolver
+        self.max_payload_bytes = max_payload_bytes
+
+    def _target(self, tenant: str | None, pod: str | None) -> tuple[str | None, Backend]:
+        if self.resolver is not None:
+            return self.resolver(tenant, pod)
+        assert self.backend is not None
+        return pod, self.backend
+
+    def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
+                     delay: float | timedelta | None = None,
+                     at: datetime | float | None = None) -> JobHandle:
+        from podjobs.jobs import JobHandle
+
+        pod_name, backend = self._target(tenant, pod)
+        now_ms = time.time_ns() // 1_000_000
+        p = call.payload(now_ms, tenant, pod_name)
+        text = encode(p, self.max_payload_bytes)
+        opts = call.job.options
+        unique = None
+        if opts.unique_for:
+            unique = (p["unique"], int(opts.unique_for * 1000), p["id"])
+        delay_ms = at_ms = None
+        if delay is not None:
+            secs = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            delay_ms = max(0, int(secs * 1000))
+        elif at is not None:
+            if isinstance(at, datetime):
+                if at.tzinfo is None:
+                    raise ConfigurationError(
+                        f"enqueue_at got a naive datetime {at!r}; pass an aware one "
+                        f"(datetime.now(timezone.utc) + ...) so the time is unambiguous")
+                at_ms = int(at.timestamp() * 1000)
+            else:
+                at_ms = int(float(at) * 1000)
+        n = backend.enqueue(opts.queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique)
+        return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant, enqueued=n > 0)
+
+    def enqueue_calls(self, calls: Sequence[Call], *, tenant: str | None = None,
+                      pod: str | None = None) -> list[JobHandle]:
+        """Enqueue many calls; one round trip per queue they use."""
+        from podjobs.jobs import JobHandle
+
+        pod_name, backend = self._target(tenant, pod)
+        now_ms = time.time_ns() // 1_000_000
+        by_queue: dict[str, list[str]] = {}
+        handles = []
+        for c in calls:
+            if c.job.options.unique_for:
+                raise ConfigurationError(
+                    f"job {c.job.name!r} is unique; enqueue it one at a time so duplicates are refused")
+            p = c.payload(now_ms, tenant, pod_name)
+            by_queue.setdefault(c.job.options.queue, []).append(encode(p, self.max_payload_bytes))
+            handles.append(JobHandle(p["id"], c.job.name, c.job.options.queue, pod_name, tenant))
+        for q, texts in by_queue.items():
+            backend.enqueue(q, texts)
+        return handles
+
+
+_default: Client | None = None
+_lock = threading.Lock()
+
+
+def configure(redis_url: str | None = None, *, client: Client | None = None) -> Client:
+    """Set the process-wide client `job.enqueue` uses."""
+    global _default
+    from podjobs.backend import RedisBackend
+
+    with _lock:
+        if client is None:
+            if redis_url is None:
+                raise ConfigurationError("configure() needs redis_url= or client=")
+            client = Client(RedisBackend(redis_url))
+        _default = client
+        return client
+
+
+def get_client() -> Client:
+    """The default client; made from PODJOBS_REDIS_URL on first use if not configured."""
+    global _default
+    if _default is None:
+        url = os.environ.get("PODJOBS_REDIS_URL")
+        if not url:
+            raise ConfigurationError(
+                "podjobs is not configured: call podjobs.configure(redis_url=...) or set "
+                "PODJOBS_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+        configure(url)
+    assert _default is not None
+    return _default

@@ -1,0 +1,36 @@
+"""Every error podjobs raises on purpose. Each message names the value that was
+wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class PodjobsError(Exception):
+    """Base class: the CLI prints these as one line, without a traceback."""
+
+
+class ConfigurationError(PodjobsError):
+    """A setting, flag or server configuration podjobs cannot work with."""
+
+
+class MissingBinary(ConfigurationError):
+    """A server binary is not installed; the message names the Debian package."""
+
+
+class PortInUse(ConfigurationError):
+    """A port podjobs was told to use is already taken by another process."""
+
+
+class PayloadError(PodjobsError, ValueError):
+    """Arguments that cannot be sent as a job payload (type or size)."""
+
+
+class BackendUnavailable(PodjobsError):
+    """The queue backend (Redis) could not be reached or refused the write."""
+
+
+class UnknownJob(PodjobsError, LookupError):
+    """A job name that is not registered in this process."""
+
+
+class JobNotFound(PodjobsError, LookupError):
+    """No job with that id in any queue, set or in-flight list."""

@@ -1,0 +1,155 @@
+"""Running one reserved job and settling it: ack, retry with backoff, or dead.
+
+1. Decode the payload; an undecodable payload or an unknown job name goes to
+   the dead set with the reason, and the worker goes on.
+2. at-most-once jobs are acked before they run (and never retried).
+3. Run the job (inline in this thread, or through a process-isolation child),
+   then settle the outcome: success acks (batched, or one call when the job has
+   chained follow-ups or a unique key); a failure retries later with backoff or,
+   once retries are spent, goes to the dead set with its last error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from podjobs import backoff as backoff_mod
+from podjobs.acker import Acker
+from podjobs.backend import Backend
+from podjobs.context import Context
+from podjobs.ids import new_id
+from podjobs.invoke import Failure, Outcome, invoke
+from podjobs.jobs import Delivery, JobDef, registered
+from podjobs.payload import BadPayload, decode, encode
+
+log = logging.getLogger("podjobs.executor")
+
+#: runs a job somewhere (this thread, or a child process) and says what happened
+Runner = Callable[[JobDef, Context, list[Any], dict[str, Any]], Outcome]
+
+_NO_RETRY = (Failure.ARGUMENTS, Failure.REFUSED)
+
+
+def inflight_field(raw: bytes) -> str:
+    """The in-flight hash field reserve.lua used for this payload."""
+    if raw[:7] == b'{"id":"' and raw[33:34] == b'"':
+        return raw[7:33].decode("ascii", "replace")
+    return "bad:" + hashlib.sha1(raw).hexdigest()
+
+
+class Executor:
+    """Settles jobs for one worker; shared by all its executor threads."""
+
+    def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
+                 runner: Runner = invoke, pod: str | None = None,
+                 on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
+        self.backend = backend
+        self.worker_id = worker_id
+        self.acker = acker
+        self.runner = runner
+        self.pod = pod
+        self.on_outcome = on_outcome
+        self._jobs = registered()
+
+    def refresh_registry(self) -> None:
+        self._jobs = registered()
+
+    def execute(self, queue: str, raw: bytes) -> Outcome | None:
+        """Run and settle one payload. Returns the outcome (None when not run)."""
+        try:
+            data = decode(raw)
+        except BadPayload as exc:
+            self._dead_raw(queue, raw, str(exc))
+            return None
+        jid = data["id"]
+        jd = self._jobs.get(data["job"])
+        if jd is None:
+            self._jobs = registered()
+            jd = self._jobs.get(data["job"])
+            if jd is None:
+                self._settle_dead(queue, data, True, "unknown_job",
+                                  {"class": "UnknownJob", "message":
+                                   f"no job named {data['job']!r} is registered in this worker; "
+                                   f"deploy the code that defines it, then retry from the dead set"})
+                return None
+        in_flight = True
+        if jd.options.delivery is Delivery.AT_MOST_ONCE:
+            if not self.backend.ack(self.worker_id, {queue: [jid]}):
+                return None  # no longer ours: another worker took it over
+            in_flight = False
+        ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
+                      int(data.get("enqueued_at", 0)), data.get("tenant"),
+                      data.get("pod", self.pod), self.worker_id, data)
+        out = self.runner(jd, ctx, data["args"], data["kwargs"])
+        if out.ok:
+            if in_flight:
+                if "then" in data or "unique" in data:
+                    self._ack_one(queue, data)
+                else:
+                    self.acker.add(queue, jid)
+        else:
+            self._settle_failure(queue, jd, data, out, in_flight)
+        if self.on_outcome is not None:
+            self.on_outcome(queue, data, out)
+        return out
+
+    # -- settling -------------------------------------------------------------------
+
+    def _ack_one(self, queue: str, data: dict[str, Any]) -> None:
+        now = time.time_ns() // 1_000_000
+        children = []
+        for child in data.get("then", ()):
+            child = dict(child)
+            child["enqueued_at"] = now
+            children.append((child["queue"], encode(child)))
+        self.backend.ack_one(self.worker_id, queue, data["id"], data.get("unique"), children)
+
+    def _settle_failure(self, queue: str, jd: JobDef, data: dict[str, Any], out: Outcome,
+                        in_flight: bool) -> None:
+        attempt = int(data.get("attempt", 0)) + 1
+        err = out.error_dict()
+        if out.failure in _NO_RETRY:
+            self._settle_dead(queue, data, in_flight, str(out.failure.value if out.failure else "error"), err)
+            return
+        if jd.options.delivery is Delivery.AT_MOST_ONCE:
+            self._settle_dead(queue, data, in_flight, "at_most_once_failed", err)
+            return
+        decision = backoff_mod.decide(attempt, jd.options.retries, jd.options.backoff)
+        if isinstance(decision, backoff_mod.GiveUp):
+            self._settle_dead(queue, data, in_flight, "retries_exhausted", err)
+            return
+        nxt = dict(data)
+        nxt["attempt"] = attempt
+        nxt["error"] = err
+        nxt["failure"] = out.failure.value if out.failure else "error"
+        nxt["failed_at"] = time.time_ns() // 1_000_000
+        log.info("job %s %s failed (attempt %d, %s: %s); retry in %.1f s", jd.name, data["id"],
+                 attempt, err["class"], err["message"][:200], decision.delay_s)
+        self.backend.retry(self.worker_id, queue, data["id"], int(decision.delay_s * 1000),
+                           encode(nxt, 1 << 30), in_flight)
+
+    def _settle_dead(self, queue: str, data: dict[str, Any], in_flight: bool, reason: str,
+                     err: dict[str, str]) -> None:
+        dead = dict(data)
+        dead["dead_reason"] = reason
+        dead["error"] = err
+        dead["died_at"] = time.time_ns() // 1_000_000
+        dead["attempt"] = int(data.get("attempt", 0)) + 1
+        log.warning("job %s %s is dead (%s): %s", data.get("job"), data.get("id"), reason,
+                    err.get("message", "")[:300])
+        self.backend.dead(self.worker_id, queue, data["id"], encode(dead, 1 << 30), in_flight,
+                          data.get("unique"))
+
+    def _dead_raw(self, queue: str, raw: bytes, reason: str) -> None:
+        field = inflight_field(raw)
+        text = raw.decode("utf-8", "replace")
+        dead = {"id": field if len(field) == 26 else new_id(), "job": None, "queue": queue,
+                "args": [], "kwargs": {}, "raw": text[:65536], "dead_reason": "bad_payload",
+                "error": {"class": "BadPayload", "message": reason, "trace": ""},
+                "died_at": time.time_ns() // 1_000_000}
+        log.warning("undecodable payload on queue %s is dead: %s", queue, reason)
+        self.backend.dead(self.worker_id, queue, field, encode(dead, 1 << 30), True)

@@ -1,0 +1,90 @@
+"""Running a job function and describing what happened, with no queue involved.
+
+`invoke(jobdef, ctx, args, kwargs)` calls the function with middleware around
+it and returns an `Outcome`; the worker settles the outcome (ack, retry, dead).
+The same code runs in a worker thread and inside a process-isolation child.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from podjobs.context import Context, _set_current
+from podjobs.jobs import JobDef
+from podjobs.middleware import SkipJob, middleware
+
+
+class Failure(str, Enum):
+    """Why a run did not succeed; decides retry or dead."""
+
+    ERROR = "error"  # the job raised: retried with backoff
+    TIMEOUT = "timeout"  # ran past its timeout: retried
+    MEMORY = "memory"  # child process over its memory limit: retried
+    CRASH = "crash"  # child process died: retried
+    ARGUMENTS = "arguments"  # arguments do not fit the function: dead at once
+    REFUSED = "refused"  # a middleware refused it: dead at once
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job thread that ran past its timeout (BaseException so that
+    `except Exception` in job code does not swallow it)."""
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: Any = None
+    failure: Failure | None = None
+    error_class: str = ""
+    message: str = ""
+    trace: str = ""
+
+    def error_dict(self) -> dict[str, str]:
+        return {"class": self.error_class, "message": self.message[:2000], "trace": self.trace}
+
+
+def failed(failure: Failure, error_class: str, message: str, trace: str = "") -> Outcome:
+    return Outcome(False, None, failure, error_class, message, trace)
+
+
+def _trace(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(lines[-12:])[-4000:]
+
+
+def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+    """Run the job; never raises (except KeyboardInterrupt/SystemExit)."""
+    mws = middleware()
+    _set_current(ctx)
+    try:
+        try:
+            for m in mws:
+                m.before_perform(ctx)
+        except SkipJob as exc:
+            return failed(Failure.REFUSED, "SkipJob", str(exc))
+        try:
+            result = jd.fn(ctx, *args, **kwargs) if jd.takes_ctx else jd.fn(*args, **kwargs)
+        except JobTimeout:
+            out = failed(Failure.TIMEOUT, "JobTimeout",
+                         f"job ran past its timeout of {jd.options.timeout} s")
+            _after(mws, ctx, False, None)
+            return out
+        except Exception as exc:
+            why = jd.arguments_fit(args, kwargs) if isinstance(exc, TypeError) else None
+            _after(mws, ctx, False, exc)
+            if why is not None:
+                return failed(Failure.ARGUMENTS, "TypeError",
+                              f"arguments do not fit {jd.name}{jd._signature}: {why}")
+            return failed(Failure.ERROR, type(exc).__qualname__, str(exc), _trace(exc))
+        _after(mws, ctx, True, None)
+        return Outcome(True, result)
+    finally:
+        _set_current(None)
+
+
+def _after(mws: list[Any], ctx: Context, ok: bool, exc: BaseException | None) -> None:
+    for m in reversed(mws):
+        m.after_perform(ctx, ok, exc)

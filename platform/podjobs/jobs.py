@@ -1,0 +1,330 @@
+"""Job definitions: the `@job` decorator, the `Job` class form, the registry,
+and `Call` (a job with its arguments, possibly chained to follow-ups).
+
+1. `@podjobs.job(...)` turns a function into a `JobDef`; subclassing
+   `podjobs.Job` does the same for a class with a `perform` method.
+2. Every definition is registered by name (`module.qualname` unless given), so
+   a worker importing the app module can find it from a payload.
+3. `JobDef.enqueue/enqueue_in/enqueue_at/enqueue_many` build payloads and hand
+   them to the client; application code never sees Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, ClassVar
+
+from podjobs import backoff as backoff_mod
+from podjobs.errors import ConfigurationError, UnknownJob
+from podjobs.ids import new_id
+from podjobs.payload import check_value
+
+
+class Delivery(str, Enum):
+    """at_least_once: acked after it ran, re-run if its worker dies (the default).
+    at_most_once: acked before it runs, never re-run, not retried."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    AT_MOST_ONCE = "at_most_once"
+
+
+#: keyword names `enqueue` keeps for routing; a job cannot take parameters with these names
+RESERVED_KWARGS = frozenset({"tenant", "pod"})
+
+_registry: dict[str, JobDef] = {}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    queue: str = "default"
+    #: retries after the first run before the job dies (0 = never retried)
+    retries: int = 25
+    backoff: backoff_mod.Backoff = backoff_mod.exponential
+    #: seconds a run may take before it is stopped and retried; None = no limit
+    timeout: float | None = None
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    #: seconds an identical enqueue (same job, args, kwargs) is refused while one is pending
+    unique_for: float | None = None
+    #: process isolation only: kill the child above this resident size (MiB)
+    max_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """What enqueue returns: the job's id and where it went."""
+
+    id: str
+    job: str
+    queue: str
+    pod: str | None = None
+    tenant: str | None = None
+    #: False when a unique enqueue found an identical job already pending
+    enqueued: bool = True
+
+
+class JobDef:
+    """A registered job: a callable plus its options."""
+
+    def __init__(self, name: str, fn: Callable[..., Any], options: JobOptions) -> None:
+        self.name = name
+        self.fn = fn
+        self.options = options
+        params = list(inspect.signature(fn).parameters.values())
+        self.takes_ctx = bool(params) and params[0].name == "ctx"
+        for p in params:
+            if p.name in RESERVED_KWARGS:
+                raise ConfigurationError(
+                    f"job {name!r} has a parameter named {p.name!r}, which enqueue keeps for "
+                    f"routing; rename it and read the tenant from ctx.tenant"
+                )
+        self._signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<JobDef {self.name} queue={self.options.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the job inline, in this thread, with a local context (for tests and scripts)."""
+        from podjobs.context import Context, _set_current
+
+        ctx = Context(new_id(), self.name, 1, self.options.queue, int(time.time() * 1000))
+        _set_current(ctx)
+        try:
+            return self.fn(ctx, *args, **kwargs) if self.takes_ctx else self.fn(*args, **kwargs)
+        finally:
+            _set_current(None)
+
+    def arguments_fit(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """None when the arguments fit the function, else why not."""
+        try:
+            if self.takes_ctx:
+                self._signature.bind(None, *args, **kwargs)
+            else:
+                self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return str(exc)
+        return None
+
+    # -- building calls -------------------------------------------------------------
+
+    def call(self, *args: Any, **kwargs: Any) -> Call:
+        """This job with arguments, to chain (`.then`) or enqueue later."""
+        return Call(self, args, kwargs)
+
+    def then(self, other: JobDef | Call, *args: Any, **kwargs: Any) -> Call:
+        """Shorthand for `self.call().then(other, ...)` for a job without arguments."""
+        return self.call().then(other, *args, **kwargs)
+
+    # -- enqueue --------------------------------------------------------------------
+
+    def enqueue(self, *args: Any, tenant: str | None = None, pod: str | None = None,
+                **kwargs: Any) -> JobHandle:
+        """Enqueue now. `tenant=` routes to the tenant's pod; `pod=` names a pod."""
+        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod)
+
+    def enqueue_in(self, delay: float | timedelta, *args: Any, tenant: str | None = None,
+                   pod: str | None = None, **kwargs: Any) -> JobHandle:
+        """Enqueue to run after `delay` seconds (or a timedelta), measured on Redis' clock."""
+        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod, delay=delay)
+
+    def enqueue_at(self, when: datetime | float, *args: Any, tenant: str | None = None,
+                   pod: str | None = None, **kwargs: Any) -> JobHandle:
+        """Enqueue to run at `when` (an aware datetime or epoch seconds)."""
+        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod, at=when)
+
+    def enqueue_many(self, arg_sets: Iterable[Sequence[Any] | Mapping[str, Any] | tuple[Sequence[Any], Mapping[str, Any]]],
+                     *, tenant: str | None = None, pod: str | None = None) -> list[JobHandle]:
+        """Enqueue many argument sets in one round trip.
+
+        Each item is a list/tuple of positional args, a dict of keyword args, or a
+        pair (args, kwargs) given as a 2-tuple whose second item is a dict.
+        """
+        calls = []
+        for item in arg_sets:
+            if isinstance(item, Mapping):
+                calls.append(Call(self, (), dict(item)))
+            elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping)
+                  and isinstance(item[0], list | tuple)):
+                calls.append(Call(self, tuple(item[0]), dict(item[1])))
+            else:
+                calls.append(Call(self, tuple(item), {}))
+        from podjobs.client import get_client
+
+        return get_client().enqueue_calls(calls, tenant=tenant, pod=pod)
+
+
+@dataclass
+class Call:
+    """A job with its arguments and the follow-ups to run after it succeeds."""
+
+    job: JobDef
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    followups: list[Call] = field(default_factory=list)
+
+    def then(self, other: JobDef | Call, *args: Any, **kwargs: Any) -> Call:
+        """Run `other` after the last job of this chain succeeds; returns this chain."""
+        nxt = other if isinstance(other, Call) else Call(other, args, kwargs)
+        last = self
+        while last.followups:
+            last = last.followups[-1]
+        last.followups.append(nxt)
+        return self
+
+    def payload(self, now_ms: int, tenant: str | None = None, pod: str | None = None) -> dict[str, Any]:
+        """The payload dict for this call (arguments checked, id fresh)."""
+        if self.args:
+            check_value(list(self.args), f"job {self.job.name!r} argument")
+        if self.kwargs:
+            check_value(self.kwargs, f"job {self.job.name!r} keyword argument")
+        p: dict[str, Any] = {
+            "id": new_id(now_ms), "job": self.job.name, "queue": self.job.options.queue,
+            "args": list(self.args), "kwargs": self.kwargs, "enqueued_at": now_ms, "attempt": 0,
+        }
+        if tenant is not None:
+            p["tenant"] = tenant
+        if pod is not None:
+            p["pod"] = pod
+        if self.job.options.unique_for:
+            p["unique"] = self.unique_key()
+        if self.followups:
+            p["then"] = [c.payload(now_ms, tenant, pod) for c in self.followups]
+        return p
+
+    def unique_key(self) -> str:
+        from podjobs import keys
+
+        canon = json.dumps([self.job.options.queue, list(self.args), self.kwargs],
+                           sort_keys=True, separators=(",", ":"))
+        return keys.unique(self.job.name, hashlib.sha1(canon.encode()).hexdigest())
+
+    def enqueue(self, *, tenant: str | None = None, pod: str | None = None,
+                delay: float | timedelta | None = None, at: datetime | float | None = None) -> JobHandle:
+        from podjobs.client import get_client
+
+        return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
+
+
+def job(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    retries: int = 25,
+    backoff: backoff_mod.Backoff = backoff_mod.exponential,
+    timeout: float | None = None,
+    delivery: Delivery | str = Delivery.AT_LEAST_ONCE,
+    unique_for: float | timedelta | None = None,
+    max_memory_mb: float | None = None,
+) -> Any:
+    """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function."""
+
+    def wrap(f: Callable[..., Any]) -> JobDef:
+        opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb)
+        return register(JobDef(name or f"{f.__module__}.{f.__qualname__}", f, opts))
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
+                 delivery: Delivery | str, unique_for: float | timedelta | None,
+                 max_memory_mb: float | None) -> JobOptions:
+    if not queue or "," in queue or ":" in queue or queue != queue.strip():
+        raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
+    try:
+        dl = Delivery(delivery)
+    except ValueError:
+        raise ConfigurationError(
+            f"delivery {delivery!r} is not one of {[d.value for d in Delivery]}") from None
+    if retries < 0:
+        raise ConfigurationError(f"retries={retries} must be >= 0")
+    uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
+    return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb)
+
+
+def register(jd: JobDef) -> JobDef:
+    old = _registry.get(jd.name)
+    if old is not None and old.fn is not jd.fn and getattr(old.fn, "__code__", None) is not getattr(jd.fn, "__code__", 0):
+        raise ConfigurationError(f"two jobs are named {jd.name!r}; give one an explicit name=")
+    _registry[jd.name] = jd
+    return jd
+
+
+def lookup(name: str) -> JobDef:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownJob(
+            f"no job named {name!r} is registered in this process; import the module that "
+            f"defines it (worker --app MODULE)") from None
+
+
+def registered() -> dict[str, JobDef]:
+    return dict(_registry)
+
+
+class Job:
+    """Class form: subclass, set options as class attributes, define `perform`.
+
+        class Resize(podjobs.Job):
+            queue = "low"
+            retries = 5
+            def perform(self, ctx, image_id): ...
+
+        Resize.enqueue(42)
+    """
+
+    queue: ClassVar[str] = "default"
+    retries: ClassVar[int] = 25
+    backoff: ClassVar[backoff_mod.Backoff] = staticmethod(backoff_mod.exponential)  # type: ignore[assignment]
+    timeout: ClassVar[float | None] = None
+    delivery: ClassVar[Delivery | str] = Delivery.AT_LEAST_ONCE
+    unique_for: ClassVar[float | None] = None
+    max_memory_mb: ClassVar[float | None] = None
+    job_name: ClassVar[str | None] = None
+    definition: ClassVar[JobDef]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "perform" not in cls.__dict__:
+            return
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return cls().perform(*args, **kwargs)
+
+        run.__signature__ = _perform_signature(cls)  # type: ignore[attr-defined]
+        opts = make_options(cls.queue, cls.retries, cls.backoff, cls.timeout, cls.delivery,
+                            cls.unique_for, cls.max_memory_mb)
+        cls.definition = register(JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts))
+
+    @classmethod
+    def enqueue(cls, *args: Any, tenant: str | None = None, pod: str | None = None,
+                **kwargs: Any) -> JobHandle:
+        return cls.definition.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+
+    @classmethod
+    def enqueue_in(cls, delay: float | timedelta, *args: Any, **kwargs: Any) -> JobHandle:
+        return cls.definition.enqueue_in(delay, *args, **kwargs)
+
+    @classmethod
+    def enqueue_at(cls, when: datetime | float, *args: Any, **kwargs: Any) -> JobHandle:
+        return cls.definition.enqueue_at(when, *args, **kwargs)
+
+    @classmethod
+    def call(cls, *args: Any, **kwargs: Any) -> Call:
+        return cls.definition.call(*args, **kwargs)
+
+    def perform(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+def _perform_signature(cls: type) -> inspect.Signature:
+    sig = inspect.signature(cls.perform)  # type: ignore[attr-defined]
+    params = list(sig.parameters.values())[1:]  # drop self
+    return sig.replace(parameters=params)

@@ -1,0 +1,66 @@
+"""Every Redis key podjobs uses, built in this one module.
+
+Lua scripts never build key names: callers pass them in KEYS. All keys of one
+pod live in that pod's own Redis, under the prefix below.
+"""
+
+from __future__ import annotations
+
+PREFIX = "pj:"
+
+#: set of every queue name that was ever enqueued to (for operators and the poller)
+QUEUES = PREFIX + "queues"
+#: set of live worker ids (a worker is removed when it stops or is reaped)
+WORKERS = PREFIX + "workers"
+#: sorted set of dead jobs: score = time of death in ms, member = payload
+DEAD = PREFIX + "dead"
+
+
+def queue(name: str) -> str:
+    """List of ready payloads. LPUSH at the head, RPOP from the tail (FIFO)."""
+    return f"{PREFIX}q:{name}"
+
+
+def wake(name: str) -> str:
+    """List holding at most a token or two; idle workers BLPOP on it."""
+    return f"{PREFIX}wake:{name}"
+
+
+def scheduled(name: str) -> str:
+    """Sorted set of payloads due later: score = due time in ms (Redis clock)."""
+    return f"{PREFIX}sched:{name}"
+
+
+def retry(name: str) -> str:
+    """Sorted set of failed payloads waiting for their next attempt, score = due ms."""
+    return f"{PREFIX}retry:{name}"
+
+
+def inflight(worker_id: str, queue_name: str) -> str:
+    """Hash job id -> payload of the jobs a worker reserved from one queue."""
+    return f"{PREFIX}inflight:{worker_id}:{queue_name}"
+
+
+def heartbeat(worker_id: str) -> str:
+    """String with a TTL: present while the worker is alive."""
+    return f"{PREFIX}hb:{worker_id}"
+
+
+def worker_info(worker_id: str) -> str:
+    """Hash describing a worker (host, pid, queues, concurrency, busy jobs)."""
+    return f"{PREFIX}worker:{worker_id}"
+
+
+def unique(job_name: str, digest: str) -> str:
+    """String holding the id of the job that owns a unique enqueue key."""
+    return f"{PREFIX}unique:{job_name}:{digest}"
+
+
+def stat(name: str) -> str:
+    """Counter: processed, failed, dead, recovered."""
+    return f"{PREFIX}stat:{name}"
+
+
+def status(job_id: str) -> str:
+    """Hash with the state of a tracked job (used by status monitors)."""
+    return f"{PREFIX}status:{job_id}"

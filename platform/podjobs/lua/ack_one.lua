@@ -1,0 +1,28 @@
+-- ack_one: finish one job that has follow-ups: release its unique key and
+-- enqueue its chained children, only if the job was still in flight.
+-- KEYS[1] in-flight hash (pj:inflight:WORKER:NAME)
+-- KEYS[2] processed counter (pj:stat:processed)
+-- KEYS[3] unique key (pj:unique:JOB:DIGEST) or the in-flight hash again when none
+-- KEYS[4] queues set (pj:queues)
+-- KEYS[5..] pairs per child: queue list, wake list
+-- ARGV[1] job id
+-- ARGV[2] "1" when KEYS[3] is a unique key to release
+-- ARGV[3..] per child: queue name, payload
+-- Returns: 1 when acked now, 0 when the job was not in flight.
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('INCR', KEYS[2])
+if ARGV[2] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
+local k = 5
+for i = 3, #ARGV, 2 do
+  redis.call('SADD', KEYS[4], ARGV[i])
+  redis.call('LPUSH', KEYS[k], ARGV[i + 1])
+  if redis.call('LLEN', KEYS[k + 1]) == 0 then
+    redis.call('LPUSH', KEYS[k + 1], '1')
+  end
+  k = k + 2
+end
+return 1

@@ -1,0 +1,38 @@
+-- enqueue: add one or many payloads to a queue, now or later, optionally unique.
+-- KEYS[1] queue list        (pj:q:NAME)
+-- KEYS[2] wake list         (pj:wake:NAME)
+-- KEYS[3] queues set        (pj:queues)
+-- KEYS[4] scheduled zset    (pj:sched:NAME)
+-- KEYS[5] unique key        (pj:unique:JOB:DIGEST), only when ARGV[4] > 0
+-- ARGV[1] queue name
+-- ARGV[2] when: "now" | "in" (ARGV[3] = delay ms from Redis' clock) | "at" (ARGV[3] = epoch ms)
+-- ARGV[3] milliseconds (see ARGV[2])
+-- ARGV[4] unique ttl in ms (0 = not unique)
+-- ARGV[5] id of the job that would own the unique key
+-- ARGV[6..] payloads
+-- Returns: number of payloads written, or 0 when the unique key is already held.
+if tonumber(ARGV[4]) > 0 then
+  if not redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[4]) then
+    return 0
+  end
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+local n = #ARGV - 5
+if ARGV[2] == 'now' then
+  for i = 6, #ARGV, 1000 do
+    redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  if redis.call('LLEN', KEYS[2]) == 0 then
+    redis.call('LPUSH', KEYS[2], '1')
+  end
+  return n
+end
+local due = tonumber(ARGV[3])
+if ARGV[2] == 'in' then
+  local t = redis.call('TIME')
+  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + due
+end
+for i = 6, #ARGV do
+  redis.call('ZADD', KEYS[4], due, ARGV[i])
+end
+return n

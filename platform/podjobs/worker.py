@@ -1,0 +1,213 @@
+"""The worker process: fetcher, executor threads, acker, heartbeat, poller.
+
+1. Registers (heartbeat) and reaps workers that are gone.
+2. Starts the fetcher (reserve batches into a local inbox), `concurrency`
+   executor threads (each running jobs inline, or through its own child process
+   with `isolation="process"`), the acker, the heartbeat and the poller.
+3. Stops gracefully on SIGTERM/SIGINT: stop fetching, give unstarted jobs
+   back, let running jobs finish for `shutdown_timeout` seconds, then give
+   whatever still runs back to its queue and unregister.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from podjobs.acker import Acker
+from podjobs.backend import RedisBackend
+from podjobs.context import Context
+from podjobs.executor import Executor, inflight_field
+from podjobs.fetcher import Fetcher
+from podjobs.heartbeat import Heartbeat, busy_json
+from podjobs.ids import new_id
+from podjobs.invoke import JobTimeout, Outcome, invoke
+from podjobs.isolation import Child
+from podjobs.jobs import JobDef
+from podjobs.poller import Poller
+from podjobs.watchdog import Watchdog
+
+log = logging.getLogger("podjobs.worker")
+
+
+@dataclass
+class WorkerConfig:
+    queues: Sequence[str] = ("default",)
+    concurrency: int = 10
+    #: "thread" (default) or "process"
+    isolation: str = "thread"
+    #: seconds running jobs get to finish after SIGTERM before they are given back
+    shutdown_timeout: float = 25.0
+    #: seconds without a heartbeat after which a worker's jobs are taken over
+    heartbeat_ttl: float = 20.0
+    #: seconds between promotions of due scheduled jobs and retries (jittered)
+    poll_interval: float = 1.0
+    #: most jobs reserved per call
+    batch: int = 100
+    #: extra jobs held in the local inbox beyond `concurrency`
+    prefetch: int | None = None
+    #: seconds an idle fetcher blocks on the wake lists before checking for shutdown
+    idle_wait: float = 1.0
+    #: process isolation: recycle a child after this many jobs
+    max_jobs_per_child: int = 1000
+    #: process isolation: kill a child above this resident size (MiB)
+    max_memory_mb: float | None = None
+    app_modules: Sequence[str] = ()
+    pod: str | None = None
+
+
+class Worker:
+    def __init__(self, backend: RedisBackend, config: WorkerConfig) -> None:
+        if not config.queues:
+            raise ValueError("a worker needs at least one queue")
+        self.backend = backend
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.started_at = time.time()
+        self._running: dict[int, tuple[str, str, str, float]] = {}
+        self.acker = Acker(backend, self.id)
+        prefetch = config.prefetch if config.prefetch is not None else config.concurrency
+        self.heartbeat = Heartbeat(backend, self.id, config.heartbeat_ttl, self._info)
+        self.fetcher = Fetcher(backend, self.id, config.queues,
+                               capacity=config.concurrency + max(0, prefetch),
+                               batch=config.batch, idle_wait_s=config.idle_wait,
+                               reregister=self.heartbeat.register)
+        self.executor = Executor(backend, self.id, self.acker, pod=config.pod)
+        self.poller = Poller(backend, config.queues, config.poll_interval)
+        self.watchdog = Watchdog()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._giveback: list[tuple[str, bytes]] = []
+        self._giveback_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.processed = 0
+
+    def _info(self) -> dict[str, str]:
+        return {"host": socket.gethostname(), "pid": str(os.getpid()),
+                "queues": ",".join(self.config.queues), "concurrency": str(self.config.concurrency),
+                "isolation": self.config.isolation, "started": f"{self.started_at:.3f}",
+                "pod": self.config.pod or "", "busy": busy_json(self._running)}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.heartbeat.register()
+        self.heartbeat.reap()
+        self.poller.poll_once()
+        self.acker.start()
+        for i in range(self.config.concurrency):
+            t = threading.Thread(target=self._exec_loop, name=f"podjobs-exec-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.fetcher.start()
+        self.heartbeat.start()
+        self.poller.start()
+        log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
+                 ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
+
+    def run(self) -> None:
+        """Start, then block until SIGTERM/SIGINT, then stop gracefully."""
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("worker %s got %s: shutting down", self.id, signal.Signals(signum).name)
+            self._stopped.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        self._stopped.wait()
+        self.stop()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def stop(self) -> None:
+        """Graceful stop (see the module docstring)."""
+        self._stopping = True
+        self.fetcher.stop()
+        self.fetcher.join(self.config.idle_wait + 1)
+        self._give_back(self.fetcher.drain_inbox())
+        for _ in self._threads:
+            self.fetcher.inbox.put(None)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        still = [t for t in self._threads if t.is_alive()]
+        self.poller.stop()
+        self.heartbeat.stop()
+        self.acker.stop()
+        self._give_back(self._giveback)
+        self._give_back(self.fetcher.drain_inbox())
+        n = self.backend.recover(self.id, self.config.queues, force=True)
+        if still or n:
+            log.warning("worker %s: %d jobs still running after %.1f s were given back to their queues",
+                        self.id, n, self.config.shutdown_timeout)
+        self.watchdog.stop()
+        log.info("worker %s stopped", self.id)
+
+    def _give_back(self, items: list[tuple[str, bytes]]) -> None:
+        by_queue: dict[str, list[tuple[str, bytes]]] = {}
+        for q, raw in items:
+            by_queue.setdefault(q, []).append((inflight_field(raw), raw))
+        for q, pairs in by_queue.items():
+            self.backend.requeue(self.id, q, pairs)
+        items.clear()
+
+    # -- executor threads -----------------------------------------------------------
+
+    def _exec_loop(self) -> None:
+        child = None
+        if self.config.isolation == "process":
+            child = Child(self.config.app_modules, self.config.max_jobs_per_child,
+                          self.config.max_memory_mb)
+        runner = child.run if child is not None else self._run_inline
+        ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=self.config.pod)
+        inbox_get = self.fetcher.inbox.get
+        running = self._running
+        me = threading.get_ident()
+        try:
+            while True:
+                item = inbox_get()
+                if item is None:
+                    return
+                if self._stopping:
+                    with self._giveback_lock:
+                        self._giveback.append(item)
+                    self.fetcher.done_one()
+                    continue
+                queue, raw = item
+                running[me] = (inflight_field(raw), "", queue, time.time())
+                try:
+                    ex.execute(queue, raw)
+                except JobTimeout:
+                    pass
+                except Exception:
+                    log.exception("settling a job from %s failed; it stays in flight and is "
+                                  "recovered when this worker stops or dies", queue)
+                finally:
+                    running.pop(me, None)
+                    self.processed += 1
+                    self.fetcher.done_one()
+        finally:
+            if child is not None:
+                child.close()
+
+    def _run_inline(self, jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+        self._running[threading.get_ident()] = (ctx.job_id, jd.name, ctx.queue, time.time())
+        timeout = jd.options.timeout
+        if not timeout:
+            return invoke(jd, ctx, args, kwargs)
+        self.watchdog.arm(timeout)
+        try:
+            return invoke(jd, ctx, args, kwargs)
+        finally:
+            try:
+                self.watchdog.disarm()
+            except JobTimeout:
+                pass

@@ -1,0 +1,1 @@
+"""podjobs.scheduler: leader election, migrations as jobs, periodic jobs (see issue 6)."""

@@ -127,7 +127,7 @@ class RedisBackend:
                 f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
             ) from exc
         except redis.ResponseError as exc:
-            if str(exc).startswith("OOM"):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
                 raise BackendUnavailable(
                     f"cannot {what}: Redis at {redacted(self.url)} is out of memory ({exc}); "
                     f"nothing was written. Raise maxmemory or drain the queues"

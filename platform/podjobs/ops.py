@@ -1,0 +1,254 @@
+"""What operators see and do on one pod's queue: the read side of the CLI.
+
+1. `queues()`: size, oldest-job latency, scheduled, retrying and in-flight counts.
+2. `workers()`: live workers, their queues and the jobs they run.
+3. Dead set: list, retry (back to the queue with attempts reset), delete.
+4. Scheduled and retry sets: list.
+5. `find_job(id)`: where a job is (queue, scheduled, retry, in flight, dead).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from podjobs import keys
+from podjobs.backend import RedisBackend
+from podjobs.errors import JobNotFound
+from podjobs.ids import ID_LENGTH
+
+
+@dataclass
+class QueueStats:
+    name: str
+    size: int
+    latency_s: float
+    scheduled: int
+    retrying: int
+    in_flight: int
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    alive: bool
+    host: str
+    pid: int
+    pod: str
+    queues: list[str]
+    concurrency: int
+    isolation: str
+    started: float
+    busy: list[dict[str, Any]]
+
+
+@dataclass
+class FoundJob:
+    where: str  # queue | scheduled | retry | in_flight | dead
+    queue: str
+    payload: dict[str, Any]
+    score_ms: int | None = None
+    worker: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _id_of(member: bytes) -> str:
+    return member[7 : 7 + ID_LENGTH].decode("ascii", "replace")
+
+
+def _decode(member: bytes) -> dict[str, Any]:
+    try:
+        d = json.loads(member)
+        return d if isinstance(d, dict) else {"raw": member.decode("utf-8", "replace")}
+    except ValueError:
+        return {"raw": member.decode("utf-8", "replace")}
+
+
+class Inspector:
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.r = backend.redis
+
+    def queue_names(self) -> list[str]:
+        return sorted(m.decode() for m in self.r.smembers(keys.QUEUES))
+
+    def _inflight_keys(self) -> list[tuple[str, str, str]]:
+        """(key, worker id, queue) for every in-flight hash."""
+        out = []
+        prefix = keys.inflight("", "")[:-1]  # "pj:inflight:"
+        for k in self.r.scan_iter(match=prefix + "*", count=1000):
+            rest = k.decode()[len(prefix):]
+            wid, _, q = rest.rpartition(":")
+            out.append((k.decode(), wid, q))
+        return out
+
+    def queues(self) -> list[QueueStats]:
+        names = self.queue_names()
+        pipe = self.r.pipeline(transaction=False)
+        for q in names:
+            pipe.llen(keys.queue(q))
+            pipe.lindex(keys.queue(q), -1)
+            pipe.zcard(keys.scheduled(q))
+            pipe.zcard(keys.retry(q))
+        res = pipe.execute()
+        inflight: dict[str, int] = {}
+        ik = self._inflight_keys()
+        if ik:
+            pipe = self.r.pipeline(transaction=False)
+            for k, _, _ in ik:
+                pipe.hlen(k)
+            for (_, _, q), n in zip(ik, pipe.execute(), strict=True):
+                inflight[q] = inflight.get(q, 0) + int(n)
+        now_ms = self._redis_ms()
+        out = []
+        for i, q in enumerate(names):
+            size, oldest, sched, retry = res[4 * i : 4 * i + 4]
+            latency = 0.0
+            if oldest:
+                enq = _decode(oldest).get("enqueued_at")
+                if isinstance(enq, int):
+                    latency = max(0.0, (now_ms - enq) / 1000)
+            out.append(QueueStats(q, int(size), round(latency, 3), int(sched), int(retry),
+                                  inflight.get(q, 0)))
+        return out
+
+    def _redis_ms(self) -> int:
+        sec, usec = self.r.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def workers(self) -> list[WorkerInfo]:
+        ids = sorted(m.decode() for m in self.r.smembers(keys.WORKERS))
+        pipe = self.r.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(keys.worker_info(wid))
+            pipe.exists(keys.heartbeat(wid))
+        res = pipe.execute()
+        out = []
+        for i, wid in enumerate(ids):
+            info = {k.decode(): v.decode() for k, v in res[2 * i].items()}
+            out.append(WorkerInfo(
+                wid, bool(res[2 * i + 1]), info.get("host", "?"), int(info.get("pid", 0) or 0),
+                info.get("pod", ""), [q for q in info.get("queues", "").split(",") if q],
+                int(info.get("concurrency", 0) or 0), info.get("isolation", ""),
+                float(info.get("started", 0) or 0), json.loads(info.get("busy", "[]") or "[]")))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        names = ("processed", "failed", "dead", "recovered")
+        vals = self.r.mget([keys.stat(n) for n in names])
+        return {n: int(v or 0) for n, v in zip(names, vals, strict=True)}
+
+    # -- sorted sets (dead, scheduled, retry) ---------------------------------------
+
+    def _zlist(self, key: str, limit: int, newest_first: bool) -> list[tuple[dict[str, Any], int]]:
+        rows = (self.r.zrevrange if newest_first else self.r.zrange)(key, 0, limit - 1, withscores=True)
+        return [(_decode(m), int(s)) for m, s in rows]
+
+    def dead(self, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
+        return self._zlist(keys.DEAD, limit, True)
+
+    def scheduled(self, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
+        return self._merged([keys.scheduled(q) for q in self.queue_names()], limit)
+
+    def retries(self, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
+        return self._merged([keys.retry(q) for q in self.queue_names()], limit)
+
+    def _merged(self, zkeys: list[str], limit: int) -> list[tuple[dict[str, Any], int]]:
+        rows: list[tuple[dict[str, Any], int]] = []
+        for k in zkeys:
+            rows += self._zlist(k, limit, False)
+        rows.sort(key=lambda r: r[1])
+        return rows[:limit]
+
+    def _zfind(self, key: str, job_id: str) -> tuple[bytes, int] | None:
+        needle = f'{{"id":"{job_id}"'.encode()
+        for member, score in self.r.zscan_iter(key, count=1000):
+            if member.startswith(needle):
+                return member, int(score)
+        return None
+
+    def dead_retry(self, job_id: str) -> bool:
+        """Put a dead job back on its queue with a fresh attempt count."""
+        found = self._zfind(keys.DEAD, job_id)
+        if found is None:
+            raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
+        member, _ = found
+        return self._requeue_member(keys.DEAD, member)
+
+    def _requeue_member(self, zkey: str, member: bytes) -> bool:
+        from podjobs.payload import encode
+
+        data = _decode(member)
+        if "job" not in data or not data.get("job"):
+            raise JobNotFound("this dead entry was an undecodable payload; it cannot be retried, only deleted")
+        for k in ("error", "dead_reason", "died_at", "failed_at", "failure"):
+            data.pop(k, None)
+        data["attempt"] = 0
+        data["enqueued_at"] = self._redis_ms()
+        q = str(data.get("queue", "default"))
+        res = self.backend._run("dead_retry", "retry a dead job",
+                                [zkey, keys.queue(q), keys.wake(q), keys.QUEUES],
+                                [member, encode(data, 1 << 30), q])
+        return bool(res)
+
+    def dead_retry_all(self) -> int:
+        n = 0
+        for member, _ in list(self.r.zscan_iter(keys.DEAD, count=1000)):
+            if _decode(member).get("job"):
+                n += self._requeue_member(keys.DEAD, member)
+        return n
+
+    def dead_delete(self, job_id: str) -> bool:
+        found = self._zfind(keys.DEAD, job_id)
+        if found is None:
+            raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
+        return bool(self.r.zrem(keys.DEAD, found[0]))
+
+    def dead_clear(self) -> int:
+        n = int(self.r.zcard(keys.DEAD))
+        self.r.delete(keys.DEAD)
+        return n
+
+    # -- finding one job ------------------------------------------------------------
+
+    def find_job(self, job_id: str) -> FoundJob:
+        for k, wid, q in self._inflight_keys():
+            raw = self.r.hget(k, job_id)
+            if raw:
+                return FoundJob("in_flight", q, _decode(raw), worker=wid)
+        for q in self.queue_names():
+            for kind, zk in (("scheduled", keys.scheduled(q)), ("retry", keys.retry(q))):
+                hit = self._zfind(zk, job_id)
+                if hit:
+                    return FoundJob(kind, q, _decode(hit[0]), hit[1])
+            for raw in self._scan_list(keys.queue(q)):
+                if _id_of(raw) == job_id:
+                    return FoundJob("queue", q, _decode(raw))
+        hit = self._zfind(keys.DEAD, job_id)
+        if hit:
+            data = _decode(hit[0])
+            return FoundJob("dead", str(data.get("queue", "")), data, hit[1])
+        raise JobNotFound(
+            f"job {job_id!r} is not queued, scheduled, retrying, running or dead on this pod; "
+            f"it may have finished (finished jobs are not kept) or live on another pod")
+
+    def _scan_list(self, key: str, chunk: int = 1000) -> Iterator[bytes]:
+        start = 0
+        while True:
+            rows = self.r.lrange(key, start, start + chunk - 1)
+            yield from rows
+            if len(rows) < chunk:
+                return
+            start += chunk
+
+
+def age(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    s = time.time() - ms / 1000
+    return f"{s:.0f}s ago" if s >= 0 else f"in {-s:.0f}s"

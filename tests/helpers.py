@@ -1,0 +1,70 @@
+"""Helpers shared by the core tests: bounded waits, in-process and subprocess workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from podjobs.backend import RedisBackend
+from podjobs.worker import Worker, WorkerConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `cond` (a cheap Redis read) until truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(0.05, delay * 1.5)
+
+
+def fast_config(**kw: Any) -> WorkerConfig:
+    base: dict[str, Any] = dict(queues=["default"], concurrency=4, heartbeat_ttl=1.0,
+                                poll_interval=0.05, idle_wait=0.2, shutdown_timeout=2.0)
+    base.update(kw)
+    return WorkerConfig(**base)
+
+
+@contextmanager
+def worker(url: str, **kw: Any) -> Iterator[Worker]:
+    w = Worker(RedisBackend(url), fast_config(**kw))
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def spawn_worker(url: str, *extra: str, app: str = "tests.apps.core_app",
+                 queues: str = "default", concurrency: int = 4, ttl: float = 1.0,
+                 log: Path | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PODJOBS_RECORD_URL=url, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "podjobs.cli", "worker", "--redis", url, "--app", app,
+           "--queues", queues, "--concurrency", str(concurrency), "--heartbeat-ttl", str(ttl),
+           "--poll-interval", "0.05", "--log-level", "info", *extra]
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_proc(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    if p.poll() is None:
+        p.send_signal(sig)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.wait(5)

@@ -1,0 +1,223 @@
+"""The queue and worker on a real Redis (pod p1's own redis-server, flushed per test)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+import podjobs
+from podjobs import keys
+from podjobs.backend import RedisBackend
+from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
+from podjobs.ops import Inspector
+from tests.helpers import wait_until, worker
+
+ran: list[Any] = []
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    podjobs.configure(redis_url)
+    ran.clear()
+    return redis.Redis.from_url(redis_url)
+
+
+@podjobs.job(name="q.add")
+def add(ctx: podjobs.Context, a: int, b: int) -> int:
+    ran.append(("add", a + b, ctx.attempt, ctx.queue))
+    return a + b
+
+
+@podjobs.job(name="q.tag", queue="default")
+def tag_default(t: str) -> None:
+    ran.append(t)
+
+
+@podjobs.job(name="q.crit", queue="critical")
+def tag_critical(t: str) -> None:
+    ran.append(t)
+
+
+@podjobs.job(name="q.low", queue="low")
+def tag_low(t: str) -> None:
+    ran.append(t)
+
+
+@podjobs.job(name="q.flaky", retries=2, backoff=podjobs.constant(0.05))
+def flaky(t: str, fails: int) -> None:
+    ran.append(t)
+    if ran.count(t) <= fails:
+        raise ValueError(f"fail #{ran.count(t)}")
+
+
+@podjobs.job(name="q.unique", unique_for=60)
+def uniq(x: int) -> None:
+    ran.append(("uniq", x))
+
+
+def test_enqueue_and_run_with_context(r: redis.Redis, redis_url: str) -> None:
+    h = add.enqueue(2, 3)
+    assert h.enqueued and len(h.id) == 26 and h.queue == "default"
+    assert r.llen(keys.queue("default")) == 1
+    with worker(redis_url):
+        wait_until(lambda: ran, what="the job to run")
+    assert ran == [("add", 5, 1, "default")]
+    wait_until(lambda: r.get(keys.stat("processed")) == b"1", what="the ack")
+    assert r.llen(keys.queue("default")) == 0
+    assert not [k for k in r.keys("pj:inflight:*")]
+
+
+def test_bulk_enqueue_is_one_round_trip(r: redis.Redis, redis_url: str) -> None:
+    handles = add.enqueue_many([(i, i) for i in range(500)] + [{"a": 1, "b": 1}])
+    assert len(handles) == 501 and len({h.id for h in handles}) == 501
+    assert r.llen(keys.queue("default")) == 501
+    with worker(redis_url, concurrency=8):
+        wait_until(lambda: len(ran) == 501, what="all bulk jobs")
+    assert sorted(x[1] for x in ran) == sorted([2 * i for i in range(500)] + [2])
+
+
+def test_refused_payloads_write_nothing(r: redis.Redis) -> None:
+    with pytest.raises(PayloadError, match="datetime"):
+        add.enqueue(datetime.now(), 1)
+    with pytest.raises(PayloadError, match="over the limit"):
+        add.enqueue("x" * (600 * 1024), 1)
+    assert r.dbsize() == 0
+
+
+def test_strict_priority_and_specialised_pool(r: redis.Redis, redis_url: str) -> None:
+    for i in range(3):
+        tag_low.enqueue(f"low{i}")
+        tag_default.enqueue(f"def{i}")
+        tag_critical.enqueue(f"crit{i}")
+    with worker(redis_url, queues=["critical", "default"], concurrency=1, prefetch=0, batch=1):
+        wait_until(lambda: len(ran) == 6, what="critical and default jobs")
+        time.sleep(0.3)  # a specialised pool must leave 'low' alone
+    assert ran == ["crit0", "crit1", "crit2", "def0", "def1", "def2"]
+    assert r.llen(keys.queue("low")) == 3
+    with worker(redis_url, queues=["critical", "default", "low"], concurrency=1):
+        wait_until(lambda: len(ran) == 9, what="the low queue")
+    assert ran[6:] == ["low0", "low1", "low2"]
+
+
+def test_retries_then_success_and_then_dead(r: redis.Redis, redis_url: str) -> None:
+    flaky.enqueue("ok-after-2", 2)
+    flaky.enqueue("never", 99)
+    with worker(redis_url):
+        wait_until(lambda: ran.count("ok-after-2") == 3 and ran.count("never") == 3, what="retries")
+        wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the dead job")
+    ins = Inspector(RedisBackend(redis_url))
+    (dead, _), = ins.dead()
+    assert dead["args"] == ["never", 99]
+    assert dead["dead_reason"] == "retries_exhausted"
+    assert dead["error"]["class"] == "ValueError" and "fail #3" in dead["error"]["message"]
+    assert dead["attempt"] == 3
+    assert ins.stats()["failed"] == 4 and ins.stats()["dead"] == 1
+
+
+def test_dead_retry_and_delete(r: redis.Redis, redis_url: str) -> None:
+    flaky.enqueue("d1", 1)
+    b = RedisBackend(redis_url)
+    # put a job straight into the dead set through a worker with retries spent
+    with worker(redis_url):
+        wait_until(lambda: "d1" in ran and ran.count("d1") == 2, what="d1 to succeed on retry")
+    assert r.zcard(keys.DEAD) == 0
+    r.lpush(keys.queue("default"), b"garbage")
+    add.enqueue("x", "y")  # str + str works, so send one that fails arguments instead
+    add.enqueue(1)  # missing an argument: dead at once
+    with worker(redis_url):
+        wait_until(lambda: r.zcard(keys.DEAD) == 2, what="two dead jobs")
+    ins = Inspector(b)
+    reasons = sorted(d["dead_reason"] for d, _ in ins.dead())
+    assert reasons == ["arguments", "bad_payload"]
+    arg_dead = next(d for d, _ in ins.dead() if d["dead_reason"] == "arguments")
+    assert "missing a required argument" in arg_dead["error"]["message"]
+    assert ins.dead_retry(arg_dead["id"])
+    assert r.zcard(keys.DEAD) == 1 and r.llen(keys.queue("default")) == 1
+    bad = next(d for d, _ in ins.dead() if d["dead_reason"] == "bad_payload")
+    assert ins.dead_delete(bad["id"])
+    assert r.zcard(keys.DEAD) == 0
+
+
+def test_unknown_job_goes_dead_and_worker_goes_on(r: redis.Redis, redis_url: str) -> None:
+    from podjobs.ids import new_id
+    from podjobs.payload import encode
+
+    p = {"id": new_id(), "job": "no.such.job", "queue": "default", "args": [], "kwargs": {},
+         "enqueued_at": 0, "attempt": 0}
+    r.lpush(keys.queue("default"), encode(p))
+    add.enqueue(1, 1)
+    with worker(redis_url):
+        wait_until(lambda: ran and r.zcard(keys.DEAD) == 1, what="dead + next job")
+    (d, _), = Inspector(RedisBackend(redis_url)).dead()
+    assert d["dead_reason"] == "unknown_job" and "no.such.job" in d["error"]["message"]
+
+
+def test_scheduled_jobs_wait_for_their_time(r: redis.Redis, redis_url: str) -> None:
+    t0 = time.time()
+    add.enqueue_in(0.6, 1, 1)
+    add.enqueue_at(datetime.now(UTC) + timedelta(seconds=0.6), 2, 2)
+    with pytest.raises(ConfigurationError, match="naive datetime"):
+        add.enqueue_at(datetime.now(), 3, 3)
+    assert r.zcard(keys.scheduled("default")) == 2
+    assert len(Inspector(RedisBackend(redis_url)).scheduled()) == 2
+    with worker(redis_url):
+        wait_until(lambda: len(ran) == 2, what="scheduled jobs")
+        elapsed = time.time() - t0
+    assert elapsed >= 0.55
+
+
+def test_chain_runs_followup_only_after_success(r: redis.Redis, redis_url: str) -> None:
+    add.call(1, 2).then(tag_default, "after-add").then(tag_critical, "third").enqueue()
+    flaky.call("parent-fails", 99).then(tag_default, "never").enqueue()
+    with worker(redis_url, queues=["critical", "default"]):
+        wait_until(lambda: "third" in ran, what="the chain")
+        wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the failing parent to die")
+    assert ran.index(("add", 3, 1, "default")) < ran.index("after-add") < ran.index("third")
+    assert "never" not in ran
+
+
+def test_unique_enqueue(r: redis.Redis, redis_url: str) -> None:
+    a = uniq.enqueue(1)
+    b = uniq.enqueue(1)
+    c = uniq.enqueue(2)
+    assert a.enqueued and not b.enqueued and c.enqueued
+    assert r.llen(keys.queue("default")) == 2
+    with worker(redis_url):
+        wait_until(lambda: len(ran) == 2, what="unique jobs")
+        wait_until(lambda: not r.keys("pj:unique:*"), what="unique keys released on success")
+    assert uniq.enqueue(1).enqueued
+
+
+def test_unreachable_redis_is_a_clear_error() -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}.*unreachable"):
+        RedisBackend(f"redis://127.0.0.1:{port}/0")
+
+
+def test_out_of_memory_at_enqueue_is_a_clear_error(r: redis.Redis, redis_url: str) -> None:
+    old = r.config_get("maxmemory")["maxmemory"]
+    r.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(BackendUnavailable, match="out of memory"):
+            add.enqueue(1, 2)
+    finally:
+        r.config_set("maxmemory", old)
+    assert r.llen(keys.queue("default")) == 0
+
+
+def test_refuses_an_evicting_redis(r: redis.Redis, redis_url: str) -> None:
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(ConfigurationError, match="allkeys-lru.*noeviction"):
+            RedisBackend(redis_url)
+    finally:
+        r.config_set("maxmemory-policy", "noeviction")

@@ -33,8 +33,14 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "cond
 
 
 def fast_config(**kw: Any) -> WorkerConfig:
-    base: dict[str, Any] = dict(queues=["default"], concurrency=4, heartbeat_ttl=1.0,
-                                poll_interval=0.05, idle_wait=0.2, shutdown_timeout=2.0)
+    base: dict[str, Any] = dict(
+        queues=["default"],
+        concurrency=4,
+        heartbeat_ttl=1.0,
+        poll_interval=0.05,
+        idle_wait=0.2,
+        shutdown_timeout=2.0,
+    )
     base.update(kw)
     return WorkerConfig(**base)
 
@@ -49,13 +55,37 @@ def worker(url: str, **kw: Any) -> Iterator[Worker]:
         w.stop()
 
 
-def spawn_worker(url: str, *extra: str, app: str = "tests.apps.core_app",
-                 queues: str = "default", concurrency: int = 4, ttl: float = 1.0,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    url: str,
+    *extra: str,
+    app: str = "tests.apps.core_app",
+    queues: str = "default",
+    concurrency: int = 4,
+    ttl: float = 1.0,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PODJOBS_RECORD_URL=url, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "podjobs.cli", "worker", "--redis", url, "--app", app,
-           "--queues", queues, "--concurrency", str(concurrency), "--heartbeat-ttl", str(ttl),
-           "--poll-interval", "0.05", "--log-level", "info", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "podjobs.cli",
+        "worker",
+        "--redis",
+        url,
+        "--app",
+        app,
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--heartbeat-ttl",
+        str(ttl),
+        "--poll-interval",
+        "0.05",
+        "--log-level",
+        "info",
+        *extra,
+    ]
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 

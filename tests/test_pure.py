@@ -6,7 +6,6 @@ import math
 import re
 
 import pytest
-
 from podjobs import backoff, payload
 from podjobs.errors import PayloadError
 from podjobs.ids import ID_LENGTH, id_time_ms, new_id
@@ -18,7 +17,11 @@ from podjobs.ids import ID_LENGTH, id_time_ms, new_id
 )
 def test_decide(attempt: int, retries: int, expect: str) -> None:
     d = backoff.decide(attempt, retries, backoff.constant(3))
-    assert (isinstance(d, backoff.RetryLater) and d.delay_s == 3) if expect == "retry" else isinstance(d, backoff.GiveUp)
+    assert (
+        (isinstance(d, backoff.RetryLater) and d.delay_s == 3)
+        if expect == "retry"
+        else isinstance(d, backoff.GiveUp)
+    )
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 5, 10, 25])
@@ -47,8 +50,14 @@ def test_payload_accepts_json_values(value: object) -> None:
 
 @pytest.mark.parametrize(
     ("value", "needle"),
-    [({1, 2}, "set"), (b"x", "bytes"), (math.nan, "finite"), ({1: "a"}, "dict key 1"),
-     ([object()], "argument[0]"), ({"k": 1j}, "complex")],
+    [
+        ({1, 2}, "set"),
+        (b"x", "bytes"),
+        (math.nan, "finite"),
+        ({1: "a"}, "dict key 1"),
+        ([object()], "argument[0]"),
+        ({"k": 1j}, "complex"),
+    ],
 )
 def test_payload_refuses_other_values(value: object, needle: str) -> None:
     with pytest.raises(PayloadError, match=re.escape(needle)):
@@ -63,8 +72,12 @@ def test_payload_size_limit_names_the_size() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [(b"not json", "not valid JSON"), (b"[1]", "not an object"), (b'{"id":"x"}', "lacks"),
-     (b'{"id":"x","job":"j","args":{}}', "must be a list")],
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1]", "not an object"),
+        (b'{"id":"x"}', "lacks"),
+        (b'{"id":"x","job":"j","args":{}}', "must be a list"),
+    ],
 )
 def test_decode_bad_payloads(raw: bytes, reason: str) -> None:
     with pytest.raises(payload.BadPayload, match=reason):

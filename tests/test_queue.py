@@ -6,14 +6,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import podjobs
 import pytest
 import redis
-
-import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
 from podjobs.ops import Inspector
+
 from tests.helpers import wait_until, worker
 
 ran: list[Any] = []
@@ -110,7 +110,7 @@ def test_retries_then_success_and_then_dead(r: redis.Redis, redis_url: str) -> N
         wait_until(lambda: ran.count("ok-after-2") == 3 and ran.count("never") == 3, what="retries")
         wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the dead job")
     ins = Inspector(RedisBackend(redis_url))
-    (dead, _), = ins.dead()
+    ((dead, _),) = ins.dead()
     assert dead["args"] == ["never", 99]
     assert dead["dead_reason"] == "retries_exhausted"
     assert dead["error"]["class"] == "ValueError" and "fail #3" in dead["error"]["message"]
@@ -146,13 +146,20 @@ def test_unknown_job_goes_dead_and_worker_goes_on(r: redis.Redis, redis_url: str
     from podjobs.ids import new_id
     from podjobs.payload import encode
 
-    p = {"id": new_id(), "job": "no.such.job", "queue": "default", "args": [], "kwargs": {},
-         "enqueued_at": 0, "attempt": 0}
+    p = {
+        "id": new_id(),
+        "job": "no.such.job",
+        "queue": "default",
+        "args": [],
+        "kwargs": {},
+        "enqueued_at": 0,
+        "attempt": 0,
+    }
     r.lpush(keys.queue("default"), encode(p))
     add.enqueue(1, 1)
     with worker(redis_url):
         wait_until(lambda: ran and r.zcard(keys.DEAD) == 1, what="dead + next job")
-    (d, _), = Inspector(RedisBackend(redis_url)).dead()
+    ((d, _),) = Inspector(RedisBackend(redis_url)).dead()
     assert d["dead_reason"] == "unknown_job" and "no.such.job" in d["error"]["message"]
 
 

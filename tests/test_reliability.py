@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import podjobs
 import pytest
 import redis
-
-import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.ops import Inspector
+
 from tests.apps import core_app
 from tests.helpers import spawn_worker, stop_proc, wait_until
 
@@ -50,7 +50,8 @@ def test_sigkill_mid_job_loses_nothing(r: redis.Redis, redis_url: str, tmp_path:
 
 
 def test_sigstopped_worker_is_taken_over_and_its_late_ack_is_harmless(
-        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     core_app.record.call("slow", 1.5).then(core_app.record, "child").enqueue()
     w1 = spawn_worker(redis_url, concurrency=1, log=tmp_path / "w1.log")
     wait_until(lambda: r.lrange("rec:started", 0, -1) == [b"slow"], what="the slow job to start")
@@ -58,21 +59,30 @@ def test_sigstopped_worker_is_taken_over_and_its_late_ack_is_harmless(
     w2 = spawn_worker(redis_url, concurrency=1, log=tmp_path / "w2.log")
     try:
         # w2 reaps w1 after its 1 s heartbeat TTL and runs the job again
-        wait_until(lambda: r.lrange("rec:started", 0, -1).count(b"slow") == 2, timeout=10,
-                   what="the job to be taken over")
+        wait_until(
+            lambda: r.lrange("rec:started", 0, -1).count(b"slow") == 2,
+            timeout=10,
+            what="the job to be taken over",
+        )
         w1.send_signal(signal.SIGCONT)
-        wait_until(lambda: counts(r).get("child") == 1 and counts(r).get("slow") == 2, timeout=10,
-                   what="both runs and one child")
+        wait_until(
+            lambda: counts(r).get("child") == 1 and counts(r).get("slow") == 2,
+            timeout=10,
+            what="both runs and one child",
+        )
         wait_until(lambda: r.get(keys.stat("processed")) == b"2", what="acks")
     finally:
         stop_proc(w1)
         stop_proc(w2)
     assert counts(r)["child"] == 1  # the late ack enqueued no second child
-    assert int(r.get(keys.stat("processed"))) == 2  # slow once (the late ack counted nothing) + child
+    assert (
+        int(r.get(keys.stat("processed"))) == 2
+    )  # slow once (the late ack counted nothing) + child
 
 
 def test_sigterm_finishes_running_jobs_and_gives_the_rest_back(
-        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     core_app.record.enqueue_many([(f"g{i}", 0.5) for i in range(10)])
     w = spawn_worker(redis_url, "--shutdown-timeout", "5", concurrency=2, log=tmp_path / "w.log")
     wait_until(lambda: r.llen("rec:started") >= 2, what="two jobs running")
@@ -85,7 +95,8 @@ def test_sigterm_finishes_running_jobs_and_gives_the_rest_back(
 
 
 def test_sigterm_gives_back_a_job_that_outlives_the_grace_period(
-        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     core_app.record.enqueue("long", 30)
     w = spawn_worker(redis_url, "--shutdown-timeout", "0.5", concurrency=1, log=tmp_path / "w.log")
     wait_until(lambda: r.llen("rec:started") == 1, what="the long job to start")
@@ -95,12 +106,15 @@ def test_sigterm_gives_back_a_job_that_outlives_the_grace_period(
 
 
 def test_process_isolation_kills_on_timeout_and_memory_and_survives(
-        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     core_app.sleepy.enqueue("t", 30)  # timeout 1 s, one retry, then dead
     core_app.hog.enqueue(400)  # limit 150 MiB
     w = spawn_worker(redis_url, "--isolation", "process", concurrency=2, log=tmp_path / "w.log")
     try:
-        wait_until(lambda: r.zcard(keys.DEAD) == 2, timeout=30, what="timeout and memory jobs to die")
+        wait_until(
+            lambda: r.zcard(keys.DEAD) == 2, timeout=30, what="timeout and memory jobs to die"
+        )
         core_app.record.enqueue("after")
         wait_until(lambda: counts(r).get("after") == 1, timeout=15, what="the worker to go on")
     finally:
@@ -119,7 +133,7 @@ def test_thread_timeout_interrupts_the_job(r: redis.Redis, redis_url: str, tmp_p
     finally:
         stop_proc(w)
     assert r.lrange("rec:done", 0, -1) == []
-    (d, _), = Inspector(RedisBackend(redis_url)).dead()
+    ((d, _),) = Inspector(RedisBackend(redis_url)).dead()
     assert d["error"]["class"] == "JobTimeout"
 
 
@@ -127,7 +141,9 @@ def test_at_most_once_never_reruns(r: redis.Redis, redis_url: str, tmp_path: Pat
     core_app.once.enqueue("killed", 5)
     core_app.once.enqueue("fail-1")
     w1 = spawn_worker(redis_url, concurrency=2, log=tmp_path / "w1.log")
-    wait_until(lambda: counts(r).get("killed") == 1 and counts(r).get("fail-1") == 1, what="both started")
+    wait_until(
+        lambda: counts(r).get("killed") == 1 and counts(r).get("fail-1") == 1, what="both started"
+    )
     wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the failed one to die without retry")
     w1.kill()
     w1.wait()

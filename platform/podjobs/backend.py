@@ -135,8 +135,12 @@ class RedisBackend:
             raise
 
     def _run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
         with self._errors(what):
-            return self._scripts[name](keys=keys_, args=args)
+            try:
+                return self.redis.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+            except redis.exceptions.NoScriptError:
+                return script(keys=keys_, args=args)  # loads it, then runs it
 
     def check(self) -> None:
         """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""

@@ -15,14 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError
-from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode
+from podjobs.ids import new_id
+from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, encode
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
-    from podjobs.jobs import Call, JobHandle
+    from podjobs.jobs import Call, JobDef, JobHandle
 
 #: resolves (tenant, pod) to (pod name, backend); installed by podjobs.pods
 Resolver = Callable[[str | None, str | None], "tuple[str | None, Backend]"]
@@ -73,6 +74,37 @@ class Client:
                 at_ms = int(float(at) * 1000)
         n = backend.enqueue(opts.queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique)
         return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant, enqueued=n > 0)
+
+    def enqueue_many(self, jd: JobDef, arg_sets: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+                     *, tenant: str | None = None, pod: str | None = None) -> list[JobHandle]:
+        """Enqueue one job with many argument sets in one round trip (the bulk fast path)."""
+        from podjobs.jobs import JobHandle
+
+        if jd.options.unique_for:
+            raise ConfigurationError(
+                f"job {jd.name!r} is unique; enqueue it one at a time so duplicates are refused")
+        pod_name, backend = self._target(tenant, pod)
+        now_ms = time.time_ns() // 1_000_000
+        name, queue, limit = jd.name, jd.options.queue, self.max_payload_bytes
+        where = f"job {name!r} argument"
+        texts = []
+        handles = []
+        for args, kwargs in arg_sets:
+            if args:
+                check_value(args, where)
+            if kwargs:
+                check_value(kwargs, where)
+            jid = new_id(now_ms)
+            p: dict[str, Any] = {"id": jid, "job": name, "queue": queue, "args": args,
+                                 "kwargs": kwargs, "enqueued_at": now_ms, "attempt": 0}
+            if tenant is not None:
+                p["tenant"] = tenant
+            if pod_name is not None:
+                p["pod"] = pod_name
+            texts.append(encode(p, limit))
+            handles.append(JobHandle(jid, name, queue, pod_name, tenant))
+        backend.enqueue(queue, texts)
+        return handles
 
     def enqueue_calls(self, calls: Sequence[Call], *, tenant: str | None = None,
                       pod: str | None = None) -> list[JobHandle]:

@@ -11,18 +11,33 @@ import time
 
 ID_LENGTH = 26
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_rand = random.SystemRandom()
+# every 10-bit value as two digits: 80 random bits are 8 lookups
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+# random.getrandbits: Mersenne Twister, reseeded in a forked child by the random module
+_bits = random.getrandbits
+_last_ms = -1
+_last_prefix = ""
+
+
+def _time_prefix(ms: int) -> str:
+    out = []
+    for _ in range(10):
+        out.append(_ALPHABET[ms & 31])
+        ms >>= 5
+    return "".join(reversed(out))
 
 
 def new_id(now_ms: int | None = None) -> str:
     """A new ULID string; ids made in a later millisecond sort after earlier ones."""
+    global _last_ms, _last_prefix
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    value = (ms << 80) | _rand.getrandbits(80)
-    out = []
-    for _ in range(ID_LENGTH):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    if ms != _last_ms:
+        _last_prefix, _last_ms = _time_prefix(ms), ms
+    v = _bits(80)
+    p = _PAIRS
+    return (_last_prefix + p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023]
+            + p[(v >> 40) & 1023] + p[(v >> 30) & 1023] + p[(v >> 20) & 1023]
+            + p[(v >> 10) & 1023] + p[v & 1023])
 
 
 def id_time_ms(job_id: str) -> int:

@@ -56,7 +56,7 @@ class JobOptions:
     max_memory_mb: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JobHandle:
     """What enqueue returns: the job's id and where it went."""
 
@@ -145,18 +145,18 @@ class JobDef:
         Each item is a list/tuple of positional args, a dict of keyword args, or a
         pair (args, kwargs) given as a 2-tuple whose second item is a dict.
         """
-        calls = []
+        pairs: list[tuple[Sequence[Any], dict[str, Any]]] = []
         for item in arg_sets:
             if isinstance(item, Mapping):
-                calls.append(Call(self, (), dict(item)))
-            elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping)
+                pairs.append(((), dict(item)))
+            elif (type(item) is tuple and len(item) == 2 and isinstance(item[1], Mapping)
                   and isinstance(item[0], list | tuple)):
-                calls.append(Call(self, tuple(item[0]), dict(item[1])))
+                pairs.append((item[0], dict(item[1])))
             else:
-                calls.append(Call(self, tuple(item), {}))
+                pairs.append((item, {}))
         from podjobs.client import get_client
 
-        return get_client().enqueue_calls(calls, tenant=tenant, pod=pod)
+        return get_client().enqueue_many(self, pairs, tenant=tenant, pod=pod)
 
 
 @dataclass

@@ -1,0 +1,45 @@
+# podjobs: the README's commands. `make demo` and `make test` are all a fresh
+# Debian machine needs; each installs what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: deps venv demo test lint bench up down status clean
+
+deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
+	@bash infra/deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
+	$(BIN)/python -m demo.run
+
+test: deps venv ## the whole suite, on servers the tests start themselves
+	$(BIN)/python -m pytest -q
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check platform pods scheduler infra tests bench demo
+	$(BIN)/mypy
+
+bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/results/
+	$(BIN)/python -m bench.run
+
+up: deps venv ## a local 3-pod cluster in var/ (stop it with make down)
+	$(BIN)/podjobs dev up --pods 3 --dir var
+
+down: venv
+	$(BIN)/podjobs dev down --dir var
+
+status: venv
+	$(BIN)/podjobs dev status --dir var
+
+clean: down
+	rm -rf var

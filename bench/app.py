@@ -1,0 +1,26 @@
+"""Jobs the benchmarks run in real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+import podjobs
+
+_r: redis.Redis | None = None
+
+
+@podjobs.job(name="bench.noop", queue="bench")
+def noop(i: int) -> None:
+    pass
+
+
+@podjobs.job(name="bench.latency", queue="latency")
+def latency(ctx: podjobs.Context, sent_ns: int) -> None:
+    global _r
+    now = time.time_ns()
+    if _r is None:
+        _r = redis.Redis.from_url(os.environ["PODJOBS_BENCH_RECORD_URL"])
+    _r.rpush("bench:latency", now - sent_ns)

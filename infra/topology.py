@@ -1,0 +1,106 @@
+"""The topology file (`topology.json`) that tells podjobs where its servers are.
+
+1. `PodInfo(name, redis_url, shard_url)`: one pod's Redis and database shard.
+2. `Topology(zookeeper, pods, db)`: the ZooKeeper address ("host:port") and the
+   pods in order; `pod(name)` finds one, `pod_names` lists them.
+3. `Topology.load(path)` / `.save(path)` / `from_dict` / `to_dict` read and write
+   the JSON format written by `podjobs dev up`:
+   {"zookeeper": "127.0.0.1:PORT", "db": "sqlite",
+    "pods": [{"name": "p1", "redis_url": "redis://...", "shard_url": "sqlite:///..."}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podjobs.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """Where one pod's queue (Redis) and data (database shard) live."""
+
+    name: str
+    redis_url: str
+    shard_url: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "redis_url": self.redis_url, "shard_url": self.shard_url}
+
+
+@dataclass
+class Topology:
+    """ZooKeeper plus the pods, as written to topology.json."""
+
+    zookeeper: str
+    pods: list[PodInfo] = field(default_factory=list)
+    db: str = "sqlite"
+
+    def pod(self, name: str) -> PodInfo:
+        """The pod called `name`; `ConfigurationError` listing the known pods if none."""
+        for pod in self.pods:
+            if pod.name == name:
+                return pod
+        known = ", ".join(self.pod_names) or "none"
+        raise ConfigurationError(f"no pod named {name!r} in the topology (pods: {known})")
+
+    @property
+    def pod_names(self) -> list[str]:
+        return [p.name for p in self.pods]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "zookeeper": self.zookeeper,
+            "db": self.db,
+            "pods": [p.to_dict() for p in self.pods],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "topology") -> Topology:
+        try:
+            pods = [
+                PodInfo(name=str(p["name"]), redis_url=str(p["redis_url"]),
+                        shard_url=str(p["shard_url"]))
+                for p in data["pods"]
+            ]  # fmt: skip
+            zookeeper = str(data["zookeeper"])
+        except (KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"{source} is not a podjobs topology (missing or bad field {exc}); "
+                f"expected {{'zookeeper': 'host:port', 'pods': [{{'name', 'redis_url', "
+                f"'shard_url'}}]}}"
+            ) from exc
+        names = [p.name for p in pods]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"{source} names a pod twice: {names}")
+        return cls(zookeeper=zookeeper, pods=pods, db=str(data.get("db", "sqlite")))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Topology:
+        """Read a topology.json; `ConfigurationError` if missing or malformed."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"topology file {p} does not exist; run 'podjobs dev up --pods N' first "
+                f"or pass the path of an existing topology.json"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"topology file {p} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"topology file {p} must hold a JSON object")
+        return cls.from_dict(data, source=str(p))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (temp file + rename); returns the path."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(p)
+        return p

@@ -1,0 +1,24 @@
+"""Project-wide pytest setup: the real-server fixtures from tests/servers.py.
+
+Fixtures (see servers.py for details):
+- `cluster` (session): a `servers.TestServers`; `.topology` is the session's
+  `Topology` (3 pods p1..p3, each with its own redis-server and a MariaDB
+  database podjobs_pN on one private mariadbd; one ZooKeeper).
+- `pods`: that `Topology`, after FLUSHALL on each pod Redis and dropping all
+  tables in each shard.
+- `redis_url`: pod p1's Redis URL (str), flushed.
+- `zk_root`: a unique ZooKeeper path (str) like "/podjobs-test-<hex>", deleted after.
+Set PODJOBS_TEST_SERVERS=containers to use testcontainers instead of local processes.
+A failing test that used the servers shows the last 40 lines of each server log.
+"""
+
+from __future__ import annotations
+
+from servers import (  # noqa: F401 - imported so pytest registers them
+    _zk_admin,
+    cluster,
+    pods,
+    pytest_runtest_makereport,
+    redis_url,
+    zk_root,
+)

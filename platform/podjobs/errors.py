@@ -34,3 +34,19 @@ class UnknownJob(PodjobsError, LookupError):
 
 class JobNotFound(PodjobsError, LookupError):
     """No job with that id in any queue, set or in-flight list."""
+
+
+class UnknownTenant(PodjobsError, LookupError):
+    """A tenant that is not in the directory; nothing was written anywhere."""
+
+
+class UnknownPod(ConfigurationError, LookupError):
+    """A pod name that is not in the topology."""
+
+
+class PodDraining(PodjobsError):
+    """The pod is draining and takes no new jobs."""
+
+
+class TenantMoving(PodjobsError):
+    """The tenant is being moved between pods; its new jobs are held, not run."""

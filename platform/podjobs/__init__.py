@@ -19,15 +19,35 @@ from podjobs.errors import (
     ConfigurationError,
     JobNotFound,
     PayloadError,
+    PodDraining,
     PodjobsError,
+    TenantMoving,
     UnknownJob,
+    UnknownPod,
+    UnknownTenant,
 )
 from podjobs.jobs import Call, Delivery, Job, JobDef, JobHandle, job
 from podjobs.middleware import Middleware, SkipJob, add_middleware
+
+
+def enqueue(job: JobDef | type[Job], *args: object, tenant: str | None = None,
+            pod: str | None = None, **kwargs: object) -> JobHandle:
+    """Enqueue `job` for a tenant (routed to its pod) or on a named pod."""
+    jd: JobDef = job.definition if isinstance(job, type) else job
+    return jd.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+
+
+def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -> list[JobHandle]:
+    """Enqueue the same job once on every active pod; returns one handle per pod."""
+    from podjobs.pods.router import enqueue_all_pods as fan_out
+
+    return fan_out(job, *args, **kwargs)
+
 
 __all__ = [
     "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Delivery", "Job",
     "JobDef", "JobHandle", "JobNotFound", "Middleware", "PayloadError", "PodjobsError", "SkipJob",
     "UnknownJob", "add_middleware", "configure", "constant", "current", "exponential",
-    "get_client", "job",
+    "get_client", "job", "enqueue", "enqueue_all_pods", "PodDraining", "TenantMoving",
+    "UnknownPod", "UnknownTenant",
 ]

@@ -83,6 +83,8 @@ class Backend(Protocol):
 
     def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 def _load(name: str) -> str:
     return resources.files("podjobs").joinpath("lua", f"{name}.lua").read_text()

@@ -32,6 +32,11 @@ Resolver = Callable[[str | None, str | None], "tuple[str | None, Backend]"]
 class Client:
     """Enqueues jobs to one backend, or to the pod a resolver picks."""
 
+    def close(self) -> None:
+        """Release connections (a pod-aware client also stops its ZooKeeper session)."""
+        if self.backend is not None:
+            self.backend.close()
+
     def __init__(self, backend: Backend | None = None, *, resolver: Resolver | None = None,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if backend is None and resolver is None:
@@ -131,17 +136,31 @@ _default: Client | None = None
 _lock = threading.Lock()
 
 
-def configure(redis_url: str | None = None, *, client: Client | None = None) -> Client:
-    """Set the process-wide client `job.enqueue` uses."""
+def configure(redis_url: str | None = None, *, zk: str | None = None,
+              client: Client | None = None) -> Client:
+    """Set the process-wide client `job.enqueue` uses.
+
+    - `redis_url=`: one pod's Redis, no routing (a single-pod application);
+    - `zk="host:port[/root]"`: pod-aware: `tenant=` routes through the directory in
+      ZooKeeper (cached, kept fresh by watches);
+    - `client=`: a client you built.
+    """
     global _default
     from podjobs.backend import RedisBackend
 
     with _lock:
         if client is None:
-            if redis_url is None:
-                raise ConfigurationError("configure() needs redis_url= or client=")
-            client = Client(RedisBackend(redis_url))
-        _default = client
+            if zk is not None:
+                from podjobs.pods.router import connect
+
+                client = connect(zk)
+            elif redis_url is not None:
+                client = Client(RedisBackend(redis_url))
+            else:
+                raise ConfigurationError("configure() needs redis_url=, zk= or client=")
+        old, _default = _default, client
+        if old is not None and old is not client and hasattr(old, "close"):
+            old.close()
         return client
 
 
@@ -149,11 +168,15 @@ def get_client() -> Client:
     """The default client; made from PODJOBS_REDIS_URL on first use if not configured."""
     global _default
     if _default is None:
+        zk = os.environ.get("PODJOBS_ZK")
         url = os.environ.get("PODJOBS_REDIS_URL")
-        if not url:
+        if zk:
+            configure(zk=zk)
+        elif url:
+            configure(url)
+        else:
             raise ConfigurationError(
-                "podjobs is not configured: call podjobs.configure(redis_url=...) or set "
-                "PODJOBS_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
-        configure(url)
+                "podjobs is not configured: call podjobs.configure(zk='host:port/podjobs') or "
+                "podjobs.configure(redis_url=...), or set PODJOBS_ZK or PODJOBS_REDIS_URL")
     assert _default is not None
     return _default

@@ -19,7 +19,7 @@ class Context:
 
     __slots__ = (
         "job_id", "job_name", "attempt", "queue", "enqueued_at_ms", "tenant", "pod",
-        "worker_id", "payload", "_logger", "extras",
+        "worker_id", "payload", "_logger", "extras", "shard_url", "_db",
     )
 
     def __init__(
@@ -33,6 +33,7 @@ class Context:
         pod: str | None = None,
         worker_id: str | None = None,
         payload: dict[str, Any] | None = None,
+        shard_url: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -45,8 +46,38 @@ class Context:
         self.worker_id = worker_id
         self.payload = payload if payload is not None else {}
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
-        #: per-run values middleware adds (for example a database session)
+        #: per-run values middleware adds
         self.extras: dict[str, Any] = {}
+        #: the database shard of the pod the job runs on
+        self.shard_url = shard_url
+        self._db: Any = None
+
+    @property
+    def db(self) -> Any:
+        """A SQLAlchemy session on this job's shard (the tenant's pod), made on first use.
+
+        The worker commits it when the job succeeds and rolls it back when it fails."""
+        if self._db is None:
+            if not self.shard_url:
+                raise RuntimeError(
+                    f"job {self.job_name} has no shard: run the worker with --pod NAME so jobs "
+                    f"get their pod's database")
+            from podjobs.pods.shards import session
+
+            self._db = session(self.shard_url)
+        return self._db
+
+    def _finish_db(self, ok: bool) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            if ok:
+                db.commit()
+            else:
+                db.rollback()
+        finally:
+            db.close()
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from podjobs import backoff as backoff_mod
@@ -31,6 +32,27 @@ log = logging.getLogger("podjobs.executor")
 #: runs a job somewhere (this thread, or a child process) and says what happened
 Runner = Callable[[JobDef, Context, list[Any], dict[str, Any]], Outcome]
 
+
+@dataclass(frozen=True)
+class Forward:
+    """The job's tenant lives on another pod: send the job there, do not run it here."""
+
+    pod: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The job must not run anywhere (for example its tenant is unknown): dead set."""
+
+    reason: str
+    message: str
+
+
+#: decides, before a job with a tenant runs, whether it belongs on this pod
+RouteCheck = Callable[[dict[str, Any]], Forward | Refuse | None]
+#: sends a payload to another pod's queue: (pod, queue, payload dict)
+Forwarder = Callable[[str, str, dict[str, Any]], None]
+
 _NO_RETRY = (Failure.ARGUMENTS, Failure.REFUSED)
 
 
@@ -45,8 +67,12 @@ class Executor:
     """Settles jobs for one worker; shared by all its executor threads."""
 
     def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
-                 runner: Runner = invoke, pod: str | None = None,
+                 runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
+                 route: RouteCheck | None = None, forward: Forwarder | None = None,
                  on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
+        self.shard_url = shard_url
+        self.route = route
+        self.forward = forward
         self.backend = backend
         self.worker_id = worker_id
         self.acker = acker
@@ -76,6 +102,11 @@ class Executor:
                                    f"no job named {data['job']!r} is registered in this worker; "
                                    f"deploy the code that defines it, then retry from the dead set"})
                 return None
+        if self.route is not None and "tenant" in data:
+            decision = self.route(data)
+            if decision is not None:
+                self._reroute(queue, data, decision)
+                return None
         in_flight = True
         if jd.options.delivery is Delivery.AT_MOST_ONCE:
             if not self.backend.ack(self.worker_id, {queue: [jid]}):
@@ -83,7 +114,7 @@ class Executor:
             in_flight = False
         ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
-                      data.get("pod", self.pod), self.worker_id, data)
+                      self.pod or data.get("pod"), self.worker_id, data, self.shard_url)
         out = self.runner(jd, ctx, data["args"], data["kwargs"])
         if out.ok:
             if in_flight:
@@ -98,6 +129,20 @@ class Executor:
         return out
 
     # -- settling -------------------------------------------------------------------
+
+    def _reroute(self, queue: str, data: dict[str, Any], decision: Forward | Refuse) -> None:
+        if isinstance(decision, Refuse):
+            self._settle_dead(queue, data, True, decision.reason,
+                              {"class": "WrongPod", "message": decision.message})
+            return
+        assert self.forward is not None
+        fwd = dict(data)
+        fwd["pod"] = decision.pod
+        fwd["forwarded_from"] = self.pod
+        self.forward(decision.pod, queue, fwd)  # written there first: a crash now duplicates, never loses
+        self.backend.ack(self.worker_id, {queue: [data["id"]]})
+        log.info("job %s %s of tenant %s forwarded from pod %s to %s", data["job"], data["id"],
+                 data.get("tenant"), self.pod, decision.pod)
 
     def _ack_one(self, queue: str, data: dict[str, Any]) -> None:
         now = time.time_ns() // 1_000_000

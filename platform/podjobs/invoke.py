@@ -67,12 +67,16 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) ->
             return failed(Failure.REFUSED, "SkipJob", str(exc))
         try:
             result = jd.fn(ctx, *args, **kwargs) if jd.takes_ctx else jd.fn(*args, **kwargs)
+            if ctx._db is not None:
+                ctx._finish_db(True)  # a failed commit fails the job
         except JobTimeout:
+            _rollback(ctx)
             out = failed(Failure.TIMEOUT, "JobTimeout",
                          f"job ran past its timeout of {jd.options.timeout} s")
             _after(mws, ctx, False, None)
             return out
         except Exception as exc:
+            _rollback(ctx)
             why = jd.arguments_fit(args, kwargs) if isinstance(exc, TypeError) else None
             _after(mws, ctx, False, exc)
             if why is not None:
@@ -83,6 +87,13 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) ->
         return Outcome(True, result)
     finally:
         _set_current(None)
+
+
+def _rollback(ctx: Context) -> None:
+    try:
+        ctx._finish_db(False)
+    except Exception:  # the job's own error matters more than a failed rollback
+        pass
 
 
 def _after(mws: list[Any], ctx: Context, ok: bool, exc: BaseException | None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
 from podjobs.context import Context
-from podjobs.executor import Executor, inflight_field
+from podjobs.executor import Executor, Forwarder, RouteCheck, inflight_field
 from podjobs.fetcher import Fetcher
 from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.ids import new_id
@@ -60,7 +60,12 @@ class WorkerConfig:
     #: process isolation: kill a child above this resident size (MiB)
     max_memory_mb: float | None = None
     app_modules: Sequence[str] = ()
+    #: the pod this worker serves, and that pod's database shard (jobs' ctx.db)
     pod: str | None = None
+    shard_url: str | None = None
+    #: pod-aware workers: where a tenant's job belongs, and how to send it there
+    route: RouteCheck | None = None
+    forward: Forwarder | None = None
 
 
 class Worker:
@@ -79,7 +84,6 @@ class Worker:
                                capacity=config.concurrency + max(0, prefetch),
                                batch=config.batch, idle_wait_s=config.idle_wait,
                                reregister=self.heartbeat.register)
-        self.executor = Executor(backend, self.id, self.acker, pod=config.pod)
         self.poller = Poller(backend, config.queues, config.poll_interval)
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
@@ -167,7 +171,9 @@ class Worker:
             child = Child(self.config.app_modules, self.config.max_jobs_per_child,
                           self.config.max_memory_mb)
         runner = child.run if child is not None else self._run_inline
-        ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=self.config.pod)
+        cfg = self.config
+        ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
+                      shard_url=cfg.shard_url, route=cfg.route, forward=cfg.forward)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()

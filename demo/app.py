@@ -1,0 +1,71 @@
+"""The demo's jobs. Worker processes import this module (`--app demo.app`).
+
+Every run appends one JSON line to the Redis list `demo:log` (on the Redis whose
+URL is in $PODJOBS_DEMO_RECORD_URL), so the demo can show what ran, in which
+order, on which attempt, and what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import podjobs
+import redis
+
+LOG_KEY = "demo:log"
+#: flaky_webhook fails this many attempts, then succeeds
+FLAKY_FAILURES = 2
+
+_r: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _r
+    if _r is None:
+        _r = redis.Redis.from_url(os.environ["PODJOBS_DEMO_RECORD_URL"])
+    return _r
+
+
+def record(ctx: podjobs.Context, args: list[Any], ok: bool = True, error: str = "") -> None:
+    """Append what this run did to demo:log."""
+    entry = {
+        "job": ctx.job_name.rsplit(".", 1)[-1], "args": args, "queue": ctx.queue,
+        "attempt": ctx.attempt, "ok": ok, "error": error, "pid": os.getpid(),
+        "waited_ms": int(time.time() * 1000) - ctx.enqueued_at_ms,
+    }
+    _redis().rpush(LOG_KEY, json.dumps(entry))
+
+
+@podjobs.job(queue="critical")
+def send_welcome_email(ctx: podjobs.Context, user_id: int) -> None:
+    record(ctx, [user_id])
+
+
+@podjobs.job(queue="default")
+def resize_image(ctx: podjobs.Context, image_id: int, size: str) -> None:
+    time.sleep(0.005)
+    record(ctx, [image_id, size])
+
+
+@podjobs.job(queue="low")
+def rebuild_search_index(ctx: podjobs.Context, shop_id: int) -> None:
+    record(ctx, [shop_id])
+
+
+@podjobs.job(queue="default", retries=3, backoff=podjobs.constant(0.2))
+def flaky_webhook(ctx: podjobs.Context, hook_id: int) -> None:
+    if ctx.attempt <= FLAKY_FAILURES:
+        msg = f"webhook endpoint returned 503 (attempt {ctx.attempt})"
+        record(ctx, [hook_id], ok=False, error=msg)
+        raise ConnectionError(msg)
+    record(ctx, [hook_id])
+
+
+@podjobs.job(queue="low", retries=1, backoff=podjobs.constant(0.2))
+def broken_export(ctx: podjobs.Context, export_id: int) -> None:
+    msg = f"export {export_id}: bucket 's3://exports' does not exist"
+    record(ctx, [export_id], ok=False, error=msg)
+    raise RuntimeError(msg)

@@ -1,0 +1,369 @@
+"""`make demo`: start a local 3-pod cluster, run a small workload on it, stop it.
+
+1. Starts ZooKeeper, a Redis per pod (p1..p3) and a private MariaDB with one
+   shard database per pod, in a fresh temp dir (every server dies with this
+   process), prints the topology and checks that every server answers.
+2. Enqueues a workload on pod p1 (jobs in demo/app.py: three priority queues,
+   a bulk enqueue, a chain, a scheduled job, a flaky job that retries and a
+   broken one that ends in the dead set), then starts two real worker
+   processes (`python -m podjobs.cli worker`) and waits until all of it settled.
+3. Prints what ran (in which order), what retried and what died, plus the
+   `podjobs queues` and `podjobs dead list` output.
+4. Stops the workers with SIGTERM and the cluster, removes the temp dir; exits
+   0, or 1 after printing the end of every server and worker log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import podjobs
+import redis
+from podjobs import cli, keys
+from podjobs.backend import RedisBackend
+from podjobs.infra.cluster import Cluster
+from podjobs.infra.devcli import format_topology
+from podjobs.infra.topology import Topology
+from podjobs.ops import Inspector
+from podjobs.table import render
+
+REPO = Path(__file__).resolve().parent.parent
+N_PODS = 3
+N_WORKERS = 2
+QUEUES = "critical,default,low"
+#: seconds the workload may take once the workers are up
+WORKLOAD_TIMEOUT = 30.0
+LOG_TAIL_LINES = 20
+
+
+class DemoFailed(Exception):
+    """A check or a wait of the demo failed; the message says which."""
+
+
+def heading(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def short_args(args: list[Any]) -> str:
+    return ", ".join(json.dumps(a) for a in args)
+
+
+# -- 1. cluster and checks ----------------------------------------------------------------
+
+
+def check(what: str, target: str, probe: Callable[[], str]) -> None:
+    """Run one probe and print one line; DemoFailed if it raises."""
+    t = time.perf_counter()
+    try:
+        result = probe()
+    except Exception as exc:
+        print(f"  FAIL  {what:<16} {target}: {type(exc).__name__}: {exc}")
+        raise DemoFailed(f"{what} at {target} does not answer: {exc}") from exc
+    ms = (time.perf_counter() - t) * 1000
+    print(f"  ok    {what:<16} {target:<48} {result} ({ms:.0f} ms)")
+
+
+def check_servers(topology: Topology) -> None:
+    import sqlalchemy
+    from kazoo.client import KazooClient
+
+    for pod in topology.pods:
+        def ping(url: str = pod.redis_url) -> str:
+            r = redis.Redis.from_url(url, socket_timeout=5)
+            try:
+                return "PING -> PONG" if r.ping() else "PING -> ?"
+            finally:
+                r.close()
+
+        check(f"redis {pod.name}", pod.redis_url, ping)
+    for pod in topology.pods:
+        def select_1(url: str = pod.shard_url) -> str:
+            engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+            try:
+                with engine.connect() as conn:
+                    one = conn.execute(sqlalchemy.text("SELECT 1")).scalar()
+            finally:
+                engine.dispose()
+            if one != 1:
+                raise DemoFailed(f"SELECT 1 returned {one!r}")
+            return "SELECT 1 -> 1"
+
+        check(f"shard {pod.name}", pod.shard_url.split("://", 1)[-1], select_1)
+
+    def list_root() -> str:
+        zk = KazooClient(hosts=topology.zookeeper, timeout=5)
+        zk.start(timeout=10)
+        try:
+            children = sorted(zk.get_children("/"))
+        finally:
+            zk.stop()
+            zk.close()
+        return f"ls / -> {children}"
+
+    check("zookeeper", topology.zookeeper, list_root)
+
+
+# -- 2. workload --------------------------------------------------------------------------
+
+
+def enqueue_workload() -> dict[str, Any]:
+    """Enqueue everything (lowest priority first, to show the workers reorder it).
+
+    Returns what to expect: successful runs per queue and the dead jobs.
+    """
+    from demo import app
+
+    app.rebuild_search_index.enqueue(2)
+    app.rebuild_search_index.enqueue(3)
+    app.broken_export.enqueue(13)
+    images = [(i, size) for i in range(1, 13) for size in ("thumb", "large")]
+    app.resize_image.enqueue_many(images)
+    app.flaky_webhook.enqueue(7)
+    for user_id in (2, 3, 4):
+        app.send_welcome_email.enqueue(user_id)
+    # a chain: the search index of shop 1 is rebuilt once its owner got the email
+    app.send_welcome_email.call(1).then(app.rebuild_search_index, 1).enqueue()
+    app.rebuild_search_index.enqueue_in(1.0, 42)
+    print("  low       rebuild_search_index(2), (3), broken_export(13)")
+    print(f"  default   resize_image x{len(images)} (one enqueue_many), flaky_webhook(7)")
+    print("  critical  send_welcome_email(2), (3), (4), "
+          "send_welcome_email(1).then(rebuild_search_index(1))")
+    print("  in 1 s    rebuild_search_index(42) (enqueue_in)")
+    return {"ok": {"critical": 4, "default": len(images) + 1, "low": 4}, "dead": 1}
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """preexec_fn: SIGKILL this child if the demo dies (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def spawn_worker(url: str, log_file: Path) -> subprocess.Popen[bytes]:
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=pythonpath, PODJOBS_DEMO_RECORD_URL=url)
+    cmd = [sys.executable, "-m", "podjobs.cli", "worker", "--redis", url, "--app", "demo.app",
+           "--queues", QUEUES, "--concurrency", "4", "--heartbeat-ttl", "2",
+           "--poll-interval", "0.1"]
+    with log_file.open("ab") as log:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+
+
+def read_log(r: redis.Redis) -> list[dict[str, Any]]:
+    from demo.app import LOG_KEY
+
+    return [json.loads(x) for x in r.lrange(LOG_KEY, 0, -1)]
+
+
+def wait_settled(r: redis.Redis, ins: Inspector, expect: dict[str, Any],
+                 workers: list[subprocess.Popen[bytes]]) -> float:
+    """Poll Redis until every expected run happened and nothing is left; returns seconds."""
+    want_ok = sum(expect["ok"].values())
+    t0 = time.monotonic()
+    while True:
+        ok = sum(1 for e in read_log(r) if e["ok"])
+        dead = int(r.zcard(keys.DEAD))
+        idle = all(q.size == q.scheduled == q.retrying == q.in_flight == 0 for q in ins.queues())
+        if ok >= want_ok and dead >= expect["dead"] and idle:
+            return time.monotonic() - t0
+        for w in workers:
+            if w.poll() is not None:
+                raise DemoFailed(f"worker pid {w.pid} exited with code {w.returncode}")
+        if time.monotonic() - t0 > WORKLOAD_TIMEOUT:
+            raise DemoFailed(
+                f"workload not settled after {WORKLOAD_TIMEOUT:.0f} s: {ok}/{want_ok} runs, "
+                f"{dead}/{expect['dead']} dead, queues idle: {idle}")
+        time.sleep(0.05)
+
+
+def report(r: redis.Redis, ins: Inspector, expect: dict[str, Any], url: str) -> None:
+    entries = read_log(r)
+    runs = [e for e in entries if e["ok"]]
+    fails = [e for e in entries if not e["ok"]]
+
+    heading("what ran")
+    rows = []
+    for q in QUEUES.split(","):
+        pos = [i for i, e in enumerate(runs, 1) if e["queue"] == q]
+        rows.append([q, len(pos), expect["ok"][q], min(pos, default="-"), max(pos, default="-")])
+    print(render(["queue", "ran", "expected", "first #", "last #"], rows))
+    print("\nfirst runs, in order (everything was enqueued low first, critical last):")
+    print(render(["#", "job", "queue", "attempt", "worker pid"],
+                 [[i, f"{e['job']}({short_args(e['args'])})", e["queue"], e["attempt"], e["pid"]]
+                  for i, e in enumerate(runs[:8], 1)]))
+    by_pid: dict[int, int] = {}
+    for e in runs:
+        by_pid[e["pid"]] = by_pid.get(e["pid"], 0) + 1
+    print("\nper worker: " + ", ".join(f"pid {p} ran {n}" for p, n in sorted(by_pid.items())))
+    pos_of = {(e["job"], tuple(e["args"])): i for i, e in enumerate(runs, 1)}
+    head, follow = pos_of.get(("send_welcome_email", (1,))), pos_of.get(("rebuild_search_index", (1,)))
+    print(f"chain:      send_welcome_email(1) ran #{head}, then rebuild_search_index(1) #{follow}")
+    sched = next((e for e in runs if e["job"] == "rebuild_search_index" and e["args"] == [42]), None)
+    if sched is not None:
+        print(f"scheduled:  rebuild_search_index(42) ran {sched['waited_ms'] / 1000:.2f} s "
+              f"after enqueue_in(1.0)")
+    for q in QUEUES.split(","):
+        got = sum(1 for e in runs if e["queue"] == q)
+        if got != expect["ok"][q]:
+            raise DemoFailed(f"queue {q}: {got} successful runs, expected {expect['ok'][q]}")
+
+    heading("what retried")
+    stats = ins.stats()
+    print(render(list(stats), [list(stats.values())]))
+    later = {(e["job"], tuple(e["args"]), e["attempt"]) for e in entries}
+    print(f"\n{len(fails)} failed attempts; {stats['failed']} were retried (stats 'failed'):")
+    print(render(["job", "attempt", "error", "then"],
+                 [[f"{e['job']}({short_args(e['args'])})", e["attempt"], e["error"],
+                   "retried" if (e["job"], tuple(e["args"]), e["attempt"] + 1) in later else "dead"]
+                  for e in fails]))
+    flaky_ok = next((e for e in runs if e["job"] == "flaky_webhook"), None)
+    if flaky_ok is not None:
+        print(f"flaky_webhook({short_args(flaky_ok['args'])}) succeeded on attempt "
+              f"{flaky_ok['attempt']}")
+    else:
+        raise DemoFailed("flaky_webhook never succeeded")
+
+    heading("what died")
+    dead = ins.dead()
+    print(render(["id", "job", "attempts", "reason", "error"],
+                 [[d.get("id"), f"{d.get('job', '').rsplit('.', 1)[-1]}({short_args(d.get('args', []))})",
+                   d.get("attempt"), d.get("dead_reason"),
+                   f"{(d.get('error') or {}).get('class')}: {(d.get('error') or {}).get('message')}"]
+                  for d, _ in dead]))
+    if len(dead) != expect["dead"]:
+        raise DemoFailed(f"{len(dead)} dead jobs, expected {expect['dead']}")
+
+    for argv in (["queues"], ["dead", "list"]):
+        print(f"\n$ podjobs {' '.join(argv)} --redis {url}")
+        sys.stdout.flush()
+        rc = cli.main([*argv, "--redis", url])
+        sys.stdout.flush()
+        if rc != 0:
+            raise DemoFailed(f"podjobs {' '.join(argv)} exited with {rc}")
+
+
+# -- 4. teardown --------------------------------------------------------------------------
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> bool:
+    """SIGTERM every worker, wait; True if all exited 0 on their own."""
+    clean = True
+    t0 = time.monotonic()
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            rc = w.wait(20)
+            print(f"  worker pid {w.pid}: exit {rc} after SIGTERM ({time.monotonic() - t0:.1f} s)")
+            clean = clean and rc == 0
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait(5)
+            print(f"  worker pid {w.pid}: did not stop within 20 s of SIGTERM; killed")
+            clean = False
+    return clean
+
+
+def print_log_tails(tmp: Path) -> None:
+    """The end of every server and worker log under the demo's temp dir."""
+    heading(f"log tails (last {LOG_TAIL_LINES} lines)")
+    paths = sorted(p for p in tmp.rglob("*.log") if "data" not in p.relative_to(tmp).parts)
+    if not paths:
+        print("(no logs were written)")
+    for path in paths:
+        print(f"--- {path.relative_to(tmp)}")
+        with contextlib.suppress(OSError):
+            lines = path.read_text(errors="replace").splitlines()
+            print("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the teardown runs now
+    raise KeyboardInterrupt(f"got {signal.Signals(signum).name}")
+
+
+def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    t_start = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="podjobs-demo-"))
+    cluster = Cluster(tmp / "cluster", die_with_parent=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    ok = False
+    try:
+        heading(f"cluster: {N_PODS} pods, MariaDB shards, in {tmp}")
+        t = time.monotonic()
+        topology = cluster.up(N_PODS, db="mysql", timeout=60)
+        print(f"started in {time.monotonic() - t:.1f} s\n")
+        print(format_topology(topology))
+
+        heading("checks")
+        check_servers(topology)
+
+        p1 = topology.pod("p1")
+        url = p1.redis_url
+        r = redis.Redis.from_url(url)
+        podjobs.configure(url)
+        ins = Inspector(RedisBackend(url))
+
+        heading(f"workload on pod p1 ({url})")
+        expect = enqueue_workload()
+
+        heading(f"{N_WORKERS} workers: podjobs worker --queues {QUEUES} --concurrency 4")
+        for i in range(1, N_WORKERS + 1):
+            workers.append(spawn_worker(url, tmp / f"worker-{i}.log"))
+        print("  pids " + ", ".join(str(w.pid) for w in workers) + f"; logs in {tmp}/worker-N.log")
+        secs = wait_settled(r, ins, expect, workers)
+        print(f"  all settled {secs:.1f} s after the workers were spawned")
+
+        report(r, ins, expect, url)
+        r.close()
+        ok = True
+    except KeyboardInterrupt as exc:
+        print(f"\ndemo interrupted ({exc or 'Ctrl-C'})")
+    except Exception as exc:
+        print(f"\ndemo FAILED: {type(exc).__name__}: {exc}")
+    finally:
+        # from here on, SIGTERM/Ctrl-C must not cut the (bounded) teardown short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not ok:
+            print_log_tails(tmp)
+        heading("teardown")
+        try:
+            ok = stop_workers(workers) and ok
+            stopped = cluster.down(timeout=10)
+            names = ", ".join(f"{s.kind} {s.name}" for s in stopped) or "none was running"
+            print(f"  cluster down: stopped {len(stopped)} servers ({names})")
+        except Exception as exc:
+            print(f"  teardown FAILED: {type(exc).__name__}: {exc}")
+            ok = False
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"  removed {tmp}")
+    print(f"\ndemo {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,8 +12,9 @@ import os
 import time
 from typing import Any
 
-import podjobs
 import redis
+
+import podjobs
 
 LOG_KEY = "demo:log"
 #: flaky_webhook fails this many attempts, then succeeds

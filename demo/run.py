@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import podjobs
 import redis
+
+import podjobs
 from podjobs import cli, keys
 from podjobs.backend import RedisBackend
 from podjobs.infra.cluster import Cluster

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
 from podjobs.infra.cluster import Cluster
 from podjobs.infra.topology import PodInfo, Topology
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pymysql
 import pytest
 import redis
+
 from podjobs.cli import main
 from podjobs.errors import ConfigurationError, MissingBinary, PortInUse
 from podjobs.infra import binaries

@@ -6,6 +6,7 @@ import math
 import re
 
 import pytest
+
 from podjobs import backoff, payload
 from podjobs.errors import PayloadError
 from podjobs.ids import ID_LENGTH, id_time_ms, new_id

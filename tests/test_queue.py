@@ -6,14 +6,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import podjobs
 import pytest
 import redis
+
+import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
 from podjobs.ops import Inspector
-
 from tests.helpers import wait_until, worker
 
 ran: list[Any] = []

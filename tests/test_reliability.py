@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import podjobs
 import pytest
 import redis
+
+import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.ops import Inspector
-
 from tests.apps import core_app
 from tests.helpers import spawn_worker, stop_proc, wait_until
 

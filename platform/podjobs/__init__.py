@@ -41,7 +41,8 @@ def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -
     """Enqueue the same job once on every active pod; returns one handle per pod."""
     from podjobs.pods.router import enqueue_all_pods as fan_out
 
-    return fan_out(job, *args, **kwargs)
+    handles: list[JobHandle] = fan_out(job, *args, **kwargs)
+    return handles
 
 
 __all__ = [

@@ -86,6 +86,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def text(v: bytes | str) -> str:
+    """A Redis reply as str."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def _load(name: str) -> str:
     return resources.files("podjobs").joinpath("lua", f"{name}.lua").read_text()
 
@@ -140,7 +145,8 @@ class RedisBackend:
         script = self._scripts[name]
         with self._errors(what):
             try:
-                return self.redis.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+                return self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", script.sha, len(keys_), *keys_, *args)
             except redis.exceptions.NoScriptError:
                 return script(keys=keys_, args=args)  # loads it, then runs it
 
@@ -301,7 +307,7 @@ class RedisBackend:
     def dead_worker_ids(self) -> list[tuple[str, list[str]]]:
         """Registered workers whose heartbeat is gone, with their queue lists."""
         with self._errors("list workers"):
-            members = [m.decode() for m in self.redis.smembers(keys.WORKERS)]
+            members = [text(m) for m in self.redis.smembers(keys.WORKERS)]
             if not members:
                 return []
             pipe = self.redis.pipeline(transaction=False)
@@ -319,7 +325,7 @@ class RedisBackend:
 
     def _inflight_queues(self, worker_id: str) -> list[str]:
         prefix = keys.inflight(worker_id, "")
-        return [k.decode()[len(prefix):] for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
+        return [text(k)[len(prefix):] for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
 
     def close(self) -> None:
         self.redis.close()

@@ -192,7 +192,7 @@ class Executor:
     def _dead_raw(self, queue: str, raw: bytes, reason: str) -> None:
         field = inflight_field(raw)
         text = raw.decode("utf-8", "replace")
-        dead = {"id": field if len(field) == 26 else new_id(), "job": None, "queue": queue,
+        dead: dict[str, Any] = {"id": field if len(field) == 26 else new_id(), "job": None, "queue": queue,
                 "args": [], "kwargs": {}, "raw": text[:65536], "dead_reason": "bad_payload",
                 "error": {"class": "BadPayload", "message": reason, "trace": ""},
                 "died_at": time.time_ns() // 1_000_000}

@@ -282,7 +282,7 @@ class Job:
 
     queue: ClassVar[str] = "default"
     retries: ClassVar[int] = 25
-    backoff: ClassVar[backoff_mod.Backoff] = staticmethod(backoff_mod.exponential)  # type: ignore[assignment]
+    backoff: ClassVar[backoff_mod.Backoff] = staticmethod(backoff_mod.exponential)
     timeout: ClassVar[float | None] = None
     delivery: ClassVar[Delivery | str] = Delivery.AT_LEAST_ONCE
     unique_for: ClassVar[float | None] = None

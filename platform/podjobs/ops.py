@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from podjobs import keys
-from podjobs.backend import RedisBackend
+from podjobs.backend import RedisBackend, text
 from podjobs.errors import JobNotFound
 from podjobs.ids import ID_LENGTH
 
@@ -61,12 +61,16 @@ def _id_of(member: bytes) -> str:
     return member[7 : 7 + ID_LENGTH].decode("ascii", "replace")
 
 
-def _decode(member: bytes) -> dict[str, Any]:
+def _decode(member: bytes | str) -> dict[str, Any]:
     try:
         d = json.loads(member)
-        return d if isinstance(d, dict) else {"raw": member.decode("utf-8", "replace")}
+        return d if isinstance(d, dict) else {"raw": _raw(member)}
     except ValueError:
-        return {"raw": member.decode("utf-8", "replace")}
+        return {"raw": _raw(member)}
+
+
+def _raw(member: bytes | str) -> str:
+    return member.decode("utf-8", "replace") if isinstance(member, bytes) else member
 
 
 class Inspector:
@@ -75,16 +79,16 @@ class Inspector:
         self.r = backend.redis
 
     def queue_names(self) -> list[str]:
-        return sorted(m.decode() for m in self.r.smembers(keys.QUEUES))
+        return sorted(text(m) for m in self.r.smembers(keys.QUEUES))
 
     def _inflight_keys(self) -> list[tuple[str, str, str]]:
         """(key, worker id, queue) for every in-flight hash."""
         out = []
         prefix = keys.inflight("", "")[:-1]  # "pj:inflight:"
         for k in self.r.scan_iter(match=prefix + "*", count=1000):
-            rest = k.decode()[len(prefix):]
+            rest = text(k)[len(prefix):]
             wid, _, q = rest.rpartition(":")
-            out.append((k.decode(), wid, q))
+            out.append((text(k), wid, q))
         return out
 
     def queues(self) -> list[QueueStats]:
@@ -122,7 +126,7 @@ class Inspector:
         return int(sec) * 1000 + int(usec) // 1000
 
     def workers(self) -> list[WorkerInfo]:
-        ids = sorted(m.decode() for m in self.r.smembers(keys.WORKERS))
+        ids = sorted(text(m) for m in self.r.smembers(keys.WORKERS))
         pipe = self.r.pipeline(transaction=False)
         for wid in ids:
             pipe.hgetall(keys.worker_info(wid))
@@ -130,7 +134,7 @@ class Inspector:
         res = pipe.execute()
         out = []
         for i, wid in enumerate(ids):
-            info = {k.decode(): v.decode() for k, v in res[2 * i].items()}
+            info = {text(k): text(v) for k, v in res[2 * i].items()}
             out.append(WorkerInfo(
                 wid, bool(res[2 * i + 1]), info.get("host", "?"), int(info.get("pid", 0) or 0),
                 info.get("pod", ""), [q for q in info.get("queues", "").split(",") if q],
@@ -146,7 +150,7 @@ class Inspector:
     # -- sorted sets (dead, scheduled, retry) ---------------------------------------
 
     def _zlist(self, key: str, limit: int, newest_first: bool) -> list[tuple[dict[str, Any], int]]:
-        rows = (self.r.zrevrange if newest_first else self.r.zrange)(key, 0, limit - 1, withscores=True)
+        rows: Any = (self.r.zrevrange if newest_first else self.r.zrange)(key, 0, limit - 1, withscores=True)
         return [(_decode(m), int(s)) for m, s in rows]
 
     def dead(self, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
@@ -218,7 +222,7 @@ class Inspector:
 
     def find_job(self, job_id: str) -> FoundJob:
         for k, wid, q in self._inflight_keys():
-            raw = self.r.hget(k, job_id)
+            raw: Any = self.r.hget(k, job_id)
             if raw:
                 return FoundJob("in_flight", q, _decode(raw), worker=wid)
         for q in self.queue_names():
@@ -240,7 +244,7 @@ class Inspector:
     def _scan_list(self, key: str, chunk: int = 1000) -> Iterator[bytes]:
         start = 0
         while True:
-            rows = self.r.lrange(key, start, start + chunk - 1)
+            rows: Any = self.r.lrange(key, start, start + chunk - 1)
             yield from rows
             if len(rows) < chunk:
                 return

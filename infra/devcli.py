@@ -51,6 +51,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(format_topology(topology))
     print(f"\ntopology: {cluster.topology_file}")
+    from podjobs.pods.topology import register_topology
+    from podjobs.pods.zk import DEFAULT_ROOT, ZK
+
+    with ZK(topology.zookeeper, DEFAULT_ROOT).start(timeout=10) as zk:
+        names = register_topology(zk, topology)
+    print(f"registered pods {', '.join(names)} in ZooKeeper at {topology.zookeeper}{DEFAULT_ROOT} "
+          f"(PODJOBS_ZK={topology.zookeeper}{DEFAULT_ROOT})")
     return 0
 
 

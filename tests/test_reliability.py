@@ -126,12 +126,13 @@ def test_process_isolation_kills_on_timeout_and_memory_and_survives(
 
 
 def test_thread_timeout_interrupts_the_job(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    core_app.sleepy.enqueue("tt", 5)
+    core_app.loop.enqueue("tt", 30)
     w = spawn_worker(redis_url, concurrency=1, log=tmp_path / "w.log")
     try:
         wait_until(lambda: r.zcard(keys.DEAD) == 1, timeout=15, what="the timed-out job to die")
     finally:
         stop_proc(w)
+    assert r.lrange("rec:started", 0, -1) == [b"tt:1", b"tt:2"]  # ran, timed out, retried once
     assert r.lrange("rec:done", 0, -1) == []
     ((d, _),) = Inspector(RedisBackend(redis_url)).dead()
     assert d["error"]["class"] == "JobTimeout"

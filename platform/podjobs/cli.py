@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from podjobs import opscli
 
     opscli.register(sub)
+    from podjobs.pods import cli as podscli
+
+    podscli.register(sub)
     return parser
 
 

@@ -30,25 +30,21 @@ from podjobs.table import render
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", metavar="URL", help="the pod's Redis URL (default $PODJOBS_REDIS_URL)")
-    p.add_argument("--pod", metavar="NAME", help="a pod of the topology file instead of --redis")
-    p.add_argument("--topology", metavar="FILE",
-                   help="topology file (default $PODJOBS_TOPOLOGY or var/topology.json)")
+    p.add_argument("--pod", metavar="NAME", help="a pod of the topology in ZooKeeper instead of --redis")
+    p.add_argument("--zk", metavar="HOSTS[/ROOT]",
+                   help="ZooKeeper for --pod (default $PODJOBS_ZK, else the topology file's)")
 
 
 def resolve_redis(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(redis url, pod name) from --redis, --pod + topology, or the environment."""
+    """(redis url, pod name) from --redis, --pod + the topology in ZooKeeper, or the environment."""
     if getattr(args, "redis", None):
         return args.redis, getattr(args, "pod", None)
     if getattr(args, "pod", None):
-        from podjobs.infra.topology import Topology
+        from podjobs.pods.cli import connect
+        from podjobs.pods.topology import TopologyStore
 
-        path = args.topology or os.environ.get("PODJOBS_TOPOLOGY") or "var/topology.json"
-        if not os.path.exists(path):
-            raise ConfigurationError(
-                f"--pod {args.pod} needs a topology file, and {path!r} does not exist; "
-                f"start a cluster with 'podjobs dev up' or pass --topology FILE or --redis URL")
-        topo = Topology.load(path)
-        return topo.pod(args.pod).redis_url, args.pod
+        with connect(args) as zk:
+            return TopologyStore(zk).pod(args.pod).redis_url, args.pod
     url = os.environ.get("PODJOBS_REDIS_URL")
     if url:
         return url, None
@@ -162,7 +158,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise ConfigurationError(f"--app {m}: cannot import it ({exc}); run from the directory "
                                      f"that holds it or put it on PYTHONPATH") from exc
-    url, pod = resolve_redis(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if args.isolation not in ("thread", "process"):
         raise ConfigurationError(f"--isolation {args.isolation!r}: use thread or process")
@@ -171,7 +166,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        poll_interval=args.poll_interval, batch=args.batch, prefetch=args.prefetch,
                        idle_wait=min(1.0, args.heartbeat_ttl / 3),
                        max_jobs_per_child=args.max_jobs_per_child, max_memory_mb=args.max_memory_mb,
-                       app_modules=apps, pod=pod)
+                       app_modules=apps)
+    if args.pod and not args.redis:
+        from podjobs.pods.cli import resolve_zk_spec
+        from podjobs.pods.worker import PodWorker
+        from podjobs.pods.zk import DEFAULT_ROOT, ZK, parse_zk_spec
+
+        hosts, root = parse_zk_spec(resolve_zk_spec(args.zk))
+        zk = ZK(hosts, root=root or DEFAULT_ROOT).start(timeout=10)
+        try:
+            PodWorker(zk, args.pod, cfg).run()
+        finally:
+            zk.stop()
+        return 0
+    url, _ = resolve_redis(args)
     Worker(RedisBackend(url), cfg).run()
     return 0
 

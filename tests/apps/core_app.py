@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import time
 
-import podjobs
 import redis
+
+import podjobs
 
 _r: redis.Redis | None = None
 
@@ -42,6 +43,16 @@ def fail_times(ctx: podjobs.Context, tag: str, times: int) -> None:
 def sleepy(ctx: podjobs.Context, tag: str, seconds: float) -> None:
     rec().rpush("rec:started", f"{tag}:{ctx.attempt}")
     time.sleep(seconds)
+    rec().rpush("rec:done", f"{tag}:{ctx.attempt}")
+
+
+@podjobs.job(name="t.loop", queue="default", timeout=0.5, retries=1, backoff=podjobs.constant(0.05))
+def loop(ctx: podjobs.Context, tag: str, seconds: float) -> None:
+    """Python code running past its timeout (short sleeps: the timeout lands between them)."""
+    rec().rpush("rec:started", f"{tag}:{ctx.attempt}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
     rec().rpush("rec:done", f"{tag}:{ctx.attempt}")
 
 

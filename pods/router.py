@@ -1,0 +1,122 @@
+"""The shard-aware enqueuer: tenant -> pod -> that pod's Redis.
+
+1. `Router(directory)` answers `resolve(tenant, pod)` from the in-memory
+   directory that ZooKeeper watches keep fresh: no ZooKeeper round trip per
+   enqueue. One `RedisBackend` per pod, made on first use.
+2. Unknown tenant: `UnknownTenant` before anything is written. A draining pod
+   takes no new jobs (`PodDraining`). A tenant being moved: `TenantMoving`.
+3. Without a tenant a job goes to the pod named with `pod=`;
+   `enqueue_all_pods` fans one job out to every active pod.
+4. `connect(hosts, root)` builds ZooKeeper client + directory + router and
+   installs it as the process-wide client (`podjobs.configure(zk=...)`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from podjobs.backend import RedisBackend
+from podjobs.client import Client
+from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
+
+from .topology import Directory, PodState
+from .zk import ZK
+
+
+class Router:
+    def __init__(self, directory: Directory, *, check_backends: bool = True) -> None:
+        self.directory = directory
+        self.check_backends = check_backends
+        self._backends: dict[str, RedisBackend] = {}
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, pod: str) -> RedisBackend:
+        """The Redis backend of a pod (made once; remade if the pod's URL changed)."""
+        url = self.directory.pod(pod).redis_url
+        b = self._backends.get(pod)
+        if b is not None and self._urls.get(pod) == url:
+            return b
+        with self._lock:
+            b = self._backends.get(pod)
+            if b is None or self._urls.get(pod) != url:
+                b = RedisBackend(url, check=self.check_backends)
+                self._backends[pod] = b
+                self._urls[pod] = url
+            return b
+
+    def pod_for(self, tenant: str | None, pod: str | None) -> str:
+        """Which pod a job goes to; raises before anything is written."""
+        if tenant is not None:
+            entry = self.directory.tenant(tenant)
+            if entry is None:
+                self.directory.pod_of(tenant)  # raises UnknownTenant with the full message
+                raise UnknownTenant(tenant)
+            if entry.state != "active":
+                to = (entry.move or {}).get("to", "?")
+                raise TenantMoving(
+                    f"tenant {tenant!r} is being moved from {entry.pod} to {to}; its jobs cannot "
+                    f"be enqueued until the move finishes ('podjobs tenants move --status {tenant}')")
+            if pod is not None and pod != entry.pod:
+                raise ConfigurationError(
+                    f"tenant {tenant!r} lives on pod {entry.pod}, not {pod}; drop pod= or fix the tenant")
+            pod = entry.pod
+        if pod is None:
+            raise ConfigurationError(
+                "enqueue needs tenant= (routes to the tenant's pod) or pod= (a named pod); "
+                "use podjobs.enqueue_all_pods(...) for a job every pod should run")
+        p = self.directory.pod(pod)
+        if p.state != PodState.ACTIVE:
+            raise PodDraining(
+                f"pod {pod} is {p.state.value} and takes no new jobs; set it active with "
+                f"'podjobs pods set-state {pod} active' or move its tenants")
+        return pod
+
+    def resolve(self, tenant: str | None, pod: str | None) -> tuple[str | None, RedisBackend]:
+        name = self.pod_for(tenant, pod)
+        return name, self.backend(name)
+
+    def active_pods(self) -> list[str]:
+        return sorted(n for n, p in self.directory.pods().items() if p.state == PodState.ACTIVE)
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            b.close()
+
+
+class PodClient(Client):
+    """A Client whose resolver is a Router, with the fan-out helper."""
+
+    def __init__(self, router: Router, zk: ZK | None = None) -> None:
+        super().__init__(resolver=router.resolve)
+        self.router = router
+        self.zk = zk
+
+    def close(self) -> None:
+        self.router.close()
+        self.router.directory.stop()
+        if self.zk is not None:
+            self.zk.stop()
+
+
+def connect(hosts: str | None = None, root: str | None = None, *, timeout: float = 10.0) -> PodClient:
+    """ZooKeeper client + directory (loaded, watched) + router, as a Client."""
+    from .zk import zk_from_env
+
+    zk = zk_from_env(hosts, root)
+    zk.start(timeout)
+    directory = Directory(zk)
+    directory.start()
+    return PodClient(Router(directory), zk)
+
+
+def enqueue_all_pods(job: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """Enqueue the same job once on every active pod; one handle per pod."""
+    from podjobs.client import get_client
+
+    client = get_client()
+    if not isinstance(client, PodClient):
+        raise ConfigurationError("enqueue_all_pods needs a pod-aware client: podjobs.configure(zk=...)")
+    jd = getattr(job, "definition", job)
+    return [jd.call(*args, **kwargs).enqueue(pod=p) for p in client.router.active_pods()]

@@ -1,0 +1,66 @@
+"""Database shards: one pooled SQLAlchemy engine per shard URL, made lazily.
+
+1. `engine(url)`: PyMySQL for mysql/mariadb URLs (pool_pre_ping, recycled
+   connections), SQLite for the embedded default (WAL, a busy timeout, usable
+   from worker threads). One engine per URL per process.
+2. `session(url)`: a new ORM session on that shard. A job's `ctx.db` is such a
+   session on its tenant's shard; the worker commits it when the job succeeds
+   and rolls it back when it fails.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+#: connections kept per shard engine (each worker thread may hold one)
+POOL_SIZE = 10
+
+
+def engine(url: str) -> Engine:
+    e = _engines.get(url)
+    if e is not None:
+        return e
+    with _lock:
+        e = _engines.get(url)
+        if e is None:
+            e = _make(url)
+            _engines[url] = e
+        return e
+
+
+def _make(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        e = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(e, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return e
+    if url.startswith("mysql://"):
+        url = "mysql+pymysql://" + url[len("mysql://"):]
+    elif url.startswith("mariadb://"):
+        url = "mysql+pymysql://" + url[len("mariadb://"):]
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
+                         pool_recycle=3600)
+
+
+def session(url: str) -> Session:
+    return Session(engine(url))
+
+
+def dispose_all() -> None:
+    with _lock:
+        for e in _engines.values():
+            e.dispose()
+        _engines.clear()

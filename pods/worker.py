@@ -1,0 +1,64 @@
+"""A worker for one pod: its Redis and shard come from the topology in ZooKeeper.
+
+1. Looks the pod up in the directory (an unknown pod is refused, naming the
+   known ones) and takes its Redis URL and shard URL from there.
+2. Installs the tenant check (jobs run only on their tenant's pod) and gives
+   jobs `ctx.db` on the pod's shard.
+3. Registers the worker as an ephemeral ZooKeeper node for `podjobs fleet`
+   (re-created after a session expiry) for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+from podjobs.backend import RedisBackend
+from podjobs.worker import Worker, WorkerConfig
+
+from .registration import WorkerRegistration
+from .router import Router
+from .tenantcheck import TenantCheck
+from .topology import Directory
+from .zk import ZK
+
+
+class PodWorker:
+    """Worker + directory + registration for one pod."""
+
+    def __init__(self, zk: ZK, pod: str, config: WorkerConfig) -> None:
+        self.zk = zk
+        self.directory = Directory(zk)
+        self.directory.start()
+        info = self.directory.pod(pod)  # UnknownPod names the known pods
+        self.router = Router(self.directory)
+        check = TenantCheck(self.router, pod)
+        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url, route=check,
+                                  forward=check.forward)
+        self.worker = Worker(RedisBackend(info.redis_url), cfg)
+        self.registration = WorkerRegistration(zk, pod, self.worker.id, {
+            "pod": pod, "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": list(cfg.queues), "concurrency": cfg.concurrency,
+            "isolation": cfg.isolation, "started": time.time()})
+
+    def start(self) -> None:
+        self.worker.start()
+        self.registration.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self._close()
+
+    def run(self) -> None:
+        self.registration.start()
+        try:
+            self.worker.run()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self.registration.stop()
+        self.router.close()
+        self.directory.stop()

@@ -1,0 +1,343 @@
+"""A small typed wrapper over kazoo's `KazooClient` (kazoo itself is untyped).
+
+1. `ZK(hosts, root, timeout, connection_retry)`: one ZooKeeper session whose
+   paths live under `root` (default "/podjobs"); nothing connects until
+   `start()`. `start(timeout)` raises `ConfigurationError` naming the hosts when
+   ZooKeeper cannot be reached; `stop()` closes the session (its ephemeral
+   nodes go at once).
+2. `path(*parts)`: an absolute path under the root.
+3. JSON nodes: `get_json` -> (object, version) or None, `set_json` (compare-
+   and-set when a version is given), `create_json` (optionally ephemeral),
+   `children`, `exists`, `delete`, `ensure_path`, `get_many_json` (many
+   reads pipelined in one go, for listings and bulk checks) and
+   `transaction_create` (many creates in one all-or-nothing transaction).
+4. `add_listener(cb)` / `remove_listener(cb)`: `cb(ConnState)` on every
+   connection state change (see the state machine below); `session_id` and
+   `client` (the raw `KazooClient`) for recipes and tests.
+5. `parse_zk_spec("h1:p1,h2:p2/root/path")` and `zk_from_env(hosts, root)`:
+   settings from flags or `$PODJOBS_ZK` ("host:port[,host:port...][/root]").
+
+Connection states (kazoo's `KazooState`, as `ConnState`):
+
+    LOST (not started) --start()--> CONNECTED
+    CONNECTED --connection dropped--> SUSPENDED   (session may still be alive;
+                                                   watches fire a NONE event)
+    SUSPENDED --reconnected within the session timeout--> CONNECTED (same session)
+    SUSPENDED --server says the session expired--> LOST   (ephemeral nodes and
+                                                           server watches are gone)
+    LOST --kazoo reconnects with a new session--> CONNECTED
+    any --stop()--> LOST (final)
+
+Kazoo reconnects by itself with `connection_retry` (default here: forever,
+backing off 0.1 s doubling up to `RECONNECT_MAX_DELAY`; kazoo's own default
+backs off up to an hour, which makes recovery after a long outage very slow).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    RolledBackError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+
+from podjobs.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+# Kazoo's client logs every failed connect attempt as a WARNING; with no logging
+# configured Python would print those on stderr before our one-line error. A
+# NullHandler keeps them out of CLI output; configured handlers still get them.
+kazoo_log = logging.getLogger("podjobs.kazoo")
+kazoo_log.addHandler(logging.NullHandler())
+
+ENV_ZK = "PODJOBS_ZK"
+DEFAULT_ROOT = "/podjobs"
+# Seconds: the longest pause between two reconnect attempts.
+RECONNECT_MAX_DELAY = 2.0
+# Seconds: default session timeout asked of the server (it clamps it to its min/max).
+DEFAULT_SESSION_TIMEOUT = 10.0
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$")
+
+__all__ = [
+    "BadVersionError",
+    "ConnState",
+    "DEFAULT_ROOT",
+    "ENV_ZK",
+    "NoNodeError",
+    "NodeExistsError",
+    "NotEmptyError",
+    "ZK",
+    "decode_json",
+    "parse_zk_spec",
+    "reconnect_retry",
+    "zk_from_env",
+]
+
+
+class ConnState(StrEnum):
+    """Connection state as seen by listeners (see the module docstring)."""
+
+    CONNECTED = "CONNECTED"
+    SUSPENDED = "SUSPENDED"
+    LOST = "LOST"
+
+
+def reconnect_retry(max_delay: float = RECONNECT_MAX_DELAY) -> KazooRetry:
+    """A reconnect policy: try forever, 0.1 s doubling up to `max_delay` seconds."""
+    return KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=0.2, max_delay=max_delay)
+
+
+def _join(*parts: str) -> str:
+    segs = [s for p in parts for s in p.split("/") if s]
+    return "/" + "/".join(segs)
+
+
+def decode_json(raw: bytes | None, where: str) -> dict[str, Any]:
+    """The JSON object in a node's data; `ValueError` naming `where` if it is not one."""
+    try:
+        obj = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"ZooKeeper node {where} does not hold JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"ZooKeeper node {where} holds {type(obj).__name__}, not a JSON object")
+    return obj
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+class ZK:
+    """One ZooKeeper session with JSON helpers under a root path (see module doc)."""
+
+    def __init__(
+        self,
+        hosts: str,
+        root: str = DEFAULT_ROOT,
+        timeout: float = DEFAULT_SESSION_TIMEOUT,
+        connection_retry: KazooRetry | None = None,
+    ) -> None:
+        hosts = hosts.strip()
+        if not hosts or not all(_HOST_PORT.match(h.strip()) for h in hosts.split(",")):
+            raise ConfigurationError(
+                f"ZooKeeper address {hosts!r} is not 'host:port[,host:port...]' "
+                f"(a root path goes into root=, or after the hosts in {ENV_ZK})"
+            )
+        self.hosts = hosts
+        self.root = _join(root) if root.strip("/") else "/"
+        self.timeout = timeout
+        self._client = KazooClient(
+            hosts=hosts,
+            timeout=timeout,
+            connection_retry=connection_retry or reconnect_retry(),
+            logger=kazoo_log,
+        )
+        self._listeners: dict[Callable[[ConnState], None], Callable[[Any], None]] = {}
+
+    def __repr__(self) -> str:
+        return f"ZK({self.hosts!r}, root={self.root!r})"
+
+    # -- session -------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The raw `kazoo.client.KazooClient`, for recipes (watches, locks, elections)."""
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
+    @property
+    def state(self) -> ConnState:
+        return ConnState(str(self._client.state))
+
+    @property
+    def session_id(self) -> int | None:
+        """The current session id, or None while not connected."""
+        cid = self._client.client_id
+        return int(cid[0]) if cid else None
+
+    def start(self, timeout: float = 10.0) -> ZK:
+        """Connect (waiting up to `timeout` seconds); returns self.
+
+        Raises `ConfigurationError` naming the hosts if no server answered.
+        """
+        try:
+            self._client.start(timeout=timeout)
+        except KazooTimeoutError as exc:
+            self._client.stop()
+            self._client.close()
+            raise ConfigurationError(
+                f"cannot reach ZooKeeper at {self.hosts} within {timeout:g}s; "
+                f"start it with 'podjobs dev up' or set {ENV_ZK} (or --zk) to a "
+                f"running ZooKeeper"
+            ) from exc
+        return self
+
+    def stop(self) -> None:
+        """Close the session (ephemeral nodes are deleted) and free the client (idempotent)."""
+        self._client.stop()
+        self._client.close()
+
+    def __enter__(self) -> ZK:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add_listener(self, cb: Callable[[ConnState], None]) -> None:
+        """Call `cb(state)` on each connection state change.
+
+        It runs in kazoo's connection thread: it must not block and must not
+        call ZooKeeper (hand work to a thread instead).
+        """
+
+        def listener(state: Any) -> None:
+            cb(ConnState(str(state)))
+
+        self._listeners[cb] = listener
+        self._client.add_listener(listener)
+
+    def remove_listener(self, cb: Callable[[ConnState], None]) -> None:
+        listener = self._listeners.pop(cb, None)
+        if listener is not None:
+            self._client.remove_listener(listener)
+
+    # -- paths and nodes -------------------------------------------------------
+
+    def path(self, *parts: str) -> str:
+        """An absolute path under the root: `path("tenants", "t1")` -> "/podjobs/tenants/t1"."""
+        return _join(self.root, *parts)
+
+    def exists(self, path: str) -> bool:
+        return self._client.exists(path) is not None
+
+    def ensure_path(self, path: str) -> None:
+        self._client.ensure_path(path)
+
+    def get_json(self, path: str) -> tuple[dict[str, Any], int] | None:
+        """(object, version) of a JSON node, or None if it does not exist."""
+        try:
+            raw, stat = self._client.get(path)
+        except NoNodeError:
+            return None
+        return decode_json(raw, path), int(stat.version)
+
+    def get_many_json(
+        self, paths: Iterable[str]
+    ) -> dict[str, tuple[dict[str, Any], int] | ValueError]:
+        """Read many JSON nodes with pipelined requests (one round trip's latency, not N).
+
+        Returns path -> (object, version); missing nodes are left out, and a
+        node that does not hold a JSON object maps to the `ValueError` saying so.
+        """
+        pending = [(p, self._client.get_async(p)) for p in paths]
+        out: dict[str, tuple[dict[str, Any], int] | ValueError] = {}
+        for p, res in pending:
+            try:
+                raw, stat = res.get()
+            except NoNodeError:
+                continue
+            try:
+                out[p] = (decode_json(raw, p), int(stat.version))
+            except ValueError as exc:
+                out[p] = exc
+        return out
+
+    def set_json(self, path: str, obj: dict[str, Any], version: int | None = None) -> int:
+        """Write a JSON node; returns its new version.
+
+        With `version`, only if the node is still at that version
+        (`BadVersionError` otherwise). `NoNodeError` if it does not exist.
+        """
+        stat = self._client.set(path, _encode(obj), version=-1 if version is None else version)
+        return int(stat.version)
+
+    def create_json(
+        self,
+        path: str,
+        obj: dict[str, Any],
+        ephemeral: bool = False,
+        makepath: bool = True,
+    ) -> str:
+        """Create a JSON node (`NodeExistsError` if it exists); returns its path."""
+        return str(self._client.create(path, _encode(obj), ephemeral=ephemeral, makepath=makepath))
+
+    def children(self, path: str) -> list[str]:
+        """Sorted child names; [] if the node does not exist."""
+        try:
+            return sorted(self._client.get_children(path))
+        except NoNodeError:
+            return []
+
+    def delete(self, path: str, recursive: bool = False, version: int | None = None) -> bool:
+        """Delete a node (and its subtree if `recursive`); False if it did not exist."""
+        try:
+            if recursive:
+                self._client.delete(path, recursive=True)
+            else:
+                self._client.delete(path, version=-1 if version is None else version)
+        except NoNodeError:
+            return False
+        return True
+
+    def transaction_create(self, items: list[tuple[str, dict[str, Any]]]) -> Exception | None:
+        """Create `items` atomically; None on success, else the first node's error.
+
+        The error is kazoo's exception for the first operation the server
+        refused (`NodeExistsError`, `NoNodeError`); every other operation in
+        the transaction reports `RolledBackError` and nothing was written.
+        """
+        txn = self._client.transaction()
+        for path, obj in items:
+            txn.create(path, _encode(obj))
+        results = txn.commit()
+        for r in results:
+            if isinstance(r, Exception) and not isinstance(r, RolledBackError):
+                return r
+        return None
+
+
+def parse_zk_spec(spec: str) -> tuple[str, str | None]:
+    """("host:port,...", root or None) from "host:port[,host:port...][/root/path]"."""
+    spec = spec.strip()
+    hosts, slash, root = spec.partition("/")
+    if not hosts:
+        raise ConfigurationError(
+            f"ZooKeeper address {spec!r} names no host; expected 'host:port[,host:port...][/root]'"
+        )
+    return hosts, (_join(root) if slash and root.strip("/") else None)
+
+
+def zk_from_env(
+    hosts: str | None = None,
+    root: str | None = None,
+    timeout: float = DEFAULT_SESSION_TIMEOUT,
+) -> ZK:
+    """A `ZK` (not started) from `hosts` (a flag value) or `$PODJOBS_ZK`.
+
+    Either may carry a root ("h:p/root"); `root` overrides it; the default root
+    is "/podjobs". `ConfigurationError` if neither gives an address.
+    """
+    spec = hosts or os.environ.get(ENV_ZK)
+    if not spec:
+        raise ConfigurationError(
+            f"no ZooKeeper address: pass --zk HOST:PORT[/root] or set {ENV_ZK} "
+            f"(for example {ENV_ZK}=127.0.0.1:2181/podjobs); 'podjobs dev up' starts one"
+        )
+    addr, spec_root = parse_zk_spec(spec)
+    return ZK(addr, root=root or spec_root or DEFAULT_ROOT, timeout=timeout)

@@ -1,0 +1,645 @@
+"""podjobs.pods topology, directory, worker registration and CLI, on the real ZooKeeper.
+
+1. Pure parts from tables: ZooKeeper address parsing, name validation, CSV reading.
+2. `TopologyStore`: pods, assignments (one by one and 500 in bulk), the
+   UnknownTenant message, compare-and-set for moves.
+3. `Directory`: changes made through another client arrive by watch; the cache
+   answers while ZooKeeper is stopped and catches up after it is started again
+   on the same port; watches survive a session expiry (forced the way kazoo's
+   old test harness did: a second client with the same session id and
+   password connects and closes the session).
+4. `WorkerRegistration` and `fleet`, also across a session expiry.
+5. The CLI commands, called through their parser with --json.
+
+Every test works under its own ZooKeeper root (`zk_root`); the tests that stop
+ZooKeeper restart it in a `finally`, since the whole session shares it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from podjobs.errors import ConfigurationError, PodDraining, UnknownPod, UnknownTenant
+from podjobs.infra.ports import free_port
+from podjobs.infra.topology import Topology
+from podjobs.pods import cli as podscli
+from podjobs.pods.registration import WorkerRegistration, fleet
+from podjobs.pods.topology import (
+    Change,
+    Directory,
+    Pod,
+    PodState,
+    TenantState,
+    TopologyConflict,
+    TopologyStore,
+    register_topology,
+    validate_name,
+)
+from podjobs.pods.zk import (
+    ZK,
+    BadVersionError,
+    ConnState,
+    parse_zk_spec,
+    reconnect_retry,
+    zk_from_env,
+)
+
+# Seconds: short sessions so expiry tests are quick (the test server allows >= 1 s).
+SESSION_TIMEOUT = 2.0
+WAIT = 15.0
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_zk(cluster: Any, zk_root: str) -> Iterator[Callable[[], ZK]]:
+    """Started `ZK` clients on the test's root, with short timeouts; all stopped after."""
+    made: list[ZK] = []
+
+    def make() -> ZK:
+        zk = ZK(
+            cluster.topology.zookeeper,
+            root=zk_root,
+            timeout=SESSION_TIMEOUT,
+            connection_retry=reconnect_retry(max_delay=0.3),
+        )
+        made.append(zk)
+        return zk.start(timeout=10)
+
+    yield make
+    for zk in made:
+        with contextlib.suppress(Exception):
+            zk.stop()
+
+
+@pytest.fixture
+def zk(make_zk: Callable[[], ZK]) -> ZK:
+    return make_zk()
+
+
+@pytest.fixture
+def store(zk: ZK, pods: Topology) -> TopologyStore:
+    """A store whose ZooKeeper root holds the session's pods p1..p3."""
+    register_topology(zk, pods)
+    return TopologyStore(zk)
+
+
+class StateLog:
+    """Connection states a ZK client went through, awaitable."""
+
+    def __init__(self, zk: ZK) -> None:
+        self.states: list[ConnState] = []
+        self._cond = threading.Condition()
+        zk.add_listener(self._on)
+
+    def _on(self, state: ConnState) -> None:
+        with self._cond:
+            self.states.append(state)
+            self._cond.notify_all()
+
+    def wait(self, *sequence: ConnState, timeout: float = WAIT) -> bool:
+        """True once `sequence` occurred in order (other states may come between)."""
+
+        def seen() -> bool:
+            it = iter(self.states)
+            return all(any(s == want for s in it) for want in sequence)
+
+        with self._cond:
+            return self._cond.wait_for(seen, timeout)
+
+
+def zookeeper_server(cluster: Any) -> Any:
+    local = getattr(cluster, "cluster", None)
+    if local is None:
+        pytest.skip("stopping ZooKeeper needs the local servers (PODJOBS_TEST_SERVERS=local)")
+    return next(s for s in local.servers() if s.kind == "zookeeper")
+
+
+@contextlib.contextmanager
+def zookeeper_stopped(cluster: Any, admin: Any) -> Iterator[Callable[[], None]]:
+    """Stop the session's ZooKeeper; yields `restart()`; always running again afterwards.
+
+    Afterwards it also waits until `admin`, the session-wide kazoo client of
+    tests/servers.py, is connected again: kazoo's default reconnect backoff
+    doubles up to an hour, so it may come back seconds after the server, and
+    the next test's root cleanup would otherwise meet a dead session.
+    """
+    server = zookeeper_server(cluster)
+    assert server.is_running()
+    admin_states: list[str] = []
+    cond = threading.Condition()
+
+    def on_admin_state(state: Any) -> None:
+        with cond:
+            admin_states.append(str(state))
+            cond.notify_all()
+
+    def restart() -> None:
+        if not server.is_running():
+            server.start()
+        server.wait_ready(60)
+
+    admin.add_listener(on_admin_state)
+    server.stop(timeout=10)
+    try:
+        yield restart
+    finally:
+        restart()
+        with cond:
+            # SUSPENDED (maybe LOST), then CONNECTED; the 30 s cover kazoo's backoff.
+            back = cond.wait_for(
+                lambda: (
+                    "SUSPENDED" not in admin_states
+                    or "CONNECTED" in admin_states[admin_states.index("SUSPENDED") :]
+                ),
+                30,
+            )
+        admin.remove_listener(on_admin_state)
+        assert back, f"the shared ZooKeeper client did not reconnect: {admin_states}"
+
+
+def expire_session(zk: ZK) -> int:
+    """Make the server expire `zk`'s session; returns the old session id.
+
+    A second client joins the session (the server drops the first client's
+    connection) and closes it; the first client then reconnects to a session
+    the server no longer knows, and kazoo reports LOST.
+    """
+    session_id, password = zk.client.client_id
+    other = KazooClient(hosts=zk.hosts, client_id=(session_id, password), timeout=SESSION_TIMEOUT)
+    other.start(timeout=10)
+    assert other.client_id[0] == session_id
+    other.stop()
+    other.close()
+    return int(session_id)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    """Run `podjobs ARGV --json` through the pods CLI's own parser; returns the JSON."""
+    parser = argparse.ArgumentParser(prog="podjobs")
+    podscli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([*argv, "--json"])
+    capsys.readouterr()
+    assert args.func(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# -- pure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "hosts", "root"),
+    [
+        ("127.0.0.1:2181", "127.0.0.1:2181", None),
+        ("127.0.0.1:2181/", "127.0.0.1:2181", None),
+        ("a:1,b:2/podjobs/prod", "a:1,b:2", "/podjobs/prod"),
+        ("zk.local:2181//x//", "zk.local:2181", "/x"),
+    ],
+)
+def test_parse_zk_spec(spec: str, hosts: str, root: str | None) -> None:
+    assert parse_zk_spec(spec) == (hosts, root)
+
+
+def test_zk_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PODJOBS_ZK", raising=False)
+    with pytest.raises(ConfigurationError, match="set PODJOBS_ZK"):
+        zk_from_env()
+    monkeypatch.setenv("PODJOBS_ZK", "10.0.0.1:2181,10.0.0.2:2181/pj")
+    zk = zk_from_env()
+    assert (zk.hosts, zk.root, zk.path("tenants", "t1")) == (
+        "10.0.0.1:2181,10.0.0.2:2181", "/pj", "/pj/tenants/t1",
+    )  # fmt: skip
+    assert zk_from_env(root="/other").root == "/other"
+    assert zk_from_env("h:1").root == "/podjobs"
+    with pytest.raises(ConfigurationError, match="not 'host:port"):
+        ZK("bad host:1")
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("shop-1", True), ("a.b_C-9", True), ("x" * 128, True), ("x" * 129, False),
+     ("", False), (".", False), ("..", False), ("a/b", False), ("a b", False), ("é", False)],
+)  # fmt: skip
+def test_validate_name(name: str, ok: bool) -> None:
+    if ok:
+        assert validate_name("tenant", name) == name
+    else:
+        with pytest.raises(ConfigurationError, match="tenant name .* is invalid"):
+            validate_name("tenant", name)
+
+
+def test_read_assignments() -> None:
+    lines = ["tenant,pod", "# comment", "", "t1, p1", "t2,p2", "t1,p1"]
+    assert podscli.read_assignments(lines) == {"t1": "p1", "t2": "p2"}
+    with pytest.raises(ConfigurationError, match="line 2: tenant 't1' is listed for both"):
+        podscli.read_assignments(["t1,p1", "t1,p2"])
+    with pytest.raises(ConfigurationError, match="line 1: expected 'tenant,pod'"):
+        podscli.read_assignments(["t1"])
+    with pytest.raises(ConfigurationError, match="line 1: pod name 'p 1' is invalid"):
+        podscli.read_assignments(["t1,p 1"])
+
+
+# -- ZK wrapper -------------------------------------------------------------------------
+
+
+def test_zk_unreachable_is_a_clear_error() -> None:
+    port = free_port()
+    with pytest.raises(
+        ConfigurationError, match=rf"cannot reach ZooKeeper at 127\.0\.0\.1:{port} .*podjobs dev up"
+    ):
+        ZK(f"127.0.0.1:{port}").start(timeout=0.5)
+
+
+def test_zk_json_helpers(zk: ZK) -> None:
+    path = zk.path("things", "a")
+    assert zk.get_json(path) is None
+    zk.create_json(path, {"n": 1})
+    assert zk.get_json(path) == ({"n": 1}, 0)
+    assert zk.set_json(path, {"n": 2}, version=0) == 1
+    with pytest.raises(BadVersionError):
+        zk.set_json(path, {"n": 3}, version=0)
+    assert zk.children(zk.path("things")) == ["a"]
+    assert zk.children(zk.path("nothing")) == []
+    assert zk.delete(zk.path("things"), recursive=True)
+    assert not zk.delete(path)
+
+
+# -- TopologyStore ----------------------------------------------------------------------
+
+
+def test_pods_add_list_and_states(store: TopologyStore, pods: Topology) -> None:
+    assert list(store.pods()) == ["p1", "p2", "p3"]
+    p1 = store.pod("p1")
+    assert (p1.redis_url, p1.shard_url, p1.state) == (
+        pods.pods[0].redis_url, pods.pods[0].shard_url, PodState.ACTIVE,
+    )  # fmt: skip
+    assert store.add_pod(p1) is False  # the same again: nothing to do
+    other = Pod("p1", "redis://127.0.0.1:1/0", p1.shard_url)
+    with pytest.raises(
+        ConfigurationError, match="pod 'p1' already exists with redis .*replace=True"
+    ):
+        store.add_pod(other)
+    store.set_pod_state("p1", "draining")
+    assert store.add_pod(other, replace=True) is True
+    assert store.pod("p1") == Pod("p1", other.redis_url, p1.shard_url, PodState.DRAINING)
+    with pytest.raises(
+        ConfigurationError, match="pod state 'gone' is not one of: active, draining"
+    ):
+        store.set_pod_state("p1", "gone")
+    with pytest.raises(UnknownPod, match=r"pod 'p9' is not in the topology \(pods: p1, p2, p3\)"):
+        store.set_pod_state("p9", PodState.ACTIVE)
+
+
+def test_assign_where_list(store: TopologyStore) -> None:
+    entry = store.assign("shop-1", "p1")
+    assert (entry.tenant, entry.pod, entry.state, entry.version) == (
+        "shop-1",
+        "p1",
+        TenantState.ACTIVE,
+        0,
+    )
+    assert store.assign("shop-1", "p1") == entry  # same pod: nothing to do
+    with pytest.raises(
+        TopologyConflict, match="already on pod 'p1'.*'podjobs tenants move shop-1 p2'"
+    ):
+        store.assign("shop-1", "p2")
+    store.assign("shop-2", "p2")
+    store.assign("shop-3", "p2")
+    assert store.where("shop-2").pod == "p2"
+    assert [e.tenant for e in store.tenants()] == ["shop-1", "shop-2", "shop-3"]
+    assert [e.tenant for e in store.tenants(pod="p2")] == ["shop-2", "shop-3"]
+    with pytest.raises(UnknownPod, match="pod 'p7' is not in the topology"):
+        store.assign("shop-4", "p7")
+    store.set_pod_state("p3", PodState.DRAINING)
+    with pytest.raises(PodDraining, match=r"pod 'p3' is draining .*\(p1, p2\)"):
+        store.assign("shop-4", "p3")
+    with pytest.raises(ConfigurationError, match="tenant name 'bad/name' is invalid"):
+        store.assign("bad/name", "p1")
+    assert store.tenant("shop-4") is None
+
+
+def test_unknown_tenant_message(store: TopologyStore) -> None:
+    with pytest.raises(UnknownTenant) as info:
+        store.where("shop-9")
+    assert str(info.value) == (
+        "tenant 'shop-9' is not in the directory (pods: p1, p2, p3); "
+        "assign it with 'podjobs tenants assign shop-9 POD'"
+    )
+
+
+def test_assign_many_500_is_fast(store: TopologyStore) -> None:
+    wanted = {f"t{i:04d}": f"p{i % 3 + 1}" for i in range(500)}
+    started = time.monotonic()
+    summary = store.assign_many(wanted)
+    took = time.monotonic() - started
+    assert len(summary.assigned) == 500 and summary.unchanged == []
+    assert took < 2.0, f"assign_many(500) took {took:.2f}s"
+    listed = store.tenants()
+    assert {e.tenant: e.pod for e in listed} == wanted
+    # Again: nothing changes. With one tenant on another pod: nothing is written at all.
+    assert len(store.assign_many(wanted).unchanged) == 500
+    with pytest.raises(
+        TopologyConflict,
+        match=r"1 tenant\(s\) already live on another pod: t0000 \(on p1, asked p2\)",
+    ):
+        store.assign_many({"new-1": "p1", "t0000": "p2"})
+    assert store.tenant("new-1") is None
+
+
+def test_assign_many_chunks_and_a_racing_writer(
+    store: TopologyStore, make_zk: Callable[[], ZK], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.assign("b", "p2")
+    # "b" is already on that pod: unchanged. Chunks of 2: several transactions.
+    summary = store.assign_many({"a": "p1", "b": "p2", "c": "p3", "d": "p1", "e": "p1"}, chunk=2)
+    assert sorted(summary.assigned) == ["a", "c", "d", "e"] and summary.unchanged == ["b"]
+
+    # Another writer creates tenants between the checks and the transactions.
+    other = TopologyStore(make_zk())
+    racing = {"r2": "p1"}
+    transaction_create = store.zk.transaction_create
+
+    def racy(items: list[tuple[str, dict[str, Any]]]) -> Exception | None:
+        for tenant, pod in racing.items():
+            if other.tenant(tenant) is None:
+                other.assign(tenant, pod)
+        result: Exception | None = transaction_create(items)
+        return result
+
+    monkeypatch.setattr(store.zk, "transaction_create", racy)
+    summary = store.assign_many({"r1": "p1", "r2": "p1", "r3": "p2"})
+    assert sorted(summary.assigned) == ["r1", "r3"] and summary.unchanged == ["r2"]
+    racing = {"r5": "p3"}  # now the racer puts a tenant on another pod
+    with pytest.raises(TopologyConflict, match="tenant 'r5' is already on pod 'p3'"):
+        store.assign_many({"r4": "p1", "r5": "p1"})
+
+
+def test_set_tenant_compare_and_set(store: TopologyStore) -> None:
+    entry = store.assign("shop-1", "p1")
+    moving = store.set_tenant(replace(entry, state=TenantState.MOVING, move={"to": "p2"}))
+    assert moving.version == 1
+    assert store.where("shop-1") == moving
+    with pytest.raises(
+        TopologyConflict, match=r"tenant 'shop-1' changed since version 0 was read \(now version 1"
+    ):
+        store.set_tenant(replace(entry, pod="p3"))
+    store.set_pod_state("p2", PodState.DRAINING)  # draining pods may still hold tenants
+    done = store.set_tenant(replace(moving, pod="p2", state=TenantState.ACTIVE, move=None))
+    assert (done.pod, done.state, done.move, done.version) == ("p2", TenantState.ACTIVE, None, 2)
+    with pytest.raises(UnknownPod):
+        store.set_tenant(replace(done, pod="p9"))
+    with pytest.raises(ConfigurationError, match="use assign"):
+        store.set_tenant(replace(done, tenant="new", version=-1))
+
+
+# -- Directory ------------------------------------------------------------------------
+
+
+def test_directory_follows_another_client(store: TopologyStore, make_zk: Callable[[], ZK]) -> None:
+    store.assign_many({f"t{i}": "p1" for i in range(500)})
+    reader = make_zk()
+    started = time.monotonic()
+    directory = Directory(reader).start()
+    load_s = time.monotonic() - started
+    changes: list[Change] = []
+    directory.add_listener(changes.append)
+    try:
+        assert len(directory.tenants()) == 500 and list(directory.pods()) == ["p1", "p2", "p3"]
+        assert load_s < 5.0, f"Directory.start() with 500 tenants took {load_s:.2f}s"
+        assert directory.pod_of("t7") == "p1" and not directory.stale
+        with pytest.raises(UnknownTenant, match="tenant 'nope' is not in the directory"):
+            directory.pod_of("nope")
+        with pytest.raises(UnknownPod, match="pod 'p9'"):
+            directory.pod("p9")
+
+        v0 = directory.version
+        store.assign("new-shop", "p3")  # through the other client
+        assert directory.wait_for(lambda d: d.tenant("new-shop") is not None, WAIT)
+        assert directory.pod_of("new-shop") == "p3" and directory.version > v0
+        entry = store.where("t7")
+        store.set_tenant(replace(entry, state=TenantState.MOVING, move={"to": "p2"}))
+        assert directory.wait_for(lambda d: d.tenant("t7").state == TenantState.MOVING, WAIT)
+        store.set_pod_state("p2", PodState.DRAINING)
+        assert directory.wait_for(lambda d: d.pod("p2").state == PodState.DRAINING, WAIT)
+        store.add_pod(Pod("p4", "redis://127.0.0.1:9/0", "sqlite:///p4"))
+        assert directory.wait_for(lambda d: "p4" in d.pods(), WAIT)
+        # A batch written in one transaction appears in one step.
+        store.assign_many({f"bulk-{i:03d}": "p4" for i in range(300)})
+        assert directory.wait_for(lambda d: d.tenant("bulk-000") is not None, WAIT)
+        assert all(directory.tenant(f"bulk-{i:03d}") is not None for i in range(300))
+        # A deleted tenant leaves the cache.
+        store.zk.delete(store.zk.path("tenants", "t8"))
+        assert directory.wait_for(lambda d: d.tenant("t8") is None, WAIT)
+        assert {(c.kind, c.name, c.removed) for c in changes} >= {
+            ("tenant", "new-shop", False), ("tenant", "t7", False), ("pod", "p2", False),
+            ("pod", "p4", False), ("tenant", "t8", True),
+        }  # fmt: skip
+    finally:
+        directory.stop()
+
+
+def test_directory_stop_releases_its_watches(
+    store: TopologyStore, make_zk: Callable[[], ZK]
+) -> None:
+    store.assign_many({f"t{i}": "p1" for i in range(20)})
+    reader = make_zk()
+    before = len(reader.client.state_listeners)
+    directory = Directory(reader).start()
+    # Kazoo's recipes each listen for reconnects: 2 ChildrenWatch, 23 DataWatch, 1 state.
+    assert len(reader.client.state_listeners) == before + 2 + 23 + 1
+    store.zk.delete(store.zk.path("tenants", "t0"))
+    # The deleted node's watch is released (when the children list shows it gone).
+    assert directory.wait_for(
+        lambda d: len(reader.client.state_listeners) == before + 2 + 22 + 1, WAIT
+    )
+    assert directory.tenant("t0") is None
+    directory.stop()
+    assert len(reader.client.state_listeners) == before
+    store.assign("late", "p1")  # no longer followed, the last values stay
+    assert not directory.wait_for(lambda d: d.tenant("late") is not None, 0.5)
+    assert directory.pod_of("t1") == "p1"
+
+
+def test_directory_answers_while_zookeeper_is_down_and_catches_up(
+    cluster: Any, _zk_admin: Any, store: TopologyStore, make_zk: Callable[[], ZK]
+) -> None:
+    store.assign_many({"shop-1": "p1", "shop-2": "p2"})
+    reader = make_zk()
+    states = StateLog(reader)
+    directory = Directory(reader).start()
+    try:
+        version = directory.version
+        with zookeeper_stopped(cluster, _zk_admin) as restart:
+            assert directory.wait_for(lambda d: d.stale, WAIT)
+            # Stale but answering, from memory.
+            assert directory.pod_of("shop-1") == "p1" and directory.pod_of("shop-2") == "p2"
+            with pytest.raises(UnknownTenant):
+                directory.pod_of("shop-3")
+            assert directory.version == version
+            restart()
+            writer = make_zk()  # a fresh client, after the restart
+            restarted = time.monotonic()
+            TopologyStore(writer).assign("shop-3", "p3")
+            assert directory.wait_for(lambda d: d.tenant("shop-3") is not None, WAIT)
+            caught_up = time.monotonic() - restarted
+        assert directory.pod_of("shop-3") == "p3"
+        assert directory.wait_for(lambda d: not d.stale, WAIT)
+        assert states.wait(ConnState.SUSPENDED, ConnState.CONNECTED)
+        assert caught_up < 10.0, f"catching up took {caught_up:.1f}s"
+        # And the watches keep working afterwards.
+        TopologyStore(writer).set_pod_state("p3", "draining")
+        assert directory.wait_for(lambda d: d.pod("p3").state == PodState.DRAINING, WAIT)
+    finally:
+        directory.stop()
+
+
+def test_session_expiry_reestablishes_watches_and_registration(
+    store: TopologyStore, make_zk: Callable[[], ZK]
+) -> None:
+    store.assign("shop-1", "p1")
+    worker_zk = make_zk()
+    states = StateLog(worker_zk)
+    directory = Directory(worker_zk).start()
+    reg = WorkerRegistration(
+        worker_zk, "p1", "w-1", {"queues": ["default"], "concurrency": 4}
+    ).start()
+    try:
+        assert reg.registrations == 1
+        old_session = expire_session(worker_zk)
+        # Written while the first client is cut off or on its way to a new session.
+        store.assign("shop-2", "p2")
+        assert states.wait(ConnState.LOST, ConnState.CONNECTED)
+        assert worker_zk.session_id not in (None, old_session)
+        # The ephemeral node went with the old session and is back under the new one.
+        assert reg.wait_registered(2, WAIT)
+        stat = worker_zk.client.exists(reg.path)
+        assert stat is not None and stat.ephemeralOwner == worker_zk.session_id
+        assert [w["worker_id"] for w in fleet(store.zk)["p1"]] == ["w-1"]
+        # The directory saw the change made around the expiry, and sees new ones.
+        assert directory.wait_for(lambda d: d.tenant("shop-2") is not None, WAIT)
+        store.assign("shop-3", "p3")
+        assert directory.wait_for(lambda d: d.tenant("shop-3") is not None, WAIT)
+        store.set_pod_state("p1", "draining")
+        assert directory.wait_for(lambda d: d.pod("p1").state == PodState.DRAINING, WAIT)
+    finally:
+        reg.stop()
+        directory.stop()
+
+
+# -- registration -----------------------------------------------------------------------
+
+
+def test_registration_and_fleet(zk: ZK, make_zk: Callable[[], ZK]) -> None:
+    assert fleet(zk) == {}
+    other = make_zk()
+    for bad in ("a/b", "a b", "", ".."):
+        with pytest.raises(ConfigurationError, match="worker id .* is invalid"):
+            WorkerRegistration(zk, "p1", bad)
+    a = WorkerRegistration(
+        zk, "p1", "host-1:100:AB12", {"queues": ["critical", "default"], "concurrency": 8}
+    ).start()
+    b = WorkerRegistration(
+        other, "p2", "host-2-200", {"queues": ["default"], "concurrency": 2}
+    ).start()
+    workers = fleet(zk)
+    assert sorted(workers) == ["p1", "p2"]
+    info = workers["p1"][0]
+    assert info["worker_id"] == "host-1:100:AB12" and info["pod"] == "p1"
+    assert info["queues"] == ["critical", "default"] and info["concurrency"] == 8
+    assert isinstance(info["pid"], int) and info["host"] and info["started"] > 0
+    # The same id from another live session is refused.
+    with pytest.raises(
+        ConfigurationError, match="already registered by another live ZooKeeper session"
+    ):
+        WorkerRegistration(other, "p1", "host-1:100:AB12").start()
+    a.stop()
+    assert "p1" not in fleet(zk)
+    other.stop()  # the session ends: ZooKeeper drops its ephemeral node
+    assert fleet(zk) == {}
+    b.stop()  # harmless after the session is gone
+
+
+# -- CLI --------------------------------------------------------------------------------
+
+
+def test_cli_commands(
+    cluster: Any, pods: Topology, zk_root: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    zk_arg = ["--zk", f"{cluster.topology.zookeeper}{zk_root}"]
+    for p in pods.pods:
+        out = run_cli(
+            capsys, "pods", "add", p.name, "--redis", p.redis_url, "--shard", p.shard_url, *zk_arg
+        )
+        assert out["changed"] is True and out["pod"]["state"] == "active"
+    out = run_cli(
+        capsys,
+        "pods",
+        "add",
+        "p1",
+        "--redis",
+        pods.pods[0].redis_url,
+        "--shard",
+        pods.pods[0].shard_url,
+        *zk_arg,
+    )
+    assert out["changed"] is False
+    assert [p["name"] for p in run_cli(capsys, "pods", "list", *zk_arg)] == ["p1", "p2", "p3"]
+    assert run_cli(capsys, "pods", "set-state", "p3", "draining", *zk_arg)["state"] == "draining"
+
+    out = run_cli(capsys, "tenants", "assign", "shop-1", "p1", *zk_arg)
+    assert (out["tenant"], out["pod"], out["changed"]) == ("shop-1", "p1", True)
+    csv_file = tmp_path / "tenants.csv"
+    csv_file.write_text("tenant,pod\n" + "".join(f"bulk-{i},p{i % 2 + 1}\n" for i in range(100)))
+    out = run_cli(capsys, "tenants", "assign", "--file", str(csv_file), *zk_arg)
+    assert (out["assigned"], out["unchanged"]) == (100, 0)
+    assert run_cli(capsys, "tenants", "where", "bulk-3", *zk_arg)["pod"] == "p2"
+    listed = run_cli(capsys, "tenants", "list", "--pod", "p1", *zk_arg)
+    assert len(listed) == 51 and listed[0]["tenant"] == "bulk-0"
+
+    zk = ZK(cluster.topology.zookeeper, root=zk_root).start()
+    try:
+        reg = WorkerRegistration(zk, "p1", "w-9", {"queues": ["default"], "concurrency": 3}).start()
+        assert run_cli(capsys, "fleet", *zk_arg)["p1"][0]["worker_id"] == "w-9"
+        reg.stop()
+    finally:
+        zk.stop()
+
+    # Errors are PodjobsErrors (printed as one line by the main CLI).
+    parser = argparse.ArgumentParser()
+    podscli.register(parser.add_subparsers())
+    with pytest.raises(UnknownTenant, match="assign it with 'podjobs tenants assign nobody POD'"):
+        args = parser.parse_args(["tenants", "where", "nobody", *zk_arg])
+        args.func(args)
+    with pytest.raises(PodDraining):
+        args = parser.parse_args(["tenants", "assign", "shop-2", "p3", *zk_arg])
+        args.func(args)
+    # Plain-text output is a table.
+    args = parser.parse_args(["tenants", "list", "--pod", "p2", *zk_arg])
+    capsys.readouterr()
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["tenant", "pod", "state"]
+
+
+def test_cli_zk_address_fallbacks(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.delenv("PODJOBS_ZK", raising=False)
+    monkeypatch.setenv("PODJOBS_TOPOLOGY", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigurationError, match="pass --zk HOST:PORT.*podjobs dev up"):
+        podscli.resolve_zk_spec(None)
+    topo = tmp_path / "topology.json"
+    Topology(zookeeper="127.0.0.1:2999", pods=[]).save(topo)
+    monkeypatch.setenv("PODJOBS_TOPOLOGY", str(topo))
+    assert podscli.resolve_zk_spec(None) == "127.0.0.1:2999/podjobs"
+    monkeypatch.setenv("PODJOBS_ZK", "h:1/r")
+    assert podscli.resolve_zk_spec(None) == "h:1/r"
+    assert podscli.resolve_zk_spec("x:2") == "x:2"

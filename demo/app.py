@@ -1,8 +1,11 @@
 """The demo's jobs. Worker processes import this module (`--app demo.app`).
 
-Every run appends one JSON line to the Redis list `demo:log` (on the Redis whose
-URL is in $PODJOBS_DEMO_RECORD_URL), so the demo can show what ran, in which
-order, on which attempt, and what failed.
+1. The single-pod workload: every run appends one JSON line to the Redis list
+   `demo:log` (on the Redis whose URL is in $PODJOBS_DEMO_RECORD_URL), so the
+   demo can show what ran, in which order, on which attempt, and what failed.
+2. The tenant workload: `record_order` inserts one row into `orders` on the
+   shard of the pod that runs it (`ctx.db`), with the tenant, the pod and the
+   worker's pid, so the demo can read back from each shard which pod ran what.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Any
 
 import redis
+from sqlalchemy import Column, Integer, MetaData, String, Table
 
 import podjobs
 
@@ -70,3 +74,24 @@ def broken_export(ctx: podjobs.Context, export_id: int) -> None:
     msg = f"export {export_id}: bucket 's3://exports' does not exist"
     record(ctx, [export_id], ok=False, error=msg)
     raise RuntimeError(msg)
+
+
+# -- tenants on pods ----------------------------------------------------------------------
+
+metadata = MetaData()
+#: created on every pod's shard by the demo; each row is one record_order run
+orders = Table(
+    "orders", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("pod", String(16), nullable=False),
+    Column("order_no", Integer, nullable=False),
+    Column("pid", Integer, nullable=False),
+)
+
+
+@podjobs.job(queue="default")
+def record_order(ctx: podjobs.Context, order_no: int) -> None:
+    """Enqueued with tenant=...; runs on the tenant's pod and writes to that pod's shard."""
+    ctx.db.execute(orders.insert().values(tenant=ctx.tenant, pod=ctx.pod, order_no=order_no,
+                                          pid=os.getpid()))

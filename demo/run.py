@@ -1,14 +1,21 @@
-"""`make demo`: start a local 3-pod cluster, run a small workload on it, stop it.
+"""`make demo`: start a local 3-pod cluster, run two workloads on it, stop it.
 
 1. Starts ZooKeeper, a Redis per pod (p1..p3) and a private MariaDB with one
    shard database per pod, in a fresh temp dir (every server dies with this
    process), prints the topology and checks that every server answers.
-2. Enqueues a workload on pod p1 (jobs in demo/app.py: three priority queues,
-   a bulk enqueue, a chain, a scheduled job, a flaky job that retries and a
-   broken one that ends in the dead set), then starts two real worker
-   processes (`python -m podjobs.cli worker`) and waits until all of it settled.
-3. Prints what ran (in which order), what retried and what died, plus the
-   `podjobs queues` and `podjobs dead list` output.
+2. Single pod: enqueues a workload on pod p1 (jobs in demo/app.py: three
+   priority queues, a bulk enqueue, a chain, a scheduled job, a flaky job that
+   retries and a broken one that ends in the dead set), starts two real worker
+   processes (`python -m podjobs.cli worker --redis URL`), waits until all of it
+   settled and prints what ran (in which order), what retried and what died.
+   Then stops those workers (SIGTERM).
+3. Tenants on 3 pods: registers the pods in ZooKeeper, assigns shop-1..shop-12
+   over p1..p3, creates `orders` on every shard, configures the client with
+   `zk=`, shows an unknown tenant refused (`UnknownTenant`, nothing written),
+   enqueues one `record_order` per order (shop-N places N), starts one worker
+   per pod (`podjobs worker --pod pN --zk ...`), waits for every row, prints
+   `podjobs tenants list` and `podjobs fleet` and, read back from each shard,
+   which pod ran what: every tenant's rows are only in its own pod's shard.
 4. Stops the workers with SIGTERM and the cluster, removes the temp dir; exits
    0, or 1 after printing the end of every server and worker log.
 """
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import sqlalchemy
 
 import podjobs
 from podjobs import cli, keys
@@ -38,6 +46,10 @@ from podjobs.infra.cluster import Cluster
 from podjobs.infra.devcli import format_topology
 from podjobs.infra.topology import Topology
 from podjobs.ops import Inspector
+from podjobs.pods.registration import fleet
+from podjobs.pods.router import PodClient
+from podjobs.pods.topology import TopologyStore, register_topology
+from podjobs.pods.zk import ZK
 from podjobs.table import render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +58,11 @@ N_WORKERS = 2
 QUEUES = "critical,default,low"
 #: seconds the workload may take once the workers are up
 WORKLOAD_TIMEOUT = 30.0
+#: the ZooKeeper root of the pod topology
+ZK_ROOT = "/podjobs"
+#: tenants shop-1..shop-N, round robin over the pods; shop-N places N orders
+N_TENANTS = 12
+UNKNOWN_TENANT = "shop-99"
 LOG_TAIL_LINES = 20
 
 
@@ -158,10 +175,11 @@ def _die_with_parent() -> Callable[[], None]:
     return preexec
 
 
-def spawn_worker(url: str, log_file: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(target: list[str], record_url: str, log_file: Path) -> subprocess.Popen[bytes]:
+    """`podjobs worker` on `target` (["--redis", URL] or ["--pod", NAME, "--zk", SPEC])."""
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, PYTHONPATH=pythonpath, PODJOBS_DEMO_RECORD_URL=url)
-    cmd = [sys.executable, "-m", "podjobs.cli", "worker", "--redis", url, "--app", "demo.app",
+    env = dict(os.environ, PYTHONPATH=pythonpath, PODJOBS_DEMO_RECORD_URL=record_url)
+    cmd = [sys.executable, "-m", "podjobs.cli", "worker", *target, "--app", "demo.app",
            "--queues", QUEUES, "--concurrency", "4", "--heartbeat-ttl", "2",
            "--poll-interval", "0.1"]
     with log_file.open("ab") as log:
@@ -210,7 +228,7 @@ def report(r: redis.Redis, ins: Inspector, expect: dict[str, Any], url: str) -> 
     print("\nfirst runs, in order (everything was enqueued low first, critical last):")
     print(render(["#", "job", "queue", "attempt", "worker pid"],
                  [[i, f"{e['job']}({short_args(e['args'])})", e["queue"], e["attempt"], e["pid"]]
-                  for i, e in enumerate(runs[:8], 1)]))
+                  for i, e in enumerate(runs[:5], 1)]))
     by_pid: dict[int, int] = {}
     for e in runs:
         by_pid[e["pid"]] = by_pid.get(e["pid"], 0) + 1
@@ -253,13 +271,178 @@ def report(r: redis.Redis, ins: Inspector, expect: dict[str, Any], url: str) -> 
     if len(dead) != expect["dead"]:
         raise DemoFailed(f"{len(dead)} dead jobs, expected {expect['dead']}")
 
-    for argv in (["queues"], ["dead", "list"]):
-        print(f"\n$ podjobs {' '.join(argv)} --redis {url}")
-        sys.stdout.flush()
-        rc = cli.main([*argv, "--redis", url])
-        sys.stdout.flush()
-        if rc != 0:
-            raise DemoFailed(f"podjobs {' '.join(argv)} exited with {rc}")
+    run_cli(["dead", "list", "--redis", url])
+
+
+def run_cli(argv: list[str]) -> None:
+    """Print and run one `podjobs` command in this process; DemoFailed unless it exits 0."""
+    print(f"\n$ podjobs {' '.join(argv)}")
+    sys.stdout.flush()
+    rc = cli.main(argv)
+    sys.stdout.flush()
+    if rc != 0:
+        raise DemoFailed(f"podjobs {' '.join(argv)} exited with {rc}")
+
+
+# -- 3. tenants on 3 pods -----------------------------------------------------------------
+
+
+def orders_of(tenant: str) -> int:
+    """shop-N places N orders."""
+    return int(tenant.rsplit("-", 1)[1])
+
+
+def queued(topology: Topology) -> dict[str, int]:
+    """Ready jobs per pod, over all demo queues."""
+    out = {}
+    for pod in topology.pods:
+        r = redis.Redis.from_url(pod.redis_url)
+        try:
+            out[pod.name] = sum(int(r.llen(keys.queue(q))) for q in QUEUES.split(","))
+        finally:
+            r.close()
+    return out
+
+
+def setup_tenants(topology: Topology, zk: ZK, engines: dict[str, sqlalchemy.Engine],
+                  spec: str) -> tuple[dict[str, str], PodClient]:
+    """Pods and tenants into ZooKeeper, `orders` on every shard, the client on `zk=`."""
+    from demo import app
+
+    changed = register_topology(zk, topology)
+    print(f"  register_topology: pods {', '.join(changed) or 'none changed'} in ZooKeeper {spec}")
+    names = topology.pod_names
+    plan = {f"shop-{i}": names[(i - 1) % len(names)] for i in range(1, N_TENANTS + 1)}
+    summary = TopologyStore(zk).assign_many(plan)
+    print(f"  assign_many: {len(summary.assigned)} tenants assigned "
+          f"({len(summary.unchanged)} already there), round robin:")
+    for pod in names:
+        print(f"    {pod}: {', '.join(t for t, p in plan.items() if p == pod)}")
+    for pod in topology.pods:
+        app.metadata.create_all(engines[pod.name])
+    dbs = ", ".join(p.shard_url.rsplit("/", 1)[-1] for p in topology.pods)
+    print(f"  table orders(id, tenant, pod, order_no, pid) created on the shards {dbs}")
+    client = podjobs.configure(zk=spec)
+    if not isinstance(client, PodClient):
+        raise DemoFailed(f"configure(zk=...) returned a {type(client).__name__}, not a PodClient")
+    directory = client.router.directory
+    if not directory.wait_for(lambda d: all(d.tenant(t) for t in plan), 10):
+        raise DemoFailed("the client's directory did not see every tenant within 10 s")
+    print(f'  podjobs.configure(zk="{spec}"): the directory caches {len(directory.pods())} pods, '
+          f"{len(directory.tenants())} tenants")
+    return plan, client
+
+
+def refuse_unknown_tenant(topology: Topology) -> None:
+    from demo import app
+
+    before = queued(topology)
+    print(f'\n  record_order.enqueue(1, tenant="{UNKNOWN_TENANT}")')
+    try:
+        app.record_order.enqueue(1, tenant=UNKNOWN_TENANT)
+    except podjobs.UnknownTenant as exc:
+        print(f"  -> UnknownTenant: {exc}")
+    else:
+        raise DemoFailed(f"the unknown tenant {UNKNOWN_TENANT} was accepted")
+    after = queued(topology)
+    if after != before:
+        raise DemoFailed(f"refused, yet the queues changed: {before} -> {after}")
+    print("  nothing written: jobs queued on " + ", ".join(after) + " still "
+          + ", ".join(str(n) for n in after.values()))
+
+
+def enqueue_orders(topology: Topology, plan: dict[str, str]) -> int:
+    from demo import app
+
+    for tenant in plan:
+        for n in range(1, orders_of(tenant) + 1):
+            app.record_order.enqueue(n, tenant=tenant)
+    total = sum(orders_of(t) for t in plan)
+    got = queued(topology)
+    want = {pod: sum(orders_of(t) for t, p in plan.items() if p == pod) for pod in got}
+    print(f"\n  record_order.enqueue(n, tenant=t) for each of the {total} orders "
+          f"(shop-N places N); queued by pod: " + ", ".join(f"{p} {n}" for p, n in got.items()))
+    if got != want:
+        raise DemoFailed(f"jobs queued per pod {got}, expected {want}")
+    return total
+
+
+def count_orders(engines: dict[str, sqlalchemy.Engine]) -> int:
+    from demo import app
+
+    total = 0
+    for engine in engines.values():
+        with engine.connect() as conn:
+            query = sqlalchemy.select(sqlalchemy.func.count()).select_from(app.orders)
+            total += int(conn.execute(query).scalar_one())
+    return total
+
+
+def wait_rows(engines: dict[str, sqlalchemy.Engine], want: int,
+              workers: list[subprocess.Popen[bytes]]) -> float:
+    """Poll the shards until `want` orders exist; returns seconds."""
+    t0 = time.monotonic()
+    while True:
+        got = count_orders(engines)
+        if got >= want:
+            return time.monotonic() - t0
+        for w in workers:
+            if w.poll() is not None:
+                raise DemoFailed(f"worker pid {w.pid} exited with code {w.returncode}")
+        if time.monotonic() - t0 > WORKLOAD_TIMEOUT:
+            raise DemoFailed(f"{got}/{want} order rows after {WORKLOAD_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+
+
+def wait_fleet(zk: ZK, pods: list[str], timeout: float = 10.0) -> None:
+    """Until every pod has a live worker registered in ZooKeeper."""
+    deadline = time.monotonic() + timeout
+    while set(fleet(zk)) < set(pods):
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"not every pod has a worker in ZooKeeper after {timeout:.0f} s: "
+                             f"{sorted(fleet(zk))}")
+        time.sleep(0.1)
+
+
+def report_tenants(topology: Topology, engines: dict[str, sqlalchemy.Engine],
+                   plan: dict[str, str], pids: dict[str, int]) -> None:
+    """Read every shard back: which pod ran what; DemoFailed if a row is out of place."""
+    from demo import app
+
+    heading("which pod ran what (read back from each pod's shard)")
+    shards_of: dict[str, set[str]] = {}
+    order_nos: dict[str, list[int]] = {}
+    rows, problems = [], []
+    for pod in topology.pods:
+        query = sqlalchemy.select(app.orders.c.tenant, app.orders.c.pod, app.orders.c.order_no,
+                                  app.orders.c.pid)
+        with engines[pod.name].connect() as conn:
+            got = conn.execute(query).all()
+        per_tenant: dict[str, int] = {}
+        misplaced = 0
+        for tenant, row_pod, order_no, pid in got:
+            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+            shards_of.setdefault(tenant, set()).add(pod.name)
+            order_nos.setdefault(tenant, []).append(order_no)
+            if plan.get(tenant) != pod.name or row_pod != pod.name or pid != pids[pod.name]:
+                misplaced += 1
+        tenants = sorted(per_tenant, key=orders_of)
+        rows.append([pod.name, pod.shard_url.rsplit("/", 1)[-1], pids[pod.name],
+                     ", ".join(f"{t} ({per_tenant[t]})" for t in tenants), len(got), misplaced])
+        if misplaced:
+            problems.append(f"{misplaced} rows in shard {pod.name} belong to another pod")
+    print(render(["pod", "shard", "worker pid", "tenants (orders)", "orders", "misplaced"], rows))
+    for tenant, pod in plan.items():
+        if shards_of.get(tenant) != {pod}:
+            problems.append(f"{tenant} (pod {pod}) has rows in shards {sorted(shards_of.get(tenant, ()))}")
+        if sorted(order_nos.get(tenant, [])) != list(range(1, orders_of(tenant) + 1)):
+            problems.append(f"{tenant}: orders {sorted(order_nos.get(tenant, []))}")
+    if UNKNOWN_TENANT in shards_of:
+        problems.append(f"{UNKNOWN_TENANT} has rows in {sorted(shards_of[UNKNOWN_TENANT])}")
+    if problems:
+        raise DemoFailed("; ".join(problems))
+    print(f"each of the {len(plan)} tenants has all its orders (1..N, once each) in its own pod's "
+          f"shard only,\nwritten by that pod's worker; no row for {UNKNOWN_TENANT} anywhere")
 
 
 # -- 4. teardown --------------------------------------------------------------------------
@@ -310,6 +493,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="podjobs-demo-"))
     cluster = Cluster(tmp / "cluster", die_with_parent=True)
     workers: list[subprocess.Popen[bytes]] = []
+    zk: ZK | None = None
+    pod_client: PodClient | None = None
+    engines: dict[str, sqlalchemy.Engine] = {}
     ok = False
     try:
         heading(f"cluster: {N_PODS} pods, MariaDB shards, in {tmp}")
@@ -327,18 +513,45 @@ def main() -> int:
         podjobs.configure(url)
         ins = Inspector(RedisBackend(url))
 
-        heading(f"workload on pod p1 ({url})")
+        heading(f"single pod: workload on p1 ({url})")
         expect = enqueue_workload()
 
-        heading(f"{N_WORKERS} workers: podjobs worker --queues {QUEUES} --concurrency 4")
+        heading(f"{N_WORKERS} workers: podjobs worker --redis URL --queues {QUEUES} --concurrency 4")
         for i in range(1, N_WORKERS + 1):
-            workers.append(spawn_worker(url, tmp / f"worker-{i}.log"))
+            workers.append(spawn_worker(["--redis", url], url, tmp / f"worker-{i}.log"))
         print("  pids " + ", ".join(str(w.pid) for w in workers) + f"; logs in {tmp}/worker-N.log")
         secs = wait_settled(r, ins, expect, workers)
         print(f"  all settled {secs:.1f} s after the workers were spawned")
 
         report(r, ins, expect, url)
         r.close()
+        print(f"\nstopping the {N_WORKERS} single-pod workers (the pod workers take over p1):")
+        if not stop_workers(workers):
+            raise DemoFailed("a single-pod worker did not exit 0 on SIGTERM")
+        workers.clear()
+
+        spec = f"{topology.zookeeper}{ZK_ROOT}"
+        heading(f"tenants on {N_PODS} pods (ZooKeeper {spec})")
+        zk = ZK(topology.zookeeper, ZK_ROOT).start()
+        engines.update((p.name, sqlalchemy.create_engine(p.shard_url)) for p in topology.pods)
+        plan, pod_client = setup_tenants(topology, zk, engines, spec)
+        refuse_unknown_tenant(topology)
+        n_orders = enqueue_orders(topology, plan)
+
+        heading(f"{N_PODS} pod workers: podjobs worker --pod pN --zk {spec}")
+        pids = {}
+        for name in topology.pod_names:
+            w = spawn_worker(["--pod", name, "--zk", spec], url, tmp / f"worker-{name}.log")
+            workers.append(w)
+            pids[name] = w.pid
+        print("  " + ", ".join(f"{n} pid {p}" for n, p in pids.items())
+              + f"; logs in {tmp}/worker-pN.log")
+        secs = wait_rows(engines, n_orders, workers)
+        print(f"  all {n_orders} order rows written {secs:.1f} s after the workers were spawned")
+        wait_fleet(zk, topology.pod_names)
+        run_cli(["tenants", "list", "--zk", spec])
+        run_cli(["fleet", "--zk", spec])
+        report_tenants(topology, engines, plan, pids)
         ok = True
     except KeyboardInterrupt as exc:
         print(f"\ndemo interrupted ({exc or 'Ctrl-C'})")
@@ -353,6 +566,13 @@ def main() -> int:
         heading("teardown")
         try:
             ok = stop_workers(workers) and ok
+            # ZooKeeper sessions and shard connections go before their servers do
+            if pod_client is not None:
+                pod_client.close()
+            if zk is not None:
+                zk.stop()
+            for engine in engines.values():
+                engine.dispose()
             stopped = cluster.down(timeout=10)
             names = ", ".join(f"{s.kind} {s.name}" for s in stopped) or "none was running"
             print(f"  cluster down: stopped {len(stopped)} servers ({names})")

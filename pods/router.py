@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from podjobs.backend import RedisBackend
-from podjobs.client import Client
+from podjobs.client import Client, Target
 from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
 
 from .topology import Directory, PodState
@@ -54,10 +54,12 @@ class Router:
                 self.directory.pod_of(tenant)  # raises UnknownTenant with the full message
                 raise UnknownTenant(tenant)
             if entry.state != "active":
-                to = (entry.move or {}).get("to", "?")
-                raise TenantMoving(
-                    f"tenant {tenant!r} is being moved from {entry.pod} to {to}; its jobs cannot "
-                    f"be enqueued until the move finishes ('podjobs tenants move --status {tenant}')")
+                to = (entry.move or {}).get("to")
+                if not to:
+                    raise TenantMoving(
+                        f"tenant {tenant!r} is {entry.state} with no destination recorded; see "
+                        f"'podjobs tenants move --status {tenant}'")
+                return str(to)  # held on the destination until the move finishes
             if pod is not None and pod != entry.pod:
                 raise ConfigurationError(
                     f"tenant {tenant!r} lives on pod {entry.pod}, not {pod}; drop pod= or fix the tenant")
@@ -73,9 +75,10 @@ class Router:
                 f"'podjobs pods set-state {pod} active' or move its tenants")
         return pod
 
-    def resolve(self, tenant: str | None, pod: str | None) -> tuple[str | None, RedisBackend]:
+    def resolve(self, tenant: str | None, pod: str | None) -> Target:
         name = self.pod_for(tenant, pod)
-        return name, self.backend(name)
+        entry = self.directory.tenant(tenant) if tenant is not None else None
+        return Target(name, self.backend(name), hold=entry is not None and entry.state != "active")
 
     def active_pods(self) -> list[str]:
         return sorted(n for n, p in self.directory.pods().items() if p.state == PodState.ACTIVE)

@@ -34,10 +34,11 @@ class PodWorker:
         self.directory.start()
         info = self.directory.pod(pod)  # UnknownPod names the known pods
         self.router = Router(self.directory)
-        check = TenantCheck(self.router, pod)
-        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url, route=check,
-                                  forward=check.forward)
-        self.worker = Worker(RedisBackend(info.redis_url), cfg)
+        backend = RedisBackend(info.redis_url)
+        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
+        self.worker = Worker(backend, cfg)
+        self.check = TenantCheck(self.router, pod, backend, self.worker.id)
+        self.worker.config.route = self.check
         self.registration = WorkerRegistration(zk, pod, self.worker.id, {
             "pod": pod, "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(cfg.queues), "concurrency": cfg.concurrency,
@@ -46,6 +47,7 @@ class PodWorker:
     def start(self) -> None:
         self.worker.start()
         self.registration.start()
+        self.check.ack_all_moving()
 
     def stop(self) -> None:
         self.worker.stop()
@@ -53,12 +55,14 @@ class PodWorker:
 
     def run(self) -> None:
         self.registration.start()
+        self.check.ack_all_moving()
         try:
             self.worker.run()
         finally:
             self._close()
 
     def _close(self) -> None:
+        self.check.close()
         self.registration.stop()
         self.router.close()
         self.directory.stop()

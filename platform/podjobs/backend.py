@@ -85,6 +85,8 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]]) -> bool: ...
+
 
 def text(v: bytes | str) -> str:
     """A Redis reply as str."""
@@ -110,6 +112,7 @@ class RedisBackend:
     SCRIPTS = (
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
+        "hold", "release", "end_hold", "take",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
@@ -297,6 +300,36 @@ class RedisBackend:
             args += (k, v)
         ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id)]
         return bool(self._run("heartbeat", "send a heartbeat", ks, args))
+
+    # -- tenant moves ----------------------------------------------------------------
+
+    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]]) -> bool:
+        """Hold (job id, payload) pairs of a tenant being moved here; False when the move had
+        already finished and the jobs went onto the queue."""
+        if not items:
+            return True
+        args: list[str] = [queue]
+        for jid, payload in items:
+            args += (jid, payload)
+        ks = [keys.held(tenant), keys.moving(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES]
+        return bool(self._run("hold", "hold jobs", ks, args))
+
+    def held(self, tenant: str) -> dict[str, str]:
+        with self._errors("read held jobs"):
+            raw = self.redis.hgetall(keys.held(tenant))
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def release(self, tenant: str, queue: str, job_ids: Sequence[str]) -> int:
+        ks = [keys.held(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES]
+        return int(self._run("release", "release held jobs", ks, [queue, *job_ids]))
+
+    def end_hold(self, tenant: str) -> int:
+        return int(self._run("end_hold", "end holding", [keys.held(tenant), keys.moving(tenant)], []))
+
+    def take(self, key: str, kind: str, members: Sequence[str | bytes]) -> int:
+        if not members:
+            return 0
+        return int(self._run("take", "remove moved jobs", [key], [kind, *members]))
 
     def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block until a wake token arrives for one of the queues (or the timeout)."""

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,17 @@ if TYPE_CHECKING:
     from podjobs.backend import Backend
     from podjobs.jobs import Call, JobDef, JobHandle
 
-#: resolves (tenant, pod) to (pod name, backend); installed by podjobs.pods
-Resolver = Callable[[str | None, str | None], "tuple[str | None, Backend]"]
+@dataclass(frozen=True)
+class Target:
+    """Where a job goes: the pod, its backend, and whether it is held there (tenant moving)."""
+
+    pod: str | None
+    backend: Backend
+    hold: bool = False
+
+
+#: resolves (tenant, pod) to a Target; installed by podjobs.pods
+Resolver = Callable[[str | None, str | None], Target]
 
 
 class Client:
@@ -45,18 +55,19 @@ class Client:
         self.resolver = resolver
         self.max_payload_bytes = max_payload_bytes
 
-    def _target(self, tenant: str | None, pod: str | None) -> tuple[str | None, Backend]:
+    def _target(self, tenant: str | None, pod: str | None) -> Target:
         if self.resolver is not None:
             return self.resolver(tenant, pod)
         assert self.backend is not None
-        return pod, self.backend
+        return Target(pod, self.backend)
 
     def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
                      delay: float | timedelta | None = None,
                      at: datetime | float | None = None) -> JobHandle:
         from podjobs.jobs import JobHandle
 
-        pod_name, backend = self._target(tenant, pod)
+        target = self._target(tenant, pod)
+        pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
         p = call.payload(now_ms, tenant, pod_name)
         text = encode(p, self.max_payload_bytes)
@@ -77,6 +88,9 @@ class Client:
                 at_ms = int(at.timestamp() * 1000)
             else:
                 at_ms = int(float(at) * 1000)
+        if target.hold and tenant is not None and delay_ms is None and at_ms is None:
+            backend.hold(tenant, opts.queue, [(p["id"], text)])
+            return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant)
         n = backend.enqueue(opts.queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique)
         return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant, enqueued=n > 0)
 
@@ -88,7 +102,8 @@ class Client:
         if jd.options.unique_for:
             raise ConfigurationError(
                 f"job {jd.name!r} is unique; enqueue it one at a time so duplicates are refused")
-        pod_name, backend = self._target(tenant, pod)
+        target = self._target(tenant, pod)
+        pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
         name, queue, limit = jd.name, jd.options.queue, self.max_payload_bytes
         where = f"job {name!r} argument"
@@ -108,7 +123,10 @@ class Client:
                 p["pod"] = pod_name
             texts.append(encode(p, limit))
             handles.append(JobHandle(jid, name, queue, pod_name, tenant))
-        backend.enqueue(queue, texts)
+        if target.hold and tenant is not None:
+            backend.hold(tenant, queue, [(h.id, t) for h, t in zip(handles, texts, strict=True)])
+        else:
+            backend.enqueue(queue, texts)
         return handles
 
     def enqueue_calls(self, calls: Sequence[Call], *, tenant: str | None = None,
@@ -116,7 +134,8 @@ class Client:
         """Enqueue many calls; one round trip per queue they use."""
         from podjobs.jobs import JobHandle
 
-        pod_name, backend = self._target(tenant, pod)
+        target = self._target(tenant, pod)
+        pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
         by_queue: dict[str, list[str]] = {}
         handles = []
@@ -128,7 +147,11 @@ class Client:
             by_queue.setdefault(c.job.options.queue, []).append(encode(p, self.max_payload_bytes))
             handles.append(JobHandle(p["id"], c.job.name, c.job.options.queue, pod_name, tenant))
         for q, texts in by_queue.items():
-            backend.enqueue(q, texts)
+            if target.hold and tenant is not None:
+                ids = [h.id for h in handles if h.queue == q]
+                backend.hold(tenant, q, list(zip(ids, texts, strict=True)))
+            else:
+                backend.enqueue(q, texts)
         return handles
 
 

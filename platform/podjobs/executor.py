@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from podjobs import backoff as backoff_mod
 from podjobs.acker import Acker
@@ -35,9 +35,11 @@ Runner = Callable[[JobDef, Context, list[Any], dict[str, Any]], Outcome]
 
 @dataclass(frozen=True)
 class Forward:
-    """The job's tenant lives on another pod: send the job there, do not run it here."""
+    """The job's tenant lives on another pod: send the job there, do not run it here.
+    `hold`: the tenant is being moved to that pod; the job waits there until the move ends."""
 
     pod: str
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,17 @@ class Refuse:
     message: str
 
 
-#: decides, before a job with a tenant runs, whether it belongs on this pod
-RouteCheck = Callable[[dict[str, Any]], Forward | Refuse | None]
-#: sends a payload to another pod's queue: (pod, queue, payload dict)
-Forwarder = Callable[[str, str, dict[str, Any]], None]
+class TenantRoute(Protocol):
+    """Pod-aware workers: decides where a tenant's job belongs (see podjobs.pods.tenantcheck)."""
+
+    def check(self, data: dict[str, Any]) -> Forward | Refuse | None:
+        """Before the job runs: None = run here (and `done` follows), else where it goes."""
+
+    def done(self, data: dict[str, Any]) -> None:
+        """After a job that `check` let run here has been settled."""
+
+    def forward(self, decision: Forward, queue: str, data: dict[str, Any]) -> None:
+        """Write the job to the pod `decision` names."""
 
 _NO_RETRY = (Failure.ARGUMENTS, Failure.REFUSED)
 
@@ -68,11 +77,10 @@ class Executor:
 
     def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
                  runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
-                 route: RouteCheck | None = None, forward: Forwarder | None = None,
+                 route: TenantRoute | None = None,
                  on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
         self.shard_url = shard_url
         self.route = route
-        self.forward = forward
         self.backend = backend
         self.worker_id = worker_id
         self.acker = acker
@@ -103,10 +111,18 @@ class Executor:
                                    f"deploy the code that defines it, then retry from the dead set"})
                 return None
         if self.route is not None and "tenant" in data:
-            decision = self.route(data)
+            decision = self.route.check(data)
             if decision is not None:
                 self._reroute(queue, data, decision)
                 return None
+            try:
+                return self._execute(queue, data, jd)
+            finally:
+                self.route.done(data)
+        return self._execute(queue, data, jd)
+
+    def _execute(self, queue: str, data: dict[str, Any], jd: JobDef) -> Outcome | None:
+        jid = data["id"]
         in_flight = True
         if jd.options.delivery is Delivery.AT_MOST_ONCE:
             if not self.backend.ack(self.worker_id, {queue: [jid]}):
@@ -135,14 +151,15 @@ class Executor:
             self._settle_dead(queue, data, True, decision.reason,
                               {"class": "WrongPod", "message": decision.message})
             return
-        assert self.forward is not None
+        assert self.route is not None
         fwd = dict(data)
         fwd["pod"] = decision.pod
         fwd["forwarded_from"] = self.pod
-        self.forward(decision.pod, queue, fwd)  # written there first: a crash now duplicates, never loses
+        self.route.forward(decision, queue, fwd)  # written there first: a crash now duplicates, never loses
         self.backend.ack(self.worker_id, {queue: [data["id"]]})
-        log.info("job %s %s of tenant %s forwarded from pod %s to %s", data["job"], data["id"],
-                 data.get("tenant"), self.pod, decision.pod)
+        log.info("job %s %s of tenant %s %s from pod %s to %s", data["job"], data["id"],
+                 data.get("tenant"), "held for a move" if decision.hold else "forwarded",
+                 self.pod, decision.pod)
 
     def _ack_one(self, queue: str, data: dict[str, Any]) -> None:
         now = time.time_ns() // 1_000_000

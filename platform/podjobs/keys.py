@@ -64,3 +64,18 @@ def stat(name: str) -> str:
 def status(job_id: str) -> str:
     """Hash with the state of a tracked job (used by status monitors)."""
     return f"{PREFIX}status:{job_id}"
+
+
+def held(tenant: str) -> str:
+    """Hash job id -> payload of a tenant being moved here, held until the move ends."""
+    return f"{PREFIX}held:{tenant}"
+
+
+def moving(tenant: str) -> str:
+    """String present on a pod while a move of the tenant involves it (the move id)."""
+    return f"{PREFIX}moving:{tenant}"
+
+
+def move_acks(tenant: str) -> str:
+    """Hash worker id -> directory version: workers that stopped running the tenant's jobs."""
+    return f"{PREFIX}moveack:{tenant}"

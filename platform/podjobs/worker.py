@@ -24,7 +24,7 @@ from typing import Any
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
 from podjobs.context import Context
-from podjobs.executor import Executor, Forwarder, RouteCheck, inflight_field
+from podjobs.executor import Executor, TenantRoute, inflight_field
 from podjobs.fetcher import Fetcher
 from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.ids import new_id
@@ -64,8 +64,7 @@ class WorkerConfig:
     pod: str | None = None
     shard_url: str | None = None
     #: pod-aware workers: where a tenant's job belongs, and how to send it there
-    route: RouteCheck | None = None
-    forward: Forwarder | None = None
+    route: TenantRoute | None = None
 
 
 class Worker:
@@ -173,7 +172,7 @@ class Worker:
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
-                      shard_url=cfg.shard_url, route=cfg.route, forward=cfg.forward)
+                      shard_url=cfg.shard_url, route=cfg.route)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()

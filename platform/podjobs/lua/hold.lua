@@ -1,0 +1,21 @@
+-- hold: keep jobs of a tenant that is being moved to this pod until the move
+-- releases them. Once the move has finished (its marker is gone) the jobs go
+-- straight onto their queue instead, so a late holder never strands a job.
+-- KEYS[1] held hash of the tenant (pj:held:TENANT), field = job id
+-- KEYS[2] move marker on this pod (pj:moving:TENANT)
+-- KEYS[3] queue list (pj:q:NAME)
+-- KEYS[4] wake list (pj:wake:NAME)
+-- KEYS[5] queues set (pj:queues)
+-- ARGV[1] queue name
+-- ARGV[2..] pairs: job id, payload
+-- Returns: 1 when held, 0 when enqueued because the move had finished.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  return 1
+end
+for i = 3, #ARGV, 2 do
+  redis.call('LPUSH', KEYS[3], ARGV[i])
+end
+redis.call('SADD', KEYS[5], ARGV[1])
+if redis.call('LLEN', KEYS[4]) == 0 then redis.call('LPUSH', KEYS[4], '1') end
+return 0

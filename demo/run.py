@@ -310,7 +310,8 @@ def setup_tenants(topology: Topology, zk: ZK, engines: dict[str, sqlalchemy.Engi
     from demo import app
 
     changed = register_topology(zk, topology)
-    print(f"  register_topology: pods {', '.join(changed) or 'none changed'} in ZooKeeper {spec}")
+    print(f"  register_topology: pods {', '.join(changed) or 'none changed'} added under "
+          f"{zk.path('pods')}")
     names = topology.pod_names
     plan = {f"shop-{i}": names[(i - 1) % len(names)] for i in range(1, N_TENANTS + 1)}
     summary = TopologyStore(zk).assign_many(plan)

@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     opscli.register(sub)
     from podjobs.pods import cli as podscli
+    from podjobs.pods import movecli
 
-    podscli.register(sub)
+    groups = podscli.register(sub)
+    movecli.register(groups["tenants"], podscli._common())
     return parser
 
 

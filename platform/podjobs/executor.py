@@ -99,7 +99,6 @@ class Executor:
         except BadPayload as exc:
             self._dead_raw(queue, raw, str(exc))
             return None
-        jid = data["id"]
         jd = self._jobs.get(data["job"])
         if jd is None:
             self._jobs = registered()

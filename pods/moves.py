@@ -1,0 +1,327 @@
+"""Moving a tenant from one pod to another without losing or doubling a job.
+
+The move is recorded in the tenant's directory entry (`move`), step by step,
+so a move that stops half-way can be resumed or rolled back:
+
+    active on P1
+      │ start: marker pj:moving:T on P2; entry state=moving, move.step=quiesce
+      ▼
+    quiesce   every live worker of P1 acked: it saw the move and runs none of
+      │       T's jobs (running ones finish first). New jobs for T are held on P2.
+      ▼
+    carry     T's queued jobs on P1 -> held on P2; its scheduled and retry jobs ->
+      │       the same sets on P2 (written on P2 first, then removed from P1)
+      ▼
+    copy_data the application's copy hooks copy T's data P1 shard -> P2 shard
+      ▼
+    flip      entry: pod=P2, state=active (compare-and-set), move.step=release
+      ▼
+    release   P2's held jobs of T go onto their queues, oldest first; the marker
+      │       goes, so late holders enqueue directly; entry.move cleared
+      ▼
+    active on P2
+
+Rollback is possible until the flip: held and carried jobs go back to P1 and
+the entry returns to P1, active. A job of T never runs on P1 once its workers
+acked, and never twice because of the move (held jobs are keyed by job id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from enum import StrEnum
+from typing import Any
+
+from podjobs import keys
+from podjobs.backend import RedisBackend, text
+from podjobs.errors import ConfigurationError, PodjobsError
+from podjobs.ids import new_id
+
+from .topology import Pod, TenantEntry, TenantState, TopologyStore
+from .zk import ZK
+
+log = logging.getLogger("podjobs.moves")
+
+#: a data-copy hook: (tenant, source pod, destination pod); must be idempotent
+CopyHook = Callable[[str, Pod, Pod], None]
+_hooks: list[CopyHook] = []
+
+
+def copy_hook(fn: CopyHook) -> CopyHook:
+    """Register the application's data copy for tenant moves (in the --app module)."""
+    _hooks.append(fn)
+    return fn
+
+
+def copy_hooks() -> list[CopyHook]:
+    return list(_hooks)
+
+
+class MoveStep(StrEnum):
+    QUIESCE = "quiesce"
+    CARRY = "carry"
+    COPY_DATA = "copy_data"
+    FLIP = "flip"
+    RELEASE = "release"
+
+
+class MoveError(PodjobsError):
+    """A move could not go on; the entry keeps the step so it can be resumed or rolled back."""
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+class Mover:
+    def __init__(self, zk: ZK, *, quiesce_timeout: float = 60.0, jobs_only: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.store = TopologyStore(zk)
+        self.quiesce_timeout = quiesce_timeout
+        self.jobs_only = jobs_only
+        self.progress = progress or (lambda msg: log.info("%s", msg))
+        self._backends: dict[str, RedisBackend] = {}
+
+    def backend(self, pod: str) -> RedisBackend:
+        b = self._backends.get(pod)
+        if b is None:
+            b = self._backends[pod] = RedisBackend(self.store.pod(pod).redis_url)
+        return b
+
+    # -- entry points ---------------------------------------------------------------
+
+    def move(self, tenant: str, to: str) -> TenantEntry:
+        entry = self.store.where(tenant)
+        if entry.move:
+            raise MoveError(
+                f"tenant {tenant!r} already has a move to {entry.move.get('to')} at step "
+                f"{entry.move.get('step')}; resume it with 'podjobs tenants move {tenant} --resume' "
+                f"or undo it with --rollback")
+        if entry.pod == to:
+            raise ConfigurationError(f"tenant {tenant!r} already lives on pod {to}")
+        dest = self.store.pod(to)
+        if dest.state != "active":
+            raise ConfigurationError(f"pod {to} is {dest.state}; a tenant can only move to an active pod")
+        if not self.jobs_only and not _hooks:
+            raise ConfigurationError(
+                "no data-copy hook is registered: pass --app MODULE whose module registers one "
+                "with @podjobs.pods.moves.copy_hook, or --jobs-only to move only the jobs")
+        move: dict[str, Any] = {"id": new_id(), "from": entry.pod, "to": to, "step": MoveStep.QUIESCE.value,
+                "started": _now(), "updated": _now(), "error": None, "jobs_only": self.jobs_only}
+        self.backend(to).redis.set(keys.moving(tenant), move["id"])
+        self.backend(entry.pod).redis.delete(keys.move_acks(tenant))
+        entry = self.store.set_tenant(replace(entry, state=TenantState.MOVING, move=move))
+        self.progress(f"{tenant}: moving {entry.pod} -> {to}; new jobs are held on {to}")
+        return self._run(entry)
+
+    def resume(self, tenant: str) -> TenantEntry:
+        entry = self.store.where(tenant)
+        if not entry.move:
+            raise MoveError(f"tenant {tenant!r} has no move in progress")
+        self.jobs_only = bool(entry.move.get("jobs_only", self.jobs_only))
+        return self._run(entry)
+
+    def rollback(self, tenant: str) -> TenantEntry:
+        entry = self.store.where(tenant)
+        move = entry.move
+        if not move:
+            raise MoveError(f"tenant {tenant!r} has no move in progress")
+        if entry.state == TenantState.ACTIVE:
+            raise MoveError(
+                f"the move of {tenant!r} to {move['to']} has flipped already; finish it with "
+                f"--resume, then move the tenant back if needed")
+        src, dst = str(move["from"]), str(move["to"])
+        entry = self.store.set_tenant(replace(entry, pod=src, state=TenantState.ACTIVE, move=None))
+        back = self._return_jobs(tenant, dst, src)
+        self.backend(src).redis.delete(keys.move_acks(tenant))
+        self.progress(f"{tenant}: move rolled back; {back} job(s) returned to {src}")
+        return entry
+
+    # -- the steps ------------------------------------------------------------------
+
+    def _run(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        steps = list(MoveStep)
+        i = steps.index(MoveStep(entry.move["step"]))
+        for step in steps[i:]:
+            entry = self._advance(entry, step)
+            try:
+                entry = getattr(self, f"_{step.value}")(entry)
+            except Exception as exc:
+                assert entry.move is not None
+                latest = self.store.where(entry.tenant)
+                if latest.move is not None:
+                    self.store.set_tenant(replace(latest, move={**latest.move, "error": str(exc),
+                                                                "updated": _now()}))
+                raise MoveError(
+                    f"move of {entry.tenant!r} stopped at step {step.value}: {exc}; fix the cause, "
+                    f"then 'podjobs tenants move {entry.tenant} --resume' (or --rollback"
+                    f"{'' if steps.index(step) < steps.index(MoveStep.FLIP) else ', before the flip only'})"
+                ) from exc
+        return entry
+
+    def _advance(self, entry: TenantEntry, step: MoveStep) -> TenantEntry:
+        assert entry.move is not None
+        if entry.move.get("step") == step.value and not entry.move.get("error"):
+            return entry
+        return self.store.set_tenant(replace(entry, move={**entry.move, "step": step.value,
+                                                          "updated": _now(), "error": None}))
+
+    def _quiesce(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        src = self.backend(str(entry.move["from"]))
+        deadline = time.monotonic() + self.quiesce_timeout
+        delay = 0.01
+        while True:
+            waiting = self._unacked(src, entry)
+            if not waiting:
+                self.progress(f"{entry.tenant}: every worker of {entry.move['from']} stopped running its jobs")
+                return entry
+            if time.monotonic() > deadline:
+                raise MoveError(f"workers {', '.join(sorted(waiting))} of pod {entry.move['from']} did not "
+                                f"confirm within {self.quiesce_timeout} s that they run none of "
+                                f"{entry.tenant}'s jobs")
+            time.sleep(delay)
+            delay = min(0.2, delay * 1.5)
+
+    def _unacked(self, src: RedisBackend, entry: TenantEntry) -> set[str]:
+        r = src.redis
+        workers = [text(w) for w in r.smembers(keys.WORKERS)]
+        pipe = r.pipeline(transaction=False)
+        for w in workers:
+            pipe.exists(keys.heartbeat(w))
+        alive = {w for w, ok in zip(workers, pipe.execute(), strict=True) if ok}
+        # the ack hash was emptied when the move started; workers ack only while they see
+        # the tenant moving and run none of its jobs, so any ack present counts
+        acks = {text(k) for k in r.hkeys(keys.move_acks(entry.tenant))}
+        return alive - acks
+
+    def _carry(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        src, dst = self.backend(str(entry.move["from"])), self.backend(str(entry.move["to"]))
+        n = self._carry_jobs(entry.tenant, src, dst)
+        self.progress(f"{entry.tenant}: carried {n} queued, scheduled and retrying job(s) to {entry.move['to']}")
+        return entry
+
+    def _copy_data(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        if self.jobs_only:
+            self.progress(f"{entry.tenant}: --jobs-only: no data copied")
+            return entry
+        src, dst = self.store.pod(str(entry.move["from"])), self.store.pod(str(entry.move["to"]))
+        for hook in _hooks:
+            hook(entry.tenant, src, dst)
+        self.progress(f"{entry.tenant}: data copied by {len(_hooks)} hook(s)")
+        return entry
+
+    def _flip(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        to = str(entry.move["to"])
+        entry = self.store.set_tenant(replace(entry, pod=to, state=TenantState.ACTIVE,
+                                              move={**entry.move, "step": MoveStep.RELEASE.value,
+                                                    "flipped": _now(), "updated": _now()}))
+        self.progress(f"{entry.tenant}: the directory now says {to}")
+        return entry
+
+    def _release(self, entry: TenantEntry) -> TenantEntry:
+        assert entry.move is not None
+        dst = self.backend(str(entry.move["to"]))
+        total = 0
+        for _ in range(1000):
+            total += self._release_held(entry.tenant, dst)
+            if dst.end_hold(entry.tenant) == 0:
+                break
+        else:
+            raise MoveError("jobs kept arriving in the held set; try --resume again")
+        self.backend(str(entry.move["from"])).redis.delete(keys.move_acks(entry.tenant))
+        entry = self.store.set_tenant(replace(entry, move=None))
+        self.progress(f"{entry.tenant}: released {total} held job(s) on {entry.pod}; move done")
+        return entry
+
+    # -- moving jobs between pods -----------------------------------------------------
+
+    @staticmethod
+    def _mine(tenant: str, raw: bytes | str) -> dict[str, Any] | None:
+        needle = f'"tenant":{json.dumps(tenant)}'
+        s = text(raw)
+        if needle not in s:
+            return None
+        try:
+            data = json.loads(s)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) and data.get("tenant") == tenant else None
+
+    def _carry_jobs(self, tenant: str, src: RedisBackend, dst: RedisBackend) -> int:
+        moved = 0
+        for q in sorted(text(x) for x in src.redis.smembers(keys.QUEUES)):
+            ready = [(d, text(raw)) for raw in src.redis.lrange(keys.queue(q), 0, -1)
+                     if (d := self._mine(tenant, raw)) is not None]
+            ready.reverse()  # the list's tail is its oldest job: hold oldest first
+            for i in range(0, len(ready), 500):
+                chunk = ready[i : i + 500]
+                dst.hold(tenant, q, [(d["id"], raw) for d, raw in chunk])
+                moved += src.take(keys.queue(q), "list", [raw for _, raw in chunk])
+            for zkey in (keys.scheduled(q), keys.retry(q)):
+                rows = self._zrows(src, zkey, tenant)
+                if rows:
+                    dst.redis.zadd(zkey, dict(rows))
+                    dst.redis.sadd(keys.QUEUES, q)
+                    moved += src.take(zkey, "zset", [m for m, _ in rows])
+        return moved
+
+    def _zrows(self, b: RedisBackend, zkey: str, tenant: str) -> list[tuple[str, float]]:
+        """Members of a sorted set that belong to the tenant, with their scores."""
+        raw: Any = b.redis.zrange(zkey, 0, -1, withscores=True)
+        return [(text(m), float(s)) for m, s in raw if self._mine(tenant, m) is not None]
+
+    def _release_held(self, tenant: str, dst: RedisBackend) -> int:
+        held = dst.held(tenant)
+        if not held:
+            return 0
+        n = 0
+        batch: list[str] = []
+        queue = None
+        for jid in sorted(held):  # ids sort by enqueue time
+            q = str(json.loads(held[jid]).get("queue", "default"))
+            if q != queue and batch:
+                n += dst.release(tenant, str(queue), batch)
+                batch = []
+            queue = q
+            batch.append(jid)
+        if batch:
+            n += dst.release(tenant, str(queue), batch)
+        return n
+
+    def _return_jobs(self, tenant: str, dst_name: str, src_name: str) -> int:
+        """Rollback: the destination's held and carried jobs go back to the source."""
+        dst, src = self.backend(dst_name), self.backend(src_name)
+        n = 0
+        for _ in range(1000):
+            held = dst.held(tenant)
+            for jid in sorted(held):
+                data = json.loads(held[jid])
+                src.enqueue(str(data.get("queue", "default")), [held[jid]])
+                n += dst.take(keys.held(tenant), "hash", [jid])
+            if dst.end_hold(tenant) == 0:
+                break
+        n += self._carry_jobs_back(tenant, dst, src)
+        return n
+
+    def _carry_jobs_back(self, tenant: str, dst: RedisBackend, src: RedisBackend) -> int:
+        n = 0
+        for q in sorted(text(x) for x in dst.redis.smembers(keys.QUEUES)):
+            for zkey in (keys.scheduled(q), keys.retry(q)):
+                rows = self._zrows(dst, zkey, tenant)
+                if rows:
+                    src.redis.zadd(zkey, dict(rows))
+                    n += dst.take(zkey, "zset", [m for m, _ in rows])
+        return n
+
+
+def moves_in_progress(zk: ZK) -> list[TenantEntry]:
+    return [e for e in TopologyStore(zk).tenants() if e.move]

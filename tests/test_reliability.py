@@ -155,3 +155,27 @@ def test_at_most_once_never_reruns(r: redis.Redis, redis_url: str, tmp_path: Pat
         stop_proc(w2)
     assert counts(r) == {"killed": 1, "fail-1": 1}
     assert r.llen(keys.queue("default")) == 0
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_sigterm_interrupts_a_long_job_which_resumes_from_its_checkpoint(
+        r: redis.Redis, redis_url: str, tmp_path: Path, isolation: str) -> None:
+    core_app.resumable.enqueue("long", 200)
+    w1 = spawn_worker(redis_url, "--isolation", isolation, "--shutdown-timeout", "10",
+                      concurrency=1, log=tmp_path / "w1.log")
+    wait_until(lambda: r.llen("rec:steps:long") >= 20, timeout=20, what="some steps")
+    assert stop_proc(w1, signal.SIGTERM) == 0
+    (back,) = r.lrange(keys.queue("default"), 0, -1)
+    import json
+
+    payload = json.loads(back)
+    assert payload["attempt"] == 0 and 20 <= payload["cursor"] < 200  # resumed, not retried
+    w2 = spawn_worker(redis_url, "--isolation", isolation, concurrency=1, log=tmp_path / "w2.log")
+    try:
+        wait_until(lambda: r.lrange("rec:done", 0, -1) == [b"long"], timeout=20, what="completion")
+    finally:
+        stop_proc(w2)
+    steps = [int(x) for x in r.lrange("rec:steps:long", 0, -1)]
+    assert steps == list(range(200))  # every step once: the checkpoint is after each step
+    assert [x.decode() for x in r.lrange("rec:attempts:long", 0, -1)] == ["1:0", f"1:{payload['cursor']}"]
+    assert Inspector(RedisBackend(redis_url)).stats()["failed"] == 0

@@ -52,3 +52,7 @@ __all__ = [
     "get_client", "job", "enqueue", "enqueue_all_pods", "PodDraining", "TenantMoving",
     "UnknownPod", "UnknownTenant",
 ]
+
+from podjobs.invoke import Reenqueue  # noqa: E402
+
+__all__ += ["Reenqueue"]

@@ -63,6 +63,9 @@ class Backend(Protocol):
         self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True
     ) -> bool: ...
 
+    def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
+                  in_flight: bool = True) -> bool: ...
+
     def dead(
         self,
         worker_id: str,
@@ -112,7 +115,7 @@ class RedisBackend:
     SCRIPTS = (
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
-        "hold", "release", "end_hold", "take",
+        "hold", "release", "end_hold", "take", "reenqueue",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
@@ -251,6 +254,13 @@ class RedisBackend:
     ) -> bool:
         ks = [keys.inflight(worker_id, queue), keys.retry(queue), keys.stat("failed")]
         return bool(self._run("retry", "schedule a retry", ks,
+                              [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]))
+
+    def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
+                  in_flight: bool = True) -> bool:
+        """Put a job back (not a failure): at the back of its queue, or after a delay."""
+        ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue), keys.scheduled(queue)]
+        return bool(self._run("reenqueue", "put a job back", ks,
                               [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]))
 
     def dead(

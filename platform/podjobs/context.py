@@ -19,7 +19,7 @@ class Context:
 
     __slots__ = (
         "job_id", "job_name", "attempt", "queue", "enqueued_at_ms", "tenant", "pod",
-        "worker_id", "payload", "_logger", "extras", "shard_url", "_db",
+        "worker_id", "payload", "_logger", "extras", "shard_url", "_db", "stopping",
     )
 
     def __init__(
@@ -34,6 +34,7 @@ class Context:
         worker_id: str | None = None,
         payload: dict[str, Any] | None = None,
         shard_url: str | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -51,6 +52,9 @@ class Context:
         #: the database shard of the pod the job runs on
         self.shard_url = shard_url
         self._db: Any = None
+        #: set when the worker is shutting down: a long job should stop at its next
+        #: checkpoint and `raise podjobs.Reenqueue(...)` to resume later
+        self.stopping = stopping if stopping is not None else threading.Event()
 
     @property
     def db(self) -> Any:

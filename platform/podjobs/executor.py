@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,10 +78,11 @@ class Executor:
 
     def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
                  runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
-                 route: TenantRoute | None = None,
+                 route: TenantRoute | None = None, stopping: threading.Event | None = None,
                  on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
         self.shard_url = shard_url
         self.route = route
+        self.stopping = stopping
         self.backend = backend
         self.worker_id = worker_id
         self.acker = acker
@@ -129,7 +131,8 @@ class Executor:
             in_flight = False
         ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
-                      self.pod or data.get("pod"), self.worker_id, data, self.shard_url)
+                      self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
+                      self.stopping)
         out = self.runner(jd, ctx, data["args"], data["kwargs"])
         if out.ok:
             if in_flight:
@@ -171,6 +174,12 @@ class Executor:
 
     def _settle_failure(self, queue: str, jd: JobDef, data: dict[str, Any], out: Outcome,
                         in_flight: bool) -> None:
+        if out.failure is Failure.REENQUEUE:
+            nxt = dict(data)
+            nxt.update(out.updates or {})
+            self.backend.reenqueue(self.worker_id, queue, data["id"], int(out.delay * 1000),
+                                   encode(nxt, 1 << 30), in_flight)
+            return
         attempt = int(data.get("attempt", 0)) + 1
         err = out.error_dict()
         if out.failure in _NO_RETRY:

@@ -21,11 +21,27 @@ class Failure(str, Enum):
     """Why a run did not succeed; decides retry or dead."""
 
     ERROR = "error"  # the job raised: retried with backoff
+    REENQUEUE = "reenqueue"  # the job asked to be put back (resume, throttle): not a failure
     TIMEOUT = "timeout"  # ran past its timeout: retried
     MEMORY = "memory"  # child process over its memory limit: retried
     CRASH = "crash"  # child process died: retried
     ARGUMENTS = "arguments"  # arguments do not fit the function: dead at once
     REFUSED = "refused"  # a middleware refused it: dead at once
+
+
+class Reenqueue(Exception):
+    """Raise from a job to put it back without counting a failed attempt: an
+    interrupted iteration job resuming from its checkpoint, or a throttled job.
+
+    `updates` are merged into the payload (for example {"cursor": ...});
+    `delay` is seconds to wait (0: at the back of its queue now)."""
+
+    def __init__(self, delay: float = 0.0, updates: dict[str, Any] | None = None,
+                 reason: str = "interrupted") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.updates = updates or {}
+        self.reason = reason
 
 
 class JobTimeout(BaseException):
@@ -41,6 +57,9 @@ class Outcome:
     error_class: str = ""
     message: str = ""
     trace: str = ""
+    #: Failure.REENQUEUE: seconds to wait and payload updates
+    delay: float = 0.0
+    updates: dict[str, Any] | None = None
 
     def error_dict(self) -> dict[str, str]:
         return {"class": self.error_class, "message": self.message[:2000], "trace": self.trace}
@@ -69,6 +88,12 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) ->
             result = jd.fn(ctx, *args, **kwargs) if jd.takes_ctx else jd.fn(*args, **kwargs)
             if ctx._db is not None:
                 ctx._finish_db(True)  # a failed commit fails the job
+        except Reenqueue as exc:
+            if ctx._db is not None:
+                ctx._finish_db(True)  # what the job did before stopping is kept
+            _after(mws, ctx, True, None)
+            return Outcome(False, None, Failure.REENQUEUE, "Reenqueue", exc.reason,
+                           delay=exc.delay, updates=exc.updates)
         except JobTimeout:
             _rollback(ctx)
             out = failed(Failure.TIMEOUT, "JobTimeout",

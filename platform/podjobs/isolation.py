@@ -16,6 +16,8 @@ import importlib
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -40,6 +42,10 @@ def rss_mb(pid: int) -> float:
 
 
 def _child_main(conn: Connection, app_modules: Sequence[str]) -> None:
+    stopping = threading.Event()
+    # the parent sends SIGTERM when the worker shuts down: jobs see ctx.stopping
+    signal.signal(signal.SIGTERM, lambda _s, _f: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for m in app_modules:
         importlib.import_module(m)
     while True:
@@ -50,13 +56,13 @@ def _child_main(conn: Connection, app_modules: Sequence[str]) -> None:
         try:
             jd = lookup(name)
         except Exception as exc:  # the parent found it, so this is a deploy mismatch
-            conn.send(("err", "crash", type(exc).__name__, str(exc), ""))
+            conn.send(("err", "crash", type(exc).__name__, str(exc), "", None, 0.0, None))
             continue
-        ctx = Context(**fields)
+        ctx = Context(**fields, stopping=stopping)
         out = invoke(jd, ctx, args, kwargs)
         result = out.result if isinstance(out.result, str | int | float | bool | type(None) | dict | list) else None
         conn.send(("ok" if out.ok else "err", out.failure.value if out.failure else "",
-                   out.error_class, out.message, out.trace, result))
+                   out.error_class, out.message, out.trace, result, out.delay, out.updates))
 
 
 class Child:
@@ -79,6 +85,15 @@ class Child:
         child.close()
         self.conn = parent
         self.jobs = 0
+
+    def interrupt(self) -> None:
+        """Tell the child's running job the worker is stopping (ctx.stopping)."""
+        proc = self.proc
+        if proc is not None and proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -140,7 +155,9 @@ class Child:
             self.close()
         if msg[0] == "ok":
             return Outcome(True, msg[5])
-        return failed(Failure(msg[1]) if msg[1] else Failure.ERROR, msg[2], msg[3], msg[4])
+        out = failed(Failure(msg[1]) if msg[1] else Failure.ERROR, msg[2], msg[3], msg[4])
+        out.delay, out.updates = msg[6], msg[7]
+        return out
 
     def _crashed(self, jd: JobDef) -> Outcome:
         code = self.proc.exitcode if self.proc is not None else None

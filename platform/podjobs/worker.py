@@ -90,6 +90,9 @@ class Worker:
         self._giveback: list[tuple[str, bytes]] = []
         self._giveback_lock = threading.Lock()
         self._stopped = threading.Event()
+        #: set at the start of a graceful stop; jobs see it as ctx.stopping
+        self.stopping = threading.Event()
+        self._children: list[Child] = []
         self.processed = 0
 
     def _info(self) -> dict[str, str]:
@@ -133,6 +136,9 @@ class Worker:
     def stop(self) -> None:
         """Graceful stop (see the module docstring)."""
         self._stopping = True
+        self.stopping.set()
+        for child in list(self._children):
+            child.interrupt()
         self.fetcher.stop()
         self.fetcher.join(self.config.idle_wait + 1)
         self._give_back(self.fetcher.drain_inbox())
@@ -169,10 +175,11 @@ class Worker:
         if self.config.isolation == "process":
             child = Child(self.config.app_modules, self.config.max_jobs_per_child,
                           self.config.max_memory_mb)
+            self._children.append(child)
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
-                      shard_url=cfg.shard_url, route=cfg.route)
+                      shard_url=cfg.shard_url, route=cfg.route, stopping=self.stopping)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()

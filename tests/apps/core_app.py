@@ -56,6 +56,19 @@ def loop(ctx: podjobs.Context, tag: str, seconds: float) -> None:
     rec().rpush("rec:done", f"{tag}:{ctx.attempt}")
 
 
+@podjobs.job(name="t.resumable", queue="default")
+def resumable(ctx: podjobs.Context, tag: str, steps: int) -> None:
+    """Steps with a checkpoint after each; on worker shutdown it asks to be put back."""
+    start = int(ctx.payload.get("cursor", 0))
+    rec().rpush("rec:attempts:" + tag, f"{ctx.attempt}:{start}")
+    for i in range(start, steps):
+        rec().rpush("rec:steps:" + tag, i)
+        time.sleep(0.01)
+        if ctx.stopping.is_set():
+            raise podjobs.Reenqueue(updates={"cursor": i + 1})
+    rec().rpush("rec:done", tag)
+
+
 @podjobs.job(name="t.hog", queue="default", retries=0, max_memory_mb=150)
 def hog(ctx: podjobs.Context, mb: int) -> None:
     block = bytearray(mb * 1024 * 1024)

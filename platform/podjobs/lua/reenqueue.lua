@@ -1,0 +1,25 @@
+-- reenqueue: put an in-flight job back, not as a failure: an interrupted
+-- iteration job resuming from its checkpoint, a throttled job waiting a while.
+-- The attempt count is the caller's (unchanged for a resume).
+-- KEYS[1] in-flight hash (pj:inflight:WORKER:NAME)
+-- KEYS[2] queue list (pj:q:NAME)
+-- KEYS[3] wake list (pj:wake:NAME)
+-- KEYS[4] scheduled zset (pj:sched:NAME)
+-- ARGV[1] job id
+-- ARGV[2] delay in ms on Redis' clock (0 = at the back of the queue now)
+-- ARGV[3] the payload to put back
+-- ARGV[4] "1" when the job need not be in flight (at-most-once)
+-- Returns: 1 when put back, 0 when the job was no longer in flight.
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[4] ~= '1' then
+  return 0
+end
+local delay = tonumber(ARGV[2])
+if delay > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now + delay, ARGV[3])
+else
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
+end
+return 1

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 _local = threading.local()
+_backends: dict[str, Any] = {}
 _log = logging.getLogger("podjobs.job")
 
 
@@ -20,6 +21,7 @@ class Context:
     __slots__ = (
         "job_id", "job_name", "attempt", "queue", "enqueued_at_ms", "tenant", "pod",
         "worker_id", "payload", "_logger", "extras", "shard_url", "_db", "stopping",
+        "redis_url", "_backend",
     )
 
     def __init__(
@@ -35,6 +37,8 @@ class Context:
         payload: dict[str, Any] | None = None,
         shard_url: str | None = None,
         stopping: threading.Event | None = None,
+        redis_url: str | None = None,
+        backend: Any = None,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -55,6 +59,21 @@ class Context:
         #: set when the worker is shutting down: a long job should stop at its next
         #: checkpoint and `raise podjobs.Reenqueue(...)` to resume later
         self.stopping = stopping if stopping is not None else threading.Event()
+        #: the queue backend of the pod the job runs on (for checkpoints, progress)
+        self.redis_url = redis_url
+        self._backend = backend
+
+    @property
+    def backend(self) -> Any:
+        """The RedisBackend of the pod this job runs on (made on first use in a child process)."""
+        if self._backend is None:
+            if not self.redis_url:
+                raise RuntimeError(f"job {self.job_name} runs without a queue backend")
+            from podjobs.backend import RedisBackend
+
+            self._backend = _backends.get(self.redis_url) or RedisBackend(self.redis_url, check=False)
+            _backends[self.redis_url] = self._backend
+        return self._backend
 
     @property
     def db(self) -> Any:

@@ -132,7 +132,7 @@ class Executor:
         ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
                       self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
-                      self.stopping)
+                      self.stopping, getattr(self.backend, "url", None), self.backend)
         out = self.runner(jd, ctx, data["args"], data["kwargs"])
         if out.ok:
             if in_flight:

@@ -121,7 +121,7 @@ class Child:
         fields = {"job_id": ctx.job_id, "job_name": ctx.job_name, "attempt": ctx.attempt,
                   "queue": ctx.queue, "enqueued_at_ms": ctx.enqueued_at_ms, "tenant": ctx.tenant,
                   "pod": ctx.pod, "worker_id": ctx.worker_id, "payload": ctx.payload,
-                  "shard_url": ctx.shard_url}
+                  "shard_url": ctx.shard_url, "redis_url": ctx.redis_url}
         self.conn.send((jd.name, fields, args, kwargs))
         limit_mb = jd.options.max_memory_mb or self.max_memory_mb
         timeout = jd.options.timeout

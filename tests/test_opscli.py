@@ -1,0 +1,84 @@
+"""The operator commands through the real CLI entry point, on a real Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+import podjobs
+from podjobs import keys
+from podjobs.cli import main
+from tests.helpers import wait_until, worker
+
+
+@podjobs.job(name="ops.fail", retries=0)
+def fail(x: int) -> None:
+    raise ValueError(f"bad input {x}")
+
+
+@podjobs.job(name="ops.slow")
+def slow(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out
+    return json.loads(out) if "--json" in argv else out
+
+
+def test_queues_workers_dead_scheduled_and_job_show(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    podjobs.configure(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    dead = fail.enqueue(1)
+    later = slow.enqueue_in(600, 0.0)
+    with worker(redis_url) as w:
+        wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the failing job to die")
+        running = slow.enqueue(2.0)
+
+        def reported() -> bool:
+            w.heartbeat.beat()  # publish what it runs now rather than at the next beat
+            listed = run(capsys, "workers", "--redis", redis_url, "--json")
+            return any(b["id"] == running.id for wk in listed for b in wk["busy"])
+
+        wait_until(reported, timeout=10, what="the worker to report its running job")
+        shown = run(capsys, "job", "show", running.id, "--redis", redis_url, "--json")
+        assert shown["where"] == "in_flight" and shown["worker"] == w.id
+        queued = run(capsys, "queues", "--redis", redis_url, "--json")
+        assert {q["name"]: q["in_flight"] for q in queued}["default"] == 1
+    queues = run(capsys, "queues", "--redis", redis_url, "--json")
+    assert queues[0]["name"] == "default" and queues[0]["scheduled"] == 1
+    text = run(capsys, "queues", "--redis", redis_url)
+    assert "latency_s" in text and "default" in text
+    (d,) = run(capsys, "dead", "list", "--redis", redis_url, "--json")
+    assert d["id"] == dead.id and d["dead_reason"] == "retries_exhausted"
+    assert "bad input 1" in run(capsys, "dead", "list", "--redis", redis_url)
+    (s,) = run(capsys, "scheduled", "list", "--redis", redis_url, "--json")
+    assert s["id"] == later.id
+    assert run(capsys, "job", "show", later.id, "--redis", redis_url, "--json")["where"] == "scheduled"
+    assert run(capsys, "job", "show", dead.id, "--redis", redis_url, "--json")["where"] == "dead"
+    assert "1 dead job(s) put back" in run(capsys, "dead", "retry", dead.id, "--redis", redis_url)
+    assert run(capsys, "job", "show", dead.id, "--redis", redis_url, "--json")["where"] == "queue"
+    r.lpush(keys.queue("default"), b"junk")
+    with worker(redis_url):
+        wait_until(lambda: r.zcard(keys.DEAD) == 2, what="both to die")
+    assert "2 dead job(s) deleted" in run(capsys, "dead", "delete", "--all", "--redis", redis_url)
+    stats = run(capsys, "stats", "--redis", redis_url, "--json")
+    assert stats["dead"] == 3 and stats["processed"] >= 1
+
+
+def test_errors_are_one_line_with_what_to_do(redis_url: str, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PODJOBS_REDIS_URL", raising=False)
+    monkeypatch.delenv("PODJOBS_ZK", raising=False)
+    assert main(["queues"]) == 2
+    assert "pass --redis URL or --pod NAME" in capsys.readouterr().err
+    assert main(["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00", "--redis", redis_url]) == 2
+    assert "is not queued, scheduled, retrying, running or dead" in capsys.readouterr().err
+    assert main(["dead", "retry", "--redis", redis_url]) == 2
+    assert "needs job ids or --all" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from podjobs.backend import RedisBackend
 from podjobs.client import Client, Target
 from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
 
-from .topology import Directory, PodState
+from .directory import Directory
+from .topology import PodState
 from .zk import ZK
 
 

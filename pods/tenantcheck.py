@@ -27,8 +27,8 @@ from podjobs.errors import BackendUnavailable
 from podjobs.executor import Forward, Refuse
 from podjobs.payload import encode
 
+from .directory import Change
 from .router import Router
-from .topology import Change
 
 log = logging.getLogger("podjobs.tenantcheck")
 

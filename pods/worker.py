@@ -18,10 +18,10 @@ import time
 from podjobs.backend import RedisBackend
 from podjobs.worker import Worker, WorkerConfig
 
+from .directory import Directory
 from .registration import WorkerRegistration
 from .router import Router
 from .tenantcheck import TenantCheck
-from .topology import Directory
 from .zk import ZK
 
 

@@ -33,10 +33,9 @@ from podjobs.errors import ConfigurationError, PodDraining, UnknownPod, UnknownT
 from podjobs.infra.ports import free_port
 from podjobs.infra.topology import Topology
 from podjobs.pods import cli as podscli
+from podjobs.pods.directory import Change, Directory
 from podjobs.pods.registration import WorkerRegistration, fleet
 from podjobs.pods.topology import (
-    Change,
-    Directory,
     Pod,
     PodState,
     TenantState,

@@ -181,3 +181,29 @@ def test_enqueue_all_pods_fans_out(store: TopologyStore, client: PodClient, pods
 def test_worker_refuses_an_unknown_pod(zk: ZK, store: TopologyStore) -> None:
     with pytest.raises(UnknownPod, match="p9"):
         PodWorker(zk, "p9", fast_config())
+
+
+def test_routing_keeps_working_while_zookeeper_is_down_and_catches_up(
+        cluster: Any, _zk_admin: Any, zk: ZK, store: TopologyStore, client: PodClient,
+        pods: Topology) -> None:
+    from tests.test_topology import zookeeper_stopped
+
+    store.assign("shop-a", "p3")
+    client.router.directory.wait_for(lambda d: d.tenant("shop-a") is not None, 10)
+    with zookeeper_stopped(cluster, _zk_admin) as restart:
+        assert client.router.directory.wait_for(lambda d: d.stale, 10)
+        h = pods_app.write_row.enqueue(1, tenant="shop-a")  # from the cache, no ZooKeeper
+        assert h.pod == "p3"
+        with pytest.raises(UnknownTenant):
+            pods_app.write_row.enqueue(1, tenant="shop-b")
+        restart()
+    assert client.router.directory.wait_for(lambda d: not d.stale, 30)
+    other = ZK(zk.hosts, zk.root)
+    other.start(10)
+    try:
+        TopologyStore(other).assign("shop-b", "p2")
+    finally:
+        other.stop()
+    assert client.router.directory.wait_for(lambda d: d.tenant("shop-b") is not None, 30)
+    assert pods_app.write_row.enqueue(2, tenant="shop-b").pod == "p2"
+    assert redis.Redis.from_url(pods.pod("p3").redis_url).llen(keys.queue("default")) == 1

@@ -115,6 +115,8 @@ class Mover:
         self.backend(to).redis.set(keys.moving(tenant), move["id"])
         self.backend(entry.pod).redis.delete(keys.move_acks(tenant))
         entry = self.store.set_tenant(replace(entry, state=TenantState.MOVING, move=move))
+        # workers ack with the version they saw; acks older than this move's start do not count
+        entry = self.store.set_tenant(replace(entry, move={**move, "since_version": entry.version}))
         self.progress(f"{tenant}: moving {entry.pod} -> {to}; new jobs are held on {to}")
         return self._run(entry)
 
@@ -136,7 +138,9 @@ class Mover:
                 f"--resume, then move the tenant back if needed")
         src, dst = str(move["from"]), str(move["to"])
         entry = self.store.set_tenant(replace(entry, pod=src, state=TenantState.ACTIVE, move=None))
-        back = self._return_jobs(tenant, dst, src)
+        source = self.backend(src)
+        back = self._flush_staging(tenant, source, source)  # staged jobs go back where they were
+        back += self._return_jobs(tenant, dst, src)
         self.backend(src).redis.delete(keys.move_acks(tenant))
         self.progress(f"{tenant}: move rolled back; {back} job(s) returned to {src}")
         return entry
@@ -189,16 +193,17 @@ class Mover:
             delay = min(0.2, delay * 1.5)
 
     def _unacked(self, src: RedisBackend, entry: TenantEntry) -> set[str]:
+        """Registered workers of the source pod that have not confirmed the move.
+
+        A worker that died is reaped here (its jobs go back to the queue, to be
+        carried); a paused one counts as not confirmed until it is reaped or acks."""
+        for wid, queues in src.dead_worker_ids():
+            src.recover(wid, queues)
         r = src.redis
-        workers = [text(w) for w in r.smembers(keys.WORKERS)]
-        pipe = r.pipeline(transaction=False)
-        for w in workers:
-            pipe.exists(keys.heartbeat(w))
-        alive = {w for w, ok in zip(workers, pipe.execute(), strict=True) if ok}
-        # the ack hash was emptied when the move started; workers ack only while they see
-        # the tenant moving and run none of its jobs, so any ack present counts
-        acks = {text(k) for k in r.hkeys(keys.move_acks(entry.tenant))}
-        return alive - acks
+        workers = {text(w) for w in r.smembers(keys.WORKERS)}
+        since = int((entry.move or {}).get("since_version", 0))
+        acks = {text(k) for k, v in r.hgetall(keys.move_acks(entry.tenant)).items() if int(v) >= since}
+        return workers - acks
 
     def _carry(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
@@ -257,22 +262,45 @@ class Mover:
         return data if isinstance(data, dict) and data.get("tenant") == tenant else None
 
     def _carry_jobs(self, tenant: str, src: RedisBackend, dst: RedisBackend) -> int:
-        moved = 0
+        """Take the tenant's jobs off the source into its staging hash (atomically per
+        batch), then write the staging hash to the destination. Resumable: a stop
+        between the two leaves the jobs in staging, written on the next run."""
+        self._flush_staging(tenant, src, dst)
         for q in sorted(text(x) for x in src.redis.smembers(keys.QUEUES)):
-            ready = [(d, text(raw)) for raw in src.redis.lrange(keys.queue(q), 0, -1)
+            ready = [(d["id"], text(raw), 0.0) for raw in src.redis.lrange(keys.queue(q), 0, -1)
                      if (d := self._mine(tenant, raw)) is not None]
-            ready.reverse()  # the list's tail is its oldest job: hold oldest first
-            for i in range(0, len(ready), 500):
-                chunk = ready[i : i + 500]
-                dst.hold(tenant, q, [(d["id"], raw) for d, raw in chunk])
-                moved += src.take(keys.queue(q), "list", [raw for _, raw in chunk])
-            for zkey in (keys.scheduled(q), keys.retry(q)):
-                rows = self._zrows(src, zkey, tenant)
-                if rows:
-                    dst.redis.zadd(zkey, dict(rows))
-                    dst.redis.sadd(keys.QUEUES, q)
-                    moved += src.take(zkey, "zset", [m for m, _ in rows])
-        return moved
+            self._stage(src, tenant, keys.queue(q), "queue", q, ready)
+            for kind, zkey in (("sched", keys.scheduled(q)), ("retry", keys.retry(q))):
+                rows = [(str(json.loads(m)["id"]), m, s) for m, s in self._zrows(src, zkey, tenant)]
+                self._stage(src, tenant, zkey, kind, q, rows)
+        return self._flush_staging(tenant, src, dst)
+
+    @staticmethod
+    def _stage(src: RedisBackend, tenant: str, key: str, kind: str, queue: str,
+               rows: list[tuple[str, str, float]]) -> None:
+        for i in range(0, len(rows), 300):
+            args: list[Any] = [kind, queue]
+            for jid, payload, score in rows[i : i + 300]:
+                args += (jid, payload, score)
+            src._run("carry", "take jobs off the source pod", [key, keys.carry(tenant)], args)
+
+    def _flush_staging(self, tenant: str, src: RedisBackend, dst: RedisBackend) -> int:
+        staged = {text(k): json.loads(v) for k, v in src.redis.hgetall(keys.carry(tenant)).items()}
+        if not staged:
+            return 0
+        held: dict[str, list[tuple[str, str]]] = {}
+        for jid in sorted(staged):  # ids sort by enqueue time: hold oldest first
+            kind, queue, score, payload = staged[jid]
+            if kind == "queue":
+                held.setdefault(queue, []).append((jid, payload))
+            else:  # scheduled or retrying: the same set on the destination, same due time
+                zkey = keys.scheduled(queue) if kind == "sched" else keys.retry(queue)
+                dst.redis.zadd(zkey, {payload: float(score)})
+                dst.redis.sadd(keys.QUEUES, queue)
+        for queue, items in held.items():
+            for i in range(0, len(items), 500):
+                dst.hold(tenant, queue, items[i : i + 500])
+        return src.take(keys.carry(tenant), "hash", list(staged))
 
     def _zrows(self, b: RedisBackend, zkey: str, tenant: str) -> list[tuple[str, float]]:
         """Members of a sorted set that belong to the tenant, with their scores."""

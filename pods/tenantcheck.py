@@ -24,13 +24,16 @@ from typing import Any
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
-from podjobs.executor import Forward, Refuse
+from podjobs.executor import Defer, Forward, Refuse
 from podjobs.payload import encode
 
 from .directory import Change
 from .router import Router
 
 log = logging.getLogger("podjobs.tenantcheck")
+
+#: seconds a job waits when the worker's directory is stale (ZooKeeper unreachable)
+STALE_DEFER_S = 1.0
 
 
 class TenantCheck:
@@ -46,8 +49,11 @@ class TenantCheck:
     def close(self) -> None:
         self.router.directory.remove_listener(self._on_change)
 
-    def check(self, data: dict[str, Any]) -> Forward | Refuse | None:
+    def check(self, data: dict[str, Any]) -> Forward | Refuse | Defer | None:
         tenant = data["tenant"]
+        if self.router.directory.stale:
+            # cut off from ZooKeeper: the tenant may have moved meanwhile; do not guess
+            return Defer(STALE_DEFER_S, "the tenant directory is stale (ZooKeeper unreachable)")
         with self._lock:
             entry = self.router.directory.tenant(tenant)
             if entry is None:

@@ -13,7 +13,6 @@ import logging
 import threading
 
 from podjobs.backend import Backend
-from podjobs.errors import BackendUnavailable
 
 log = logging.getLogger("podjobs.acker")
 
@@ -27,6 +26,7 @@ class Acker:
         self._event = threading.Event()
         self._stopped = False
         self._flush_lock = threading.Lock()
+        self._failed = False
         self._thread = threading.Thread(target=self._loop, name="podjobs-acker", daemon=True)
 
     def start(self) -> None:
@@ -49,15 +49,17 @@ class Acker:
                 self._event.clear()
             if not batch:
                 return 0
-            for attempt in range(5):
-                try:
-                    return self.backend.ack(self.worker_id, batch)
-                except BackendUnavailable as exc:
-                    log.warning("ack failed (attempt %d of 5): %s", attempt + 1, exc)
-                    threading.Event().wait(0.2 * (attempt + 1))
-            log.error("dropping %d acks after 5 failures; those jobs will run again when "
-                      "this worker's in-flight list is recovered", sum(map(len, batch.values())))
-            return 0
+            try:
+                return self.backend.ack(self.worker_id, batch)
+            except Exception as exc:  # keep them: the next flush tries again
+                log.warning("ack of %d jobs failed (%s: %s); retrying", sum(map(len, batch.values())),
+                            type(exc).__name__, exc)
+                with self._lock:
+                    for q, ids in batch.items():
+                        self._pending.setdefault(q, [])[:0] = ids
+                    self._event.set()
+                self._failed = True
+                return 0
 
     def _loop(self) -> None:
         while not self._stopped:
@@ -65,6 +67,9 @@ class Acker:
             if self._stopped:
                 break
             self.flush()
+            if self._failed:
+                self._failed = False
+                threading.Event().wait(0.5)  # Redis is in trouble: do not spin
 
     def stop(self) -> None:
         self._stopped = True

@@ -27,6 +27,8 @@ DEAD_MAX_JOBS = 10_000
 DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
 #: most payloads per enqueue script call (a bulk enqueue is split in chunks)
 ENQUEUE_CHUNK = 10_000
+#: most jobs one reserve call takes (Lua's unpack limit is about 8,000 values)
+MAX_RESERVE = 1000
 
 _SAFE_POLICIES = ("noeviction",)
 
@@ -57,6 +59,7 @@ class Backend(Protocol):
         job_id: str,
         unique_key: str | None,
         children: Sequence[tuple[str, str]],
+        in_flight: bool = True,
     ) -> bool: ...
 
     def retry(
@@ -115,7 +118,7 @@ class RedisBackend:
     SCRIPTS = (
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
-        "hold", "release", "end_hold", "take", "reenqueue",
+        "hold", "release", "end_hold", "take", "reenqueue", "carry",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
@@ -198,7 +201,7 @@ class RedisBackend:
             raise ValueError("a unique enqueue carries one job")
         written = 0
         with self._errors("enqueue"):
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=True)  # all chunks or none
             for i in range(0, len(payloads), ENQUEUE_CHUNK):
                 chunk = payloads[i : i + ENQUEUE_CHUNK]
                 self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", *chunk], client=pipe)
@@ -214,7 +217,7 @@ class RedisBackend:
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
         ks.append(keys.WORKERS)
-        flat = self._run("reserve", "reserve jobs", ks, [n, worker_id])
+        flat = self._run("reserve", "reserve jobs", ks, [min(n, MAX_RESERVE), worker_id])
         if flat and flat[0] == -1:
             return None
         return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -239,11 +242,12 @@ class RedisBackend:
         job_id: str,
         unique_key: str | None,
         children: Sequence[tuple[str, str]],
+        in_flight: bool = True,
     ) -> bool:
         """Ack one job, release its unique key and enqueue its chained children."""
         ks = [keys.inflight(worker_id, queue), keys.stat("processed"),
               unique_key or keys.inflight(worker_id, queue), keys.QUEUES]
-        args: list[str] = [job_id, "1" if unique_key else "0"]
+        args: list[str] = [job_id, "1" if unique_key else "0", "0" if in_flight else "1"]
         for cq, payload in children:
             ks += (keys.queue(cq), keys.wake(cq))
             args += (cq, payload)

@@ -51,10 +51,18 @@ class Refuse:
     message: str
 
 
+@dataclass(frozen=True)
+class Defer:
+    """Not now (for example the directory may be stale): put the job back for later."""
+
+    delay: float
+    reason: str
+
+
 class TenantRoute(Protocol):
     """Pod-aware workers: decides where a tenant's job belongs (see podjobs.pods.tenantcheck)."""
 
-    def check(self, data: dict[str, Any]) -> Forward | Refuse | None:
+    def check(self, data: dict[str, Any]) -> Forward | Refuse | Defer | None:
         """Before the job runs: None = run here (and `done` follows), else where it goes."""
 
     def done(self, data: dict[str, Any]) -> None:
@@ -135,11 +143,10 @@ class Executor:
                       self.stopping, getattr(self.backend, "url", None), self.backend)
         out = self.runner(jd, ctx, data["args"], data["kwargs"])
         if out.ok:
-            if in_flight:
-                if "then" in data or "unique" in data:
-                    self._ack_one(queue, data)
-                else:
-                    self.acker.add(queue, jid)
+            if "then" in data or "unique" in data:
+                self._ack_one(queue, data, in_flight)
+            elif in_flight:
+                self.acker.add(queue, jid)
         else:
             self._settle_failure(queue, jd, data, out, in_flight)
         if self.on_outcome is not None:
@@ -148,7 +155,13 @@ class Executor:
 
     # -- settling -------------------------------------------------------------------
 
-    def _reroute(self, queue: str, data: dict[str, Any], decision: Forward | Refuse) -> None:
+    def _reroute(self, queue: str, data: dict[str, Any], decision: Forward | Refuse | Defer) -> None:
+        if isinstance(decision, Defer):
+            log.info("job %s %s of tenant %s deferred %.1f s: %s", data["job"], data["id"],
+                     data.get("tenant"), decision.delay, decision.reason)
+            self.backend.reenqueue(self.worker_id, queue, data["id"], int(decision.delay * 1000),
+                                   encode(data, 1 << 30))
+            return
         if isinstance(decision, Refuse):
             self._settle_dead(queue, data, True, decision.reason,
                               {"class": "WrongPod", "message": decision.message})
@@ -163,14 +176,15 @@ class Executor:
                  data.get("tenant"), "held for a move" if decision.hold else "forwarded",
                  self.pod, decision.pod)
 
-    def _ack_one(self, queue: str, data: dict[str, Any]) -> None:
+    def _ack_one(self, queue: str, data: dict[str, Any], in_flight: bool) -> None:
         now = time.time_ns() // 1_000_000
         children = []
         for child in data.get("then", ()):
             child = dict(child)
             child["enqueued_at"] = now
             children.append((child["queue"], encode(child)))
-        self.backend.ack_one(self.worker_id, queue, data["id"], data.get("unique"), children)
+        self.backend.ack_one(self.worker_id, queue, data["id"], data.get("unique"), children,
+                             in_flight)
 
     def _settle_failure(self, queue: str, jd: JobDef, data: dict[str, Any], out: Outcome,
                         in_flight: bool) -> None:

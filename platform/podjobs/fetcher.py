@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable, Sequence
 
 from podjobs.backend import Backend
-from podjobs.errors import BackendUnavailable
 
 log = logging.getLogger("podjobs.fetcher")
 
@@ -40,6 +39,8 @@ class Fetcher:
         self.inbox: queue_mod.SimpleQueue[Item] = queue_mod.SimpleQueue()
         self._lock = threading.Lock()
         self.outstanding = 0
+        #: bumped when the worker is found reaped: older reservations are void
+        self.generation = 0
         self._space = threading.Event()
         self.running = True
         self._thread = threading.Thread(target=self._loop, name="podjobs-fetcher", daemon=True)
@@ -60,6 +61,17 @@ class Fetcher:
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+    def on_reaped(self) -> None:
+        """This worker was reaped: its reserved jobs went back to the queues. Drop the
+        local copies (they must not run here) and register afresh."""
+        with self._lock:
+            self.generation += 1
+        dropped = self.drain_inbox()
+        log.warning("worker %s was reaped (paused past its heartbeat timeout); dropped %d "
+                    "buffered jobs that went back to the queues; registering again",
+                    self.worker_id, len(dropped))
+        self.reregister()
 
     def drain_inbox(self) -> list[tuple[str, bytes]]:
         """Take every unstarted job out of the inbox (leaves stop markers out)."""
@@ -86,26 +98,22 @@ class Fetcher:
                 continue
             try:
                 got = self.backend.reserve(self.worker_id, self.queues, min(room, self.batch))
+                if got is None:
+                    self.on_reaped()
+                    continue
                 failures = 0
-            except BackendUnavailable as exc:
+            except Exception as exc:  # any Redis error (BUSY, READONLY, ...): back off, never die
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                log.warning("reserve failed (%s); retrying in %.1f s", exc, delay)
+                log.warning("reserve failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 threading.Event().wait(delay)
-                continue
-            if got is None:
-                dropped = self.drain_inbox()
-                log.warning("worker %s was reaped (paused past its heartbeat timeout); dropped "
-                            "%d buffered jobs that went back to the queues; registering again",
-                            self.worker_id, len(dropped))
-                self.reregister()
                 continue
             if not got:
                 if not self.running:
                     break
                 try:
                     self.backend.wait_for_work(self.queues, self.idle_wait_s)
-                except BackendUnavailable as exc:
+                except Exception as exc:
                     log.warning("waiting for work failed: %s", exc)
                     threading.Event().wait(0.5)
                 continue

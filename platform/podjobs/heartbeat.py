@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 
 from podjobs.backend import RedisBackend
-from podjobs.errors import BackendUnavailable
 
 log = logging.getLogger("podjobs.heartbeat")
 
@@ -32,15 +31,25 @@ class Heartbeat:
         self.interval = ttl_s / 3
         self.info = info
         self.reaped = False
+        #: time.monotonic() of the last beat Redis confirmed
+        self.last_ok = time.monotonic()
+        self.ttl_s = ttl_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="podjobs-heartbeat", daemon=True)
 
     def register(self) -> None:
         self.backend.heartbeat(self.worker_id, self.ttl_ms, True, self.info())
         self.reaped = False
+        self.last_ok = time.monotonic()
+
+    def stale(self) -> bool:
+        """True when no beat was confirmed within the TTL: the worker may have been reaped."""
+        return time.monotonic() - self.last_ok > self.ttl_s * 0.9
 
     def beat(self) -> bool:
         ok = self.backend.heartbeat(self.worker_id, self.ttl_ms, False, self.info())
+        if ok:
+            self.last_ok = time.monotonic()
         if not ok and not self.reaped:
             log.warning("worker %s: heartbeat found it reaped", self.worker_id)
             self.reaped = True
@@ -68,8 +77,8 @@ class Heartbeat:
             try:
                 self.beat()
                 self.reap()
-            except BackendUnavailable as exc:
-                log.warning("heartbeat failed: %s", exc)
+            except Exception as exc:  # never let the heartbeat thread die
+                log.warning("heartbeat failed (%s: %s)", type(exc).__name__, exc)
 
 
 def busy_json(running: dict[int, tuple[str, str, str, float]]) -> str:

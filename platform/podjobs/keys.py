@@ -76,6 +76,12 @@ def moving(tenant: str) -> str:
     return f"{PREFIX}moving:{tenant}"
 
 
+def carry(tenant: str) -> str:
+    """Hash job id -> [kind, queue, score, payload]: jobs taken off the source pod of a
+    move, not yet written to the destination."""
+    return f"{PREFIX}carry:{tenant}"
+
+
 def move_acks(tenant: str) -> str:
     """Hash worker id -> directory version: workers that stopped running the tenant's jobs."""
     return f"{PREFIX}moveack:{tenant}"

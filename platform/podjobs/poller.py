@@ -12,7 +12,6 @@ import threading
 from collections.abc import Sequence
 
 from podjobs.backend import Backend
-from podjobs.errors import BackendUnavailable
 
 log = logging.getLogger("podjobs.poller")
 
@@ -44,5 +43,5 @@ class Poller:
         while not self._stop.wait(self.interval_s * (0.5 + random.random())):
             try:
                 self.poll_once()
-            except BackendUnavailable as exc:
-                log.warning("promoting due jobs failed: %s", exc)
+            except Exception as exc:  # never let the poller die
+                log.warning("promoting due jobs failed (%s: %s)", type(exc).__name__, exc)

@@ -194,14 +194,14 @@ class Worker:
                     self.fetcher.done_one()
                     continue
                 queue, raw = item
+                if self.heartbeat.stale() and not self._still_registered():
+                    self.fetcher.done_one()  # reaped: this job went back to its queue already
+                    continue
                 running[me] = (inflight_field(raw), "", queue, time.time())
                 try:
                     ex.execute(queue, raw)
-                except JobTimeout:
-                    pass
-                except Exception:
-                    log.exception("settling a job from %s failed; it stays in flight and is "
-                                  "recovered when this worker stops or dies", queue)
+                except (Exception, JobTimeout) as exc:
+                    self._unsettled(queue, raw, exc)
                 finally:
                     running.pop(me, None)
                     self.processed += 1
@@ -209,6 +209,31 @@ class Worker:
         finally:
             if child is not None:
                 child.close()
+
+    def _still_registered(self) -> bool:
+        """After a long pause: ask Redis whether this worker was reaped meanwhile."""
+        try:
+            if self.heartbeat.beat():
+                return True
+        except Exception:
+            return False  # cannot tell: do not start jobs that may have been handed out
+        self.fetcher.on_reaped()
+        return False
+
+    def _unsettled(self, queue: str, raw: bytes, exc: BaseException) -> None:
+        """A job whose outcome could not be recorded (Redis trouble, a late timeout):
+        give it back to its queue so it runs again, rather than leave it in flight."""
+        log.warning("could not settle a job from %s (%s: %s); giving it back", queue,
+                    type(exc).__name__, exc)
+        for attempt in range(5):
+            try:
+                self.backend.requeue(self.id, queue, [(inflight_field(raw), raw)])
+                return
+            except Exception as again:
+                log.warning("giving it back failed (%s); attempt %d of 5", again, attempt + 1)
+                self.stopping.wait(0.2 * 2**attempt)
+        log.error("a job from %s stays in flight; it is recovered when this worker stops or dies",
+                  queue)
 
     def _run_inline(self, jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
         self._running[threading.get_ident()] = (ctx.job_id, jd.name, ctx.queue, time.time())

@@ -7,9 +7,10 @@
 -- KEYS[5..] pairs per child: queue list, wake list
 -- ARGV[1] job id
 -- ARGV[2] "1" when KEYS[3] is a unique key to release
--- ARGV[3..] per child: queue name, payload
+-- ARGV[3] "1" when the job need not be in flight (at-most-once: acked before it ran)
+-- ARGV[4..] per child: queue name, payload
 -- Returns: 1 when acked now, 0 when the job was not in flight.
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then
   return 0
 end
 redis.call('INCR', KEYS[2])
@@ -17,7 +18,7 @@ if ARGV[2] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
   redis.call('DEL', KEYS[3])
 end
 local k = 5
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('SADD', KEYS[4], ARGV[i])
   redis.call('LPUSH', KEYS[k], ARGV[i + 1])
   if redis.call('LLEN', KEYS[k + 1]) == 0 then

@@ -10,7 +10,9 @@
 -- ARGV[2..] pairs: job id, payload
 -- Returns: 1 when held, 0 when enqueued because the move had finished.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  for i = 2, #ARGV, 1000 do
+    redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
   return 1
 end
 for i = 3, #ARGV, 2 do

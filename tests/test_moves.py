@@ -18,7 +18,7 @@ from podjobs.infra.topology import Topology
 from podjobs.pods import moves
 from podjobs.pods.moves import MoveError, Mover
 from podjobs.pods.router import PodClient, connect
-from podjobs.pods.topology import TopologyStore, register_topology
+from podjobs.pods.topology import TenantState, TopologyStore, register_topology
 from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from tests.apps import moves_app
@@ -200,3 +200,18 @@ def test_move_refusals(zk: ZK, store: TopologyStore, hooks: list[Any]) -> None:
         Mover(zk, jobs_only=True).move("mover", "p1")
     with pytest.raises(podjobs.UnknownTenant):
         Mover(zk, jobs_only=True).move("ghost", "p2")
+
+
+def test_a_bulk_enqueue_during_a_move_is_held_whole(
+        zk: ZK, store: TopologyStore, client: PodClient, pods: Topology, hooks: list[Any]) -> None:
+    from dataclasses import replace as dc_replace
+
+    entry = store.where("mover")
+    p2 = redis.Redis.from_url(pods.pod("p2").redis_url)
+    p2.set(keys.moving("mover"), "m1")
+    store.set_tenant(dc_replace(entry, state=TenantState.MOVING, move={"id": "m1", "from": "p1", "to": "p2",
+                                                              "step": "quiesce"}))
+    client.router.directory.wait_for(lambda d: (d.tenant("mover") or entry).state == "moving", 10)
+    handles = moves_app.record_run.enqueue_many([(i,) for i in range(5000)], tenant="mover")
+    assert {h.pod for h in handles} == {"p2"}
+    assert p2.hlen(keys.held("mover")) == 5000 and p2.llen(keys.queue("default")) == 0

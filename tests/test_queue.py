@@ -228,3 +228,42 @@ def test_refuses_an_evicting_redis(r: redis.Redis, redis_url: str) -> None:
             RedisBackend(redis_url)
     finally:
         r.config_set("maxmemory-policy", "noeviction")
+
+
+@podjobs.job(name="q.once_chain", delivery="at_most_once", unique_for=60)
+def once_chain(x: int) -> None:
+    ran.append(("once", x))
+
+
+def test_at_most_once_runs_its_followups_and_releases_its_unique_key(r: redis.Redis, redis_url: str) -> None:
+    once_chain.call(1).then(tag_default, "followup").enqueue()
+    with worker(redis_url):
+        wait_until(lambda: "followup" in ran, what="the follow-up of an at-most-once job")
+        wait_until(lambda: not r.keys("pj:unique:*"), what="its unique key released")
+    assert once_chain.enqueue(1).enqueued
+
+
+def test_the_fetcher_survives_unexpected_redis_errors(r: redis.Redis, redis_url: str) -> None:
+    from podjobs.backend import RedisBackend as RB
+    from podjobs.worker import Worker
+    from tests.helpers import fast_config
+
+    backend = RB(redis_url)
+    real = backend.reserve
+    calls = {"n": 0}
+
+    def flaky_reserve(*a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise redis.ResponseError("BUSY Redis is busy running a script")
+        return real(*a, **kw)
+
+    backend.reserve = flaky_reserve  # type: ignore[method-assign]
+    tag_default.enqueue("after-busy")
+    w = Worker(backend, fast_config())
+    w.start()
+    try:
+        wait_until(lambda: "after-busy" in ran, timeout=10, what="the job after two BUSY errors")
+    finally:
+        w.stop()
+    assert calls["n"] >= 3

@@ -26,6 +26,7 @@ from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
 from podjobs.executor import Defer, Forward, Refuse
 from podjobs.payload import encode
+from podjobs.stops import StopSignals
 
 from .directory import Change
 from .router import Router
@@ -43,6 +44,8 @@ class TenantCheck:
         self.backend = backend
         self.worker_id = worker_id
         self._running: Counter[str] = Counter()
+        #: the worker's stop signals, to interrupt a moving tenant's running jobs
+        self.stops: StopSignals | None = None
         self._lock = threading.Lock()
         router.directory.add_listener(self._on_change)
 
@@ -89,6 +92,11 @@ class TenantCheck:
 
     def _on_change(self, change: Change) -> None:
         if change.kind == "tenant" and not change.removed:
+            entry = self.router.directory.tenant(change.name)
+            if (self.stops is not None and entry is not None and entry.state != "active"
+                    and (entry.move or {}).get("from", entry.pod) == self.pod):
+                # long jobs of a tenant moving away checkpoint and put themselves back
+                self.stops.stop_tenant(change.name)
             self._ack_if_moving(change.name)
 
     def _ack_if_moving(self, tenant: str) -> None:

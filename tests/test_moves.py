@@ -215,3 +215,22 @@ def test_a_bulk_enqueue_during_a_move_is_held_whole(
     handles = moves_app.record_run.enqueue_many([(i,) for i in range(5000)], tenant="mover")
     assert {h.pod for h in handles} == {"p2"}
     assert p2.hlen(keys.held("mover")) == 5000 and p2.llen(keys.queue("default")) == 0
+
+
+def test_a_long_job_of_the_moving_tenant_checkpoints_instead_of_delaying_the_move(
+        zk: ZK, store: TopologyStore, client: PodClient, pods: Topology, hooks: list[Any]) -> None:
+    moves_app.long_steps.enqueue(800, 0.008, tenant="mover")  # about 8 s if nobody stops it
+    ws = workers(zk, ["p1", "p2"])
+    try:
+        wait_until(lambda: len(runs(pods)) >= 20, what="the long job under way on p1")
+        t0 = time.monotonic()
+        Mover(zk, jobs_only=True, progress=lambda m: None).move("mover", "p2")
+        assert time.monotonic() - t0 < 4, "the move waited for the long job instead of stopping it"
+        wait_until(lambda: len(runs(pods)) >= 800, timeout=40, what="the job to finish on p2")
+    finally:
+        for w in ws:
+            w.stop()
+    rows = sorted(runs(pods), key=lambda r: r[1])
+    assert [r[1] for r in rows] == list(range(800))  # every step once, resumed at its checkpoint
+    assert rows[0][2] == "p1" and rows[-1][2] == "p2"
+    assert all(r[2] == r[4] for r in rows)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from podjobs.ids import new_id
 from podjobs.invoke import Failure, Outcome, invoke
 from podjobs.jobs import Delivery, JobDef, registered
 from podjobs.payload import BadPayload, decode, encode
+from podjobs.stops import StopSignals
 
 log = logging.getLogger("podjobs.executor")
 
@@ -86,11 +86,14 @@ class Executor:
 
     def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
                  runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
-                 route: TenantRoute | None = None, stopping: threading.Event | None = None,
+                 route: TenantRoute | None = None, stops: StopSignals | None = None,
+                 interrupt: Callable[[], None] | None = None,
                  on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
         self.shard_url = shard_url
         self.route = route
-        self.stopping = stopping
+        self.stops = stops if stops is not None else StopSignals()
+        #: process isolation: tells the child running the job to stop (ctx.stopping there)
+        self.interrupt = interrupt
         self.backend = backend
         self.worker_id = worker_id
         self.acker = acker
@@ -137,11 +140,15 @@ class Executor:
             if not self.backend.ack(self.worker_id, {queue: [jid]}):
                 return None  # no longer ours: another worker took it over
             in_flight = False
+        stopping = self.stops.register(jid, data.get("tenant"), self.interrupt)
         ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
                       self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
-                      self.stopping, getattr(self.backend, "url", None), self.backend)
-        out = self.runner(jd, ctx, data["args"], data["kwargs"])
+                      stopping, getattr(self.backend, "url", None), self.backend)
+        try:
+            out = self.runner(jd, ctx, data["args"], data["kwargs"])
+        finally:
+            self.stops.unregister(jid)
         if out.ok:
             if "then" in data or "unique" in data:
                 self._ack_one(queue, data, in_flight)

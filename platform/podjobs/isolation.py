@@ -41,10 +41,16 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def _child_main(conn: Connection, app_modules: Sequence[str]) -> None:
+def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> None:
     stopping = threading.Event()
-    # the parent sends SIGTERM when the worker shuts down: jobs see ctx.stopping
-    signal.signal(signal.SIGTERM, lambda _s, _f: stopping.set())
+    current = [0]
+
+    def on_term(_s: int, _f: Any) -> None:
+        # the parent wrote the number of the job to stop into stop_seq, then signalled
+        if stop_seq.value >= current[0]:
+            stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for m in app_modules:
         importlib.import_module(m)
@@ -58,6 +64,10 @@ def _child_main(conn: Connection, app_modules: Sequence[str]) -> None:
         except Exception as exc:  # the parent found it, so this is a deploy mismatch
             conn.send(("err", "crash", type(exc).__name__, str(exc), "", None, 0.0, None))
             continue
+        current[0] = int(fields.pop("seq"))
+        stopping.clear()  # a stop meant for an earlier job (one tenant's move) is over
+        if stop_seq.value >= current[0]:
+            stopping.set()  # asked to stop before it even started
         ctx = Context(**fields, stopping=stopping)
         out = invoke(jd, ctx, args, kwargs)
         result = out.result if isinstance(out.result, str | int | float | bool | type(None) | dict | list) else None
@@ -75,11 +85,16 @@ class Child:
         self.proc: Any = None
         self.conn: Connection | None = None
         self.jobs = 0
+        #: number of the job sent last, and the highest job number asked to stop
+        self.seq = 0
+        self.stop_seq: Any = None
 
     def _start(self) -> None:
         mp = multiprocessing.get_context("spawn")
         parent, child = mp.Pipe()
-        self.proc = mp.Process(target=_child_main, args=(child, self.app_modules),
+        self.stop_seq = mp.Value("q", 0, lock=False)
+        self.seq = 0
+        self.proc = mp.Process(target=_child_main, args=(child, self.app_modules, self.stop_seq),
                                name="podjobs-child", daemon=True)
         self.proc.start()
         child.close()
@@ -87,8 +102,10 @@ class Child:
         self.jobs = 0
 
     def interrupt(self) -> None:
-        """Tell the child's running job the worker is stopping (ctx.stopping)."""
+        """Tell the job the child runs (or is about to) to stop: ctx.stopping there."""
         proc = self.proc
+        if proc is not None and self.stop_seq is not None:
+            self.stop_seq.value = self.seq
         if proc is not None and proc.is_alive():
             try:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -122,6 +139,10 @@ class Child:
                   "queue": ctx.queue, "enqueued_at_ms": ctx.enqueued_at_ms, "tenant": ctx.tenant,
                   "pod": ctx.pod, "worker_id": ctx.worker_id, "payload": ctx.payload,
                   "shard_url": ctx.shard_url, "redis_url": ctx.redis_url}
+        self.seq += 1
+        fields["seq"] = self.seq
+        if ctx.stopping.is_set():
+            self.stop_seq.value = self.seq
         self.conn.send((jd.name, fields, args, kwargs))
         limit_mb = jd.options.max_memory_mb or self.max_memory_mb
         timeout = jd.options.timeout

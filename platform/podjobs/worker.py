@@ -32,6 +32,7 @@ from podjobs.invoke import JobTimeout, Outcome, invoke
 from podjobs.isolation import Child
 from podjobs.jobs import JobDef
 from podjobs.poller import Poller
+from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
 
 log = logging.getLogger("podjobs.worker")
@@ -90,9 +91,10 @@ class Worker:
         self._giveback: list[tuple[str, bytes]] = []
         self._giveback_lock = threading.Lock()
         self._stopped = threading.Event()
-        #: set at the start of a graceful stop; jobs see it as ctx.stopping
+        #: set at the start of a graceful stop
         self.stopping = threading.Event()
-        self._children: list[Child] = []
+        #: each running job's ctx.stopping: all on shutdown, or one tenant's on a move
+        self.stops = StopSignals()
         self.processed = 0
 
     def _info(self) -> dict[str, str]:
@@ -137,8 +139,7 @@ class Worker:
         """Graceful stop (see the module docstring)."""
         self._stopping = True
         self.stopping.set()
-        for child in list(self._children):
-            child.interrupt()
+        self.stops.stop_all()
         self.fetcher.stop()
         self.fetcher.join(self.config.idle_wait + 1)
         self._give_back(self.fetcher.drain_inbox())
@@ -175,11 +176,11 @@ class Worker:
         if self.config.isolation == "process":
             child = Child(self.config.app_modules, self.config.max_jobs_per_child,
                           self.config.max_memory_mb)
-            self._children.append(child)
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
-                      shard_url=cfg.shard_url, route=cfg.route, stopping=self.stopping)
+                      shard_url=cfg.shard_url, route=cfg.route, stops=self.stops,
+                      interrupt=child.interrupt if child is not None else None)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()

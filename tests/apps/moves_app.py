@@ -31,6 +31,18 @@ def record_run(ctx: podjobs.Context, n: int, sleep: float = 0.005) -> None:
     ctx.db.execute(runs.insert().values(tenant=ctx.tenant, n=n, pod=ctx.pod, at=time.time()))
 
 
+@podjobs.job(name="moves.long_steps", queue="default")
+def long_steps(ctx: podjobs.Context, steps: int, sleep: float = 0.01) -> None:
+    """A long job with a checkpoint after each step; stops when asked (deploy or move)."""
+    start = int(ctx.payload.get("cursor", 0))
+    for i in range(start, steps):
+        time.sleep(sleep)
+        ctx.db.execute(runs.insert().values(tenant=ctx.tenant, n=i, pod=ctx.pod, at=time.time()))
+        ctx.db.commit()  # the step and its checkpoint go together
+        if ctx.stopping.is_set() and i + 1 < steps:
+            raise podjobs.Reenqueue(updates={"cursor": i + 1})
+
+
 def copy_profile(tenant: str, src: Pod, dst: Pod) -> None:
     """Copy the tenant's rows (idempotent: replace on the destination)."""
     s, d = create_engine(src.shard_url), create_engine(dst.shard_url)

@@ -32,6 +32,7 @@ lint: venv ## ruff and mypy
 bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/results/
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.pods
+	$(BIN)/python -m bench.iteration
 
 up: deps venv ## a local 3-pod cluster in var/ (stop it with make down)
 	$(BIN)/podjobs dev up --pods 3 --dir var

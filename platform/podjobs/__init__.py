@@ -56,3 +56,7 @@ __all__ = [
 from podjobs.invoke import Reenqueue  # noqa: E402
 
 __all__ += ["Reenqueue"]
+
+from podjobs.iteration import IterationJob  # noqa: E402
+
+__all__ += ["IterationJob"]

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     from podjobs import opscli
 
     opscli.register(sub)
+    from podjobs.iteration import cli as itercli
+    itercli.register(sub)
     from podjobs.pods import cli as podscli
     from podjobs.pods import movecli
 

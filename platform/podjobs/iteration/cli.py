@@ -1,0 +1,138 @@
+"""`podjobs iterations list|show|pause|resume|cancel`: iteration jobs of one pod.
+
+    podjobs iterations list [--state STATE] [--limit N]
+    podjobs iterations show ID          (a job id, or a parallel group's id)
+    podjobs iterations pause ID...      (a running job stops at its next item boundary)
+    podjobs iterations resume ID...
+    podjobs iterations cancel ID...
+
+Which Redis: `--redis URL`, `--pod NAME` or `$PODJOBS_REDIS_URL`, as for the other
+operator commands; every command takes `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from podjobs.backend import RedisBackend
+from podjobs.iteration.admin import GroupProgress, Iterations
+from podjobs.iteration.state import Progress, State
+from podjobs.opscli import add_target_args, resolve_redis
+from podjobs.table import render
+
+
+def _admin(args: argparse.Namespace) -> Iterations:
+    url, _ = resolve_redis(args)
+    return Iterations(RedisBackend(url, check=False))
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _num(v: float | None, fmt: str = "{:,.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _progress(p: Progress) -> str:
+    pct = p.percent
+    return f"{p.done:,}/{p.total:,} ({pct:.1f}%)" if p.total is not None and pct is not None \
+        else f"{p.done:,}"
+
+
+def _state(p: Progress) -> str:
+    return p.state.value + (f" ({p.control} requested)" if p.control else "")
+
+
+def _rows(ps: list[Progress]) -> list[list[Any]]:
+    return [[p.id, p.job, _state(p), _progress(p), _num(p.rate), _num(p.eta_s, "{:,.0f}s"),
+             p.interrupted, f"{p.elapsed_s:,.1f}s", (p.group[-8:] + f"#{p.part}") if p.group else "-"]
+            for p in ps]
+
+
+_HEAD = ["id", "job", "state", "done", "items/s", "eta", "interrupted", "run time", "group"]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ps = _admin(args).jobs(args.state, args.limit)
+    if args.json:
+        _print_json([p.as_dict() for p in ps])
+    else:
+        print(render(_HEAD, _rows(ps)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    found = _admin(args).show(args.id)
+    if args.json:
+        _print_json(found.as_dict())
+        return 0
+    if isinstance(found, GroupProgress):
+        total = f"/{found.total:,}" if found.total is not None else ""
+        print(f"parallel iteration {found.id}: {found.job}, {found.state.value}, "
+              f"{found.done:,}{total} items in {len(found.parts)} parts, "
+              f"{_num(found.rate)} items/s, eta {_num(found.eta_s, '{:,.0f}s')}, "
+              f"callback {'enqueued' if found.callback_fired else 'pending'}")
+        print(render(_HEAD, _rows(found.parts)))
+        return 0
+    p = found
+    for k, v in [("id", p.id), ("job", p.job), ("state", _state(p)), ("queue", p.queue),
+                 ("tenant", p.tenant or "-"), ("done", _progress(p)),
+                 ("rate", f"{_num(p.rate)} items/s"), ("eta", _num(p.eta_s, "{:,.0f}s")),
+                 ("cursor", json.dumps(p.cursor)), ("runs", p.runs), ("interrupted", p.interrupted),
+                 ("run time", f"{p.elapsed_s:,.1f}s"), ("last stop", p.reason or "-"),
+                 ("error", p.error or "-"), ("worker", p.worker or "-"),
+                 ("group", f"{p.group} part {p.part}" if p.group else "-")]:
+        print(f"{k:>12}: {v}")
+    return 0
+
+
+def _control(action: str) -> Any:
+    def cmd(args: argparse.Namespace) -> int:
+        admin = _admin(args)
+        results: dict[str, str] = {}
+        for i in args.ids:
+            results.update(getattr(admin, action)(i))
+        if args.json:
+            _print_json(results)
+        else:
+            for jid, st in results.items():
+                print(f"{jid}: {st}")
+        return 0
+
+    return cmd
+
+
+def register(sub: Any) -> None:
+    group: argparse.ArgumentParser = sub.add_parser(
+        "iterations", help="iteration jobs: progress, pause, resume, cancel",
+        description="Iteration jobs of one pod: progress, pause, resume, cancel.")
+
+    def usage(_args: argparse.Namespace) -> int:
+        group.print_help(sys.stderr)
+        return 2
+
+    group.set_defaults(func=usage)
+    cmds = group.add_subparsers(dest="iterations_command", metavar="COMMAND")
+
+    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = cmds.add_parser(name, help=help_, description=help_)
+        add_target_args(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("list", "iteration jobs, newest first, with their progress", cmd_list)
+    p.add_argument("--state", choices=[s.value for s in State])
+    p.add_argument("--limit", type=int, default=50)
+    p = command("show", "one iteration job, or a parallel group and its parts", cmd_show)
+    p.add_argument("id", metavar="ID")
+    for action, help_ in (("pause", "pause: a running job stops at its next item boundary and "
+                                    "keeps its cursor"),
+                          ("resume", "resume paused jobs from their cursor"),
+                          ("cancel", "cancel: a running job stops at its next item boundary")):
+        p = command(action, help_, _control(action))
+        p.add_argument("ids", nargs="+", metavar="ID", help="job ids or parallel group ids")

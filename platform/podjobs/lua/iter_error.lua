@@ -1,0 +1,21 @@
+-- iter_error: an item (or a hook) raised; the job is retried with backoff from its last
+-- checkpoint. Marks it `errored` with the error, keeping the cursor unless a new one is given.
+-- KEYS[1] job hash (pj:iter:ID)
+-- ARGV[1] run token
+-- ARGV[2] cursor as JSON ("" keeps the last checkpoint)
+-- ARGV[3] items processed since the last checkpoint (counted only with a cursor)
+-- ARGV[4] the error, "Class: message"
+-- Returns: "errored", or "lost" when another run has started since (nothing written).
+local h = KEYS[1]
+if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
+redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+if ARGV[2] ~= '' then
+  redis.call('HINCRBY', h, 'done', ARGV[3])
+  redis.call('HSET', h, 'cursor', ARGV[2])
+end
+redis.call('HSET', h, 'state', 'errored', 'error', ARGV[4], 'reason', 'error', 'tick_ms', now,
+  'updated_ms', now)
+return 'errored'

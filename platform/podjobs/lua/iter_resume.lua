@@ -1,0 +1,29 @@
+-- iter_resume: undo a pause. A parked job goes back on its queue (at the back, with its
+-- cursor) as `enqueued`; a pause not yet carried out is withdrawn.
+-- KEYS[1] job hash    (pj:iter:ID)
+-- KEYS[2] queue list  (pj:q:NAME, the job's queue)
+-- KEYS[3] wake list   (pj:wake:NAME)
+-- KEYS[4] queues set  (pj:queues)
+-- ARGV[1] queue name
+-- Returns: the job's state afterwards ("" when the job is unknown).
+local h = KEYS[1]
+local st = redis.call('HGET', h, 'state')
+if not st then return '' end
+local parked = redis.call('HGET', h, 'parked')
+if parked then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('LPUSH', KEYS[2], parked)
+  if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
+  redis.call('HDEL', h, 'parked')
+  redis.call('HSET', h, 'state', 'enqueued', 'control', '', 'updated_ms', now)
+  return 'enqueued'
+end
+if (redis.call('HGET', h, 'control') or '') ~= 'pause' then return st end
+redis.call('HSET', h, 'control', '')
+if st == 'paused' then
+  st = redis.call('HGET', h, 'prev') or 'enqueued'
+  redis.call('HSET', h, 'state', st)
+end
+return st

@@ -6,6 +6,12 @@
 2. The tenant workload: `record_order` inserts one row into `orders` on the
    shard of the pod that runs it (`ctx.db`), with the tenant, the pod and the
    worker's pid, so the demo can read back from each shard which pod ran what.
+3. The backfill: `BackfillFingerprints`, an iteration job, fills the new column
+   `accounts.fingerprint` of its tenant's rows on its pod's shard, a batch per item
+   in keyset order over id (index (tenant, id)), checkpointed after every batch; each row's
+   `backfilled` counts how often it was updated. Its hooks append one JSON line per
+   run (start / resume with the cursor, attempt and pid; shutdown) to the Redis
+   list `demo:backfill:runs`.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import time
 from typing import Any
 
 import redis
-from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, select, update
 
 import podjobs
+from podjobs.iteration import IterationJob, enumerators
 
 LOG_KEY = "demo:log"
 #: flaky_webhook fails this many attempts, then succeeds
@@ -95,3 +102,65 @@ def record_order(ctx: podjobs.Context, order_no: int) -> None:
     """Enqueued with tenant=...; runs on the tenant's pod and writes to that pod's shard."""
     ctx.db.execute(orders.insert().values(tenant=ctx.tenant, pod=ctx.pod, order_no=order_no,
                                           pid=os.getpid()))
+
+
+# -- a backfill that survives a worker restart ---------------------------------------------
+
+RUNS_KEY = "demo:backfill:runs"
+#: the backfilled value: Knuth's multiplicative hash of the id
+FINGERPRINT_MUL, FINGERPRINT_MOD = 2654435761, 2**32
+
+backfill_metadata = MetaData()
+#: created on one pod's shard by the demo; `fingerprint` is the column being backfilled
+accounts = Table(
+    "accounts", backfill_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("fingerprint", BigInteger, nullable=True),
+    Column("backfilled", Integer, nullable=False, default=0),
+    Index("ix_accounts_tenant_id", "tenant", "id"),
+)
+
+
+def fingerprint(account_id: int) -> int:
+    """What the backfill writes into accounts.fingerprint."""
+    return account_id * FINGERPRINT_MUL % FINGERPRINT_MOD
+
+
+class BackfillFingerprints(IterationJob):
+    """Sets `fingerprint` of every account of the job's tenant, `batch` rows per item;
+    sleeps `pause_s` after each batch to leave the primary some room."""
+
+    job_name = "demo.backfill_fingerprints"
+    queue = "low"
+    checkpoint_every = 1  # a checkpoint (shard commit + cursor in Redis) after every batch
+    max_runtime = 60.0
+
+    def build_enumerator(self, ctx: podjobs.Context, cursor: Any, *, batch: int,
+                         pause_s: float = 0.0) -> Any:
+        mine = select(accounts.c.id).where(accounts.c.tenant == ctx.tenant)  # ix (tenant, id)
+        return enumerators.batches(ctx.db, mine, accounts.c.id, cursor, batch_size=batch,
+                                   count=True)
+
+    def each_iteration(self, ctx: podjobs.Context, rows: Any, *, batch: int,
+                       pause_s: float = 0.0) -> None:
+        ids = [r.id for r in rows]
+        ctx.db.execute(update(accounts)
+                       .where(accounts.c.tenant == ctx.tenant, accounts.c.id.in_(ids))
+                       .values(fingerprint=accounts.c.id * FINGERPRINT_MUL % FINGERPRINT_MOD,
+                               backfilled=accounts.c.backfilled + 1))
+        if pause_s:
+            time.sleep(pause_s)
+
+    def _run_log(self, ctx: podjobs.Context, hook: str) -> None:
+        _redis().rpush(RUNS_KEY, json.dumps({"hook": hook, "cursor": self.cursor,
+                                             "attempt": ctx.attempt, "pid": os.getpid()}))
+
+    def on_start(self, ctx: podjobs.Context, **_: Any) -> None:
+        self._run_log(ctx, "start")
+
+    def on_resume(self, ctx: podjobs.Context, **_: Any) -> None:
+        self._run_log(ctx, "resume")
+
+    def on_shutdown(self, ctx: podjobs.Context, **_: Any) -> None:
+        self._run_log(ctx, "shutdown")

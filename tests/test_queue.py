@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -267,3 +268,15 @@ def test_the_fetcher_survives_unexpected_redis_errors(r: redis.Redis, redis_url:
     finally:
         w.stop()
     assert calls["n"] >= 3
+
+
+def test_bulk_payloads_are_the_same_json_as_single_ones(r: redis.Redis) -> None:
+    add.enqueue_many([(1, {"k": "é"})])
+    add.enqueue(1, {"k": "é"})
+    bulk, single = (json.loads(p) for p in r.lrange(keys.queue("default"), 0, -1))
+    for p in (bulk, single):
+        assert list(p)[0] == "id" and len(p["id"]) == 26
+        p.pop("id")
+        p.pop("enqueued_at")
+    assert bulk == single == {"job": "q.add", "queue": "default", "args": [1, {"k": "é"}],
+                              "kwargs": {}, "attempt": 0}

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.ids import new_id
-from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, encode
+from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
@@ -109,19 +110,26 @@ class Client:
         where = f"job {name!r} argument"
         texts = []
         handles = []
+        # the same JSON `encode` would write for {"id", "job", "queue", "args", "kwargs",
+        # "enqueued_at", "attempt", "tenant"?, "pod"?}, with the fixed parts encoded once
+        head = f',"job":{dumps(name)},"queue":{dumps(queue)},"args":'
+        tail = f',"enqueued_at":{now_ms},"attempt":0'
+        if tenant is not None:
+            tail += f',"tenant":{dumps(tenant)}'
+        if pod_name is not None:
+            tail += f',"pod":{dumps(pod_name)}'
+        tail += "}"
         for args, kwargs in arg_sets:
             if args:
                 check_value(args, where)
             if kwargs:
                 check_value(kwargs, where)
             jid = new_id(now_ms)
-            p: dict[str, Any] = {"id": jid, "job": name, "queue": queue, "args": args,
-                                 "kwargs": kwargs, "enqueued_at": now_ms, "attempt": 0}
-            if tenant is not None:
-                p["tenant"] = tenant
-            if pod_name is not None:
-                p["pod"] = pod_name
-            texts.append(encode(p, limit))
+            text = ('{"id":"' + jid + '"' + head + dumps(list(args)) + ',"kwargs":'
+                    + dumps(kwargs) + tail)
+            if len(text) > limit // 4:
+                text = encode(json.loads(text), limit)  # enforces the size limit with its message
+            texts.append(text)
             handles.append(JobHandle(jid, name, queue, pod_name, tenant))
         if target.hold and tenant is not None:
             backend.hold(tenant, queue, [(h.id, t) for h, t in zip(handles, texts, strict=True)])

@@ -26,6 +26,8 @@ _ALLOWED_DOC = (
 
 _SCALARS = (str, int, bool, type(None))
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+#: the compact JSON podjobs writes (no NaN, UTF-8 kept)
+dumps = _dumps
 
 
 def check_value(value: Any, where: str = "argument") -> None:

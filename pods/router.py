@@ -32,6 +32,9 @@ class Router:
         self._backends: dict[str, RedisBackend] = {}
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: checked targets by pod, valid while the directory's version is unchanged
+        self._targets: dict[str, Target] = {}
+        self._targets_version = -1
 
     def backend(self, pod: str) -> RedisBackend:
         """The Redis backend of a pod (made once; remade if the pod's URL changed)."""
@@ -77,9 +80,25 @@ class Router:
         return pod
 
     def resolve(self, tenant: str | None, pod: str | None) -> Target:
+        d = self.directory
+        version = d.version
+        if tenant is not None and pod is None:
+            # fast path: an active tenant on a pod already checked at this directory version
+            entry = d.tenant(tenant)
+            if entry is not None and entry.state == "active" and self._targets_version == version:
+                cached = self._targets.get(entry.pod)
+                if cached is not None:
+                    return cached
         name = self.pod_for(tenant, pod)
-        entry = self.directory.tenant(tenant) if tenant is not None else None
-        return Target(name, self.backend(name), hold=entry is not None and entry.state != "active")
+        entry = d.tenant(tenant) if tenant is not None else None
+        hold = entry is not None and entry.state != "active"
+        target = Target(name, self.backend(name), hold=hold)
+        if not hold:
+            if self._targets_version != version:
+                self._targets = {}
+                self._targets_version = version
+            self._targets[name] = target
+        return target
 
     def active_pods(self) -> list[str]:
         return sorted(n for n, p in self.directory.pods().items() if p.state == PodState.ACTIVE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import Column, Double, Integer, MetaData, String, Table, create_engine, select
 
 import podjobs
 from podjobs.pods.topology import Pod
@@ -16,7 +16,7 @@ runs = Table(
     Column("tenant", String(64), nullable=False),
     Column("n", Integer, nullable=False),
     Column("pod", String(16), nullable=False),
-    Column("at", Float, nullable=False),
+    Column("at", Double, nullable=False),  # a double: FLOAT would round epoch seconds to minutes
 )
 profile = Table(
     "profile", metadata,

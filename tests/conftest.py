@@ -8,12 +8,17 @@ Fixtures (see servers.py for details):
   tables in each shard.
 - `redis_url`: pod p1's Redis URL (str), flushed.
 - `zk_root`: a unique ZooKeeper path (str) like "/podjobs-test-<hex>", deleted after.
+- `zk`: a started `podjobs.pods.zk.ZK` client on the session's ZooKeeper, rooted at `zk_root`.
 Set PODJOBS_TEST_SERVERS=containers to use testcontainers instead of local processes.
 A failing test that used the servers shows the last 40 lines of each server log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from servers import (  # noqa: F401 - imported so pytest registers them
     _zk_admin,
     cluster,
@@ -22,3 +27,13 @@ from servers import (  # noqa: F401 - imported so pytest registers them
     redis_url,
     zk_root,
 )
+
+from podjobs.pods.zk import ZK
+
+
+@pytest.fixture
+def zk(cluster: Any, zk_root: str) -> Iterator[ZK]:  # noqa: F811 - the fixtures above, by name
+    z = ZK(cluster.topology.zookeeper, zk_root)
+    z.start(10)
+    yield z
+    z.stop()

@@ -23,14 +23,6 @@ from tests.helpers import fast_config, wait_until
 
 
 @pytest.fixture
-def zk(cluster: Any, zk_root: str) -> Iterator[ZK]:
-    z = ZK(cluster.topology.zookeeper, zk_root)
-    z.start(10)
-    yield z
-    z.stop()
-
-
-@pytest.fixture
 def store(zk: ZK, pods: Topology) -> TopologyStore:
     register_topology(zk, pods)
     for p in pods.pods:

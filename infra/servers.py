@@ -72,29 +72,58 @@ def tail_lines(path: Path, n: int = 40) -> list[str]:
     return lines[-n:] if n > 0 else []
 
 
-def read_cmdline(pid: int) -> str | None:
-    """/proc/PID/cmdline with spaces for NULs; None if no such live process."""
+def _thread_ids(pid: int) -> list[str]:
+    """The thread ids of process `pid` ([] if it is gone), main thread first."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return []
+    return sorted(tids, key=lambda t: t != str(pid))
+
+
+def read_cmdline(pid: int) -> str | None:
+    """/proc/PID/cmdline with spaces for NULs; None if no such live process.
+
+    While a multi-threaded process dies, its main thread may already have
+    exited (an empty cmdline) while other threads still run and still hold its
+    files; their /proc/PID/task/TID/cmdline still shows the command line.
+    """
+    for tid in _thread_ids(pid):
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if raw:
+            return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    return None  # gone, a zombie, or a kernel thread
+
+
+def _thread_state(pid: int, tid: str) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return None
-    if not raw:  # zombie or kernel thread
-        return None
-    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    return stat.rsplit(")", 1)[-1].split()[0]
 
 
 def pid_alive(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (reaping our own children)."""
+    """True until process `pid` has completely exited (reaping our own children).
+
+    "Completely" matters: when a multi-threaded server (redis, mariadbd, the
+    JVM) is killed, its main thread turns zombie first, while the other threads
+    are still exiting and the process's files, such as its listening socket,
+    are still open. /proc/PID/stat shows only the main thread, so it must not
+    decide. For our own children waitpid() decides: it reports the child only
+    once every thread is gone. For other processes: alive while any thread in
+    /proc/PID/task is not a zombie.
+    """
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        if child.poll() is None:
+            return True
         _CHILDREN.pop(pid, None)
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
+    return any(_thread_state(pid, tid) not in (None, "Z", "X") for tid in _thread_ids(pid))
 
 
 def _pdeathsig_preexec(sig: int) -> Callable[[], None]:

@@ -3,7 +3,8 @@
 Covers `podjobs dev up/status/down` through `podjobs.cli.main`, the `Cluster`
 API (idempotent up, restart of a dead server, adding pods), MariaDB shards
 (private server and an existing one via mysql_url), the MissingBinary and
-PortInUse messages, and that no server outlives its owner: after `down`, after
+PortInUse messages, that a server counts as running until its last thread
+has exited, and that no server outlives its owner: after `down`, after
 a failing pytest run that used the `cluster` fixture, and after SIGKILL of the
 process that started them. Each test uses its own directory under tmp_path.
 """
@@ -29,9 +30,10 @@ from podjobs.cli import main
 from podjobs.errors import ConfigurationError, MissingBinary, PortInUse
 from podjobs.infra import binaries
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.ports import check_port_free, free_port, port_is_free
+from podjobs.infra.ports import check_port_free, free_port, port_is_free, wait_port_closed
 from podjobs.infra.servers import (
     RedisServer,
+    Server,
     ServerFailed,
     ZooKeeperServer,
     pid_alive,
@@ -178,6 +180,9 @@ def test_cluster_up_is_idempotent_and_restarts_dead_servers(cluster_dir: Path) -
     assert wait_gone([victim]) == []
     by_name = {s.name: s for s in cluster.status()}
     assert not by_name["p2"].running and by_name["p1"].running
+    # The kernel may release a dead process's listening socket a moment after the
+    # process is reaped; the restart below needs the port, so await that too.
+    assert wait_port_closed(by_name["p2"].port)
     assert cluster.up(2) == topo
     after = {(s.kind, s.name): s.pid for s in cluster.status()}
     assert after[("redis", "p2")] != victim
@@ -317,6 +322,70 @@ def test_stop_never_touches_a_foreign_process(tmp_path: Path) -> None:
     assert not zk.is_running()
     assert zk.stop() is False
     assert not zk.pid_file.exists()
+
+
+# A process whose main thread has exited while another thread still runs and holds
+# its listening socket: how redis, mariadbd or the JVM look for a moment after a
+# SIGKILL. /proc/PID/stat (the main thread) then says "Z", but the port is still taken.
+HALF_DEAD = """
+import ctypes, socket, sys, threading
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+threading.Thread(target=threading.Event().wait).start()  # runs until SIGTERM
+ctypes.CDLL(None).syscall(int(sys.argv[2]), 0)  # exit(2): ends only this (main) thread
+"""
+SYS_EXIT = {"x86_64": 60, "aarch64": 93}.get(os.uname().machine)
+
+
+class HalfDeadServer(Server):
+    kind = "halfdead"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", HALF_DEAD, str(self.port), str(SYS_EXIT), str(self.data_dir)]
+
+    def marker(self) -> str:
+        return str(self.data_dir)
+
+    def probe(self) -> bool:
+        return not port_is_free(self.port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def main_thread_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+
+
+@pytest.mark.skipif(SYS_EXIT is None, reason="exit(2) syscall number unknown on this machine")
+def test_a_server_whose_main_thread_exited_still_runs(tmp_path: Path) -> None:
+    srv = HalfDeadServer.in_dir(tmp_path / "h", free_port(), die_with_parent=True)
+    pid = srv.start()
+    try:
+        srv.wait_ready(10)
+        deadline = time.monotonic() + 10
+        while main_thread_state(pid) != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.01)
+        assert not port_is_free(srv.port)
+        # As its starter sees it (a child: waitpid decides) ...
+        assert pid_alive(pid) and srv.is_running()
+        assert srv.marker() in (read_cmdline(pid) or "")
+        # ... and as any other process sees it (/proc only).
+        script = (
+            "from podjobs.infra.servers import pid_alive, read_cmdline; "
+            f"print(pid_alive({pid}), {srv.marker()!r} in (read_cmdline({pid}) or ''))"
+        )
+        seen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert seen.stdout.split() == ["True", "True"], seen.stderr
+        assert srv.stop(timeout=5)  # SIGTERM ends the remaining thread
+    finally:
+        srv.stop(timeout=5)  # no-op once stopped
+    assert not pid_alive(pid) and not srv.is_running()
+    assert wait_port_closed(srv.port)
 
 
 # -- nothing outlives its owner -------------------------------------------------------

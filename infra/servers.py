@@ -23,7 +23,6 @@ renames it, so an interrupted install never leaves a half-made data dir.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import shutil
@@ -33,7 +32,6 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,105 +39,14 @@ from podjobs.errors import PodjobsError
 
 from . import binaries
 from .ports import HOST, check_port_free
+from .procs import CHILDREN, pdeathsig_preexec, pid_alive, read_cmdline, tail_lines
 
-_PR_SET_PDEATHSIG = 1
 # Unix socket paths are limited to 108 bytes including the NUL.
 _MAX_SOCKET_PATH = 100
-
-# Children spawned by this process, by pid: kept so they can be reaped (no
-# zombies) and so Popen does not warn about running children it forgot.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ServerFailed(PodjobsError):  # type: ignore[misc,unused-ignore]
     """A server exited during start-up or did not answer in time."""
-
-
-def tail_lines(path: Path, n: int = 40) -> list[str]:
-    """The last `n` lines of a text file ([] if it does not exist)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            chunk = max(4096, n * 400)
-            fh.seek(max(0, size - chunk))
-            data = fh.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if size > chunk and lines:
-        lines = lines[1:]  # the first line is probably cut
-    return lines[-n:] if n > 0 else []
-
-
-def _thread_ids(pid: int) -> list[str]:
-    """The thread ids of process `pid` ([] if it is gone), main thread first."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-        return []
-    return sorted(tids, key=lambda t: t != str(pid))
-
-
-def read_cmdline(pid: int) -> str | None:
-    """/proc/PID/cmdline with spaces for NULs; None if no such live process.
-
-    While a multi-threaded process dies, its main thread may already have
-    exited (an empty cmdline) while other threads still run and still hold its
-    files; their /proc/PID/task/TID/cmdline still shows the command line.
-    """
-    for tid in _thread_ids(pid):
-        try:
-            raw = Path(f"/proc/{pid}/task/{tid}/cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if raw:
-            return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    return None  # gone, a zombie, or a kernel thread
-
-
-def _thread_state(pid: int, tid: str) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[-1].split()[0]
-
-
-def pid_alive(pid: int) -> bool:
-    """True until process `pid` has completely exited (reaping our own children).
-
-    "Completely" matters: when a multi-threaded server (redis, mariadbd, the
-    JVM) is killed, its main thread turns zombie first, while the other threads
-    are still exiting and the process's files, such as its listening socket,
-    are still open. /proc/PID/stat shows only the main thread, so it must not
-    decide. For our own children waitpid() decides: it reports the child only
-    once every thread is gone. For other processes: alive while any thread in
-    /proc/PID/task is not a zombie.
-    """
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        _CHILDREN.pop(pid, None)
-        return False
-    return any(_thread_state(pid, tid) not in (None, "Z", "X") for tid in _thread_ids(pid))
-
-
-def _pdeathsig_preexec(sig: int) -> Callable[[], None]:
-    """A preexec_fn setting PR_SET_PDEATHSIG; libc is resolved before the fork."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 class Server(ABC):
@@ -236,7 +143,7 @@ class Server(ABC):
         check_port_free(self.port, f"{self.kind} {self.name}")
         self.prepare()
         argv = self.command()
-        preexec = _pdeathsig_preexec(signal.SIGKILL) if self.die_with_parent else None
+        preexec = pdeathsig_preexec(signal.SIGKILL) if self.die_with_parent else None
         with self.log_file.open("ab") as log:
             log.write(f"\n--- podjobs: starting {' '.join(argv)}\n".encode())
             log.flush()
@@ -250,7 +157,7 @@ class Server(ABC):
                 preexec_fn=preexec,
                 close_fds=True,
             )
-        _CHILDREN[proc.pid] = proc
+        CHILDREN[proc.pid] = proc
         tmp = self.pid_file.with_suffix(".pid.tmp")
         tmp.write_text(f"{proc.pid}\n")
         tmp.replace(self.pid_file)
@@ -295,7 +202,7 @@ class Server(ABC):
         """
         pid = self.pid
         stopped = False
-        if pid is not None and (self.owns(pid) or pid in _CHILDREN):
+        if pid is not None and (self.owns(pid) or pid in CHILDREN):
             self._signal(pid, signal.SIGTERM)
             if not self._wait_gone(pid, timeout):
                 self._signal(pid, signal.SIGKILL)
@@ -321,13 +228,13 @@ class Server(ABC):
 
     @staticmethod
     def _wait_gone(pid: int, timeout: float) -> bool:
-        child = _CHILDREN.get(pid)
+        child = CHILDREN.get(pid)
         if child is not None:
             try:
                 child.wait(timeout)
             except subprocess.TimeoutExpired:
                 return False
-            _CHILDREN.pop(pid, None)
+            CHILDREN.pop(pid, None)
             return True
         deadline = time.monotonic() + timeout
         while pid_alive(pid):

@@ -87,8 +87,7 @@ class Executor:
     def __init__(self, backend: Backend, worker_id: str, acker: Acker, *,
                  runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
                  route: TenantRoute | None = None, stops: StopSignals | None = None,
-                 interrupt: Callable[[], None] | None = None,
-                 on_outcome: Callable[[str, dict[str, Any], Outcome], None] | None = None) -> None:
+                 interrupt: Callable[[], None] | None = None) -> None:
         self.shard_url = shard_url
         self.route = route
         self.stops = stops if stops is not None else StopSignals()
@@ -99,10 +98,6 @@ class Executor:
         self.acker = acker
         self.runner = runner
         self.pod = pod
-        self.on_outcome = on_outcome
-        self._jobs = registered()
-
-    def refresh_registry(self) -> None:
         self._jobs = registered()
 
     def execute(self, queue: str, raw: bytes) -> Outcome | None:
@@ -156,8 +151,6 @@ class Executor:
                 self.acker.add(queue, jid)
         else:
             self._settle_failure(queue, jd, data, out, in_flight)
-        if self.on_outcome is not None:
-            self.on_outcome(queue, data, out)
         return out
 
     # -- settling -------------------------------------------------------------------

@@ -39,8 +39,6 @@ class Fetcher:
         self.inbox: queue_mod.SimpleQueue[Item] = queue_mod.SimpleQueue()
         self._lock = threading.Lock()
         self.outstanding = 0
-        #: bumped when the worker is found reaped: older reservations are void
-        self.generation = 0
         self._space = threading.Event()
         self.running = True
         self._thread = threading.Thread(target=self._loop, name="podjobs-fetcher", daemon=True)
@@ -65,8 +63,6 @@ class Fetcher:
     def on_reaped(self) -> None:
         """This worker was reaped: its reserved jobs went back to the queues. Drop the
         local copies (they must not run here) and register afresh."""
-        with self._lock:
-            self.generation += 1
         dropped = self.drain_inbox()
         log.warning("worker %s was reaped (paused past its heartbeat timeout); dropped %d "
                     "buffered jobs that went back to the queues; registering again",

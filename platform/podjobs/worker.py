@@ -95,7 +95,6 @@ class Worker:
         self.stopping = threading.Event()
         #: each running job's ctx.stopping: all on shutdown, or one tenant's on a move
         self.stops = StopSignals()
-        self.processed = 0
 
     def _info(self) -> dict[str, str]:
         return {"host": socket.gethostname(), "pid": str(os.getpid()),
@@ -205,7 +204,6 @@ class Worker:
                     self._unsettled(queue, raw, exc)
                 finally:
                     running.pop(me, None)
-                    self.processed += 1
                     self.fetcher.done_one()
         finally:
             if child is not None:

@@ -1,0 +1,1 @@
+"""podjobs.api: the HTTP API (issue 7)."""

@@ -35,7 +35,11 @@ class PodWorker:
         info = self.directory.pod(pod)  # UnknownPod names the known pods
         self.router = Router(self.directory)
         backend = RedisBackend(info.redis_url)
-        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
+        # pod workers run the scheduler's migration jobs (podjobs.migrate), in children too
+        import podjobs.scheduler.migrate  # noqa: F401
+
+        apps = [*config.app_modules, "podjobs.scheduler.migrate"]
+        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url, app_modules=apps)
         self.worker = Worker(backend, cfg)
         self.check = TenantCheck(self.router, pod, backend, self.worker.id)
         self.check.stops = self.worker.stops

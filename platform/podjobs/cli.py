@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from podjobs.pods import movecli
 
     groups = podscli.register(sub)
+    from podjobs.scheduler import cli as schedcli
+
+    schedcli.register(sub)
     movecli.register(groups["tenants"], podscli._common())
     return parser
 

@@ -1,0 +1,246 @@
+"""The leader's migrations duty: find pending revisions per shard and queue them as jobs.
+
+Each tick (only while leading; every write goes through the term):
+1. Publishes the revision order (migrations/revisions) and reads each
+   shard's alembic revision, publishing it at migrations/shards/{pod} when it
+   changed (deploy pipelines and the HTTP API read status from ZooKeeper).
+2. Looks after open runs: a running revision whose backfill job succeeded
+   becomes complete (a cancelled backfill fails it); a queued run whose job
+   is nowhere on its pod (the leader died between the record and the enqueue)
+   is queued again; a running run whose runner is gone (no ZooKeeper lock
+   holder, no job left) fails, so an operator looks at it.
+3. Asks rollout.plan what to queue, and for each (pod, revision) creates the
+   run record in a term transaction, then enqueues `podjobs.migrate` with the
+   record's job id straight on the pod's Redis (draining pods migrate too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError
+from sqlalchemy.exc import SQLAlchemyError
+
+from podjobs.backend import RedisBackend
+from podjobs.ids import new_id
+from podjobs.jobs import lookup
+from podjobs.payload import encode
+from podjobs.pods import shards as shard_engines
+from podjobs.pods.topology import TopologyStore
+from podjobs.pods.zk import ZK
+
+from . import migrate as migrate_job  # noqa: F401 - registers podjobs.migrate
+from . import paths
+from .leader import NotLeader, Term
+from .revisions import Revisions, current_revision
+from .rollout import ShardView, plan
+from .runs import Run, RunState, RunStore, commit_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MigrationsConfig:
+    directory: str
+    #: "hosts/root" the migration jobs use to reach ZooKeeper
+    zk_spec: str
+    zk_timeout: float = 10.0
+    queue: str = "default"
+    canary: str | None = None
+    wave_size: int = 1
+    #: seconds a queued run may go without its job being found before it is queued again
+    requeue_after: float = 10.0
+    #: seconds a running run may have no lock holder before it is failed
+    orphan_after: float = 10.0
+    steal_after: float = 5.0
+
+
+class MigrationsDuty:
+    name = "migrations"
+
+    def __init__(self, zk: ZK, config: MigrationsConfig) -> None:
+        self.zk = zk
+        self.config = config
+        self.revisions = Revisions(config.directory)
+        self.store = RunStore(zk)
+        self.topology = TopologyStore(zk)
+        self._backends: dict[str, RedisBackend] = {}
+        self._published: dict[str, Any] = {}
+        self.queued: list[tuple[str, str]] = []
+
+    def backend(self, url: str) -> RedisBackend:
+        b = self._backends.get(url)
+        if b is None:
+            b = self._backends[url] = RedisBackend(url)
+        return b
+
+    # -- one tick ----------------------------------------------------------------
+
+    def tick(self, term: Term) -> None:
+        pods = self.topology.pods()
+        self._publish(term, paths.revisions(self.zk), {
+            "order": self.revisions.order, "head": self.revisions.head,
+            "directory": self.revisions.directory})
+        views = []
+        runs = self.store.all(sorted(pods))
+        for name, pod in sorted(pods.items()):
+            try:
+                with shard_engines.engine(pod.shard_url).connect() as conn:
+                    cur = current_revision(conn)
+                known, err = True, ""
+            except (SQLAlchemyError, OSError) as exc:
+                cur, known, err = None, False, f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("migrations: cannot read shard of pod %s: %s", name, err)
+            pub = {"current": cur, "error": err} if known else {"error": err}
+            self._publish(term, paths.shard(self.zk, name), pub, stamp=True)
+            if known:
+                cur_ok = cur is None or cur in self.revisions.by_id
+                if not cur_ok:
+                    known = False
+                    log.error("migrations: pod %s is at %s, unknown to %s", name, cur,
+                              self.revisions.directory)
+            views.append(ShardView(name, cur, {r: run.state.value for r, run in runs[name].items()},
+                                   known))
+            for run in runs[name].values():
+                if run.state in (RunState.QUEUED, RunState.RUNNING):
+                    self._look_after(term, run, pod.redis_url)
+        halted = set(self.store.halts())
+        for pod_name, rev in plan(self.revisions.order, views, halted, self.config.canary,
+                                  self.config.wave_size):
+            self._queue(term, pod_name, rev, pods[pod_name].redis_url)
+
+    def _publish(self, term: Term, path: str, obj: dict[str, Any], stamp: bool = False) -> None:
+        if self._published.get(path) == obj:
+            return
+        data = dict(obj, checked_at=time.time()) if stamp else obj
+        term.check()
+        got = self.zk.get_json(path)
+        if got is None:
+            self.zk.ensure_path(path.rsplit("/", 1)[0])
+            txn = term.transaction()
+            txn.create(path, json.dumps(data, sort_keys=True).encode())
+            if not _commit(txn):
+                return
+        else:
+            txn = term.transaction()
+            txn.set_data(path, json.dumps(data, sort_keys=True).encode(), version=got[1])
+            if not _commit(txn):
+                return
+        self._published[path] = obj
+
+    # -- queue a run ---------------------------------------------------------------
+
+    def _payload(self, pod: str, revision: str, job_id: str) -> str:
+        jd = lookup(migrate_job.JOB_NAME)
+        c = self.config
+        p = jd.call(c.zk_spec, pod, revision, self.revisions.directory, zk_timeout=c.zk_timeout,
+                    steal_after=c.steal_after).payload(time.time_ns() // 1_000_000, None, pod)
+        p["id"] = job_id
+        p["queue"] = c.queue
+        return encode(p)
+
+    def _queue(self, term: Term, pod: str, revision: str, redis_url: str, run: Run | None = None) -> None:
+        term.check()
+        job_id = new_id()
+        text = self._payload(pod, revision, job_id)
+        if run is None:
+            run = Run(pod, revision, RunState.QUEUED, job_id=job_id, queued_at=time.time(),
+                      queued_by=str(term.identity["id"]), queued_term=term.fence)
+            if not self.store.create(run, term.transaction()):
+                return
+        else:
+            run.job_id, run.queued_at, run.attempts = job_id, time.time(), run.attempts + 1
+            run.queued_by, run.queued_term = str(term.identity["id"]), term.fence
+            try:
+                self.store.update(run, term.transaction())
+            except BadVersionError:
+                return
+        term.check()
+        self.backend(redis_url).enqueue(self.config.queue, [text])
+        self.queued.append((pod, revision))
+        log.info("migrations: queued %s on %s (job %s, term %d)", revision, pod, job_id, term.fence)
+
+    # -- open runs -----------------------------------------------------------------
+
+    def _job_where(self, redis_url: str, job_id: str) -> str | None:
+        from podjobs.errors import JobNotFound
+        from podjobs.ops import Inspector
+
+        try:
+            return Inspector(self.backend(redis_url)).find_job(job_id).where
+        except JobNotFound:
+            return None
+
+    def _look_after(self, term: Term, run: Run, redis_url: str) -> None:
+        now = time.time()
+        if run.state == RunState.RUNNING and run.backfill_job:
+            self._follow_backfill(term, run, redis_url)
+            return
+        if run.state == RunState.QUEUED and now - run.queued_at > self.config.requeue_after:
+            where = self._job_where(redis_url, run.job_id)
+            if where is None:
+                log.warning("migrations: job %s of %s on %s is gone; queueing it again",
+                            run.job_id, run.revision, run.pod)
+                self._queue(term, run.pod, run.revision, redis_url, run)
+            elif where == "dead":
+                self._fail(term, run, f"the migration job {run.job_id} died (see 'podjobs dead')")
+            return
+        if run.state == RunState.RUNNING and run.started_at and \
+                now - run.started_at > self.config.orphan_after:
+            if self.zk.children(paths.lock(self.zk, run.pod)):
+                return
+            if self._job_where(redis_url, run.job_id) is not None:
+                return  # a worker is about to take it again
+            fresh = self.store.get(run.pod, run.revision)
+            if fresh is None or fresh.state != RunState.RUNNING or fresh.version != run.version:
+                return
+            self._fail(term, run, f"the runner (worker {run.worker}) is gone and nothing holds "
+                                  f"the shard lock; the revision may be half applied")
+
+    def _fail(self, term: Term, run: Run, error: str) -> None:
+        run.state, run.error, run.finished_at = RunState.FAILED, error, time.time()
+        try:
+            self.store.update(run, term.transaction())
+        except BadVersionError:
+            return
+        term.check()
+        self.store.halt(run.revision, run.pod, error)
+        log.error("migrations: %s on %s failed: %s", run.revision, run.pod, error)
+
+    def _follow_backfill(self, term: Term, run: Run, redis_url: str) -> None:
+        from podjobs.iteration.admin import Iterations
+        from podjobs.iteration.state import State
+
+        prog = Iterations(self.backend(redis_url)).get(run.backfill_job)
+        if prog is None:
+            return
+        run.extra = dict(run.extra, progress={"done": prog.done, "total": prog.total,
+                                              "percent": prog.percent, "state": prog.state.value})
+        if prog.state == State.SUCCEEDED:
+            run.state, run.finished_at = RunState.COMPLETE, time.time()
+            try:
+                self.store.update(run, term.transaction())
+            except BadVersionError:
+                return
+            log.info("migrations: %s on %s complete (backfill %s done)", run.revision, run.pod,
+                     run.backfill_job)
+        elif prog.state == State.CANCELLED:
+            self._fail(term, run, f"its backfill {run.backfill_job} was cancelled")
+        else:
+            try:
+                self.store.update(run, term.transaction())
+            except BadVersionError:
+                return
+
+
+def _commit(txn: Any) -> bool:
+    err = commit_error(txn.commit())
+    if isinstance(err, NodeExistsError | BadVersionError):
+        return False
+    if err is not None:
+        raise NotLeader(f"ZooKeeper refused a scheduler write ({err!r}): leadership lost?")
+    return True

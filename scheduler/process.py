@@ -1,0 +1,80 @@
+"""The scheduler process: contend for leadership, and while leading run the duties.
+
+1. `Scheduler(zk, duties, interval)`: `run(stop)` contends (see leader.py);
+   each term runs every duty's `tick(term)` once per `interval` seconds until
+   the term ends or `stop` is set. A duty acts only through `term` (its
+   `check()` before each action, its `transaction()` for ZooKeeper writes),
+   so a deposed leader stops between two actions.
+2. A duty that raises is logged and retried on the next tick; `NotLeader`
+   ends the tick at once.
+3. A SUSPENDED session pauses the duties; when the session comes back with
+   the term's node intact they resume, else the term ends and the process
+   contends again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from kazoo.exceptions import KazooException
+
+from podjobs.pods.zk import ZK
+
+from .leader import Leadership, NotLeader, Term
+
+log = logging.getLogger(__name__)
+
+
+class Duty(Protocol):
+    """Something the leader does over and over (migrations rollout, periodic jobs)."""
+
+    name: str
+
+    def tick(self, term: Term) -> None:
+        """Do what is due now. Check `term` before each action that changes anything."""
+        ...
+
+
+class Scheduler:
+    """See the module docstring."""
+
+    def __init__(self, zk: ZK, duties: Sequence[Duty], interval: float = 1.0,
+                 identity: dict[str, object] | None = None) -> None:
+        self.zk = zk
+        self.duties = list(duties)
+        self.interval = interval
+        self.leadership = Leadership(zk, dict(identity or {}))
+        self.ticks = 0
+        self.led = threading.Event()
+
+    @property
+    def id(self) -> str:
+        return str(self.leadership.identity["id"])
+
+    def run(self, stop: threading.Event) -> None:
+        self.leadership.run(lambda term: self._lead(term, stop), stop)
+
+    def _lead(self, term: Term, stop: threading.Event) -> None:
+        self.led.set()
+        while not stop.is_set() and not term.over.is_set():
+            if not term.active:
+                if self.zk.connected and self.leadership.resume_if_still_leader(term):
+                    continue
+                term.wait(0.1)
+                continue
+            for duty in self.duties:
+                if not term.active:
+                    break
+                try:
+                    duty.tick(term)
+                except NotLeader:
+                    break
+                except KazooException as exc:
+                    log.warning("scheduler duty %s: ZooKeeper error %r; next tick", duty.name, exc)
+                except Exception:
+                    log.exception("scheduler duty %s failed; next tick", duty.name)
+            self.ticks += 1
+            term.wait(self.interval)

@@ -1,0 +1,123 @@
+"""Alembic revisions: the ordered list in a migrations directory, and a shard's current one.
+
+1. `Revisions(directory)` reads the Alembic script directory (a folder with a
+   `versions/` subfolder of revision files; no env.py is needed, podjobs runs
+   each revision itself). History must be linear: several heads or a merge
+   is refused with the revisions named. `order` lists revision ids from the
+   oldest to the head; `pending(current)` the ones after `current`.
+2. `current_revision(conn)` reads the shard's `alembic_version` (None when
+   the table is missing or empty: nothing applied yet).
+3. `apply(conn, revision)` runs one revision's `upgrade()` through Alembic's
+   `Operations` on `conn` and stamps `alembic_version`. A revision module may
+   also define `backfill()` returning a `podjobs.Call` (usually an iteration
+   job) to run on the shard after its schema step: see `backfill_call`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Connection
+
+from podjobs.errors import ConfigurationError
+
+VERSION_TABLE = "alembic_version"
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: str
+    down: str | None
+    doc: str
+    module: Any
+
+
+class Revisions:
+    """The linear history of one migrations directory (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        directory = os.path.abspath(directory)
+        if not os.path.isdir(os.path.join(directory, "versions")):
+            raise ConfigurationError(
+                f"migrations directory {directory!r} has no versions/ folder; point --migrations "
+                f"at an Alembic script directory (the one holding versions/)")
+        self.directory = directory
+        self.script = ScriptDirectory(directory)
+        heads = self.script.get_heads()
+        if len(heads) > 1:
+            raise ConfigurationError(
+                f"migrations in {directory} have {len(heads)} heads ({', '.join(sorted(heads))}); "
+                f"podjobs runs a linear history: merge them with 'alembic merge' or re-parent one")
+        revs: list[Revision] = []
+        for sc in self.script.walk_revisions():
+            downs = sc.down_revision
+            if isinstance(downs, tuple | list):
+                raise ConfigurationError(
+                    f"revision {sc.revision} in {directory} merges {list(downs)}; podjobs runs a "
+                    f"linear history")
+            revs.append(Revision(sc.revision, downs, (sc.doc or "").strip(), sc.module))
+        revs.reverse()
+        self.order: list[str] = [r.id for r in revs]
+        self.by_id: dict[str, Revision] = {r.id: r for r in revs}
+
+    @property
+    def head(self) -> str | None:
+        return self.order[-1] if self.order else None
+
+    def get(self, revision: str) -> Revision:
+        try:
+            return self.by_id[revision]
+        except KeyError:
+            raise ConfigurationError(
+                f"revision {revision!r} is not in {self.directory} (known: "
+                f"{', '.join(self.order) or 'none'})") from None
+
+    def index(self, revision: str | None) -> int:
+        """Position of `revision` in `order`; -1 for None (nothing applied)."""
+        if revision is None:
+            return -1
+        try:
+            return self.order.index(revision)
+        except ValueError:
+            raise ConfigurationError(
+                f"a shard is at revision {revision!r}, which is not in {self.directory}: deploy "
+                f"the code that has it before the scheduler runs") from None
+
+    def pending(self, current: str | None) -> list[str]:
+        return self.order[self.index(current) + 1:]
+
+    def reached(self, current: str | None, target: str) -> bool:
+        """True when a shard at `current` has `target` applied."""
+        return self.index(current) >= self.index(target)
+
+    def backfill_call(self, revision: str) -> Any:
+        """The Call returned by the revision's `backfill()`, or None when it has none."""
+        fn = getattr(self.get(revision).module, "backfill", None)
+        return fn() if callable(fn) else None
+
+
+def current_revision(conn: Connection) -> str | None:
+    if not sa_inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def apply(conn: Connection, revisions: Revisions, revision: str) -> None:
+    """Run `revision`'s upgrade() on `conn` and record it in alembic_version."""
+    rev = revisions.get(revision)
+    ctx = MigrationContext.configure(conn)
+    with Operations.context(ctx):
+        rev.module.upgrade()
+    stamp(conn, revisions, revision)
+
+
+def stamp(conn: Connection, revisions: Revisions, revision: str) -> None:
+    """Set the shard's alembic_version to `revision` without running anything."""
+    ctx = MigrationContext.configure(conn)
+    ctx.stamp(revisions.script, revision)

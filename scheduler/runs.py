@@ -1,0 +1,235 @@
+"""Migration run records: one per (shard, revision), in ZooKeeper and on the shard.
+
+1. States follow Vitess Online DDL:
+
+       queued --a runner takes it--> running --schema step (and backfill) done--> complete
+       queued | running --error, lost lock--> failed --migrations retry--> (record removed,
+                                                        the leader queues it again)
+       queued | running --migrations cancel--> cancelled (a running one stops before its
+                                                          next step)
+       failed | cancelled | pending --migrations skip--> complete (skipped: stamped, not run)
+
+2. `RunStore(zk)` keeps the record the scheduler decides on, at
+   migrations/runs/{pod}/{revision} (JSON, updated with version checks); and
+   the halts at migrations/halts/{revision}: a failed revision is halted on
+   every shard that has not applied it yet.
+3. `ShardLog` writes each run as a row of `podjobs_migrations` on the shard
+   itself (revision, state, started, finished, worker, job id, fence, error):
+   the shard's own history, kept with its data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from podjobs.pods.zk import ZK
+
+from . import paths
+
+SHARD_TABLE = "podjobs_migrations"
+FENCE_TABLE = "podjobs_migration_fence"
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN = (RunState.QUEUED, RunState.RUNNING)
+
+
+@dataclass
+class Run:
+    pod: str
+    revision: str
+    state: RunState
+    job_id: str = ""
+    queued_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str = ""
+    error: str = ""
+    fence: int | None = None
+    #: which scheduler term queued it (for audits: a deposed leader queues nothing)
+    queued_by: str = ""
+    queued_term: int | None = None
+    attempts: int = 1
+    backfill_job: str = ""
+    skipped: bool = False
+    cancel_requested: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("version")
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], version: int) -> Run:
+        known = {f for f in cls.__dataclass_fields__ if f != "version"}
+        kw = {k: v for k, v in obj.items() if k in known}
+        kw["state"] = RunState(kw.get("state", "queued"))
+        return cls(**kw, version=version)
+
+
+def commit_error(results: list[Any]) -> Exception | None:
+    """The operation's own error in a failed transaction's results (not RolledBackError)."""
+    for r in results:
+        if isinstance(r, Exception) and not isinstance(r, RolledBackError):
+            return r
+    return None
+
+
+class RunStore:
+    """Run records and halts in ZooKeeper (see the module docstring)."""
+
+    def __init__(self, zk: ZK) -> None:
+        self.zk = zk
+
+    def get(self, pod: str, revision: str) -> Run | None:
+        got = self.zk.get_json(paths.run(self.zk, pod, revision))
+        return Run.from_json(*got) if got else None
+
+    def for_pod(self, pod: str) -> dict[str, Run]:
+        base = paths.runs(self.zk, pod)
+        names = self.zk.children(base)
+        got = self.zk.get_many_json(f"{base}/{n}" for n in names)
+        out = {}
+        for n in names:
+            v = got.get(f"{base}/{n}")
+            if isinstance(v, tuple):
+                out[n] = Run.from_json(*v)
+        return out
+
+    def all(self, pods: list[str]) -> dict[str, dict[str, Run]]:
+        return {p: self.for_pod(p) for p in pods}
+
+    def create(self, run: Run, txn: Any = None) -> bool:
+        """Create the record (in `txn` when given, committed here); False if it exists."""
+        path = paths.run(self.zk, run.pod, run.revision)
+        self.zk.ensure_path(paths.runs(self.zk, run.pod))
+        if txn is None:
+            try:
+                self.zk.create_json(path, run.to_json())
+            except NodeExistsError:
+                return False
+            return True
+        txn.create(path, json.dumps(run.to_json(), sort_keys=True).encode())
+        err = commit_error(txn.commit())
+        if isinstance(err, NodeExistsError):
+            return False
+        if err is not None:
+            raise err
+        return True
+
+    def update(self, run: Run, txn: Any = None) -> Run:
+        """Write `run` if it is still at `run.version` (`BadVersionError` otherwise)."""
+        path = paths.run(self.zk, run.pod, run.revision)
+        if txn is None:
+            run.version = self.zk.set_json(path, run.to_json(), version=run.version)
+            return run
+        txn.set_data(path, json.dumps(run.to_json(), sort_keys=True).encode(), version=run.version)
+        err = commit_error(txn.commit())
+        if err is not None:
+            raise err
+        run.version += 1
+        return run
+
+    def delete(self, run: Run) -> None:
+        self.zk.delete(paths.run(self.zk, run.pod, run.revision), version=run.version)
+
+    # -- halts ---------------------------------------------------------------------
+
+    def halt(self, revision: str, pod: str, error: str) -> None:
+        try:
+            self.zk.create_json(paths.halt(self.zk, revision),
+                                {"revision": revision, "pod": pod, "error": error, "at": time.time()})
+        except NodeExistsError:
+            pass
+
+    def halts(self) -> dict[str, dict[str, Any]]:
+        base = paths.halts(self.zk)
+        out = {}
+        for n in self.zk.children(base):
+            got = self.zk.get_json(f"{base}/{n}")
+            if got:
+                out[n] = got[0]
+        return out
+
+    def unhalt(self, revision: str) -> bool:
+        try:
+            return bool(self.zk.delete(paths.halt(self.zk, revision)))
+        except NoNodeError:
+            return False
+
+
+# -- the shard's own record ------------------------------------------------------------
+
+
+def ensure_tables(conn: Connection) -> None:
+    """Create the run table and the fence table on the shard if missing (MySQL/MariaDB)."""
+    conn.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {SHARD_TABLE} ("
+        " id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+        " revision VARCHAR(64) NOT NULL,"
+        " state VARCHAR(16) NOT NULL,"
+        " started DOUBLE NOT NULL,"
+        " finished DOUBLE NULL,"
+        " worker VARCHAR(255) NOT NULL,"
+        " job_id VARCHAR(64) NOT NULL,"
+        " fence BIGINT NOT NULL,"
+        " error TEXT NULL,"
+        " KEY revision_idx (revision))"))
+    conn.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {FENCE_TABLE} ("
+        " name VARCHAR(64) PRIMARY KEY,"
+        " fence BIGINT NOT NULL,"
+        " holder VARCHAR(255) NOT NULL,"
+        " at DOUBLE NOT NULL)"))
+
+
+class ShardLog:
+    """One run's row in the shard's `podjobs_migrations` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.row_id: int | None = None
+
+    def start(self, revision: str, worker: str, job_id: str, fence: int) -> None:
+        res = self.conn.execute(
+            text(f"INSERT INTO {SHARD_TABLE} (revision, state, started, worker, job_id, fence)"
+                 " VALUES (:r, 'running', :t, :w, :j, :f)"),
+            {"r": revision, "t": time.time(), "w": worker, "j": job_id, "f": fence})
+        self.row_id = int(res.lastrowid)
+
+    def finish(self, state: RunState, error: str = "") -> None:
+        if self.row_id is None:
+            return
+        self.conn.execute(
+            text(f"UPDATE {SHARD_TABLE} SET state=:s, finished=:t, error=:e WHERE id=:i"),
+            {"s": state.value, "t": time.time(), "e": error or None, "i": self.row_id})
+
+
+def shard_history(conn: Connection) -> list[dict[str, Any]]:
+    """Every run recorded on the shard, oldest first (empty when the table is missing)."""
+    from sqlalchemy import inspect as sa_inspect
+
+    if not sa_inspect(conn).has_table(SHARD_TABLE):
+        return []
+    rows = conn.execute(text(
+        f"SELECT id, revision, state, started, finished, worker, job_id, fence, error"
+        f" FROM {SHARD_TABLE} ORDER BY id")).mappings()
+    return [dict(r) for r in rows]

@@ -60,3 +60,7 @@ __all__ += ["Reenqueue"]
 from podjobs.iteration import IterationJob  # noqa: E402
 
 __all__ += ["IterationJob"]
+
+from podjobs.scheduler.periodic import periodic  # noqa: E402
+
+__all__ += ["periodic"]

@@ -85,3 +85,8 @@ def carry(tenant: str) -> str:
 def move_acks(tenant: str) -> str:
     """Hash worker id -> directory version: workers that stopped running the tenant's jobs."""
     return f"{PREFIX}moveack:{tenant}"
+
+
+def periodic(job_name: str, tick: int) -> str:
+    """String (job id, with a TTL) present once a periodic job's cron tick was enqueued."""
+    return f"{PREFIX}periodic:{job_name}:{tick}"

@@ -52,9 +52,9 @@ def topo(zk: ZK, pods: Topology) -> Topology:
 
 
 @contextmanager
-def routing(zk: ZK) -> Iterator[Router]:
+def routing(zk: ZK, check_backends: bool = True) -> Iterator[Router]:
     d = Directory(zk).start()
-    r = Router(d)
+    r = Router(d, check_backends=check_backends)
     try:
         yield r
     finally:
@@ -301,13 +301,14 @@ def test_a_deposed_leader_advances_nothing_and_its_enqueue_is_not_doubled(
     assert last_ticks(zk, spec.name, names) == [T0 + 60] * 3
 
 
+@pytest.mark.parametrize("check_backends", [True, False])
 def test_a_pod_whose_redis_is_down_is_skipped_and_the_others_go_on(
-        zk: ZK, topo: Topology, caplog: pytest.LogCaptureFixture) -> None:
+        zk: ZK, topo: Topology, caplog: pytest.LogCaptureFixture, check_backends: bool) -> None:
     TopologyStore(zk).add_pod(Pod("p0", "redis://127.0.0.1:1/0", topo.pods[0].shard_url))
     spec = pm.make_spec(periodic_app.job_a, MINUTE, per_pod=True)
     clock = FakeClock(T0 + 1)
     term = make_term(zk)
-    with routing(zk) as router:
+    with routing(zk, check_backends) as router:  # unchecked: as `podjobs scheduler` makes it
         router.directory.wait_for(lambda d: "p0" in d.pods(), 10)
         duty = pm.PeriodicDuty(zk, router, [spec], clock=clock)
         duty.tick(term)

@@ -215,8 +215,13 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
             log.error("migration %s on %s: %s", revision, pod, error)
             try:
                 shard_log.finish(state, error)
-            except Exception as exc2:  # the connection may be the thing that died
-                log.info("could not record the failure on the shard: %s", exc2)
+            except Exception:  # the connection may be the thing that died: use a fresh one
+                try:
+                    with eng.connect() as c2:
+                        shard_log.conn = c2.execution_options(isolation_level="AUTOCOMMIT")
+                        shard_log.finish(state, error)
+                except Exception as exc2:
+                    log.warning("could not record the failure on the shard: %s", exc2)
             fresh = store.get(pod, revision)
             if fresh is not None and fresh.job_id == ctx.job_id:
                 _finish(store, fresh, state, error)

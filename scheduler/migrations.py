@@ -109,7 +109,8 @@ class MigrationsDuty:
                 if run.state in (RunState.QUEUED, RunState.RUNNING):
                     self._look_after(term, run, pod.redis_url)
         halted = set(self.store.halts())
-        for pod_name, rev in plan(self.revisions.order, views, halted, self.config.canary,
+        canary = self.config.canary or (min(pods) if pods else None)
+        for pod_name, rev in plan(self.revisions.order, views, halted, canary,
                                   self.config.wave_size):
             self._queue(term, pod_name, rev, pods[pod_name].redis_url)
 

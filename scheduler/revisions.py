@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,13 +109,21 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+#: Alembic's `op` is one process-wide proxy: two revisions running in two threads of one
+#: process (pod workers of several pods in one process) would swap it under each other
+_op_lock = threading.Lock()
+
+
 def apply(conn: Connection, revisions: Revisions, revision: str) -> None:
-    """Run `revision`'s upgrade() on `conn` and record it in alembic_version."""
+    """Run `revision`'s upgrade() on `conn` and record it in alembic_version.
+
+    One at a time per process (see `_op_lock`)."""
     rev = revisions.get(revision)
-    ctx = MigrationContext.configure(conn)
-    with Operations.context(ctx):
-        rev.module.upgrade()
-    stamp(conn, revisions, revision)
+    with _op_lock:
+        ctx = MigrationContext.configure(conn)
+        with Operations.context(ctx):
+            rev.module.upgrade()
+        stamp(conn, revisions, revision)
 
 
 def stamp(conn: Connection, revisions: Revisions, revision: str) -> None:

@@ -1,7 +1,8 @@
 """The lock inside the shard, and the fence, that guard each step of a migration.
 
 1. `ShardLock(conn, fence, holder, still_ours)` on the one connection that
-   will run the DDL (MySQL/MariaDB): `acquire()` takes `GET_LOCK(name)`. If
+   will run the DDL (MySQL/MariaDB): `acquire()` takes `GET_LOCK(name)`, the
+   name being "podjobs_migrations.<database>" (lock names are server-wide). If
    another connection holds it past `steal_after` seconds, that holder is a
    runner that lost the ZooKeeper lock we now hold (it was paused or cut off),
    so its connection is killed (`KILL`) and the lock taken: the stale runner's
@@ -33,7 +34,9 @@ from .runs import FENCE_TABLE
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "podjobs_migrations"
+#: GET_LOCK names are server-wide: the shard's database name is appended, so shards that
+#: share a MySQL server do not share the lock
+LOCK_PREFIX = "podjobs_migrations"
 _CHECK = (f"SELECT IS_USED_LOCK(%s) = CONNECTION_ID(), "
           f"(SELECT fence FROM {FENCE_TABLE} WHERE name = %s)")
 
@@ -47,7 +50,7 @@ class ShardLock:
 
     def __init__(self, conn: Connection, fence: int, holder: str,
                  still_ours: Callable[[], str | None] = lambda: None, *,
-                 name: str = LOCK_NAME, steal_after: float = 5.0) -> None:
+                 name: str | None = None, steal_after: float = 5.0) -> None:
         if conn.dialect.name not in ("mysql", "mariadb"):
             raise PodjobsError(
                 f"migrations need a MySQL or MariaDB shard (GET_LOCK); this shard is "
@@ -56,6 +59,9 @@ class ShardLock:
         self.fence = fence
         self.holder = holder
         self.still_ours = still_ours
+        if name is None:
+            db = conn.execute(text("SELECT DATABASE()")).scalar() or ""
+            name = f"{LOCK_PREFIX}.{db}"[:64]
         self.name = name
         self.steal_after = steal_after
         self.steps = 0

@@ -26,7 +26,7 @@ from podjobs.pods.topology import register_topology
 from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from podjobs.scheduler import status as status_mod
-from podjobs.scheduler.leader import leader_info
+from podjobs.scheduler.leader import contenders, leader_info
 from podjobs.scheduler.runs import RunStore, shard_history
 from tests.apps import migration_probe
 from tests.helpers import REPO, fast_config, stop_proc, wait_until
@@ -152,3 +152,147 @@ def test_five_revisions_reach_head_in_order_on_every_shard_one_at_a_time(
     assert st["head"] == "0005" and st["leader"]["id"] == "s1"
     assert all(s["current"] == "0005" and not s["pending"] and not s["running"]
                for s in st["shards"])
+
+
+def control(url: str, rev: str, fail: int = 0, pause: float = 0.1) -> None:
+    e = create_engine(url)
+    with e.begin() as c:
+        c.execute(text("REPLACE INTO mig_control (rev, fail, pause) VALUES (:r, :f, :p)"),
+                  {"r": rev, "f": fail, "p": pause})
+    e.dispose()
+
+
+def leader_is(zk: ZK, name: str) -> bool:
+    info = leader_info(zk)
+    return info is not None and info.get("id") == name
+
+
+def cli(zk_spec: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podjobs.cli", *args, "--zk", zk_spec],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_twice(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    for url in shards.values():
+        for rev in ORDER:
+            control(url, rev, pause=0.25)
+    s1 = schedulers.start("s1")
+    wait_until(lambda: leader_is(zk, "s1"), 20, "s1 leads")
+    schedulers.start("s2")
+    wait_until(lambda: len(contenders(zk)) == 2, 20, "s2 stands by")
+    res = cli(schedulers.zk_spec, "scheduler", "status")
+    assert "leader: s1" in res.stdout and "standing by: s2" in res.stdout, res.stdout
+    store = RunStore(zk)
+    wait_until(lambda: store.get("p1", "0002") is not None, 30, "the rollout is under way")
+    assert not all_complete(zk, sorted(shards))
+    s1.send_signal(signal.SIGKILL)
+    s1.wait(10)
+    killed_at = time.time()
+    wait_until(lambda: leader_is(zk, "s2"), SESSION * 3 + 5, "s2 takes over")
+    took_over = time.time() - killed_at
+    assert took_over < SESSION + 3, f"the standby took {took_over:.1f} s to lead"
+    wait_until(lambda: all_complete(zk, sorted(shards)), 60, "every shard at head")
+    for url in shards.values():
+        check_applied_once_in_order(url)
+    terms = {r.queued_by for p in shards for r in store.for_pod(p).values()}
+    assert terms == {"s1", "s2"}, terms
+
+
+def test_a_leader_paused_past_its_session_applies_nothing_after_it_resumes(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    for url in shards.values():
+        for rev in ORDER:
+            control(url, rev, pause=0.25)
+    s1 = schedulers.start("s1")
+    wait_until(lambda: leader_is(zk, "s1"), 20, "s1 leads")
+    s1_term = leader_info(zk)["term"]  # type: ignore[index]
+    schedulers.start("s2")
+    store = RunStore(zk)
+    wait_until(lambda: (r := store.get("p1", "0002")) is not None, 30, "the rollout is under way")
+    s1.send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
+    wait_until(lambda: leader_is(zk, "s2"), SESSION * 3 + 5, "s2 takes over")
+    time.sleep(0.5)  # s2 acts for a while as the only leader
+    s1.send_signal(signal.SIGCONT)
+    wait_until(lambda: "no longer leader" in schedulers.log("s1") or
+               "stopped leading" in schedulers.log("s1"), 15, "s1 notices it lost the lead")
+    wait_until(lambda: all_complete(zk, sorted(shards)), 60, "every shard at head")
+    for url in shards.values():
+        check_applied_once_in_order(url)
+    for p in shards:
+        for r in store.for_pod(p).values():
+            if r.queued_term == s1_term:
+                assert r.queued_at < stopped_at, f"paused leader s1 queued {r.revision} on {p}"
+    assert leader_is(zk, "s2")
+    assert s1.poll() is None, "the old leader keeps running as a standby"
+
+
+def test_killing_the_connection_that_holds_get_lock_stops_the_runner_before_its_next_step(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers,
+        cluster: Any) -> None:
+    control(shards["p1"], "0002", pause=3.0)  # sleeps before its first step
+    schedulers.start("s1")
+    e = create_engine(shards["p1"], isolation_level="AUTOCOMMIT")  # no snapshot: see new rows
+    with e.connect() as c:
+        wait_until(lambda: ("0002", "start") in [(r, ev) for r, ev, _ in migration_probe.events(c)],
+                   30, "0002 started on p1")
+        holder = c.execute(text("SELECT IS_USED_LOCK(CONCAT('podjobs_migrations.', DATABASE()))")).scalar()
+        assert holder is not None
+        c.execute(text(f"KILL {int(holder)}"))
+    store = RunStore(zk)
+    run = wait_until(lambda: (r := store.get("p1", "0002")) is not None and r.state == "failed"
+                     and r, 20, "the run fails")
+    assert "Lost connection" in run.error or "2013" in run.error or "gone away" in run.error, run.error
+    rev, events, history = shard_state(shards["p1"])
+    assert rev == "0001"
+    assert [ev for r, ev, _ in events if r == "0002"] == ["start"], events
+    assert history[-1]["revision"] == "0002" and history[-1]["state"] == "failed"
+    # the halt keeps 0002 off the other pods; wait says failed (exit 1)
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "10", "--interval", "0.2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "p1: 0002 failed" in res.stdout
+    assert all(shard_state(shards[p])[0] == "0001" for p in ("p2", "p3"))
+    e.dispose()
+
+
+def test_a_failing_revision_halts_the_rollout_is_reported_and_retry_goes_on(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    control(shards["p2"], "0003", fail=1)
+    schedulers.start("s1", "--wave", "1")
+    store = RunStore(zk)
+    run = wait_until(lambda: (r := store.get("p2", "0003")) is not None and r.state == "failed"
+                     and r, 40, "0003 fails on p2")
+    assert "fails at step 1" in run.error
+    # a timeout while it is halted is still a failure (1), reported with the error
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "5", "--interval", "0.2")
+    assert res.returncode == 1 and "p2: 0003 failed" in res.stdout, res.stdout + res.stderr
+    st = json.loads(cli(schedulers.zk_spec, "migrations", "status", "--json").stdout)
+    p2 = next(s for s in st["shards"] if s["pod"] == "p2")
+    assert p2["current"] == "0002" and p2["failures"][0]["revision"] == "0003"
+    assert "fails at step 1" in p2["failures"][0]["error"]
+    assert "0003" in st["halts"]
+    # p3 comes after p2: 0003 never started there
+    assert shard_state(shards["p3"])[0] == "0002"
+    text_status = cli(schedulers.zk_spec, "migrations", "status").stdout
+    assert "halted: 0003" in text_status and "fails at step 1" in text_status
+    # waiting for an earlier revision that is everywhere succeeds (0)
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--revision", "0002", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    # fix the cause, retry: the rollout goes on to head
+    control(shards["p2"], "0003", fail=0)
+    res = cli(schedulers.zk_spec, "migrations", "retry", "0003")
+    assert res.returncode == 0, res.stderr
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "60", "--interval", "0.2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert at_head(shards)
+
+
+def test_wait_times_out_with_exit_code_2_and_prints_progress(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    control(shards["p1"], "0001", pause=3.0)
+    schedulers.start("s1")
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "1.5", "--interval", "0.2")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "timed out" in res.stdout

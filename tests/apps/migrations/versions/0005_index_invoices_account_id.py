@@ -1,6 +1,5 @@
 """index invoices.account_id"""
 
-import sqlalchemy as sa
 from alembic import op
 
 from tests.apps import migration_probe

@@ -210,7 +210,7 @@ def test_a_leader_paused_past_its_session_applies_nothing_after_it_resumes(
     s1_term = leader_info(zk)["term"]  # type: ignore[index]
     schedulers.start("s2")
     store = RunStore(zk)
-    wait_until(lambda: (r := store.get("p1", "0002")) is not None, 30, "the rollout is under way")
+    wait_until(lambda: store.get("p1", "0002") is not None, 30, "the rollout is under way")
     s1.send_signal(signal.SIGSTOP)
     stopped_at = time.time()
     wait_until(lambda: leader_is(zk, "s2"), SESSION * 3 + 5, "s2 takes over")

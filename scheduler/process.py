@@ -71,6 +71,14 @@ class Scheduler:
                 try:
                     duty.tick(term)
                 except NotLeader:
+                    # the session may look fine while our election node is gone (a new
+                    # session before LOST reached the listener): then the term is over
+                    try:
+                        if self.zk.connected and not self.zk.exists(term.node_path):
+                            term.over.set()
+                            term.changed.set()
+                    except KazooException:
+                        pass
                     break
                 except KazooException as exc:
                     log.warning("scheduler duty %s: ZooKeeper error %r; next tick", duty.name, exc)

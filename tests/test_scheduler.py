@@ -296,3 +296,35 @@ def test_wait_times_out_with_exit_code_2_and_prints_progress(
     res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "1.5", "--interval", "0.2")
     assert res.returncode == 2, res.stdout + res.stderr
     assert "timed out" in res.stdout
+
+
+def test_a_data_migration_runs_its_backfill_and_completes_only_when_it_is_done(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    from tests.apps import data_migration_app  # noqa: F401 - the workers run its backfill
+
+    schedulers.start("s1", "--migrations", str(REPO / "tests" / "apps" / "migrations_data"),
+                     "--wave", "2")
+    store = RunStore(zk)
+    seen_progress = []
+
+    def done() -> bool:
+        st = status_mod.collect(zk)
+        for s in st["shards"]:
+            for r in s["running"]:
+                if r["backfill_job"]:
+                    seen_progress.append((s["pod"], r["progress"]))
+        return all((r := store.get(p, "d002")) is not None and r.state == "complete"
+                   for p in shards)
+
+    wait_until(done, 60, "d002 complete everywhere")
+    assert seen_progress, "status never showed a running backfill"
+    for url in shards.values():
+        e = create_engine(url)
+        with e.connect() as c:
+            labels = c.execute(text("SELECT id, label FROM items ORDER BY id")).all()
+        e.dispose()
+        assert len(labels) == 200 and all(lbl == f"item-{i}" for i, lbl in labels)
+    for p in shards:
+        run = store.get(p, "d002")
+        assert run is not None and run.backfill_job
+        assert run.extra["progress"]["state"] == "succeeded"

@@ -22,7 +22,19 @@ import time
 from typing import Any
 
 import redis
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    select,
+    text,
+    update,
+)
 
 import podjobs
 from podjobs.iteration import IterationJob, enumerators
@@ -164,3 +176,29 @@ class BackfillFingerprints(IterationJob):
 
     def on_shutdown(self, ctx: podjobs.Context, **_: Any) -> None:
         self._run_log(ctx, "shutdown")
+
+
+# -- a data migration's backfill (demo/migrations/versions/0002) ---------------------------
+
+#: what the backfill writes into orders.total_cents: order_no * this (a made-up price)
+PRICE_CENTS = 1250
+
+
+class BackfillOrderTotals(IterationJob):
+    """Fills `orders.total_cents` where it is NULL, `batch` rows per item in id order.
+
+    Enqueued by the migration job of revision 0002 on each shard's pod, after the
+    column was added; a tenant-less job, so it covers the whole shard. (`orders`
+    above describes the schema before 0002, so the update is written in SQL.)"""
+
+    job_name = "demo.backfill_order_totals"
+    queue = "low"
+
+    def build_enumerator(self, ctx: podjobs.Context, cursor: Any, *, batch: int = 50) -> Any:
+        return enumerators.batches(ctx.db, select(orders.c.id), [orders.c.id], cursor,
+                                   batch_size=batch, count=True)
+
+    def each_iteration(self, ctx: podjobs.Context, rows: Any, *, batch: int = 50) -> None:
+        stmt = text("UPDATE orders SET total_cents = order_no * :price WHERE id IN :ids "
+                    "AND total_cents IS NULL").bindparams(bindparam("ids", expanding=True))
+        ctx.db.execute(stmt, {"price": PRICE_CENTS, "ids": [r.id for r in rows]})

@@ -1,6 +1,7 @@
 """`make demo` end to end: `python -m demo.run` starts its own cluster and workers,
 runs the single-pod workload, the tenants-on-3-pods section and the backfill that
-survives a worker restart, tears everything down and exits 0."""
+survives a worker restart, the scheduler's migration rollout and the periodic
+reconciliation, tears everything down and exits 0."""
 
 from __future__ import annotations
 
@@ -76,3 +77,17 @@ def test_demo_runs_end_to_end() -> None:
     assert ("verified: every one of shop-1's 30,000 rows backfilled exactly once "
             "(fingerprint = id * 2654435761 mod 2^32, backfilled = 1); shop-4's 3,000 rows "
             "untouched") in out, out
+    # 5. migrations rolled out by the scheduler, canary first, while orders kept coming
+    assert "== migrations as jobs: 2 new revisions, rolled out pod by pod ==" in out, out
+    assert re.search(r"^leader: sched-a .*\nstanding by: sched-b$", out, re.M), out
+    assert "  every shard completed 0002" in out, out
+    for pod in ("p1", "p2", "p3"):
+        assert re.search(rf"^{pod}\s+active\s+0002\s+-\s+-\s+-$", out, re.M), out
+    timeline = re.findall(r"^\s+[\d.]+\s+[\d.]+\s+(p\d)\s+(000\d)\s+complete$", out, re.M)
+    assert sorted(timeline) == [(p, r) for p in ("p1", "p2", "p3") for r in ("0001", "0002")], out
+    assert [p for p, r in timeline if r == "0001"][0] == "p1", out
+    assert "all 120 orders enqueued during the rollout were written" in out, out
+    assert "every order placed before the rollout has total_cents" in out, out
+    for pod in ("p1", "p2", "p3"):
+        assert re.search(rf"^    {pod}: tick .* UTC, 0 problem\(s\) \(consistent\)$", out, re.M), out
+    assert re.search(r"^  scheduler pid \d+: exit 0 after SIGTERM", out, re.M), out

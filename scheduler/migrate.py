@@ -183,7 +183,7 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                 error = (f"an earlier run (worker {run.worker or '?'}) stopped midway; the shard "
                          f"is at {at or 'base'}, the revision may be half applied: check the shard, "
                          f"then 'podjobs migrations retry' or 'skip'")
-                _finish(store, run, RunState.FAILED, error)
+                _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
                 return {"result": "failed", "error": error}
             if at != rev.down:
                 error = (f"shard {pod} is at {at or 'base'} but {revision} follows "
@@ -223,7 +223,8 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                 except Exception as exc2:
                     log.warning("could not record the failure on the shard: %s", exc2)
             fresh = store.get(pod, revision)
-            if fresh is not None and fresh.job_id == ctx.job_id:
+            if fresh is not None and fresh.job_id == ctx.job_id and fresh.fence == fence \
+                    and fresh.state == RunState.RUNNING:
                 _finish(store, fresh, state, error)
             if isinstance(exc, LockLost | KazooException) or cancelled:
                 return {"result": state.value, "error": error}

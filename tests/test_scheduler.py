@@ -328,3 +328,57 @@ def test_a_data_migration_runs_its_backfill_and_completes_only_when_it_is_done(
         run = store.get(p, "d002")
         assert run is not None and run.backfill_job
         assert run.extra["progress"]["state"] == "succeeded"
+
+
+def spawn_pod_worker(zk_spec: str, pod: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "podjobs.cli", "worker", "--pod", pod, "--zk", zk_spec,
+           "--app", "tests.apps.core_app", "--concurrency", "2", "--heartbeat-ttl", "1",
+           "--poll-interval", "0.05", "--log-level", "info"]
+    return subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def test_a_runner_paused_past_its_session_is_fenced_off_and_applies_nothing(
+        zk: ZK, shards: dict[str, str], schedulers: Schedulers, tmp_path: Path) -> None:
+    control(shards["p1"], "0001", pause=4.0)  # the runner sleeps before its first step
+    w1 = spawn_pod_worker(schedulers.zk_spec, "p1", tmp_path / "w1.log")
+    w2 = None
+    try:
+        schedulers.start("s1")
+        e = create_engine(shards["p1"], isolation_level="AUTOCOMMIT")
+        with e.connect() as c:
+            wait_until(lambda: ("0001", "start") in [(r, ev) for r, ev, _ in
+                                                     migration_probe.events(c)],
+                       30, "0001 started on p1")
+        w1.send_signal(signal.SIGSTOP)
+        w2 = spawn_pod_worker(schedulers.zk_spec, "p1", tmp_path / "w2.log")
+        store = RunStore(zk)
+        # w2 recovers the job, takes the ZooKeeper lock once w1's session expired, kills w1's
+        # connection that still holds GET_LOCK, raises the fence and finds the revision half done
+        run = wait_until(lambda: (r := store.get("p1", "0001")) is not None
+                         and r.state == "failed" and r, 30, "the take-over fails the run")
+        assert "stopped midway" in run.error, run.error
+        assert "killing that stale runner's connection" in (tmp_path / "w2.log").read_text()
+        control(shards["p1"], "0001", pause=0.1)
+        w1.send_signal(signal.SIGCONT)
+        wait_until(lambda: "migration 0001 on p1:" in (tmp_path / "w1.log").read_text(), 15,
+                   "w1 wakes and stops")
+        rev, events, history = shard_state(shards["p1"])
+        assert rev is None
+        assert [ev for r, ev, _ in events] == ["start"], events  # no step by the paused runner
+        fences = [h["fence"] for h in history]
+        assert store.get("p1", "0001").error == run.error  # type: ignore[union-attr]
+        with e.connect() as c:
+            shard_fence = c.execute(text("SELECT fence FROM podjobs_migration_fence")).scalar()
+        assert shard_fence == run.fence and shard_fence > min(fences)
+        # the operator retries: the rollout goes on
+        res = cli(schedulers.zk_spec, "migrations", "retry", "0001")
+        assert res.returncode == 0, res.stderr
+        wait_until(lambda: (r := store.get("p1", "0001")) is not None and r.state == "complete",
+                   30, "0001 complete on p1 after the retry")
+        e.dispose()
+    finally:
+        for w in (w1, w2):
+            if w is not None:
+                w.send_signal(signal.SIGCONT)
+                stop_proc(w)

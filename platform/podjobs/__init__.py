@@ -61,6 +61,10 @@ from podjobs.iteration import IterationJob  # noqa: E402
 
 __all__ += ["IterationJob"]
 
+from podjobs.status import Created  # noqa: E402
+
+__all__ += ["Created"]
+
 from podjobs.scheduler.periodic import periodic  # noqa: E402
 
 __all__ += ["periodic"]

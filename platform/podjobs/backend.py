@@ -21,6 +21,7 @@ from redis.commands.core import Script
 
 from podjobs import keys
 from podjobs.errors import BackendUnavailable, ConfigurationError
+from podjobs.status import StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
 DEAD_MAX_JOBS = 10_000
@@ -46,6 +47,7 @@ class Backend(Protocol):
         delay_ms: int | None = None,
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
+        status: StatusWrite | None = None,
     ) -> int: ...
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None: ...
@@ -60,14 +62,16 @@ class Backend(Protocol):
         unique_key: str | None,
         children: Sequence[tuple[str, str]],
         in_flight: bool = True,
+        status: StatusWrite | None = None,
     ) -> bool: ...
 
     def retry(
-        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True
+        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True,
+        status: StatusWrite | None = None,
     ) -> bool: ...
 
     def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
-                  in_flight: bool = True) -> bool: ...
+                  in_flight: bool = True, status: StatusWrite | None = None) -> bool: ...
 
     def dead(
         self,
@@ -77,7 +81,10 @@ class Backend(Protocol):
         payload: str,
         in_flight: bool = True,
         unique_key: str | None = None,
+        status: StatusWrite | None = None,
     ) -> bool: ...
+
+    def start(self, status: StatusWrite) -> None: ...
 
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int: ...
 
@@ -91,7 +98,15 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]]) -> bool: ...
+    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
+             status: StatusWrite | None = None) -> bool: ...
+
+
+def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:
+    """Append a tracked job's status key and (fields, TTL) to a script call."""
+    if status is not None:
+        ks.append(status.key)
+        args += (status.fields, status.ttl_s)
 
 
 def text(v: bytes | str) -> str:
@@ -118,7 +133,7 @@ class RedisBackend:
     SCRIPTS = (
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
-        "hold", "release", "end_hold", "take", "reenqueue", "carry",
+        "hold", "release", "end_hold", "take", "reenqueue", "carry", "start", "cancel",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
@@ -181,10 +196,12 @@ class RedisBackend:
         delay_ms: int | None = None,
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
+        status: StatusWrite | None = None,
     ) -> int:
         """Push payloads to `queue` now, after `delay_ms`, or at `at_ms`.
 
         `unique` = (key, ttl_ms, owner job id): nothing is written while the key is held.
+        `status`: the status record of a tracked job (one payload), written in the same step.
         Returns how many payloads were written.
         """
         if delay_ms is not None:
@@ -195,8 +212,14 @@ class RedisBackend:
             when, ms = "now", 0
         ukey, uttl, owner = unique if unique else (keys.QUEUES, 0, "")
         ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue), ukey]
+        if status is not None:
+            if len(payloads) != 1:
+                raise ValueError("a tracked enqueue carries one job")
+            ks.append(status.key)
+            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, status.fields,
+                                                             status.ttl_s, payloads[0]]))
         if len(payloads) <= ENQUEUE_CHUNK:
-            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, *payloads]))
+            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, "", 0, *payloads]))
         if unique:
             raise ValueError("a unique enqueue carries one job")
         written = 0
@@ -204,7 +227,7 @@ class RedisBackend:
             pipe = self.redis.pipeline(transaction=True)  # all chunks or none
             for i in range(0, len(payloads), ENQUEUE_CHUNK):
                 chunk = payloads[i : i + ENQUEUE_CHUNK]
-                self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", *chunk], client=pipe)
+                self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, *chunk], client=pipe)
             for n in pipe.execute():
                 written += int(n)
         return written
@@ -243,29 +266,36 @@ class RedisBackend:
         unique_key: str | None,
         children: Sequence[tuple[str, str]],
         in_flight: bool = True,
+        status: StatusWrite | None = None,
     ) -> bool:
-        """Ack one job, release its unique key and enqueue its chained children."""
-        ks = [keys.inflight(worker_id, queue), keys.stat("processed"),
-              unique_key or keys.inflight(worker_id, queue), keys.QUEUES]
-        args: list[str] = [job_id, "1" if unique_key else "0", "0" if in_flight else "1"]
+        """Ack one job, release its unique key, enqueue its chained children and mark its
+        status record (when tracked) succeeded."""
+        inflight = keys.inflight(worker_id, queue)
+        ks = [inflight, keys.stat("processed"), unique_key or inflight, keys.QUEUES,
+              status.key if status else inflight]
+        args: list[str | int] = [job_id, "1" if unique_key else "0", "0" if in_flight else "1",
+                                 status.fields if status else "", status.ttl_s if status else 0]
         for cq, payload in children:
             ks += (keys.queue(cq), keys.wake(cq))
             args += (cq, payload)
         return bool(self._run("ack_one", "ack a job", ks, args))
 
     def retry(
-        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True
+        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True,
+        status: StatusWrite | None = None,
     ) -> bool:
         ks = [keys.inflight(worker_id, queue), keys.retry(queue), keys.stat("failed")]
-        return bool(self._run("retry", "schedule a retry", ks,
-                              [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]))
+        args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
+        _add_status(ks, args, status)
+        return bool(self._run("retry", "schedule a retry", ks, args))
 
     def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
-                  in_flight: bool = True) -> bool:
+                  in_flight: bool = True, status: StatusWrite | None = None) -> bool:
         """Put a job back (not a failure): at the back of its queue, or after a delay."""
         ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue), keys.scheduled(queue)]
-        return bool(self._run("reenqueue", "put a job back", ks,
-                              [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]))
+        args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
+        _add_status(ks, args, status)
+        return bool(self._run("reenqueue", "put a job back", ks, args))
 
     def dead(
         self,
@@ -275,11 +305,27 @@ class RedisBackend:
         payload: str,
         in_flight: bool = True,
         unique_key: str | None = None,
+        status: StatusWrite | None = None,
     ) -> bool:
         ks = [keys.inflight(worker_id, queue), keys.DEAD, keys.stat("dead"), unique_key or keys.DEAD]
-        args = [job_id, payload, DEAD_MAX_JOBS, DEAD_MAX_AGE_MS,
-                "0" if in_flight else "1", "1" if unique_key else "0"]
+        args: list[str | int] = [job_id, payload, DEAD_MAX_JOBS, DEAD_MAX_AGE_MS,
+                                 "0" if in_flight else "1", "1" if unique_key else "0"]
+        _add_status(ks, args, status)
         return bool(self._run("dead", "move a job to the dead set", ks, args))
+
+    def start(self, status: StatusWrite) -> None:
+        """Mark a tracked job running (one round trip; untracked jobs never call this)."""
+        self._run("start", "record a job start", [status.key], [status.fields, status.ttl_s])
+
+    def cancel(self, job_id: str, queue: str, tenant: str | None, unique_key: str | None,
+               ttl_s: int) -> tuple[str, str]:
+        """Cancel a tracked job that has not started (see lua/cancel.lua): (outcome, state)."""
+        sk = keys.status(job_id)
+        ks = [sk, keys.queue(queue), keys.scheduled(queue), keys.retry(queue),
+              keys.held(tenant) if tenant else sk, unique_key or sk]
+        res = self._run("cancel", "cancel a job", ks,
+                        [job_id, queue, ttl_s, "1" if tenant else "0", "1" if unique_key else "0"])
+        return text(res[0]), text(res[1])
 
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int:
         """Give a gone worker's in-flight jobs back (-1 when it is alive and not forced)."""
@@ -317,15 +363,21 @@ class RedisBackend:
 
     # -- tenant moves ----------------------------------------------------------------
 
-    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]]) -> bool:
+    def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
+             status: StatusWrite | None = None) -> bool:
         """Hold (job id, payload) pairs of a tenant being moved here; False when the move had
-        already finished and the jobs went onto the queue."""
+        already finished and the jobs went onto the queue. `status`: the record of a tracked
+        job (one pair)."""
         if not items:
             return True
-        args: list[str] = [queue]
+        if status is not None and len(items) != 1:
+            raise ValueError("a tracked hold carries one job")
+        args: list[str | int] = [queue, status.fields if status else "", status.ttl_s if status else 0]
         for jid, payload in items:
             args += (jid, payload)
         ks = [keys.held(tenant), keys.moving(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES]
+        if status is not None:
+            ks.append(status.key)
         return bool(self._run("hold", "hold jobs", ks, args))
 
     def held(self, tenant: str) -> dict[str, str]:

@@ -73,6 +73,12 @@ class Client:
         p = call.payload(now_ms, tenant, pod_name)
         text = encode(p, self.max_payload_bytes)
         opts = call.job.options
+        queue = call.queue or opts.queue
+        status = None
+        if call.track is not None:
+            from podjobs import status as status_mod
+
+            status = status_mod.enqueued(p, opts.retries + 1)
         unique = None
         if opts.unique_for:
             unique = (p["unique"], int(opts.unique_for * 1000), p["id"])
@@ -90,10 +96,11 @@ class Client:
             else:
                 at_ms = int(float(at) * 1000)
         if target.hold and tenant is not None and delay_ms is None and at_ms is None:
-            backend.hold(tenant, opts.queue, [(p["id"], text)])
-            return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant)
-        n = backend.enqueue(opts.queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique)
-        return JobHandle(p["id"], call.job.name, opts.queue, pod_name, tenant, enqueued=n > 0)
+            backend.hold(tenant, queue, [(p["id"], text)], status=status)
+            return JobHandle(p["id"], call.job.name, queue, pod_name, tenant)
+        n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                            status=status)
+        return JobHandle(p["id"], call.job.name, queue, pod_name, tenant, enqueued=n > 0)
 
     def enqueue_many(self, jd: JobDef, arg_sets: Sequence[tuple[Sequence[Any], dict[str, Any]]],
                      *, tenant: str | None = None, pod: str | None = None) -> list[JobHandle]:
@@ -151,9 +158,12 @@ class Client:
             if c.job.options.unique_for:
                 raise ConfigurationError(
                     f"job {c.job.name!r} is unique; enqueue it one at a time so duplicates are refused")
+            if c.track is not None:
+                raise ConfigurationError(
+                    f"job {c.job.name!r} is tracked; enqueue it one at a time so it gets its status record")
             p = c.payload(now_ms, tenant, pod_name)
-            by_queue.setdefault(c.job.options.queue, []).append(encode(p, self.max_payload_bytes))
-            handles.append(JobHandle(p["id"], c.job.name, c.job.options.queue, pod_name, tenant))
+            by_queue.setdefault(c.queue_name, []).append(encode(p, self.max_payload_bytes))
+            handles.append(JobHandle(p["id"], c.job.name, c.queue_name, pod_name, tenant))
         for q, texts in by_queue.items():
             if target.hold and tenant is not None:
                 ids = [h.id for h in handles if h.queue == q]

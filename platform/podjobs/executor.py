@@ -7,6 +7,9 @@
    then settle the outcome: success acks (batched, or one call when the job has
    chained follow-ups or a unique key); a failure retries later with backoff or,
    once retries are spent, goes to the dead set with its last error.
+4. A tracked job (payload member "track", see podjobs.status) also has its status record
+   written: one extra call when it starts, and each settlement carries the record's new
+   state in the same script (success then goes through ack_one instead of the batch).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from podjobs import backoff as backoff_mod
+from podjobs import status as status_mod
 from podjobs.acker import Acker
 from podjobs.backend import Backend
 from podjobs.context import Context
@@ -135,8 +139,12 @@ class Executor:
             if not self.backend.ack(self.worker_id, {queue: [jid]}):
                 return None  # no longer ours: another worker took it over
             in_flight = False
+        tracked = "track" in data
+        attempt = int(data.get("attempt", 0)) + 1
+        if tracked:
+            self.backend.start(status_mod.started(data, self.worker_id, attempt))
         stopping = self.stops.register(jid, data.get("tenant"), self.interrupt)
-        ctx = Context(jid, jd.name, int(data.get("attempt", 0)) + 1, queue,
+        ctx = Context(jid, jd.name, attempt, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
                       self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
                       stopping, getattr(self.backend, "url", None), self.backend)
@@ -145,8 +153,9 @@ class Executor:
         finally:
             self.stops.unregister(jid)
         if out.ok:
-            if "then" in data or "unique" in data:
-                self._ack_one(queue, data, in_flight)
+            if tracked or "then" in data or "unique" in data:
+                self._ack_one(queue, data, in_flight,
+                              status_mod.succeeded(data, out.result) if tracked else None)
             elif in_flight:
                 self.acker.add(queue, jid)
         else:
@@ -176,7 +185,8 @@ class Executor:
                  data.get("tenant"), "held for a move" if decision.hold else "forwarded",
                  self.pod, decision.pod)
 
-    def _ack_one(self, queue: str, data: dict[str, Any], in_flight: bool) -> None:
+    def _ack_one(self, queue: str, data: dict[str, Any], in_flight: bool,
+                 status: status_mod.StatusWrite | None = None) -> None:
         now = time.time_ns() // 1_000_000
         children = []
         for child in data.get("then", ()):
@@ -184,15 +194,16 @@ class Executor:
             child["enqueued_at"] = now
             children.append((child["queue"], encode(child)))
         self.backend.ack_one(self.worker_id, queue, data["id"], data.get("unique"), children,
-                             in_flight)
+                             in_flight, status)
 
     def _settle_failure(self, queue: str, jd: JobDef, data: dict[str, Any], out: Outcome,
                         in_flight: bool) -> None:
         if out.failure is Failure.REENQUEUE:
             nxt = dict(data)
             nxt.update(out.updates or {})
+            st = status_mod.requeued(data, out.message or "reenqueued") if "track" in data else None
             self.backend.reenqueue(self.worker_id, queue, data["id"], int(out.delay * 1000),
-                                   encode(nxt, 1 << 30), in_flight)
+                                   encode(nxt, 1 << 30), in_flight, st)
             return
         attempt = int(data.get("attempt", 0)) + 1
         err = out.error_dict()
@@ -213,8 +224,9 @@ class Executor:
         nxt["failed_at"] = time.time_ns() // 1_000_000
         log.info("job %s %s failed (attempt %d, %s: %s); retry in %.1f s", jd.name, data["id"],
                  attempt, err["class"], err["message"][:200], decision.delay_s)
+        st = status_mod.retrying(data, attempt, err) if "track" in data else None
         self.backend.retry(self.worker_id, queue, data["id"], int(decision.delay_s * 1000),
-                           encode(nxt, 1 << 30), in_flight)
+                           encode(nxt, 1 << 30), in_flight, st)
 
     def _settle_dead(self, queue: str, data: dict[str, Any], in_flight: bool, reason: str,
                      err: dict[str, str]) -> None:
@@ -225,8 +237,9 @@ class Executor:
         dead["attempt"] = int(data.get("attempt", 0)) + 1
         log.warning("job %s %s is dead (%s): %s", data.get("job"), data.get("id"), reason,
                     err.get("message", "")[:300])
+        st = status_mod.ended(data, reason, err, dead["attempt"]) if "track" in data else None
         self.backend.dead(self.worker_id, queue, data["id"], encode(dead, 1 << 30), in_flight,
-                          data.get("unique"))
+                          data.get("unique"), st)
 
     def _dead_raw(self, queue: str, raw: bytes, reason: str) -> None:
         field = inflight_field(raw)

@@ -26,6 +26,7 @@ from typing import Any
 from podjobs.context import Context
 from podjobs.invoke import Failure, Outcome, failed, invoke
 from podjobs.jobs import JobDef, lookup
+from podjobs.status import as_json_result
 
 log = logging.getLogger("podjobs.isolation")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -70,7 +71,9 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> 
             stopping.set()  # asked to stop before it even started
         ctx = Context(**fields, stopping=stopping)
         out = invoke(jd, ctx, args, kwargs)
-        result = out.result if isinstance(out.result, str | int | float | bool | type(None) | dict | list) else None
+        result = as_json_result(out.result)  # a Created travels as {"location": ...}
+        if not isinstance(result, str | int | float | bool | type(None) | dict | list):
+            result = None
         conn.send(("ok" if out.ok else "err", out.failure.value if out.failure else "",
                    out.error_class, out.message, out.trace, result, out.delay, out.updates))
 

@@ -54,6 +54,9 @@ class JobOptions:
     unique_for: float | None = None
     #: process isolation only: kill the child above this resident size (MiB)
     max_memory_mb: float | None = None
+    #: never run while a caller waits for it (the HTTP API answers 417 to a synchronous
+    #: request); iteration jobs are asynchronous-only whatever this says
+    async_only: bool = False
 
 
 @dataclass(slots=True)
@@ -76,6 +79,8 @@ class JobDef:
         self.name = name
         self.fn = fn
         self.options = options
+        #: the `Job` subclass this definition was made from (None for a function)
+        self.job_class: type | None = None
         params = list(inspect.signature(fn).parameters.values())
         self.takes_ctx = bool(params) and params[0].name == "ctx"
         for p in params:
@@ -161,12 +166,22 @@ class JobDef:
 
 @dataclass
 class Call:
-    """A job with its arguments and the follow-ups to run after it succeeds."""
+    """A job with its arguments and the follow-ups to run after it succeeds.
+
+    `queue` overrides the job's queue; `track` (seconds) gives the job a status record
+    (`podjobs.status`), kept that long after it finished: what the HTTP API's status
+    monitors read. Untracked jobs (the default) cost nothing extra."""
 
     job: JobDef
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     followups: list[Call] = field(default_factory=list)
+    queue: str | None = None
+    track: int | None = None
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or self.job.options.queue
 
     def then(self, other: JobDef | Call, *args: Any, **kwargs: Any) -> Call:
         """Run `other` after the last job of this chain succeeds; returns this chain."""
@@ -184,7 +199,7 @@ class Call:
         if self.kwargs:
             check_value(self.kwargs, f"job {self.job.name!r} keyword argument")
         p: dict[str, Any] = {
-            "id": new_id(now_ms), "job": self.job.name, "queue": self.job.options.queue,
+            "id": new_id(now_ms), "job": self.job.name, "queue": self.queue or self.job.options.queue,
             "args": list(self.args), "kwargs": self.kwargs, "enqueued_at": now_ms, "attempt": 0,
         }
         if tenant is not None:
@@ -195,12 +210,14 @@ class Call:
             p["unique"] = self.unique_key()
         if self.followups:
             p["then"] = [c.payload(now_ms, tenant, pod) for c in self.followups]
+        if self.track is not None:
+            p["track"] = int(self.track)
         return p
 
     def unique_key(self) -> str:
         from podjobs import keys
 
-        canon = json.dumps([self.job.options.queue, list(self.args), self.kwargs],
+        canon = json.dumps([self.queue or self.job.options.queue, list(self.args), self.kwargs],
                            sort_keys=True, separators=(",", ":"))
         return keys.unique(self.job.name, hashlib.sha1(canon.encode()).hexdigest())
 
@@ -222,11 +239,13 @@ def job(
     delivery: Delivery | str = Delivery.AT_LEAST_ONCE,
     unique_for: float | timedelta | None = None,
     max_memory_mb: float | None = None,
+    async_only: bool = False,
 ) -> Any:
     """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function."""
 
     def wrap(f: Callable[..., Any]) -> JobDef:
-        opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb)
+        opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb,
+                            async_only)
         return register(JobDef(name or f"{f.__module__}.{f.__qualname__}", f, opts))
 
     return wrap(fn) if fn is not None else wrap
@@ -234,7 +253,7 @@ def job(
 
 def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
                  delivery: Delivery | str, unique_for: float | timedelta | None,
-                 max_memory_mb: float | None) -> JobOptions:
+                 max_memory_mb: float | None, async_only: bool = False) -> JobOptions:
     if not queue or "," in queue or ":" in queue or queue != queue.strip():
         raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
     try:
@@ -245,7 +264,7 @@ def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout
     if retries < 0:
         raise ConfigurationError(f"retries={retries} must be >= 0")
     uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
-    return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb)
+    return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb, bool(async_only))
 
 
 def register(jd: JobDef) -> JobDef:
@@ -287,6 +306,7 @@ class Job:
     delivery: ClassVar[Delivery | str] = Delivery.AT_LEAST_ONCE
     unique_for: ClassVar[float | None] = None
     max_memory_mb: ClassVar[float | None] = None
+    async_only: ClassVar[bool] = False
     job_name: ClassVar[str | None] = None
     definition: ClassVar[JobDef]
 
@@ -300,8 +320,10 @@ class Job:
 
         run.__signature__ = _perform_signature(cls)  # type: ignore[attr-defined]
         opts = make_options(cls.queue, cls.retries, cls.backoff, cls.timeout, cls.delivery,
-                            cls.unique_for, cls.max_memory_mb)
-        cls.definition = register(JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts))
+                            cls.unique_for, cls.max_memory_mb, cls.async_only)
+        jd = JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts)
+        jd.job_class = cls
+        cls.definition = register(jd)
 
     @classmethod
     def enqueue(cls, *args: Any, tenant: str | None = None, pod: str | None = None,

@@ -195,9 +195,15 @@ class Inspector:
         data["attempt"] = 0
         data["enqueued_at"] = self._redis_ms()
         q = str(data.get("queue", "default"))
-        res = self.backend._run("dead_retry", "retry a dead job",
-                                [zkey, keys.queue(q), keys.wake(q), keys.QUEUES],
-                                [member, encode(data, 1 << 30), q])
+        ks = [zkey, keys.queue(q), keys.wake(q), keys.QUEUES]
+        args: list[Any] = [member, encode(data, 1 << 30), q]
+        if "track" in data and isinstance(data.get("id"), str):
+            from podjobs import status
+
+            st = status.revived(data)  # a tracked job's record says queued again
+            ks.append(st.key)
+            args += (st.fields, st.ttl_s)
+        res = self.backend._run("dead_retry", "retry a dead job", ks, args)
         return bool(res)
 
     def dead_retry_all(self) -> int:

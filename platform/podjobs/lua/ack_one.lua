@@ -1,14 +1,18 @@
--- ack_one: finish one job that has follow-ups: release its unique key and
--- enqueue its chained children, only if the job was still in flight.
+-- ack_one: finish one job that has follow-ups, a unique key or a status record: release
+-- its unique key, enqueue its chained children and mark its status succeeded, only if the
+-- job was still in flight.
 -- KEYS[1] in-flight hash (pj:inflight:WORKER:NAME)
 -- KEYS[2] processed counter (pj:stat:processed)
 -- KEYS[3] unique key (pj:unique:JOB:DIGEST) or the in-flight hash again when none
 -- KEYS[4] queues set (pj:queues)
--- KEYS[5..] pairs per child: queue list, wake list
+-- KEYS[5] status hash (pj:status:ID) or the in-flight hash again when untracked
+-- KEYS[6..] pairs per child: queue list, wake list
 -- ARGV[1] job id
 -- ARGV[2] "1" when KEYS[3] is a unique key to release
 -- ARGV[3] "1" when the job need not be in flight (at-most-once: acked before it ran)
--- ARGV[4..] per child: queue name, payload
+-- ARGV[4] status fields as a JSON object of strings ("" = untracked)
+-- ARGV[5] status TTL in seconds
+-- ARGV[6..] per child: queue name, payload
 -- Returns: 1 when acked now, 0 when the job was not in flight.
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then
   return 0
@@ -17,13 +21,22 @@ redis.call('INCR', KEYS[2])
 if ARGV[2] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
   redis.call('DEL', KEYS[3])
 end
-local k = 5
-for i = 4, #ARGV, 2 do
+local k = 6
+for i = 6, #ARGV, 2 do
   redis.call('SADD', KEYS[4], ARGV[i])
   redis.call('LPUSH', KEYS[k], ARGV[i + 1])
   if redis.call('LLEN', KEYS[k + 1]) == 0 then
     redis.call('LPUSH', KEYS[k + 1], '1')
   end
   k = k + 2
+end
+if ARGV[4] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local a = {'updated_ms', now, 'finished_ms', now}
+  for f, v in pairs(cjson.decode(ARGV[4])) do a[#a + 1] = f; a[#a + 1] = v end
+  redis.call('HSET', KEYS[5], unpack(a))
+  redis.call('HDEL', KEYS[5], 'payload', 'worker', 'run_at_ms')
+  redis.call('EXPIRE', KEYS[5], ARGV[5])
 end
 return 1

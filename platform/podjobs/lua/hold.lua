@@ -6,16 +6,27 @@
 -- KEYS[3] queue list (pj:q:NAME)
 -- KEYS[4] wake list (pj:wake:NAME)
 -- KEYS[5] queues set (pj:queues)
+-- KEYS[6] status hash (pj:status:ID), only when ARGV[2] ~= "" (a tracked job: one pair)
 -- ARGV[1] queue name
--- ARGV[2..] pairs: job id, payload
+-- ARGV[2] status fields as a JSON object of strings ("" = untracked)
+-- ARGV[3] status TTL in seconds
+-- ARGV[4..] pairs: job id, payload
 -- Returns: 1 when held, 0 when enqueued because the move had finished.
+if ARGV[2] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local a = {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[5], 'run_at_ms', now}
+  for k, v in pairs(cjson.decode(ARGV[2])) do a[#a + 1] = k; a[#a + 1] = v end
+  redis.call('HSET', KEYS[6], unpack(a))
+  redis.call('EXPIRE', KEYS[6], ARGV[3])
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  for i = 2, #ARGV, 1000 do
+  for i = 4, #ARGV, 1000 do
     redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   return 1
 end
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('LPUSH', KEYS[3], ARGV[i])
 end
 redis.call('SADD', KEYS[5], ARGV[1])

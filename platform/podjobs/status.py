@@ -1,0 +1,214 @@
+"""Per-job status records: what a status monitor (the HTTP API's `GET /v1/jobs/{id}`) reads.
+
+Only *tracked* jobs have one: a payload with a `"track"` member (its value is the number of
+seconds the record is kept once the job has finished). The HTTP API tracks every job it
+enqueues; Python enqueues are untracked unless they ask (`Call(..., track=seconds)`), so
+the core's hot paths (enqueue, reserve, batched acks) do not change for them.
+
+1. The record is a hash `pj:status:{id}` in the Redis of the pod the job was enqueued on;
+   each transition is written by the Lua script that makes the transition itself (one round
+   trip, atomic with it): enqueue/hold (queued), start (running), ack_one (succeeded),
+   retry (retrying), dead (failed or dead), reenqueue (queued again: an iteration job
+   resuming, a throttled job), dead_retry (queued again by an operator), cancel (cancelled).
+2. The builders here make the `StatusWrite` (key, fields as JSON, TTL) each script takes;
+   they are pure.
+3. `Created(location)`: what a job returns to declare the resource it created; a dict with a
+   string "location" works the same (so does a process-isolated job's result).
+
+Record fields (all strings): state, job, queue, tenant, pod, attempts, max_attempts,
+enqueued_ms, run_at_ms (when a queued or retrying job is due), started_ms (first start),
+updated_ms, finished_ms (Redis clock), worker (while running), reason (why it died or was
+put back), error (JSON {"class", "message"}), location and result (JSON) of a succeeded
+job, and payload (the job as stored while it waits in a queue or set, so `cancel` can remove
+exactly it; dropped when the job starts).
+
+States:
+
+    queued ──start──▶ running ──ok──▶ succeeded
+    running ──error, retries left──▶ retrying ──start──▶ running
+    running ──error, no retries left──▶ failed        (the job's own code failed)
+    queued | running ──refused (unknown job, arguments, unknown tenant, ...)──▶ dead
+    running ──put back (iteration resume, throttle)──▶ queued
+    queued | retrying ──cancel──▶ cancelled
+    failed | dead ──operator retries it from the dead set──▶ queued
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from podjobs import keys
+from podjobs.payload import dumps
+
+log = logging.getLogger("podjobs.status")
+
+#: seconds a record of an unfinished job is kept after its last change (30 days; a job due
+#: later than that keeps its record until it is due, plus this)
+PENDING_TTL_S = 30 * 24 * 3600
+#: seconds a finished job's record is kept when the payload does not say (1 day)
+DEFAULT_FINISHED_TTL_S = 24 * 3600
+#: largest result (JSON) kept in a record; a bigger one is left out
+MAX_RESULT_BYTES = 16 * 1024
+#: longest location a job may declare
+MAX_LOCATION = 2048
+#: dead reasons where the job ran and its own code failed (else: the platform refused it)
+FAILED_REASONS = frozenset({"retries_exhausted", "at_most_once_failed"})
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """Return this from a job to declare the resource it created:
+
+        @podjobs.job
+        def resize(ctx, image_id):
+            ...
+            return podjobs.Created(f"/v1/images/{image_id}/large")
+
+    The status monitor of a tracked job then answers 303 See Other to `location` (a path
+    or an absolute URL). Returning `{"location": "...", ...}` does the same and keeps the
+    other members as the job's result."""
+
+    location: str
+
+    def __post_init__(self) -> None:
+        if not valid_location(self.location):
+            raise ValueError(
+                f"Created location {self.location!r} must be a non-empty str of at most "
+                f"{MAX_LOCATION} characters without control characters or spaces")
+
+
+def valid_location(value: object) -> bool:
+    """A str usable as a Location header: non-empty, bounded, no control characters or
+    spaces (so it can never split a header)."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_LOCATION
+            and all(32 < ord(c) < 127 or ord(c) > 159 for c in value))
+
+
+def as_json_result(result: Any) -> Any:
+    """A job's result as a JSON-able value (a `Created` becomes {"location": ...})."""
+    if isinstance(result, Created):
+        return {"location": result.location}
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """One status transition, for the Lua script that makes it: the record's key, the
+    fields to set (a JSON object of strings) and the record's TTL in seconds."""
+
+    key: str
+    fields: str
+    ttl_s: int
+
+
+def finished_ttl(data: dict[str, Any]) -> int:
+    """Seconds a finished job's record is kept: the payload's `track` value."""
+    try:
+        ttl = int(data.get("track") or 0)
+    except (TypeError, ValueError):
+        ttl = 0
+    return ttl if ttl > 0 else DEFAULT_FINISHED_TTL_S
+
+
+def _write(job_id: str, fields: dict[str, str], ttl_s: int) -> StatusWrite:
+    return StatusWrite(keys.status(job_id), dumps(fields), int(ttl_s))
+
+
+def _identity(data: dict[str, Any]) -> dict[str, str]:
+    """The fields every write repeats, so a record made on another pod (a forwarded or
+    moved job) is complete whichever write creates it."""
+    f = {"job": str(data.get("job") or ""), "queue": str(data.get("queue") or ""),
+         "tenant": str(data.get("tenant") or ""), "enqueued_ms": str(int(data.get("enqueued_at") or 0))}
+    if data.get("pod"):
+        f["pod"] = str(data["pod"])
+    return f
+
+
+def enqueued(data: dict[str, Any], max_attempts: int) -> StatusWrite:
+    """Queued (the enqueue script adds payload, run_at_ms and the Redis-clock enqueued_ms)."""
+    f = _identity(data)
+    f.update(state=JobState.QUEUED.value, attempts="0", max_attempts=str(max_attempts))
+    return _write(data["id"], f, PENDING_TTL_S)
+
+
+def started(data: dict[str, Any], worker_id: str, attempt: int) -> StatusWrite:
+    f = _identity(data)
+    f.update(state=JobState.RUNNING.value, worker=worker_id, attempts=str(attempt))
+    return _write(data["id"], f, PENDING_TTL_S)
+
+
+def succeeded(data: dict[str, Any], result: Any) -> StatusWrite:
+    f = {"state": JobState.SUCCEEDED.value, "reason": "", "error": ""}
+    f.update(result_fields(result))
+    return _write(data["id"], f, finished_ttl(data))
+
+
+def retrying(data: dict[str, Any], attempt: int, error: dict[str, str]) -> StatusWrite:
+    """Retrying (the retry script adds run_at_ms and the payload of the next attempt)."""
+    f = {"state": JobState.RETRYING.value, "attempts": str(attempt),
+         "error": _error_json(error), "reason": "error"}
+    return _write(data["id"], f, PENDING_TTL_S)
+
+
+def ended(data: dict[str, Any], reason: str, error: dict[str, str], attempt: int) -> StatusWrite:
+    """Failed (the job's code failed for the last time) or dead (refused by the platform)."""
+    state = JobState.FAILED if reason in FAILED_REASONS else JobState.DEAD
+    f = _identity(data)
+    f.update(state=state.value, reason=reason, error=_error_json(error), attempts=str(attempt))
+    return _write(data["id"], f, finished_ttl(data))
+
+
+def requeued(data: dict[str, Any], reason: str) -> StatusWrite:
+    """Put back without a failure (the reenqueue script adds payload and run_at_ms)."""
+    return _write(data["id"], {"state": JobState.QUEUED.value, "reason": reason}, PENDING_TTL_S)
+
+
+def revived(data: dict[str, Any]) -> StatusWrite:
+    """An operator put a dead job back on its queue with a fresh attempt count."""
+    f = _identity(data)
+    f.update(state=JobState.QUEUED.value, attempts="0", reason="", error="", finished_ms="")
+    return _write(data["id"], f, PENDING_TTL_S)
+
+
+def _error_json(error: dict[str, str]) -> str:
+    return dumps({"class": str(error.get("class", "")), "message": str(error.get("message", ""))[:2000]})
+
+
+def result_fields(result: Any) -> dict[str, str]:
+    """`location` (when the result declares one) and `result` (JSON, when small enough)."""
+    out: dict[str, str] = {"location": "", "result": ""}
+    value = as_json_result(result)
+    if isinstance(value, dict):
+        loc = value.get("location")
+        if loc is not None:
+            if valid_location(loc):
+                out["location"] = loc
+            else:
+                log.warning("job result declares an unusable location %r; ignored", loc)
+    if value is None:
+        return out
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return out  # not JSON: the result is not kept
+    if len(text) <= MAX_RESULT_BYTES:
+        out["result"] = text
+    return out
+

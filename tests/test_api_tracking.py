@@ -1,0 +1,150 @@
+"""The core's status records (podjobs.status) on a real Redis, without HTTP: every
+transition writes the record in the script that makes it; untracked jobs write none."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from podjobs import keys, status
+from podjobs.backend import RedisBackend
+from podjobs.client import Client
+from podjobs.jobs import Call, JobDef
+from podjobs.ops import Inspector
+from podjobs.payload import encode
+from tests.apps import api_app
+from tests.helpers import wait_until, worker
+
+TTL = 120
+
+
+def record(r: redis.Redis, job_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in r.hgetall(keys.status(job_id)).items()}
+
+
+def enqueue(url: str, jd: JobDef, *args: Any, queue: str | None = None, **kw: Any) -> str:
+    return Client(RedisBackend(url)).enqueue_call(Call(jd, args, queue=queue, track=TTL), **kw).id
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def test_untracked_jobs_write_no_status_record(redis_url: str, r: redis.Redis) -> None:
+    c = Client(RedisBackend(redis_url))
+    for i in range(20):
+        c.enqueue_call(api_app.add.call(i, i))
+    c.enqueue_many(api_app.add, [((i, 1), {}) for i in range(20)])
+    c.enqueue_call(api_app.fail.call("x"))
+    with worker(redis_url):
+        wait_until(lambda: r.llen(keys.queue("default")) == 0 and r.zcard(keys.DEAD) == 1,
+                   what="the jobs to run")
+    assert list(r.scan_iter(match=keys.status("*"))) == []
+    assert b"track" not in r.zrange(keys.DEAD, 0, -1)[0]
+
+
+def test_a_tracked_job_goes_queued_running_succeeded(redis_url: str, r: redis.Redis) -> None:
+    jid = enqueue(redis_url, api_app.create_thing, "t1")
+    rec = record(r, jid)
+    assert rec["state"] == "queued" and rec["job"] == "api.create_thing"
+    assert rec["payload"] == r.lindex(keys.queue("default"), 0).decode()
+    assert rec["max_attempts"] == "1" and rec["attempts"] == "0"
+    assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid)) <= status.PENDING_TTL_S
+    with worker(redis_url) as w:
+        wait_until(lambda: record(r, jid)["state"] == "succeeded", what="success")
+    rec = record(r, jid)
+    assert rec["location"] == "/things/t1" and json.loads(rec["result"]) == {"location": "/things/t1"}
+    assert rec["attempts"] == "1" and "payload" not in rec and "worker" not in rec
+    assert int(rec["enqueued_ms"]) <= int(rec["started_ms"]) <= int(rec["finished_ms"])
+    assert 0 < r.ttl(keys.status(jid)) <= TTL
+    assert w.id  # the worker that ran it
+
+
+def test_created_travels_from_a_child_process(redis_url: str, r: redis.Redis) -> None:
+    a = enqueue(redis_url, api_app.create_thing, "child")
+    b = enqueue(redis_url, api_app.once, "amo")  # at-most-once: acked before it runs
+    with worker(redis_url, isolation="process", app_modules=["tests.apps.api_app"],
+                concurrency=1):
+        wait_until(lambda: record(r, a).get("state") == record(r, b).get("state") == "succeeded",
+                   timeout=30, what="both jobs")
+    assert record(r, a)["location"] == "/things/child"
+    assert record(r, b)["location"] == "/once/amo"
+
+
+def test_retrying_then_cancelled_from_the_retry_set(redis_url: str, r: redis.Redis) -> None:
+    jid = enqueue(redis_url, api_app.retry_later)
+    with worker(redis_url):
+        wait_until(lambda: record(r, jid).get("state") == "retrying", what="retrying")
+    rec = record(r, jid)
+    assert rec["attempts"] == "1" and json.loads(rec["error"])["class"] == "RuntimeError"
+    assert int(rec["run_at_ms"]) > int(rec["updated_ms"]) + 25_000
+    assert rec["payload"].encode() == r.zrange(keys.retry("default"), 0, -1)[0]
+    b = RedisBackend(redis_url)
+    assert b.cancel(jid, "default", None, None, TTL) == ("cancelled", "cancelled")
+    assert r.zcard(keys.retry("default")) == 0
+    assert b.cancel(jid, "default", None, None, TTL) == ("already", "cancelled")
+    assert b.cancel(jid, "other", None, None, TTL) == ("already", "cancelled")
+    assert b.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV", "default", None, None, TTL) == ("unknown", "")
+
+
+def test_a_job_put_back_is_queued_again_and_cancellable(redis_url: str, r: redis.Redis) -> None:
+    jid = enqueue(redis_url, api_app.put_back)
+    with worker(redis_url):
+        wait_until(lambda: record(r, jid).get("reason") == "throttled", what="put back")
+    rec = record(r, jid)
+    assert rec["state"] == "queued" and rec["attempts"] == "1"
+    assert rec["payload"].encode() == r.zrange(keys.scheduled("default"), 0, -1)[0]
+    assert RedisBackend(redis_url).cancel(jid, "default", None, None, TTL)[0] == "cancelled"
+    assert r.zcard(keys.scheduled("default")) == 0
+
+
+def test_failed_then_revived_from_the_dead_set(redis_url: str, r: redis.Redis) -> None:
+    jid = enqueue(redis_url, api_app.fail, "nope")
+    with worker(redis_url):
+        wait_until(lambda: record(r, jid).get("state") == "failed", what="failed")
+        rec = record(r, jid)
+        assert rec["reason"] == "retries_exhausted" and json.loads(rec["error"])["message"] == "nope"
+        assert 0 < r.ttl(keys.status(jid)) <= TTL
+        assert Inspector(RedisBackend(redis_url)).dead_retry(jid)
+        # back on its queue, then failed once more
+        wait_until(lambda: record(r, jid).get("state") == "failed"
+                   and int(record(r, jid)["updated_ms"]) > int(rec["updated_ms"]), what="rerun")
+
+
+def test_the_record_a_running_job_has_and_a_started_job_is_not_cancellable(
+        redis_url: str, r: redis.Redis) -> None:
+    jid = enqueue(redis_url, api_app.slow, 1.0)
+    with worker(redis_url) as w:
+        wait_until(lambda: record(r, jid).get("state") == "running", what="running")
+        rec = record(r, jid)
+        assert rec["worker"] == w.id and "payload" not in rec and rec["attempts"] == "1"
+        assert RedisBackend(redis_url).cancel(jid, "default", None, None, TTL) == ("refused", "running")
+        wait_until(lambda: record(r, jid).get("state") == "succeeded", what="done")
+
+
+def test_a_held_job_is_tracked_and_cancellable(redis_url: str, r: redis.Redis) -> None:
+    b = RedisBackend(redis_url)
+    r.set(keys.moving("shop-m"), "move-1")  # a move of shop-m to this pod is under way
+    call = Call(api_app.add, (1, 2), track=TTL)
+    p = call.payload(0, "shop-m", "p1")
+    st = status.enqueued(p, 1)
+    assert b.hold("shop-m", "default", [(p["id"], encode(p))], status=st) is True
+    assert record(r, p["id"])["state"] == "queued" and r.hlen(keys.held("shop-m")) == 1
+    assert b.cancel(p["id"], "default", "shop-m", None, TTL)[0] == "cancelled"
+    assert r.hlen(keys.held("shop-m")) == 0
+
+
+def test_a_refused_unique_enqueue_writes_no_record(redis_url: str, r: redis.Redis) -> None:
+    c = Client(RedisBackend(redis_url))
+    first = c.enqueue_call(Call(api_app.unique, ("k",), track=TTL))
+    second = c.enqueue_call(Call(api_app.unique, ("k",), track=TTL))
+    assert first.enqueued and not second.enqueued
+    assert r.exists(keys.status(first.id)) and not r.exists(keys.status(second.id))
+    ukey = json.loads(r.lindex(keys.queue("default"), 0))["unique"]
+    assert RedisBackend(redis_url).cancel(first.id, "default", None, ukey, TTL)[0] == "cancelled"
+    assert not r.exists(ukey)  # the unique key is free again
+    assert c.enqueue_call(Call(api_app.unique, ("k",), track=TTL)).enqueued

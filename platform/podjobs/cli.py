@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedcli.register(sub)
     movecli.register(groups["tenants"], podscli._common())
+    from podjobs.api import cli as apicli
+
+    apicli.register(sub)
     return parser
 
 

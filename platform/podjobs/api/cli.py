@@ -1,0 +1,127 @@
+"""`podjobs api`: serve the HTTP API with uvicorn; `podjobs api token`: make a token.
+
+    podjobs api --host 127.0.0.1 --port 8080 --app myapp --tokens tokens.json [--zk HOSTS/ROOT]
+    podjobs api token --tenant shop-17        (or --operator) prints a token and its file entry
+
+ZooKeeper: `--zk`, else `$PODJOBS_ZK`, else the topology file of `podjobs dev up`. Tokens:
+`--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.api.auth). With `--workers N`
+uvicorn runs N processes, each building the app from the settings passed in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from podjobs.errors import ConfigurationError
+
+ENV_SETTINGS = "PODJOBS_API_SETTINGS"
+
+
+def build_app(settings_doc: dict[str, Any]) -> Any:
+    """The FastAPI app from the JSON-able settings `cmd_api` made (also in uvicorn workers)."""
+    from podjobs.api.app import create_app
+    from podjobs.api.auth import TokenStore
+    from podjobs.api.service import Service, Settings
+    from podjobs.pods.router import connect
+
+    doc = dict(settings_doc)
+    zk, tokens_path = doc.pop("zk"), doc.pop("tokens")
+    settings = Settings(**doc)
+    sys.path.insert(0, os.getcwd())
+    for m in settings.app_modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as exc:
+            raise ConfigurationError(f"--app {m}: cannot import it ({exc}); run from the directory "
+                                     f"that holds it or put it on PYTHONPATH") from exc
+    tokens = TokenStore.from_env(tokens_path)
+    client = connect(zk)
+    service = Service(client.router, settings)
+    return create_app(service, tokens, on_shutdown=client.close)
+
+
+def app_from_env() -> Any:
+    """uvicorn factory for `--workers N`."""
+    return build_app(json.loads(os.environ[ENV_SETTINGS]))
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    if args.action == "token":
+        return cmd_token(args)
+    import uvicorn
+
+    from podjobs.api.auth import TokenStore
+    from podjobs.api.service import Settings
+    from podjobs.pods.cli import resolve_zk_spec
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    TokenStore.from_env(args.tokens)  # fail here, with the message, not in a worker
+    settings = Settings(max_body_bytes=int(args.max_body_kb * 1024), max_wait_s=args.max_wait,
+                        default_wait_s=min(args.sync_wait, args.max_wait),
+                        status_ttl_s=args.status_ttl,
+                        app_modules=[m for a in args.app or [] for m in a.split(",") if m])
+    doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk),
+           "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
+    common: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level.lower(),
+                                  access_log=args.access_log, server_header=False,
+                                  timeout_graceful_shutdown=5)
+    if args.workers > 1:
+        os.environ[ENV_SETTINGS] = json.dumps(doc)
+        uvicorn.run("podjobs.api.cli:app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(build_app(doc), **common)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from podjobs.api.auth import entry_for, new_token
+
+    if bool(args.tenant) == bool(args.operator):
+        raise ConfigurationError("podjobs api token needs --tenant TENANT or --operator")
+    token = new_token()
+    entry = entry_for(token, tenant=args.tenant, operator=args.operator, name=args.name)
+    if args.json:
+        print(json.dumps({"token": token, "entry": entry}))
+    else:
+        print(f"token (give it to the client; it is not stored): {token}")
+        print(f'entry (add it to the "tokens" list of the token file): {json.dumps(entry)}')
+    return 0
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "api", help="serve the HTTP API (or: api token, to make a token)",
+        description="Serve the HTTP API: enqueue with 202 + status monitors, Expect/Prefer, "
+                    "operator endpoints. 'podjobs api token --tenant T' makes a token.")
+    p.add_argument("action", nargs="?", choices=("serve", "token"), default="serve")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--zk", metavar="HOSTS[/ROOT]",
+                   help="ZooKeeper (default $PODJOBS_ZK, else the topology file's)")
+    p.add_argument("--tokens", metavar="FILE", help="token file (default $PODJOBS_API_TOKENS)")
+    p.add_argument("--app", action="append", metavar="MODULE",
+                   help="module(s) that define the jobs (repeat or comma-separate)")
+    p.add_argument("--max-wait", type=float, default=30.0,
+                   help="most seconds a synchronous request waits (default 30)")
+    p.add_argument("--sync-wait", type=float, default=10.0,
+                   help="seconds an Expect: 200-ok|201-created|204-no-content request waits "
+                        "without Prefer: wait (default 10)")
+    p.add_argument("--max-body-kb", type=float, default=512, help="largest body (default 512 KiB)")
+    p.add_argument("--status-ttl", type=int, default=86400,
+                   help="seconds a finished job's status is kept (default 86400)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--tenant", help="api token: the tenant the token is for")
+    p.add_argument("--operator", action="store_true", help="api token: an operator token")
+    p.add_argument("--name", help="api token: a name for the entry")
+    p.add_argument("--json", action="store_true", help="api token: print JSON")
+    p.set_defaults(func=cmd_api)

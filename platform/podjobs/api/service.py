@@ -1,0 +1,320 @@
+"""The side-effect half of the HTTP API: enqueue, read and cancel tracked jobs, read pods.
+
+1. `Service(router, settings)` enqueues through the pods `Router` (tenant -> pod, from the
+   watched directory), exactly like the Python enqueuer, with `track` set so every job
+   gets a status record on its pod (see podjobs.status).
+2. `find(principal, id)`: the record is looked for on the caller's tenant pod first, then
+   on every other pod (a job enqueued before a tenant move keeps its record on the old pod
+   until it starts on the new one). When two pods hold one (a forwarded or moved job), the
+   one on the tenant's current pod wins. A record of another tenant is never returned.
+3. `cancel`: one Lua script (lua/cancel.lua) removes the job from its queue, scheduled or
+   retry set, or held hash, only if it is still there.
+4. `pods()` / `pod_queues(pod)`: the operator views.
+Errors are `ApiError`s carrying the HTTP status, detail and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from podjobs import keys, status
+from podjobs.backend import RedisBackend, text
+from podjobs.client import Client
+from podjobs.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    PayloadError,
+    PodDraining,
+    TenantMoving,
+    UnknownPod,
+    UnknownTenant,
+)
+from podjobs.iteration import keys as iter_keys
+from podjobs.iteration.state import Progress
+from podjobs.jobs import Call, JobDef, registered
+from podjobs.ops import Inspector
+
+from .auth import Principal
+from .monitor import EnqueueRequest, job_view, queued_view, valid_job_id
+
+log = logging.getLogger("podjobs.api")
+
+
+@dataclass
+class Settings:
+    """What `podjobs api` is configured with (see its --help)."""
+
+    #: largest request body, in bytes (the core's payload limit is the same, 512 KiB)
+    max_body_bytes: int = 512 * 1024
+    #: most seconds a synchronous request waits for its job
+    max_wait_s: float = 30.0
+    #: seconds a synchronous request waits when only Expect asks for it (no Prefer: wait)
+    default_wait_s: float = 10.0
+    #: seconds a finished job's status record is kept
+    status_ttl_s: int = status.DEFAULT_FINISHED_TTL_S
+    #: Retry-After of a 503 because a pod's Redis is unreachable
+    retry_after_unavailable_s: int = 5
+    #: Retry-After of a 503 because the pod is draining or the tenant is moving
+    retry_after_draining_s: int = 30
+    #: modules that define the jobs (imported before serving)
+    app_modules: list[str] = field(default_factory=list)
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def not_found_job(job_id: str) -> ApiError:
+    return ApiError(404, f"no job {job_id!r} (unknown, finished more than the status TTL ago, "
+                         f"or not yours)")
+
+
+def not_found_tenant(tenant: str) -> ApiError:
+    return ApiError(404, f"no tenant {tenant!r}")
+
+
+def is_async_only(jd: JobDef) -> bool:
+    from podjobs.iteration import IterationJob
+
+    cls = jd.job_class
+    return jd.options.async_only or (isinstance(cls, type) and issubclass(cls, IterationJob))
+
+
+@dataclass
+class Found:
+    pod: str
+    record: dict[str, str]
+    progress: dict[str, Any] | None
+    worker_alive: bool | None
+
+    def view(self, job_id: str) -> dict[str, Any]:
+        return job_view(job_id, self.record, self.progress, self.worker_alive)
+
+
+def _strs(h: dict[Any, Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in h.items()}
+
+
+class Service:
+    def __init__(self, router: Any, settings: Settings | None = None,
+                 jobs: Callable[[], dict[str, JobDef]] = registered) -> None:
+        self.router = router
+        self.directory = router.directory
+        self.settings = settings or Settings()
+        self.client = Client(resolver=router.resolve)
+        self._jobs = jobs
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    def job(self, name: str) -> JobDef:
+        jd = self._jobs().get(name)
+        if jd is None:
+            raise ApiError(422, f"no job named {name!r} is registered in this API server "
+                                f"(start it with --app MODULE for the module that defines it)",
+                           extra={"errors": [{"loc": ["body", "job"], "msg": "unknown job"}]})
+        return jd
+
+    def check_arguments(self, jd: JobDef, req: EnqueueRequest) -> None:
+        why = jd.arguments_fit(req.args, req.kwargs)
+        if why is not None:
+            raise ApiError(422, f"arguments do not fit {jd.name}{jd._signature}: {why}",
+                           extra={"errors": [{"loc": ["body", "args"], "msg": why}]})
+
+    def enqueue(self, principal: Principal, tenant: str, jd: JobDef,
+                req: EnqueueRequest) -> tuple[dict[str, Any], str]:
+        """Enqueue a tracked job for `tenant`; (its queued document, its pod)."""
+        if not principal.may_act_for(tenant):
+            raise not_found_tenant(tenant)
+        call = Call(jd, tuple(req.args), dict(req.kwargs), queue=req.queue,
+                    track=self.settings.status_ttl_s)
+        s = self.settings
+        try:
+            handle = self.client.enqueue_call(call, tenant=tenant, delay=req.delay or None)
+        except UnknownTenant:
+            raise not_found_tenant(tenant) from None
+        except (PodDraining, TenantMoving) as exc:
+            raise ApiError(503, str(exc), {"Retry-After": str(s.retry_after_draining_s)}) from None
+        except BackendUnavailable as exc:
+            log.warning("enqueue for %s refused: %s", tenant, exc)
+            raise ApiError(503, "the tenant's pod cannot take jobs now (its Redis is unreachable); "
+                                "nothing was enqueued",
+                           {"Retry-After": str(s.retry_after_unavailable_s)}) from None
+        except PayloadError as exc:
+            raise ApiError(413, str(exc)) from None
+        except ConfigurationError as exc:  # e.g. a queue name the core refuses
+            raise ApiError(422, str(exc)) from None
+        if not handle.enqueued:
+            raise ApiError(409, f"an identical {jd.name} job is already pending (the job is unique "
+                                f"for {jd.options.unique_for:g} s); nothing was enqueued")
+        now = time.time_ns() // 1_000_000
+        run_at = now + int(req.delay * 1000) if req.delay else None
+        view = queued_view(handle.id, jd.name, tenant, handle.queue, jd.options.retries + 1,
+                           now, run_at)
+        return view, handle.pod or ""
+
+    # -- reading a job -----------------------------------------------------------------
+
+    def _pods_to_search(self, principal: Principal) -> list[str]:
+        names = list(self.directory.pods())
+        first: list[str] = []
+        if principal.tenant is not None:
+            entry = self.directory.tenant(principal.tenant)
+            if entry is not None:
+                first = [entry.pod] + [str(p) for p in ((entry.move or {}).get("to"),) if p]
+        return list(dict.fromkeys([*first, *names]))
+
+    def _read(self, pod: str, job_id: str) -> Found | None:
+        b = self.router.backend(pod)
+        with b._errors("read a job's status"):
+            pipe = b.redis.pipeline(transaction=False)
+            pipe.hgetall(keys.status(job_id))
+            pipe.hgetall(iter_keys.job(job_id))
+            pipe.time()
+            raw, it, (sec, usec) = pipe.execute()
+        if not raw:
+            return None
+        rec = _strs(raw)
+        progress = None
+        if it:
+            now_ms = int(sec) * 1000 + int(usec) // 1000
+            progress = Progress.from_hash(job_id, _strs(it), now_ms).as_dict()
+        alive = None
+        if rec.get("state") == "running" and rec.get("worker"):
+            with b._errors("read a worker's heartbeat"):
+                alive = bool(b.redis.exists(keys.heartbeat(rec["worker"])))
+        return Found(pod, rec, progress, alive)
+
+    def find(self, principal: Principal, job_id: str) -> Found:
+        """The job's record (see the module doc); ApiError 404, or 503 when a pod that might
+        hold it cannot be read."""
+        if not valid_job_id(job_id):
+            raise not_found_job(job_id)
+        unreachable: list[str] = []
+        found: list[Found] = []
+        for pod in self._pods_to_search(principal):
+            try:
+                f = self._read(pod, job_id)
+            except (BackendUnavailable, redis.RedisError, ConfigurationError) as exc:
+                log.warning("pod %s could not be searched for job %s: %s", pod, job_id, exc)
+                unreachable.append(pod)
+                continue
+            if f is None or not principal.may_act_for(f.record.get("tenant") or None):
+                continue
+            if self._current_pod(f) == pod:
+                return f  # the record on the tenant's pod is the latest word
+            found.append(f)
+        if found:
+            return max(found, key=lambda f: int(f.record.get("updated_ms") or 0))
+        if unreachable:
+            raise ApiError(503, f"pod(s) {', '.join(unreachable)} cannot be read now; the job "
+                                f"may live there",
+                           {"Retry-After": str(self.settings.retry_after_unavailable_s)})
+        raise not_found_job(job_id)
+
+    def _current_pod(self, f: Found) -> str | None:
+        tenant = f.record.get("tenant")
+        entry = self.directory.tenant(tenant) if tenant else None
+        if entry is None:
+            return f.record.get("pod") or f.pod
+        return str(entry.pod)
+
+    def read_state(self, pod: str, job_id: str) -> str:
+        """The record's state on `pod` ("" when none): the cheap read a waiting request polls."""
+        b = self.router.backend(pod)
+        with b._errors("read a job's status"):
+            st = b.redis.hget(keys.status(job_id), "state")
+        return text(st) if st else ""
+
+    # -- cancel --------------------------------------------------------------------------
+
+    def cancel(self, principal: Principal, job_id: str) -> tuple[bool, dict[str, Any]]:
+        """(cancelled now or before, the job's document); 409 when it has started."""
+        for _ in range(3):
+            f = self.find(principal, job_id)
+            rec = f.record
+            payload = rec.get("payload")
+            unique = None
+            ttl = self.settings.status_ttl_s
+            if payload:
+                try:
+                    data = json.loads(payload)
+                    unique = data.get("unique") if isinstance(data.get("unique"), str) else None
+                    ttl = status.finished_ttl(data)
+                except ValueError:
+                    pass
+            b = self.router.backend(f.pod)
+            try:
+                outcome, state = b.cancel(job_id, rec.get("queue", ""), rec.get("tenant") or None,
+                                          unique, ttl)
+            except BackendUnavailable:
+                raise ApiError(503, f"pod {f.pod} cannot be reached to cancel the job",
+                               {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
+            if outcome == "stale":
+                continue
+            if outcome == "unknown":
+                raise not_found_job(job_id)
+            if outcome == "cancelled" and f.progress is not None:
+                self._cancel_iteration(b, job_id)
+            view = self.find(principal, job_id).view(job_id)
+            if outcome in ("cancelled", "already"):
+                return True, view
+            why = ("it has already started" if state not in ("queued", "retrying")
+                   else "a worker has just taken it")
+            raise ApiError(409, f"job {job_id} cannot be cancelled: {why} (state {view['state']})",
+                           extra={"job": view})
+        raise ApiError(409, f"job {job_id} kept changing; try again")
+
+    @staticmethod
+    def _cancel_iteration(b: RedisBackend, job_id: str) -> None:
+        from podjobs.iteration.admin import Iterations
+
+        try:
+            Iterations(b).cancel(job_id)
+        except Exception as exc:  # the job is off its queue already; only the view lags
+            log.warning("iteration job %s cancelled but its progress not marked: %s", job_id, exc)
+
+    # -- operators -------------------------------------------------------------------------
+
+    def pods(self) -> list[dict[str, Any]]:
+        out = []
+        for name, pod in self.directory.pods().items():
+            row: dict[str, Any] = {"name": name, "state": str(pod.state.value), "reachable": True,
+                                   "queues": [], "workers": [], "error": None}
+            try:
+                ins = Inspector(self.router.backend(name))
+                row["queues"] = [q.__dict__ for q in ins.queues()]
+                row["workers"] = [{"id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues,
+                                   "concurrency": w.concurrency, "busy": len(w.busy)}
+                                  for w in ins.workers() if w.alive]
+            except (BackendUnavailable, redis.RedisError, ConfigurationError) as exc:
+                row["reachable"] = False
+                row["error"] = f"Redis unreachable: {str(exc)[:200]}"
+            out.append(row)
+        return out
+
+    def pod_queues(self, pod: str) -> list[dict[str, Any]]:
+        if pod not in self.directory.pods():
+            raise ApiError(404, f"no pod {pod!r}")
+        try:
+            return [q.__dict__ for q in Inspector(self.router.backend(pod)).queues()]
+        except (BackendUnavailable, redis.RedisError, UnknownPod) as exc:
+            log.warning("pod %s queues unreadable: %s", pod, exc)
+            raise ApiError(503, f"pod {pod}'s Redis is unreachable",
+                           {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "zookeeper": "disconnected" if self.directory.stale else "connected",
+                "pods": len(self.directory.pods())}

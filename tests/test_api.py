@@ -1,0 +1,524 @@
+"""The HTTP API on real servers: `podjobs api` in a subprocess on a free port, pod workers
+for the three pods of the session cluster, and httpx as the client.
+
+One API server serves the whole module (its own ZooKeeper root, tenants shop-a on p1,
+shop-b on p2, shop-c on p3). Tests that change the topology (a draining pod, a pod whose
+Redis is gone) put it back afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from podjobs import keys
+from podjobs.api.auth import digest
+from podjobs.infra.ports import free_port
+from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
+from podjobs.pods.worker import PodWorker
+from podjobs.pods.zk import ZK
+from tests.apps import api_app  # noqa: F401 - the workers run its jobs
+from tests.helpers import REPO, fast_config, stop_proc, wait_until
+
+TOKENS = {"shop-a": "token-for-shop-a-0123456789", "shop-b": "token-for-shop-b-0123456789",
+          "operator": "operator-token-0123456789"}
+TENANTS = {"shop-a": "p1", "shop-b": "p2", "shop-c": "p3"}
+
+
+@dataclass
+class Env:
+    url: str
+    zk: ZK
+    store: TopologyStore
+    redis: dict[str, redis.Redis]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, who: str | None = "shop-a", **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {TOKENS[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def footprint(self) -> dict[str, Any]:
+        """What an enqueue would change: status records and queued/scheduled/held jobs."""
+        out: dict[str, Any] = {}
+        for pod, r in self.redis.items():
+            out[pod] = (sorted(r.scan_iter(match=keys.status("*"), count=1000)),
+                        {k: r.llen(k) for k in r.scan_iter(match=keys.queue("*"))},
+                        {k: r.zcard(k) for k in r.scan_iter(match=keys.scheduled("*"))},
+                        sorted(r.scan_iter(match=keys.held("*"))))
+        return out
+
+
+@pytest.fixture(scope="module")
+def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    topo = cluster.topology
+    root = f"/podjobs-api-test-{uuid.uuid4().hex[:12]}"
+    zk = ZK(topo.zookeeper, root)
+    zk.start(10)
+    register_topology(zk, topo)
+    store = TopologyStore(zk)
+    store.assign_many(TENANTS)
+    rs = {p.name: redis.Redis.from_url(p.redis_url) for p in topo.pods}
+    for r in rs.values():
+        r.flushall()
+    d = tmp_path_factory.mktemp("api")
+    tokens = d / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [
+        {"name": "a", "tenant": "shop-a", "token": TOKENS["shop-a"]},
+        {"name": "b", "tenant": "shop-b", "sha256": digest(TOKENS["shop-b"]).hex()},
+        {"name": "ops", "operator": True, "token": TOKENS["operator"]},
+    ]}))
+    port = free_port()
+    log = d / "api.log"
+    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+           "--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.api_app",
+           "--max-wait", "5", "--sync-wait", "3", "--max-body-kb", "64", "--log-level", "warning"]
+    env_vars = dict(os.environ, PYTHONPATH=str(REPO), PODJOBS_API_GHOST="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env_vars, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"podjobs api exited: {log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    workers: list[PodWorker] = []
+    try:
+        wait_until(up, timeout=30, what="the API server")
+        for p in topo.pods:
+            w = PodWorker(zk, p.name, fast_config(queues=["default"], concurrency=4))
+            w.start()
+            workers.append(w)
+        yield Env(url, zk, store, rs, proc, log)
+    finally:
+        for w in workers:
+            w.stop()
+        stop_proc(proc)
+        zk.client.delete(root, recursive=True)
+        zk.stop()
+
+
+def post(c: httpx.Client, tenant: str, body: Any, **kw: Any) -> httpx.Response:
+    return c.post(f"/v1/tenants/{tenant}/jobs", json=body, **kw)
+
+
+def poll(c: httpx.Client, location: str, until: Any, timeout: float = 15) -> httpx.Response:
+    """GET the monitor until `until(response)`."""
+    got: list[httpx.Response] = []
+
+    def done() -> bool:
+        got[:] = [c.get(location)]
+        return bool(until(got[0]))
+
+    wait_until(done, timeout=timeout, what=f"{location} to match")
+    return got[0]
+
+
+# -- 202 -> poll -> 303 ---------------------------------------------------------------------
+
+
+def test_enqueue_answers_202_with_a_monitor_that_ends_in_303(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.create_thing", "args": ["x1"]})
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert r.headers["location"] == f"/v1/jobs/{body['id']}" == body["monitor"]
+        assert body["state"] == "queued" and body["tenant"] == "shop-a" and body["attempts"] == 0
+        done = poll(c, r.headers["location"], lambda g: g.status_code != 200)
+        assert done.status_code == 303
+        assert done.headers["location"] == "/things/x1"
+        doc = done.json()
+        assert doc["state"] == "succeeded" and doc["attempts"] == 1
+        assert doc["location"] == "/things/x1" and doc["error"] is None
+        assert doc["enqueued_at"] <= doc["started_at"] <= doc["finished_at"]
+        # a dict result with a location does the same, and keeps the result
+        r = post(c, "shop-a", {"job": "api.create_dict", "args": ["y"]})
+        done = poll(c, r.headers["location"], lambda g: g.status_code == 303)
+        assert done.headers["location"] == "https://example.test/things/y"
+        assert done.json()["result"] == {"location": "https://example.test/things/y", "name": "y"}
+
+
+def test_a_job_without_a_resource_answers_200_with_its_result(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": [2, 3]})
+        assert r.status_code == 202
+        doc = poll(c, r.headers["location"], lambda g: g.json()["state"] == "succeeded")
+        assert doc.status_code == 200
+        assert doc.json()["result"] == 5 and doc.json()["location"] is None
+
+
+def test_failed_and_dead_jobs_answer_200_with_the_error(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.fail", "args": ["broken on purpose"]})
+        doc = poll(c, r.headers["location"], lambda g: g.json()["state"] == "failed").json()
+        assert doc["error"] == {"class": "RuntimeError", "message": "broken on purpose"}
+        assert doc["reason"] == "retries_exhausted" and doc["attempts"] == 1
+        assert doc["finished_at"] is not None
+        # known to the API, unknown to the workers: the platform refuses it -> dead
+        r = post(c, "shop-a", {"job": "api.ghost"})
+        doc = poll(c, r.headers["location"], lambda g: g.json()["state"] == "dead").json()
+        assert doc["reason"] == "unknown_job" and doc["error"]["class"] == "UnknownJob"
+
+
+def test_a_retrying_job_shows_its_attempts_and_next_run(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.fail_slowly", "args": ["again"]})
+        mon = r.headers["location"]
+        doc = poll(c, mon, lambda g: g.json()["state"] == "retrying").json()
+        assert doc["attempts"] == 1 and doc["max_attempts"] == 2
+        assert doc["error"]["message"] == "again" and doc["run_at"] is not None
+        doc = poll(c, mon, lambda g: g.json()["state"] == "failed").json()
+        assert doc["attempts"] == 2
+
+
+def test_an_iteration_job_shows_its_progress(env: Env) -> None:
+    with env.client("shop-b") as c:
+        r = post(c, "shop-b", {"job": "api.steps", "kwargs": {"n": 20, "sleep": 0.05}})
+        assert r.status_code == 202, r.text
+        mon = r.headers["location"]
+        doc = poll(c, mon, lambda g: g.json()["state"] == "running"
+                   and (g.json()["progress"] or {}).get("done", 0) > 0).json()
+        assert doc["progress"]["total"] == 20 and 0 < doc["progress"]["done"] < 20
+        doc = poll(c, mon, lambda g: g.json()["state"] == "succeeded").json()
+        assert doc["progress"]["done"] == 20 and doc["progress"]["percent"] == 100.0
+
+
+# -- DELETE: cancel a job that has not started ------------------------------------------------
+
+
+def test_delete_cancels_a_queued_or_scheduled_job_and_refuses_a_started_one(env: Env) -> None:
+    r1 = env.redis["p1"]
+    with env.client() as c:
+        # no worker serves queue "parked": the job waits there
+        r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})
+        assert r.status_code == 202 and r.json()["queue"] == "parked"
+        assert r1.llen(keys.queue("parked")) == 1
+        d = c.delete(r.headers["location"])
+        assert d.status_code == 200, d.text
+        assert d.json()["state"] == "cancelled" and d.json()["reason"] == "cancelled"
+        assert r1.llen(keys.queue("parked")) == 0
+        assert c.get(r.headers["location"]).json()["state"] == "cancelled"
+        assert c.delete(r.headers["location"]).status_code == 200  # idempotent
+        # a job due in an hour waits in the scheduled set
+        r = post(c, "shop-a", {"job": "api.add", "args": [1, 2], "delay": 3600})
+        assert r.json()["run_at"] > r.json()["enqueued_at"]
+        assert r1.zcard(keys.scheduled("default")) == 1
+        assert c.delete(r.headers["location"]).json()["state"] == "cancelled"
+        assert r1.zcard(keys.scheduled("default")) == 0
+        # a running job cannot be cancelled; neither can a finished one
+        r = post(c, "shop-a", {"job": "api.slow", "args": [1.0]})
+        poll(c, r.headers["location"], lambda g: g.json()["state"] == "running")
+        d = c.delete(r.headers["location"])
+        assert d.status_code == 409 and d.json()["job"]["state"] == "running"
+        poll(c, r.headers["location"], lambda g: g.json()["state"] == "succeeded")
+        assert c.delete(r.headers["location"]).status_code == 409
+
+
+def test_cancelling_a_unique_job_frees_its_key(env: Env) -> None:
+    with env.client() as c:
+        body = {"job": "api.unique", "args": [uuid.uuid4().hex], "queue": "parked"}
+        r = post(c, "shop-a", body)
+        assert r.status_code == 202
+        dup = post(c, "shop-a", body)
+        assert dup.status_code == 409 and "already pending" in dup.json()["detail"]
+        assert c.delete(r.headers["location"]).status_code == 200
+        again = post(c, "shop-a", body)
+        assert again.status_code == 202
+        assert c.delete(again.headers["location"]).status_code == 200
+
+
+# -- synchronous on request: Expect / Prefer, and 417 ---------------------------------------------
+
+
+def test_prefer_wait_gets_201_created_with_the_resource(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.create_thing", "args": ["sync"]},
+                 headers={"Prefer": "wait=5"})
+        assert r.status_code == 201, r.text
+        assert r.headers["location"] == "/things/sync"
+        assert r.headers["content-location"] == r.json()["monitor"]
+        assert r.headers["preference-applied"] == "wait=5"
+        assert r.json()["state"] == "succeeded"
+
+
+def test_expect_200_204_and_a_failure_answer_synchronously(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": [20, 22]}, headers={"Expect": "200-ok"})
+        assert r.status_code == 200 and r.json()["result"] == 42
+        assert "preference-applied" not in r.headers
+        r = post(c, "shop-a", {"job": "api.noop"}, headers={"Expect": "204-no-content"})
+        assert r.status_code == 204 and r.content == b""
+        assert r.headers["content-location"].startswith("/v1/jobs/")
+        r = post(c, "shop-a", {"job": "api.fail", "args": ["sync failure"]},
+                 headers={"Expect": "201-created", "Prefer": "wait=4"})
+        assert r.status_code == 200
+        assert r.json()["state"] == "failed" and r.json()["error"]["message"] == "sync failure"
+
+
+def test_expect_202_accepted_is_asynchronous_even_with_prefer_wait(env: Env) -> None:
+    with env.client() as c:
+        t = time.monotonic()
+        r = post(c, "shop-a", {"job": "api.slow", "args": [1.0]},
+                 headers={"Expect": "202-accepted", "Prefer": "wait=5"})
+        assert r.status_code == 202 and time.monotonic() - t < 0.9
+
+
+def test_prefer_respond_async_waits_then_falls_back_to_202(env: Env) -> None:
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": [1, 2]},
+                 headers={"Prefer": "respond-async, wait=5"})
+        assert r.status_code == 200 and r.json()["result"] == 3
+        r = post(c, "shop-a", {"job": "api.slow", "args": [2.0]},
+                 headers={"Prefer": "respond-async, wait=0.3"})
+        assert r.status_code == 202 and r.headers["preference-applied"] == "respond-async"
+        poll(c, r.headers["location"], lambda g: g.json()["state"] == "succeeded")
+
+
+def test_417_when_a_synchronous_answer_cannot_be_given(env: Env) -> None:
+    with env.client() as c:
+        before = env.footprint()
+        for body, headers in [
+            ({"job": "api.steps", "kwargs": {"n": 3}}, {"Expect": "201-created"}),  # iteration
+            ({"job": "api.later_only"}, {"Prefer": "wait=3"}),  # async_only option
+            ({"job": "api.add", "args": [1, 1]}, {"Expect": "299-whatever"}),  # unknown expectation
+            ({"job": "api.add", "args": [1, 1]}, {"Expect": "202-accepted, 200-ok"}),
+            ({"job": "api.add", "args": [1, 1], "delay": 10}, {"Prefer": "wait=3"}),  # due too late
+            ({"job": "api.add", "args": [1, 1]}, {"Prefer": "wait=0"}),
+        ]:
+            r = post(c, "shop-a", body, headers=headers)
+            assert r.status_code == 417, (body, headers, r.text)
+            assert "nothing was enqueued" in r.json()["detail"]
+        assert env.footprint() == before
+        # an asynchronous-only job is fine without a synchronous demand
+        assert post(c, "shop-a", {"job": "api.later_only"}).status_code == 202
+
+
+def test_417_after_the_wait_cancels_an_unstarted_job_or_points_at_a_running_one(env: Env) -> None:
+    r1 = env.redis["p1"]
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"},
+                 headers={"Prefer": "wait=0.3"})
+        assert r.status_code == 417 and "location" not in r.headers
+        assert r.json()["job"]["state"] == "cancelled"
+        assert r1.llen(keys.queue("parked")) == 0
+        r = post(c, "shop-a", {"job": "api.slow", "args": [1.5]}, headers={"Prefer": "wait=0.5"})
+        assert r.status_code == 417
+        assert r.json()["job"]["state"] == "running"
+        done = poll(c, r.headers["location"], lambda g: g.json()["state"] == "succeeded")
+        assert done.json()["result"] == "slept"
+
+
+# -- errors: each writes nothing ---------------------------------------------------------------
+
+
+def test_every_refused_enqueue_writes_nothing(env: Env) -> None:
+    before = env.footprint()
+    with env.client() as c, env.client(None) as anon, env.client("operator") as ops:
+        cases: list[tuple[int, httpx.Response]] = [
+            (401, post(anon, "shop-a", {"job": "api.add", "args": [1, 2]})),
+            (401, post(anon, "shop-a", {"job": "api.add"},
+                       headers={"Authorization": "Bearer not-a-token-of-ours"})),
+            (401, post(anon, "shop-a", {"job": "api.add"},
+                       headers={"Authorization": f"Basic {TOKENS['shop-a']}"})),
+            (404, post(ops, "nobody", {"job": "api.add", "args": [1, 2]})),
+            (404, post(c, "shop-b", {"job": "api.add", "args": [1, 2]})),  # another tenant
+            (422, post(c, "shop-a", {"job": "api.nope"})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": [1]})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": [1, 2], "kwargs": {"c": 3}})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": {"a": 1}})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": [1, 2], "queue": "a,b"})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": [1, 2], "delay": -1})),
+            (422, post(c, "shop-a", {"job": "api.add", "args": [1, 2], "priority": 1})),
+            (422, post(c, "shop-a", [1, 2])),
+            (400, c.post("/v1/tenants/shop-a/jobs", content=b'{"job": "api.add", "args": [1,',
+                         headers={"Content-Type": "application/json"})),
+            (400, c.post("/v1/tenants/shop-a/jobs", content=b'{"job": "api.add", "args": [NaN, 1]}',
+                         headers={"Content-Type": "application/json"})),
+            (400, c.post("/v1/tenants/shop-a/jobs", content=b"[" * 20_000 + b"]" * 20_000)),
+            (413, post(c, "shop-a", {"job": "api.add", "args": ["x" * 70_000, 1]})),
+            (415, c.post("/v1/tenants/shop-a/jobs", content=b"job=api.add",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})),
+        ]
+        for want, r in cases:
+            assert r.status_code == want, (want, r.request.content[:200], r.text[:300])
+            assert "detail" in r.json()
+        assert cases[0][1].headers["www-authenticate"].startswith("Bearer")
+        unknown = cases[5][1].json()
+        assert "api.nope" in unknown["detail"] and unknown["errors"][0]["loc"] == ["body", "job"]
+        assert "arguments do not fit api.add" in cases[6][1].json()["detail"]
+        # a body streamed without Content-Length is cut off at the limit too
+        chunks = iter([b'{"job": "api.add", "args": ["', b"y" * 70_000, b'", 1]}'])
+        r = c.post("/v1/tenants/shop-a/jobs", content=chunks,
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+    assert env.footprint() == before
+
+
+def test_a_draining_pod_answers_503_with_retry_after(env: Env) -> None:
+    before = env.footprint()
+    env.store.set_pod_state("p3", PodState.DRAINING)
+    try:
+        with env.client("operator") as c:
+            r = wait_until(lambda: (x := post(c, "shop-c", {"job": "api.add", "args": [1, 2]}))
+                           .status_code == 503 and x, timeout=10, what="the API to see p3 draining")
+            assert r.headers["retry-after"] == "30" and "draining" in r.json()["detail"]
+            assert env.footprint() == before
+    finally:
+        env.store.set_pod_state("p3", PodState.ACTIVE)
+    with env.client("operator") as c:
+        wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code == 202,
+                   timeout=10, what="p3 active again")
+
+
+def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    env.store.add_pod(Pod("p9", dead_url, "sqlite:////nonexistent/p9.db"))
+    env.store.assign("shop-z", "p9")
+    try:
+        with env.client("operator") as c:
+            before = env.footprint()
+            r = wait_until(lambda: (x := post(c, "shop-z", {"job": "api.add", "args": [1, 2]}))
+                           .status_code == 503 and x, timeout=10, what="503 for a pod without Redis")
+            assert r.headers["retry-after"] == "5" and "unreachable" in r.json()["detail"]
+            assert env.footprint() == before
+            # the operator views say so too; a job search that cannot read p9 answers 503
+            pods = {p["name"]: p for p in c.get("/v1/pods").json()}
+            assert pods["p9"]["reachable"] is False and pods["p1"]["reachable"] is True
+            q = c.get("/v1/pods/p9/queues")
+            assert q.status_code == 503 and q.headers["retry-after"] == "5"
+            g = c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            assert g.status_code == 503
+    finally:
+        env.zk.client.delete(env.zk.path("tenants", "shop-z"))
+        env.zk.client.delete(env.zk.path("pods", "p9"))
+    with env.client("operator") as c:
+        wait_until(lambda: c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404,
+                   timeout=10, what="p9 gone from the API's directory")
+
+
+# -- tenant scoping ------------------------------------------------------------------------------
+
+
+def test_a_tenant_token_sees_only_its_own_jobs(env: Env) -> None:
+    with env.client("shop-a") as a, env.client("shop-b") as b, env.client("operator") as ops:
+        r = post(b, "shop-b", {"job": "api.add", "args": [1, 1], "queue": "parked"})
+        assert r.status_code == 202
+        mon = r.headers["location"]
+        ga, gb = a.get(mon), b.get(mon)
+        assert ga.status_code == 404 and gb.status_code == 200
+        other = a.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").json()["detail"]
+        assert ga.json()["detail"] == other.replace("01ARZ3NDEKTSV4RRFFQ69G5FAV", r.json()["id"])
+        assert a.delete(mon).status_code == 404
+        assert ops.get(mon).json()["tenant"] == "shop-b"
+        assert b.delete(mon).status_code == 200
+        for bad in ("not-an-id", "01arz3ndektsv4rrffq69g5fav", "x" * 26):
+            assert ops.get(f"/v1/jobs/{bad}").status_code == 404
+
+
+# -- operators -------------------------------------------------------------------------------------
+
+
+def test_operator_endpoints(env: Env) -> None:
+    with env.client("operator") as ops, env.client("shop-a") as a, env.client(None) as anon:
+        r = post(ops, "shop-a", {"job": "api.add", "args": [5, 5], "queue": "parked"})
+        pods = ops.get("/v1/pods")
+        assert pods.status_code == 200
+        by = {p["name"]: p for p in pods.json()}
+        assert set(by) >= {"p1", "p2", "p3"}
+        assert by["p1"]["state"] == "active" and by["p1"]["reachable"]
+        assert len(by["p1"]["workers"]) == 1 and by["p1"]["workers"][0]["queues"] == ["default"]
+        queues = ops.get("/v1/pods/p1/queues")
+        assert queues.status_code == 200
+        parked = {q["name"]: q for q in queues.json()}["parked"]
+        assert parked["size"] >= 1
+        assert ops.get("/v1/pods/p7/queues").status_code == 404
+        assert a.get("/v1/pods").status_code == 403
+        assert a.get("/v1/pods/p1/queues").status_code == 403
+        assert anon.get("/v1/pods").status_code == 401
+        h = anon.get("/healthz")
+        assert h.status_code == 200 and h.json() == {"status": "ok", "zookeeper": "connected", "pods": 3}
+        assert ops.delete(r.headers["location"]).status_code == 200
+
+
+# -- the OpenAPI document, and a property-based run over it --------------------------------------
+
+
+def test_openapi_document_describes_the_api(env: Env) -> None:
+    doc = httpx.get(env.url + "/openapi.json").json()
+    post_op = doc["paths"]["/v1/tenants/{tenant}/jobs"]["post"]
+    assert set(post_op["responses"]) >= {"200", "201", "202", "204", "400", "401", "404", "409",
+                                         "413", "415", "417", "422", "503"}
+    assert {p["name"] for p in post_op["parameters"] if p["in"] == "header"} == {"expect", "prefer"}
+    body = post_op["requestBody"]["content"]["application/json"]["schema"]
+    assert "api.create_thing" in body["properties"]["job"]["enum"]
+    assert set(doc["paths"]["/v1/jobs/{job_id}"]) == {"get", "delete"}
+    assert "303" in doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "/v1/migrations" not in doc["paths"]  # added with the scheduler (issue 6)
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_property_based_run_over_the_openapi_document_finds_no_server_error(env: Env) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(env.url + "/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    seen: Counter[tuple[str, int]] = Counter()
+
+    def fuzz(strategy: Any, token: str) -> None:
+        @settings(max_examples=20, deadline=None, database=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(case=strategy)
+        def run(case: Any) -> None:
+            r = case.call_and_validate(base_url=env.url, checks=checks, timeout=30,
+                                       headers={"Authorization": f"Bearer {token}"})
+            seen[(case.operation.label, r.status_code)] += 1
+
+        run()
+
+    for result in schema.get_all_operations():
+        op = result.ok()
+        variants: list[dict[str, Any]] = [{}]
+        if "{tenant}" in op.path:
+            variants.append({"path_parameters": {"tenant": "shop-a"}})
+            variants.append({"path_parameters": {"tenant": "shop-a"},
+                             "headers": {"Expect": "202-accepted"}})
+        for who in ("operator", "shop-a"):
+            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+                for extra in variants:
+                    try:
+                        fuzz(op.as_strategy(mode, **extra), TOKENS[who])
+                    except Unsatisfiable:  # nothing to negate (no parameters, no body)
+                        assert mode is schemathesis.GenerationMode.NEGATIVE, op.label
+    print(sorted(seen.items()))
+    codes = {code for _, code in seen}
+    assert sum(seen.values()) > 200 and max(codes) < 500
+    assert {200, 202, 400, 404, 422} <= codes, codes
+    assert env.proc.poll() is None
+    assert "Traceback" not in env.log.read_text()

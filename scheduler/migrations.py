@@ -219,8 +219,10 @@ class MigrationsDuty:
         prog = Iterations(self.backend(redis_url)).get(run.backfill_job)
         if prog is None:
             return
-        run.extra = dict(run.extra, progress={"done": prog.done, "total": prog.total,
-                                              "percent": prog.percent, "state": prog.state.value})
+        progress = {"done": prog.done, "total": prog.total, "percent": prog.percent,
+                    "state": prog.state.value}
+        changed = run.extra.get("progress") != progress
+        run.extra = dict(run.extra, progress=progress)
         if prog.state == State.SUCCEEDED:
             run.state, run.finished_at = RunState.COMPLETE, time.time()
             try:
@@ -231,7 +233,7 @@ class MigrationsDuty:
                      run.backfill_job)
         elif prog.state == State.CANCELLED:
             self._fail(term, run, f"its backfill {run.backfill_job} was cancelled")
-        else:
+        elif changed:
             try:
                 self.store.update(run, term.transaction())
             except BadVersionError:

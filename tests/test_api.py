@@ -522,3 +522,41 @@ def test_property_based_run_over_the_openapi_document_finds_no_server_error(env:
     assert {200, 202, 400, 404, 422} <= codes, codes
     assert env.proc.poll() is None
     assert "Traceback" not in env.log.read_text()
+
+
+def test_two_server_processes_serve_one_port_and_stop_together(
+        env: Env, tmp_path: Path) -> None:
+    port = free_port()
+    tokens = tmp_path / "t.json"
+    tokens.write_text(json.dumps({"tokens": [{"operator": True, "token": TOKENS["operator"]}]}))
+    root = env.zk.root
+    hosts = env.zk.hosts
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podjobs.cli", "api", "--port", str(port), "--zk", hosts + root,
+         "--tokens", str(tokens), "--app", "tests.apps.api_app", "--workers", "2",
+         "--log-level", "warning"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def children() -> list[int]:
+            out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            return [int(x) for x in out.stdout.split()]
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: up() and len(children()) >= 2, timeout=30, what="two server processes")
+        kids = children()
+        headers = {"Authorization": f"Bearer {TOKENS['operator']}"}
+        for i in range(10):  # new connections: the kernel spreads them over both sockets
+            r = httpx.post(f"{url}/v1/tenants/shop-a/jobs", headers=headers,
+                           json={"job": "api.add", "args": [i, 1]})
+            assert r.status_code == 202
+        assert stop_proc(proc) == 0
+        wait_until(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids), timeout=15,
+                   what="the server processes to stop")
+    finally:
+        stop_proc(proc, timeout=5)

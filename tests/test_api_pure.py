@@ -305,3 +305,40 @@ def test_status_writes() -> None:
     assert status.finished_ttl({"track": "x"}) == status.DEFAULT_FINISHED_TTL_S
     assert status.started(data, "w", 2).ttl_s == status.PENDING_TTL_S
     assert json.loads(status.enqueued(data, 4).fields)["max_attempts"] == "4"
+
+
+# -- the acker's batches of tracked jobs --------------------------------------------------------------
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = False
+
+    def ack(self, worker_id: str, acks: Any, starts: Any = (), tracked: Any = None) -> int:
+        if self.fail:
+            raise ConnectionError("down")
+        self.calls.append((dict(acks), list(starts), dict(tracked or {})))
+        return sum(map(len, acks.values())) + sum(map(len, (tracked or {}).values()))
+
+
+def test_acker_sends_starts_before_acks_and_keeps_them_on_failure() -> None:
+    from podjobs.acker import Acker
+
+    b = FakeBackend()
+    a = Acker(b, "w1")  # type: ignore[arg-type]
+    s1, s2 = status.StatusWrite("k1", "{}", 1), status.StatusWrite("k2", "{}", 1)
+    done = status.StatusWrite("k1", '{"state":"succeeded"}', 1)
+    a.started(s1)
+    a.add("q", "plain")
+    a.add_tracked("q", "j1", done)
+    a.started(s2)
+    b.fail = True
+    assert a.flush() == 0  # kept for the next flush, in order
+    b.fail = False
+    assert a.flush() == 2
+    assert b.calls == [({"q": ["plain"]}, [s1, s2], {"q": [("j1", True, done)]})]
+    assert a.flush() == 0 and len(b.calls) == 1
+    a.add("q", "only-plain")
+    a.flush()
+    assert b.calls[-1] == ({"q": ["only-plain"]}, [], {})

@@ -5,14 +5,24 @@
    accumulated, in one round trip (one `ack_many` call per queue, pipelined);
    under load the next batch gathers while a flush is on the wire.
 3. `flush()` empties the buffer synchronously (shutdown).
+4. Tracked jobs (podjobs.status) go through here too: `started(status)` buffers the
+   "running" write of a job about to run, `add_tracked` its success with the
+   "succeeded" write. A flush sends the starts before the acks, so a job's start never
+   lands after its end; an executor settling a tracked job any other way (retry, dead,
+   follow-ups) flushes first for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 
 from podjobs.backend import Backend
+from podjobs.status import StatusWrite
+
+#: queue -> [(job id, in flight, succeeded status)]
+Tracked = dict[str, list[tuple[str, bool, StatusWrite]]]
 
 log = logging.getLogger("podjobs.acker")
 
@@ -23,6 +33,9 @@ class Acker:
         self.worker_id = worker_id
         self._lock = threading.Lock()
         self._pending: dict[str, list[str]] = {}
+        #: tracked jobs' starts (queue None) and successes, in the order they happened;
+        #: deque appends and pops need no lock (10 executor threads contending for one showed)
+        self._ops: deque[tuple[str | None, str, bool, StatusWrite]] = deque()
         self._event = threading.Event()
         self._stopped = False
         self._flush_lock = threading.Lock()
@@ -42,22 +55,57 @@ class Acker:
         if not self._event.is_set():
             self._event.set()
 
+    def started(self, status: StatusWrite) -> None:
+        """A tracked job is about to run: its record says running at the next flush."""
+        self._ops.append((None, "", True, status))
+        if not self._event.is_set():
+            self._event.set()
+
+    def add_tracked(self, queue: str, job_id: str, status: StatusWrite, in_flight: bool = True) -> None:
+        """A tracked job succeeded: ack it and write its `status` at the next flush."""
+        self._ops.append((queue, job_id, in_flight, status))
+        if not self._event.is_set():
+            self._event.set()
+
+    def _take_ops(self) -> tuple[list[StatusWrite], Tracked]:
+        starts: list[StatusWrite] = []
+        tracked: Tracked = {}
+        pop = self._ops.popleft
+        while True:
+            try:
+                queue, jid, in_flight, status = pop()
+            except IndexError:
+                return starts, tracked
+            if queue is None:
+                starts.append(status)
+            else:
+                tracked.setdefault(queue, []).append((jid, in_flight, status))
+
     def flush(self) -> int:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
                 self._event.clear()
-            if not batch:
+            # a job's start is appended before its success: it is taken in this batch or an
+            # earlier one, and a batch writes its starts first
+            starts, tracked = self._take_ops() if self._ops else ([], {})
+            if not batch and not starts and not tracked:
                 return 0
             try:
+                if starts or tracked:
+                    return self.backend.ack(self.worker_id, batch, starts, tracked)
                 return self.backend.ack(self.worker_id, batch)
             except Exception as exc:  # keep them: the next flush tries again
-                log.warning("ack of %d jobs failed (%s: %s); retrying", sum(map(len, batch.values())),
-                            type(exc).__name__, exc)
+                n = sum(map(len, batch.values())) + sum(map(len, tracked.values()))
+                log.warning("ack of %d jobs failed (%s: %s); retrying", n, type(exc).__name__, exc)
                 with self._lock:
                     for q, ids in batch.items():
                         self._pending.setdefault(q, [])[:0] = ids
                     self._event.set()
+                back: list[tuple[str | None, str, bool, StatusWrite]] = [
+                    (None, "", True, st) for st in starts]
+                back += [(q, jid, f, st) for q, items in tracked.items() for jid, f, st in items]
+                self._ops.extendleft(reversed(back))
                 self._failed = True
                 return 0
 

@@ -52,7 +52,9 @@ class Backend(Protocol):
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None: ...
 
-    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]]) -> int: ...
+    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
+            starts: Sequence[StatusWrite] = (),
+            tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int: ...
 
     def ack_one(
         self,
@@ -84,7 +86,6 @@ class Backend(Protocol):
         status: StatusWrite | None = None,
     ) -> bool: ...
 
-    def start(self, status: StatusWrite) -> None: ...
 
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int: ...
 
@@ -133,7 +134,7 @@ class RedisBackend:
     SCRIPTS = (
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
-        "hold", "release", "end_hold", "take", "reenqueue", "carry", "start", "cancel",
+        "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
@@ -245,8 +246,16 @@ class RedisBackend:
             return None
         return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]]) -> int:
-        """Ack many jobs, grouped by queue, in one round trip."""
+    def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
+            starts: Sequence[StatusWrite] = (),
+            tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int:
+        """Ack many jobs, grouped by queue, in one round trip.
+
+        With status tracking, the same round trip first marks `starts` running, then acks the
+        tracked jobs in `tracked` (queue -> [(job id, in flight, succeeded status)]) and marks
+        them succeeded. Returns the number of jobs acked."""
+        if starts or tracked:
+            return self._ack_tracked(worker_id, acks, starts, tracked or {})
         with self._errors("ack jobs"):
             if len(acks) == 1:
                 ((q, ids),) = acks.items()
@@ -313,9 +322,28 @@ class RedisBackend:
         _add_status(ks, args, status)
         return bool(self._run("dead", "move a job to the dead set", ks, args))
 
-    def start(self, status: StatusWrite) -> None:
-        """Mark a tracked job running (one round trip; untracked jobs never call this)."""
-        self._run("start", "record a job start", [status.key], [status.fields, status.ttl_s])
+    def _ack_tracked(self, worker_id: str, acks: Mapping[str, Sequence[str]],
+                     starts: Sequence[StatusWrite],
+                     tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]]) -> int:
+        # one ack_status call per queue (the starts ride with the first), each its own
+        # EVALSHA: a pipeline of scripts could half-run on NOSCRIPT
+        n = self.ack(worker_id, acks) if acks else 0
+        batches: list[tuple[str | None, Sequence[tuple[str, bool, StatusWrite]]]] = list(tracked.items())
+        if not batches:
+            batches = [(None, ())]
+        for q, items in batches:
+            processed = keys.stat("processed")
+            ks = [keys.inflight(worker_id, q) if q is not None else processed, processed]
+            args: list[str | int] = [len(starts)]
+            for st in starts:
+                ks.append(st.key)
+                args += (st.fields, st.ttl_s)
+            for jid, in_flight, st in items:
+                ks.append(st.key)
+                args += (jid, "0" if in_flight else "1", st.fields, st.ttl_s)
+            n += int(self._run("ack_status", "ack tracked jobs", ks, args))
+            starts = ()
+        return n
 
     def cancel(self, job_id: str, queue: str, tenant: str | None, unique_key: str | None,
                ttl_s: int) -> tuple[str, str]:

@@ -8,8 +8,9 @@
    chained follow-ups or a unique key); a failure retries later with backoff or,
    once retries are spent, goes to the dead set with its last error.
 4. A tracked job (payload member "track", see podjobs.status) also has its status record
-   written: one extra call when it starts, and each settlement carries the record's new
-   state in the same script (success then goes through ack_one instead of the batch).
+   written: its start and its success go through the acker's batches (starts first), any
+   other settlement carries the record's new state in the script that makes it (after a
+   flush of the acker, so that the job's start is written before).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class Executor:
         tracked = "track" in data
         attempt = int(data.get("attempt", 0)) + 1
         if tracked:
-            self.backend.start(status_mod.started(data, self.worker_id, attempt))
+            self.acker.started(status_mod.started(data, self.worker_id, attempt))
         stopping = self.stops.register(jid, data.get("tenant"), self.interrupt)
         ctx = Context(jid, jd.name, attempt, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
@@ -153,12 +154,18 @@ class Executor:
         finally:
             self.stops.unregister(jid)
         if out.ok:
-            if tracked or "then" in data or "unique" in data:
+            if "then" in data or "unique" in data:
+                if tracked:
+                    self.acker.flush()
                 self._ack_one(queue, data, in_flight,
                               status_mod.succeeded(data, out.result) if tracked else None)
+            elif tracked:
+                self.acker.add_tracked(queue, jid, status_mod.succeeded(data, out.result), in_flight)
             elif in_flight:
                 self.acker.add(queue, jid)
         else:
+            if tracked:
+                self.acker.flush()
             self._settle_failure(queue, jd, data, out, in_flight)
         return out
 

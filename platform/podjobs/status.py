@@ -7,9 +7,11 @@ the core's hot paths (enqueue, reserve, batched acks) do not change for them.
 
 1. The record is a hash `pj:status:{id}` in the Redis of the pod the job was enqueued on;
    each transition is written by the Lua script that makes the transition itself (one round
-   trip, atomic with it): enqueue/hold (queued), start (running), ack_one (succeeded),
-   retry (retrying), dead (failed or dead), reenqueue (queued again: an iteration job
-   resuming, a throttled job), dead_retry (queued again by an operator), cancel (cancelled).
+   trip, atomic with it): enqueue/hold (queued), retry (retrying), dead (failed or dead),
+   reenqueue (queued again: an iteration job resuming, a throttled job), dead_retry (queued
+   again by an operator), cancel (cancelled), ack_one (succeeded, with follow-ups or a
+   unique key). The start (running) and a plain success (succeeded) are batched by the
+   worker's acker like untracked acks (ack_status: starts first, then acks).
 2. The builders here make the `StatusWrite` (key, fields as JSON, TTL) each script takes;
    they are pure.
 3. `Created(location)`: what a job returns to declare the resource it created; a dict with a

@@ -5,7 +5,7 @@
 
 ZooKeeper: `--zk`, else `$PODJOBS_ZK`, else the topology file of `podjobs dev up`. Tokens:
 `--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.api.auth). With `--workers N`
-uvicorn runs N processes, each building the app from the settings passed in the environment.
+N server processes each build the app and listen on their own SO_REUSEPORT socket.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 from dataclasses import asdict
 from typing import Any
 
 from podjobs.errors import ConfigurationError
-
-ENV_SETTINGS = "PODJOBS_API_SETTINGS"
 
 
 def build_app(settings_doc: dict[str, Any]) -> Any:
@@ -47,11 +46,6 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
     return create_app(service, tokens, on_shutdown=client.close)
 
 
-def app_from_env() -> Any:
-    """uvicorn factory for `--workers N`."""
-    return build_app(json.loads(os.environ[ENV_SETTINGS]))
-
-
 def cmd_api(args: argparse.Namespace) -> int:
     if args.action == "token":
         return cmd_token(args)
@@ -74,11 +68,88 @@ def cmd_api(args: argparse.Namespace) -> int:
                                   access_log=args.access_log, server_header=False,
                                   timeout_graceful_shutdown=5)
     if args.workers > 1:
-        os.environ[ENV_SETTINGS] = json.dumps(doc)
-        uvicorn.run("podjobs.api.cli:app_from_env", factory=True, workers=args.workers, **common)
+        _serve_processes(doc, common, args.workers)
     else:
         uvicorn.run(build_app(doc), **common)
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT, so that each server process has its own and the
+    kernel spreads connections over them (uvicorn's --workers shares one socket, from which
+    one process tends to accept every connection). IPPROTO_TCP, so that asyncio sets
+    TCP_NODELAY on its connections (without it a keep-alive answer, headers and body
+    written apart, waits ~40 ms for a delayed ACK)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from None
+    return sock
+
+
+def _server_process(doc: dict[str, Any], common: dict[str, Any], parent: int) -> None:
+    import signal
+
+    import uvicorn
+
+    try:  # Linux: stop with the parent, even when it is killed with SIGKILL
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        return
+
+    logging.basicConfig(level=getattr(logging, str(common["log_level"]).upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = _listen(common["host"], common["port"])
+    uvicorn.Server(uvicorn.Config(build_app(doc), **common)).run(sockets=[sock])
+
+
+def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> None:
+    """`--workers N`: N server processes, each with its own SO_REUSEPORT socket; one that
+    dies is started again (at most once a second); SIGTERM/SIGINT stop them all."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    probe = _listen(common["host"], common["port"])  # the port is free (for us): fail early
+    ctx = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def start() -> Any:
+        p = ctx.Process(target=_server_process, args=(doc, common, os.getpid()), name="podjobs-api")
+        p.start()
+        return p
+
+    procs = [start() for _ in range(n)]
+    probe.close()
+    last_restart = 0.0
+    try:
+        while not stop.wait(0.5):
+            for i, p in enumerate(procs):
+                if not p.is_alive() and time.monotonic() - last_restart >= 1.0:
+                    logging.getLogger("podjobs.api").warning(
+                        "server process %s exited with %s; starting another", p.pid, p.exitcode)
+                    last_restart = time.monotonic()
+                    procs[i] = start()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
 
 
 def cmd_token(args: argparse.Namespace) -> int:

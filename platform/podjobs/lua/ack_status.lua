@@ -1,0 +1,46 @@
+-- ack_status: the acker's batch for tracked jobs (see podjobs.status): mark the jobs that
+-- started running, then ack the tracked jobs of one queue that succeeded and mark them
+-- succeeded, in this order, so a job's start never lands after its end. A job no longer in
+-- flight (its worker was reaped and the job handed to another) is not acked or marked; a
+-- start whose record is already final (written again after a lost reply) is skipped.
+-- KEYS[1] in-flight hash (pj:inflight:WORKER:NAME); any key when there are no acks
+-- KEYS[2] processed counter (pj:stat:processed)
+-- KEYS[3 .. 2+s] status hashes of the started jobs (pj:status:ID)
+-- KEYS[3+s ..] status hashes of the acked jobs
+-- ARGV[1] s, the number of started jobs
+-- ARGV then two values per started job: its status fields (a JSON object of strings:
+--      state running, worker, attempts, ...), its status TTL in seconds
+-- ARGV then four values per acked job: job id; "1" when it need not be in flight
+--      (at-most-once: acked before it ran); its status fields; its status TTL in seconds
+-- Returns: number of jobs acked now.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = tonumber(ARGV[1])
+local final = {succeeded = true, failed = true, dead = true, cancelled = true}
+for i = 1, s do
+  local k = KEYS[2 + i]
+  if not final[redis.call('HGET', k, 'state') or ''] then
+    redis.call('HSETNX', k, 'started_ms', now)
+    local a = {'updated_ms', now}
+    for f, v in pairs(cjson.decode(ARGV[2 * i])) do a[#a + 1] = f; a[#a + 1] = v end
+    redis.call('HSET', k, unpack(a))
+    redis.call('HDEL', k, 'payload', 'run_at_ms')
+    redis.call('EXPIRE', k, ARGV[2 * i + 1])
+  end
+end
+local n = 0
+local base = 2 * s + 1
+for i = 1, #KEYS - 2 - s do
+  local j = base + 4 * (i - 1)
+  if redis.call('HDEL', KEYS[1], ARGV[j + 1]) == 1 or ARGV[j + 2] == '1' then
+    n = n + 1
+    local k = KEYS[2 + s + i]
+    local a = {'updated_ms', now, 'finished_ms', now}
+    for f, v in pairs(cjson.decode(ARGV[j + 3])) do a[#a + 1] = f; a[#a + 1] = v end
+    redis.call('HSET', k, unpack(a))
+    redis.call('HDEL', k, 'payload', 'worker', 'run_at_ms')
+    redis.call('EXPIRE', k, ARGV[j + 4])
+  end
+end
+if n > 0 then redis.call('INCRBY', KEYS[2], n) end
+return n

@@ -173,8 +173,9 @@ def cli(zk_spec: str, *args: str, timeout: float = 60) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_twice(
-        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+def leader_and_standby(zk: ZK, shards: dict[str, str],
+                       schedulers: Schedulers) -> subprocess.Popen[bytes]:
+    """Slow revisions (0.25 s a step), s1 leading and s2 standing by; returns s1."""
     for url in shards.values():
         for rev in ORDER:
             control(url, rev, pause=0.25)
@@ -182,6 +183,12 @@ def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_
     wait_until(lambda: leader_is(zk, "s1"), 20, "s1 leads")
     schedulers.start("s2")
     wait_until(lambda: len(contenders(zk)) == 2, 20, "s2 stands by")
+    return s1
+
+
+def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_twice(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    s1 = leader_and_standby(zk, shards, schedulers)
     res = cli(schedulers.zk_spec, "scheduler", "status")
     assert "leader: s1" in res.stdout and "standing by: s2" in res.stdout, res.stdout
     store = RunStore(zk)
@@ -202,13 +209,8 @@ def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_
 
 def test_a_leader_paused_past_its_session_applies_nothing_after_it_resumes(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
-    for url in shards.values():
-        for rev in ORDER:
-            control(url, rev, pause=0.25)
-    s1 = schedulers.start("s1")
-    wait_until(lambda: leader_is(zk, "s1"), 20, "s1 leads")
+    s1 = leader_and_standby(zk, shards, schedulers)
     s1_term = leader_info(zk)["term"]  # type: ignore[index]
-    schedulers.start("s2")
     store = RunStore(zk)
     wait_until(lambda: store.get("p1", "0002") is not None, 30, "the rollout is under way")
     s1.send_signal(signal.SIGSTOP)

@@ -8,7 +8,6 @@ API accepts it, the workers do not know it, so it dies with `unknown_job`.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import podjobs
@@ -75,7 +74,7 @@ class Steps(IterationJob):
 
     def each_iteration(self, ctx: Context, i: int, *, n: int, sleep: float = 0.0) -> None:
         if sleep:
-            time.sleep(sleep)
+            ctx.stopping.wait(sleep)
 
 
 # -- for the core's status-tracking tests (tests/test_api_tracking.py) ----------------------------

@@ -460,6 +460,38 @@ def test_operator_endpoints(env: Env) -> None:
         assert ops.delete(r.headers["location"]).status_code == 200
 
 
+def test_migrations_endpoint_serves_what_migrations_status_json_prints(env: Env) -> None:
+    from podjobs.scheduler import paths
+    from podjobs.scheduler.runs import Run, RunState, RunStore
+
+    zk = env.zk
+    zk.create_json(paths.revisions(zk), {"order": ["0001", "0002"], "head": "0002"})
+    for pod, cur in (("p1", "0002"), ("p2", "0001"), ("p3", "0001")):
+        zk.create_json(paths.shard(zk, pod), {"current": cur, "error": "", "checked_at": 1.0})
+    store = RunStore(zk)
+    store.create(Run("p2", "0002", RunState.FAILED, job_id="j2", error="boom: step 1"))
+    store.create(Run("p3", "0002", RunState.RUNNING, job_id="j3", worker="w3", started_at=2.0))
+    store.halt("0002", "p2", "boom: step 1")
+    try:
+        with env.client("operator") as ops, env.client("shop-a") as a:
+            r = ops.get("/v1/migrations")
+            assert r.status_code == 200, r.text
+            assert a.get("/v1/migrations").status_code == 403
+        got = r.json()
+        assert got["head"] == "0002" and got["halts"]["0002"]["error"] == "boom: step 1"
+        by = {s["pod"]: s for s in got["shards"]}
+        assert by["p1"]["current"] == "0002" and by["p1"]["pending"] == []
+        assert by["p2"]["failures"][0]["error"] == "boom: step 1"
+        assert by["p3"]["running"][0]["worker"] == "w3" and by["p3"]["pending"] == ["0002"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "podjobs.cli", "migrations", "status", "--json", "--zk",
+             f"{zk.hosts}{zk.root}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == got
+    finally:
+        zk.delete(zk.path("migrations"), recursive=True)
+
+
 # -- the OpenAPI document, and a property-based run over it --------------------------------------
 
 
@@ -474,7 +506,7 @@ def test_openapi_document_describes_the_api(env: Env) -> None:
     assert set(doc["paths"]["/v1/jobs/{job_id}"]) == {"get", "delete"}
     assert "303" in doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert "/v1/migrations" not in doc["paths"]  # added with the scheduler (issue 6)
+    assert set(doc["paths"]["/v1/migrations"]["get"]["responses"]) >= {"200", "401", "403", "503"}
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")

@@ -278,8 +278,13 @@ def create_app(service: Service, tokens: TokenStore, *,
     def pod_queues(pod: str, p: Operator) -> Response:
         return json_response(200, service.pod_queues(pod))
 
-    # GET /v1/migrations (operator): the same data as `podjobs migrations status --json`.
-    # Left for the scheduler (issue 6) to add here, next to the other operator endpoints.
+    @app.get("/v1/migrations", response_model=models.MigrationsStatus,
+             summary="Migration rollout per shard (operator): podjobs migrations status --json",
+             responses={401: _problem(401, "no or an unknown bearer token"),
+                        403: _problem(403, "not an operator token"),
+                        503: _problem(503, "ZooKeeper is unreachable")})
+    def migrations(p: Operator) -> Response:
+        return json_response(200, service.migrations())
 
     @app.get("/healthz", response_model=models.Health, summary="Liveness (no token needed)")
     def healthz() -> Response:

@@ -99,6 +99,27 @@ class PodInfo(BaseModel):
     error: str | None = None
 
 
+class ShardMigrations(BaseModel):
+    pod: str
+    pod_state: str
+    known: bool = Field(description="false until the leading scheduler has read the shard")
+    current: str | None = Field(description="the shard's alembic revision (null: none applied)")
+    checked_at: float | None
+    read_error: str | None
+    pending: list[str]
+    running: list[dict[str, Any]] = Field(description="revision, state, worker, since, progress")
+    failures: list[dict[str, Any]] = Field(description="failed or cancelled runs with their error")
+    runs: dict[str, dict[str, Any]] = Field(description="every run record, by revision")
+
+
+class MigrationsStatus(BaseModel):
+    leader: dict[str, Any] | None = Field(description="the leading scheduler, null when none leads")
+    order: list[str] = Field(description="revisions from the oldest to the head")
+    head: str | None
+    halts: dict[str, dict[str, Any]] = Field(description="halted revisions: pod, error, at")
+    shards: list[ShardMigrations]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     zookeeper: Literal["connected", "disconnected"]

@@ -315,6 +315,20 @@ class Service:
             raise ApiError(503, f"pod {pod}'s Redis is unreachable",
                            {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
 
+    def migrations(self) -> dict[str, Any]:
+        """What `podjobs migrations status --json` prints (read from ZooKeeper)."""
+        from kazoo.exceptions import KazooException
+
+        from podjobs.scheduler.status import collect
+
+        try:
+            status: dict[str, Any] = collect(self.directory.zk)
+            return status
+        except KazooException as exc:
+            log.warning("migration status unreadable: %r", exc)
+            raise ApiError(503, "ZooKeeper is unreachable; migration status unknown",
+                           {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "zookeeper": "disconnected" if self.directory.stale else "connected",
                 "pods": len(self.directory.pods())}

@@ -200,6 +200,16 @@ def test_unique_enqueue(r: redis.Redis, redis_url: str) -> None:
     assert uniq.enqueue(1).enqueued
 
 
+def test_unique_jobs_of_two_tenants_do_not_collide(r: redis.Redis, redis_url: str) -> None:
+    a, b = uniq.enqueue(7, tenant="shop-1"), uniq.enqueue(7, tenant="shop-2")
+    assert a.enqueued and b.enqueued
+    assert not uniq.enqueue(7, tenant="shop-1").enqueued
+    assert uniq.enqueue(7).enqueued  # no tenant: a key of its own
+    assert not uniq.enqueue(7).enqueued
+    assert len(set(r.keys("pj:unique:*"))) == 3
+    assert uniq.call(7).unique_key() == uniq.call(7).unique_key(None) != uniq.call(7).unique_key("x")
+
+
 def test_unreachable_redis_is_a_clear_error() -> None:
     import socket
 

@@ -50,7 +50,8 @@ class JobOptions:
     #: seconds a run may take before it is stopped and retried; None = no limit
     timeout: float | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
-    #: seconds an identical enqueue (same job, args, kwargs) is refused while one is pending
+    #: seconds an identical enqueue (same job, queue, args, kwargs, tenant) is refused while
+    #: one is pending
     unique_for: float | None = None
     #: process isolation only: kill the child above this resident size (MiB)
     max_memory_mb: float | None = None
@@ -207,18 +208,23 @@ class Call:
         if pod is not None:
             p["pod"] = pod
         if self.job.options.unique_for:
-            p["unique"] = self.unique_key()
+            p["unique"] = self.unique_key(tenant)
         if self.followups:
             p["then"] = [c.payload(now_ms, tenant, pod) for c in self.followups]
         if self.track is not None:
             p["track"] = int(self.track)
         return p
 
-    def unique_key(self) -> str:
+    def unique_key(self, tenant: str | None = None) -> str:
+        """The key that makes this call unique: job, queue, arguments and tenant (two tenants
+        enqueuing the same job with the same arguments do not collide). A call without a
+        tenant keeps the digest it always had."""
         from podjobs import keys
 
-        canon = json.dumps([self.queue or self.job.options.queue, list(self.args), self.kwargs],
-                           sort_keys=True, separators=(",", ":"))
+        parts: list[Any] = [self.queue or self.job.options.queue, list(self.args), self.kwargs]
+        if tenant is not None:
+            parts.append({"tenant": tenant})
+        canon = json.dumps(parts, sort_keys=True, separators=(",", ":"))
         return keys.unique(self.job.name, hashlib.sha1(canon.encode()).hexdigest())
 
     def enqueue(self, *, tenant: str | None = None, pod: str | None = None,

@@ -1,8 +1,9 @@
 """Operator actions on a halted or unwanted migration: retry, cancel, skip.
 
 1. `retry(zk, revision, pod=None)`: removes the failed or cancelled run
-   records of `revision` (on `pod`, or on every shard) and lifts its halt;
-   the leader queues it again on its next tick.
+   records of `revision` (on `pod`, or on every shard) and lifts its halt once
+   no shard has a failed or cancelled run of it left; the leader queues it
+   again on its next tick.
 2. `cancel(zk, revision, pod=None)`: a queued run becomes cancelled (its job
    does nothing when it comes), a running one is asked to stop before its
    next step; the revision is halted so it is not queued anywhere else.
@@ -56,8 +57,16 @@ def retry(zk: ZK, revision: str, pod: str | None = None) -> list[str]:
     halted = revision in store.halts()
     if not cleared and not halted:
         raise PodjobsError(f"{revision} has no failed or cancelled run and is not halted")
-    store.unhalt(revision)
+    if not _still_failed(zk, store, revision):
+        store.unhalt(revision)
     return cleared
+
+
+def _still_failed(zk: ZK, store: RunStore, revision: str) -> list[str]:
+    """Pods where `revision` is failed or cancelled (the halt stays while there are any)."""
+    return [p for p in TopologyStore(zk).pod_names()
+            if (r := store.get(p, revision)) is not None
+            and r.state in (RunState.FAILED, RunState.CANCELLED)]
 
 
 def cancel(zk: ZK, revision: str, pod: str | None = None) -> dict[str, str]:
@@ -118,11 +127,7 @@ def skip(zk: ZK, revision: str, pod: str, directory: str) -> Run:
             run.state, run.finished_at, run.skipped = RunState.COMPLETE, now, True
             run.extra = dict(run.extra, **rec)
             store.update(run)
-        still_failed = any(
-            (r := store.get(p, revision)) is not None
-            and r.state in (RunState.FAILED, RunState.CANCELLED)
-            for p in TopologyStore(zk).pod_names())
-        if not still_failed:
+        if not _still_failed(zk, store, revision):
             store.unhalt(revision)
         return run
     finally:

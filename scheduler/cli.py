@@ -73,15 +73,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     directory.start()
     router = Router(directory, check_backends=False)
     duties: list[Duty] = []
+    specs = list(registered().values())
+    if specs:  # first: a slow shard read of the migrations duty must not make ticks late
+        duties.append(PeriodicDuty(zk, router, specs))
     if args.migrations:
         duties.append(MigrationsDuty(zk, MigrationsConfig(
             directory=args.migrations, zk_spec=f"{hosts}{root or DEFAULT_ROOT}",
             zk_timeout=args.session_timeout, queue=args.queue, canary=args.canary,
             wave_size=args.wave, requeue_after=args.requeue_after,
-            orphan_after=args.requeue_after, steal_after=args.steal_after)))
-    specs = list(registered().values())
-    if specs:
-        duties.append(PeriodicDuty(zk, router, specs))
+            orphan_after=args.requeue_after, steal_after=args.steal_after,
+            lock_wait_timeout=args.lock_wait_timeout)))
     if not duties:
         raise ConfigurationError("nothing to schedule: pass --migrations DIR and/or an --app whose "
                                  "module declares @podjobs.periodic jobs")
@@ -213,6 +214,8 @@ def register(subparsers: Any) -> None:
                    help="seconds before a run whose job vanished is queued again (default 30)")
     p.add_argument("--steal-after", type=float, default=5.0, metavar="S",
                    help="seconds a runner waits on a stale holder of the shard lock (default 5)")
+    p.add_argument("--lock-wait-timeout", type=int, default=60, metavar="S",
+                   help="seconds a DDL may wait for a table's metadata lock (default 60)")
     p.add_argument("--id", help="this scheduler's name in 'scheduler status' (default host:pid)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_scheduler)

@@ -129,6 +129,8 @@ class Leadership:
         while not stop.is_set():
             self._lock = self.zk.client.Lock(paths.election(self.zk),
                                              json.dumps(self.identity, sort_keys=True))
+            if stop.is_set():  # set before the stop watcher could see this lock to cancel it
+                break
             try:
                 got = self._lock.acquire(timeout=None)
             except KazooException as exc:

@@ -6,22 +6,33 @@ is known to every pod worker. One run:
 
 1. Reads its run record; a record that names another job id, or that is no
    longer queued, means this delivery is stale: it does nothing.
-2. Takes the shard's ZooKeeper lock (migrations/locks/{pod}); its node's
-   sequence number is the run's fence. Busy: put back for later (no failure).
+2. A worker that is stopping puts the job back before taking anything. Takes
+   the shard's ZooKeeper lock (migrations/locks/{pod}); its node's sequence
+   number is the run's fence. Busy: put back for later (no failure).
 3. On one autocommit connection to the shard: `GET_LOCK` and the fence
-   (shardlock.py), then re-reads the shard's revision: already applied ->
-   complete without running anything (running twice changes nothing); not
-   at the revision just before -> failed, with both named.
+   (shardlock.py), `lock_wait_timeout` for the DDL, then re-reads the shard's
+   revision: already applied -> complete without running anything (running
+   twice changes nothing), or its backfill started if an earlier run died
+   between the two; not at the revision just before -> failed, both named.
 4. Marks the record running (in ZooKeeper and as a row on the shard), runs
    the revision with the guard checking lock, fence and ZooKeeper before
    every statement, stamps alembic_version.
-5. If the revision has `backfill()`, enqueues that job on the pod and stays
-   running until the leader sees it succeed; else complete.
-6. Any error: failed with the error, and the revision is halted everywhere
-   (`podjobs migrations retry|skip|cancel` to go on). A redelivery of a job
-   whose earlier run died mid-way finds the record running: if the shard
-   reached the revision it is complete, else failed ("stopped midway"), since
-   a half-applied revision must be looked at by a person.
+5. If the revision has `backfill()` (an iteration job's call), records the
+   backfill's job id, then enqueues it on the pod, and stays running until the
+   leader sees it succeed (the leader enqueues it again if it never arrived);
+   else complete.
+6. Errors:
+   - before the DDL, while the run is still queued: one that no retry can fix
+     (the revision does not load, the shard is not at the revision before) fails
+     the run; any other is written into the record and raised, so the job's
+     retries try again (a dead job makes the leader fail the run);
+   - during the DDL: failed (or cancelled) with the error, and the revision is
+     halted everywhere (`podjobs migrations retry|skip|cancel` to go on);
+   - after the revision was stamped: raised, so the retry finds the shard at
+     the revision and finishes the bookkeeping (complete, or the backfill).
+   A redelivery of a job whose earlier run died mid-way finds the record
+   running: if the shard reached the revision it is complete, else failed
+   ("stopped midway"), since a half-applied revision needs a person.
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ import threading
 import time
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, KazooException
+from kazoo.exceptions import BadVersionError, KazooException, LockTimeout
+from sqlalchemy import text
 
 from podjobs.backend import RedisBackend
 from podjobs.context import current
+from podjobs.ids import new_id
 from podjobs.invoke import Reenqueue
 from podjobs.jobs import job
+from podjobs.payload import encode
 from podjobs.pods import shards
 from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
@@ -45,7 +59,7 @@ from . import paths
 from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
 from .runs import Run, RunState, RunStore, ShardLog, ensure_tables
-from .shardlock import LockLost, ShardLock
+from .shardlock import ShardLock
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +140,7 @@ def _finish(store: RunStore, run: Run, state: RunState, error: str = "", **chang
 
 @job(name=JOB_NAME, retries=3)  # type: ignore[untyped-decorator]
 def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout: float = 10.0,
-            steal_after: float = 5.0) -> dict[str, Any]:
+            steal_after: float = 5.0, lock_wait_timeout: int = 60) -> dict[str, Any]:
     """Apply `revision` from `directory` to the shard of pod `shard` (see the module docstring)."""
     ctx = current()
     pod = shard
@@ -139,13 +153,20 @@ def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout:
         return {"result": "superseded"}
     if run.state not in (RunState.QUEUED, RunState.RUNNING):
         return {"result": run.state.value}
+    if ctx.stopping.is_set():  # a deploy stops this worker: let the next one start the revision
+        raise Reenqueue(delay=0.0, reason="worker stopping")
     lock = zk.client.Lock(paths.lock(zk, pod), ctx.worker_id or "")
-    if not lock.acquire(timeout=LOCK_WAIT):
+    try:
+        got = lock.acquire(timeout=LOCK_WAIT)
+    except LockTimeout:
+        got = False
+    if not got:
         raise Reenqueue(delay=1.0, reason="the shard's migration lock is busy")
     watch = _Watch(zk, store, pod, revision)
     try:
         fence = fence_of(lock.node)
-        return _run_locked(ctx, store, watch, pod, revision, directory, fence, steal_after)
+        return _run_locked(ctx, store, watch, pod, revision, directory, fence, steal_after,
+                           lock_wait_timeout)
     finally:
         watch.close()
         try:
@@ -154,95 +175,157 @@ def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout:
             pass
 
 
+class _Permanent(Exception):
+    """An error that no retry of the job can fix (fails the run before any DDL ran)."""
+
+
 def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: str,
-                directory: str, fence: int, steal_after: float) -> dict[str, Any]:
+                directory: str, fence: int, steal_after: float,
+                lock_wait_timeout: int) -> dict[str, Any]:
     run = store.get(pod, revision)
     if run is None or run.job_id != ctx.job_id or run.state not in (RunState.QUEUED,
                                                                     RunState.RUNNING):
         return {"result": "superseded" if run is None or run.job_id != ctx.job_id
                 else run.state.value}
-    revisions = revisions_in(directory)
-    rev = revisions.get(revision)
-    shard_url = TopologyStore(watch.zk).pod(pod).shard_url
     worker = ctx.worker_id or ""
-    eng = shards.engine(shard_url)
-    with eng.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        ensure_tables(conn)
-        slock = ShardLock(conn, fence, worker, watch.reason, steal_after=steal_after)
-        shard_log = ShardLog(conn)
+    applied = False  # the schema step ran and was stamped: errors after it are not failures
+    slock: ShardLock | None = None
+    shard_log: ShardLog | None = None
+    eng: Any = None
+    try:
         try:
-            slock.acquire()
-            at = current_revision(conn)
-            if revisions.reached(at, revision):
-                note = "" if run.state == RunState.QUEUED else "an earlier run finished it"
-                _finish(store, run, RunState.COMPLETE, fence=fence, worker=worker,
-                        extra={**run.extra, "note": note or "already applied"})
-                return {"result": "already applied"}
-            if run.state == RunState.RUNNING:
-                error = (f"an earlier run (worker {run.worker or '?'}) stopped midway; the shard "
-                         f"is at {at or 'base'}, the revision may be half applied: check the shard, "
-                         f"then 'podjobs migrations retry' or 'skip'")
-                _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
-                return {"result": "failed", "error": error}
-            if at != rev.down:
-                error = (f"shard {pod} is at {at or 'base'} but {revision} follows "
-                         f"{rev.down or 'base'}: run the revisions in between first")
-                _finish(store, run, RunState.FAILED, error)
-                return {"result": "failed", "error": error}
-            run.state, run.started_at, run.worker, run.fence = (RunState.RUNNING, time.time(),
-                                                                worker, fence)
-            store.update(run)
-            shard_log.start(revision, worker, ctx.job_id, fence)
-            slock.install()
-            log.info("migration %s on %s: running (fence %d)", revision, pod, fence)
-            apply(conn, revisions, revision)
-            slock.uninstall()
-            shard_log.finish(RunState.COMPLETE)
+            revisions = revisions_in(directory)
+            rev = revisions.get(revision)
             call = revisions.backfill_call(revision)
-            if call is not None:
-                backfill_id = _enqueue_backfill(ctx, call, pod)
-                _finish(store, run, RunState.RUNNING, backfill_job=backfill_id)
-                return {"result": "backfilling", "backfill_job": backfill_id}
-            _finish(store, run, RunState.COMPLETE)
-            log.info("migration %s on %s: complete", revision, pod)
-            return {"result": "complete"}
         except Exception as exc:
-            slock.uninstall()
-            cancelled = "cancelled by an operator" in str(exc)
-            state = RunState.CANCELLED if cancelled else RunState.FAILED
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            log.error("migration %s on %s: %s", revision, pod, error)
+            raise _Permanent(f"cannot load revision {revision} from {directory}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        eng = shards.engine(TopologyStore(watch.zk).pod(pod).shard_url)
+        with eng.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            ensure_tables(conn)
+            slock = ShardLock(conn, fence, worker, watch.reason, steal_after=steal_after)
+            shard_log = ShardLog(conn)
             try:
-                shard_log.finish(state, error)
-            except Exception:  # the connection may be the thing that died: use a fresh one
-                try:
-                    with eng.connect() as c2:
-                        shard_log.conn = c2.execution_options(isolation_level="AUTOCOMMIT")
-                        shard_log.finish(state, error)
-                except Exception as exc2:
-                    log.warning("could not record the failure on the shard: %s", exc2)
-            fresh = store.get(pod, revision)
-            if fresh is not None and fresh.job_id == ctx.job_id and fresh.fence == fence \
-                    and fresh.state == RunState.RUNNING:
-                _finish(store, fresh, state, error)
-            if isinstance(exc, LockLost | KazooException) or cancelled:
-                return {"result": state.value, "error": error}
+                slock.acquire()
+                # a DDL waiting for a table's metadata lock must not queue every query behind it
+                conn.execute(text(f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout)}"))
+                at = current_revision(conn)
+                if revisions.reached(at, revision):
+                    return _already_applied(ctx, store, run, pod, revision, call, fence, worker)
+                if run.state == RunState.RUNNING:
+                    error = (f"an earlier run (worker {run.worker or '?'}) stopped midway; the "
+                             f"shard is at {at or 'base'}, the revision may be half applied: "
+                             f"check the shard, then 'podjobs migrations retry' or 'skip'")
+                    _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
+                    return {"result": "failed", "error": error}
+                if at != rev.down:
+                    raise _Permanent(f"shard {pod} is at {at or 'base'} but {revision} follows "
+                                     f"{rev.down or 'base'}: run the revisions in between first")
+                run.state, run.started_at, run.worker, run.fence = (RunState.RUNNING, time.time(),
+                                                                    worker, fence)
+                store.update(run)
+                shard_log.start(revision, worker, ctx.job_id, fence)
+                slock.install()
+                log.info("migration %s on %s: running (fence %d)", revision, pod, fence)
+                apply(conn, revisions, revision)
+                applied = True
+                slock.uninstall()
+                shard_log.finish(RunState.COMPLETE)
+            finally:
+                slock.release()
+        if call is not None:
+            return _start_backfill(ctx, store, run, pod, revision, call)
+        _finish(store, run, RunState.COMPLETE)
+        log.info("migration %s on %s: complete", revision, pod)
+        return {"result": "complete"}
+    except Exception as exc:
+        if applied:
+            # the revision is on the shard; recording it (or its backfill) failed: the job's
+            # retry finds the shard at the revision and finishes the bookkeeping
+            log.warning("migration %s on %s: applied, but %s; the job will retry", revision, pod,
+                        exc)
+            raise
+        return _failed(ctx, store, pod, revision, fence, exc, shard_log, eng)
+
+
+def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc: Exception,
+            shard_log: ShardLog | None, eng: Any) -> dict[str, Any]:
+    """Record an error that happened before the revision was applied."""
+    cancelled = "cancelled by an operator" in str(exc)
+    state = RunState.CANCELLED if cancelled else RunState.FAILED
+    error = f"{type(exc).__name__}: {exc}"[:2000] if not isinstance(exc, _Permanent) else str(exc)
+    log.error("migration %s on %s: %s", revision, pod, error)
+    fresh = store.get(pod, revision)
+    ours = fresh is not None and fresh.job_id == ctx.job_id
+    if ours and fresh is not None and fresh.state == RunState.RUNNING and fresh.fence == fence:
+        if shard_log is not None and shard_log.row_id is not None:
+            _log_failure(shard_log, eng, state, error)
+        _finish(store, fresh, state, error)
+        return {"result": state.value, "error": error}
+    if ours and fresh is not None and fresh.state == RunState.QUEUED:
+        if isinstance(exc, _Permanent):
+            _finish(store, fresh, RunState.FAILED, error)
             return {"result": "failed", "error": error}
-        finally:
-            slock.release()
+        # not started: say why in the record and let the job's retries try again (after the
+        # last one the job is dead and the leader fails the run with this error)
+        fresh.error = f"attempt {ctx.attempt + 1}: {error}"
+        try:
+            store.update(fresh)
+        except BadVersionError:
+            pass
+        raise exc
+    return {"result": "superseded", "error": error}
 
 
-def _enqueue_backfill(ctx: Any, call: Any, pod: str) -> str:
-    """Enqueue the revision's backfill on this pod's Redis and register it as an iteration job."""
-    from podjobs.client import Client
+def _log_failure(shard_log: ShardLog, eng: Any, state: RunState, error: str) -> None:
+    try:
+        shard_log.finish(state, error)
+    except Exception:  # the connection may be the thing that died: use a fresh one
+        try:
+            with eng.connect() as c2:
+                shard_log.conn = c2.execution_options(isolation_level="AUTOCOMMIT")
+                shard_log.finish(state, error)
+        except Exception as exc2:
+            log.warning("could not record the failure on the shard: %s", exc2)
+
+
+def _already_applied(ctx: Any, store: RunStore, run: Run, pod: str, revision: str, call: Any,
+                     fence: int, worker: str) -> dict[str, Any]:
+    """The shard has the revision: complete, unless its backfill has yet to be started."""
+    if call is not None and not run.backfill_job and run.state == RunState.RUNNING:
+        # an earlier run applied the schema step and died before it started the backfill
+        return _start_backfill(ctx, store, run, pod, revision, call)
+    if run.state == RunState.RUNNING and run.backfill_job:
+        return {"result": "backfilling", "backfill_job": run.backfill_job}
+    note = "already applied" if run.state == RunState.QUEUED else "an earlier run finished it"
+    _finish(store, run, RunState.COMPLETE, fence=fence, worker=worker,
+            extra={**run.extra, "note": note})
+    return {"result": note}
+
+
+def _start_backfill(ctx: Any, store: RunStore, run: Run, pod: str, revision: str,
+                    call: Any) -> dict[str, Any]:
+    """Record the backfill's job id, then enqueue it (the leader re-enqueues a vanished one)."""
+    backfill_id = new_id()
+    _finish(store, run, RunState.RUNNING, backfill_job=backfill_id,
+            extra={**run.extra, "backfill_queued_at": time.time()})
+    enqueue_backfill(ctx.backend, call, pod, backfill_id)
+    log.info("migration %s on %s: schema step done; backfill %s enqueued", revision, pod,
+             backfill_id)
+    return {"result": "backfilling", "backfill_job": backfill_id}
+
+
+def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
+    """Enqueue a revision's backfill on `backend` (the pod's Redis) with the id `job_id`, and
+    register it as an iteration job (so its progress is readable from the start)."""
     from podjobs.iteration import keys as iter_keys
     from podjobs.iteration.store import lua_for
 
-    backend = ctx.backend
-    handle = Client(backend).enqueue_call(call, pod=pod)
+    p = call.payload(time.time_ns() // 1_000_000, None, pod)
+    p["id"] = job_id
+    backend.enqueue(p["queue"], [encode(p)])
     if isinstance(backend, RedisBackend):
         lua_for(backend).run("iter_register", "record an iteration job",
-                             [iter_keys.job(handle.id), iter_keys.INDEX],
-                             [handle.id, handle.job, handle.queue, ""])
-    return str(handle.id)
+                             [iter_keys.job(job_id), iter_keys.INDEX],
+                             [job_id, call.job.name, p["queue"], ""])

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from podjobs.backend import RedisBackend
+from podjobs.errors import BackendUnavailable
 from podjobs.ids import new_id
 from podjobs.jobs import lookup
 from podjobs.payload import encode
@@ -57,6 +59,8 @@ class MigrationsConfig:
     #: seconds a running run may have no lock holder before it is failed
     orphan_after: float = 10.0
     steal_after: float = 5.0
+    #: seconds a DDL may wait for a table's metadata lock (MySQL lock_wait_timeout)
+    lock_wait_timeout: int = 60
 
 
 class MigrationsDuty:
@@ -70,6 +74,9 @@ class MigrationsDuty:
         self.topology = TopologyStore(zk)
         self._backends: dict[str, RedisBackend] = {}
         self._published: dict[str, Any] = {}
+        self._term: int | None = None
+        #: (pod, revision) -> when the leader last looked for a queued run's job in Redis
+        self._checked: dict[tuple[str, str], float] = {}
         self.queued: list[tuple[str, str]] = []
 
     def backend(self, url: str) -> RedisBackend:
@@ -81,6 +88,9 @@ class MigrationsDuty:
     # -- one tick ----------------------------------------------------------------
 
     def tick(self, term: Term) -> None:
+        if term.fence != self._term:  # another leader may have written since our last term
+            self._published.clear()
+            self._term = term.fence
         pods = self.topology.pods()
         self._publish(term, paths.revisions(self.zk), {
             "order": self.revisions.order, "head": self.revisions.head,
@@ -107,12 +117,18 @@ class MigrationsDuty:
                                    known))
             for run in runs[name].values():
                 if run.state in (RunState.QUEUED, RunState.RUNNING):
-                    self._look_after(term, run, pod.redis_url)
+                    try:
+                        self._look_after(term, run, pod.redis_url)
+                    except (RedisError, BackendUnavailable) as exc:  # other pods go on
+                        log.warning("migrations: pod %s's Redis: %s", name, exc)
         halted = set(self.store.halts())
         canary = self.config.canary or (min(pods) if pods else None)
         for pod_name, rev in plan(self.revisions.order, views, halted, canary,
                                   self.config.wave_size):
-            self._queue(term, pod_name, rev, pods[pod_name].redis_url)
+            try:
+                self._queue(term, pod_name, rev, pods[pod_name].redis_url)
+            except (RedisError, BackendUnavailable) as exc:
+                log.warning("migrations: cannot queue %s on %s: %s", rev, pod_name, exc)
 
     def _publish(self, term: Term, path: str, obj: dict[str, Any], stamp: bool = False) -> None:
         if self._published.get(path) == obj:
@@ -139,7 +155,8 @@ class MigrationsDuty:
         jd = lookup(migrate_job.JOB_NAME)
         c = self.config
         p = jd.call(c.zk_spec, pod, revision, self.revisions.directory, zk_timeout=c.zk_timeout,
-                    steal_after=c.steal_after).payload(time.time_ns() // 1_000_000, None, pod)
+                    steal_after=c.steal_after, lock_wait_timeout=c.lock_wait_timeout,
+                    ).payload(time.time_ns() // 1_000_000, None, pod)
         p["id"] = job_id
         p["queue"] = c.queue
         return encode(p)
@@ -182,19 +199,26 @@ class MigrationsDuty:
             self._follow_backfill(term, run, redis_url)
             return
         if run.state == RunState.QUEUED and now - run.queued_at > self.config.requeue_after:
+            key = (run.pod, run.revision)
+            if now - self._checked.get(key, 0.0) < self.config.requeue_after:
+                return  # a queue scan at most once per requeue_after per run
+            self._checked[key] = now
             where = self._job_where(redis_url, run.job_id)
             if where is None:
                 log.warning("migrations: job %s of %s on %s is gone; queueing it again",
                             run.job_id, run.revision, run.pod)
                 self._queue(term, run.pod, run.revision, redis_url, run)
             elif where == "dead":
-                self._fail(term, run, f"the migration job {run.job_id} died (see 'podjobs dead')")
+                self._fail(term, run, f"the migration job {run.job_id} died"
+                                      + (f" ({run.error})" if run.error else "")
+                                      + "; see 'podjobs dead list'")
             return
         if run.state == RunState.RUNNING and run.started_at and \
                 now - run.started_at > self.config.orphan_after:
             if self.zk.children(paths.lock(self.zk, run.pod)):
                 return
-            if self._job_where(redis_url, run.job_id) is not None:
+            where = self._job_where(redis_url, run.job_id)
+            if where is not None and where != "dead":
                 return  # a worker is about to take it again
             fresh = self.store.get(run.pod, run.revision)
             if fresh is None or fresh.state != RunState.RUNNING or fresh.version != run.version:
@@ -202,22 +226,32 @@ class MigrationsDuty:
             self._fail(term, run, f"the runner (worker {run.worker}) is gone and nothing holds "
                                   f"the shard lock; the revision may be half applied")
 
-    def _fail(self, term: Term, run: Run, error: str) -> None:
-        run.state, run.error, run.finished_at = RunState.FAILED, error, time.time()
+    def _fail(self, term: Term, run: Run, error: str, state: RunState = RunState.FAILED) -> None:
+        run.state, run.error, run.finished_at = state, error, time.time()
         try:
             self.store.update(run, term.transaction())
         except BadVersionError:
             return
         term.check()
         self.store.halt(run.revision, run.pod, error)
-        log.error("migrations: %s on %s failed: %s", run.revision, run.pod, error)
+        log.error("migrations: %s on %s %s: %s", run.revision, run.pod, state.value, error)
 
     def _follow_backfill(self, term: Term, run: Run, redis_url: str) -> None:
         from podjobs.iteration.admin import Iterations
         from podjobs.iteration.state import State
 
-        prog = Iterations(self.backend(redis_url)).get(run.backfill_job)
+        its = Iterations(self.backend(redis_url))
+        if run.cancel_requested:
+            try:
+                its.cancel(run.backfill_job)
+            except Exception as exc:  # already final, or gone
+                log.info("cancel backfill %s: %s", run.backfill_job, exc)
+            self._fail(term, run, f"cancelled by an operator (backfill {run.backfill_job} "
+                                  f"cancelled)", RunState.CANCELLED)
+            return
+        prog = its.get(run.backfill_job)
         if prog is None:
+            self._backfill_vanished(term, run, redis_url)
             return
         progress = {"done": prog.done, "total": prog.total, "percent": prog.percent,
                     "state": prog.state.value}
@@ -233,11 +267,39 @@ class MigrationsDuty:
                      run.backfill_job)
         elif prog.state == State.CANCELLED:
             self._fail(term, run, f"its backfill {run.backfill_job} was cancelled")
+        elif prog.state == State.ERRORED and \
+                self._job_where(redis_url, run.backfill_job) in (None, "dead"):
+            self._fail(term, run, f"its backfill {run.backfill_job} died: {prog.error}")
         elif changed:
             try:
                 self.store.update(run, term.transaction())
             except BadVersionError:
                 return
+
+    def _backfill_vanished(self, term: Term, run: Run, redis_url: str) -> None:
+        """No progress record: enqueue the backfill again if its job is nowhere (the runner
+        died between recording its id and enqueueing it)."""
+        from .migrate import enqueue_backfill
+
+        since = float(run.extra.get("backfill_queued_at") or run.started_at or 0)
+        if time.time() - since < self.config.requeue_after:
+            return
+        if self._job_where(redis_url, run.backfill_job) is not None:
+            return
+        call = self.revisions.backfill_call(run.revision)
+        if call is None:
+            self._fail(term, run, f"backfill {run.backfill_job} is gone and {run.revision} no "
+                                  f"longer defines one")
+            return
+        run.extra = dict(run.extra, backfill_queued_at=time.time())
+        try:
+            self.store.update(run, term.transaction())
+        except BadVersionError:
+            return
+        term.check()
+        enqueue_backfill(self.backend(redis_url), call, run.pod, run.backfill_job)
+        log.warning("migrations: backfill %s of %s on %s was never enqueued; enqueued it",
+                    run.backfill_job, run.revision, run.pod)
 
 
 def _commit(txn: Any) -> bool:

@@ -98,9 +98,23 @@ class Revisions:
         return self.index(current) >= self.index(target)
 
     def backfill_call(self, revision: str) -> Any:
-        """The Call returned by the revision's `backfill()`, or None when it has none."""
+        """The Call returned by the revision's `backfill()`, or None when it has none.
+
+        It must be a call of an iteration job: its progress is how the rollout knows the
+        data step is done (`ConfigurationError` otherwise)."""
+        from podjobs.iteration import IterationJob
+        from podjobs.jobs import Call
+
         fn = getattr(self.get(revision).module, "backfill", None)
-        return fn() if callable(fn) else None
+        if not callable(fn):
+            return None
+        call = fn()
+        cls = getattr(getattr(call, "job", None), "job_class", None)
+        if not isinstance(call, Call) or cls is None or not issubclass(cls, IterationJob):
+            raise ConfigurationError(
+                f"revision {revision}: backfill() returned {call!r}; return the call of an "
+                f"iteration job (MyBackfill.call(...)), whose progress the rollout follows")
+        return call
 
 
 def current_revision(conn: Connection) -> str | None:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -61,7 +62,9 @@ class ShardLock:
         self.still_ours = still_ours
         if name is None:
             db = conn.execute(text("SELECT DATABASE()")).scalar() or ""
-            name = f"{LOCK_PREFIX}.{db}"[:64]
+            name = f"{LOCK_PREFIX}.{db}"
+            if len(name) > 64:  # GET_LOCK names are at most 64 characters: keep them distinct
+                name = f"{LOCK_PREFIX}.{hashlib.sha1(db.encode()).hexdigest()}"
         self.name = name
         self.steal_after = steal_after
         self.steps = 0

@@ -384,3 +384,73 @@ def test_a_runner_paused_past_its_session_is_fenced_off_and_applies_nothing(
             if w is not None:
                 w.send_signal(signal.SIGCONT)
                 stop_proc(w)
+
+
+def test_a_revision_that_cannot_load_fails_before_any_ddl(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    schedulers.start("s1", "--migrations", str(REPO / "tests" / "apps" / "migrations_bad"))
+    store = RunStore(zk)
+    run = wait_until(lambda: (r := store.get("p1", "b001")) is not None and r.state == "failed"
+                     and r, 30, "b001 fails on p1")
+    assert "return the call of an iteration job" in run.error, run.error
+    rev, _, history = shard_state(shards["p1"])
+    assert rev is None and history == []  # nothing ran, not even the run row
+    e = create_engine(shards["p1"])
+    with e.connect() as c:
+        assert not c.dialect.has_table(c, "never_created")
+    e.dispose()
+    assert "b001" in store.halts() and store.get("p2", "b001") is None
+
+
+def test_a_busy_shard_lock_puts_the_job_back_instead_of_failing(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers,
+        pods: Topology) -> None:
+    from podjobs.backend import RedisBackend
+    from podjobs.ops import Inspector
+    from podjobs.scheduler import paths
+
+    held = zk.client.Lock(paths.lock(zk, "p1"), "an operator")
+    assert held.acquire(timeout=5)
+    try:
+        schedulers.start("s1")
+        store = RunStore(zk)
+        wait_until(lambda: store.get("p1", "0001") is not None, 20, "0001 queued on p1")
+        time.sleep(6.5)  # longer than the job's lock wait (5 s): it must be put back, not fail
+        run = store.get("p1", "0001")
+        assert run is not None and run.state == "queued", run
+    finally:
+        held.release()
+    wait_until(lambda: all_complete(zk, sorted(shards)), 60, "every shard at head")
+    assert all(r.attempts == 1 for p in shards for r in store.for_pod(p).values())
+    stats = Inspector(RedisBackend(pods.pod("p1").redis_url)).stats()
+    assert stats.get("failed", 0) == 0, stats  # put back (Reenqueue), never a failed attempt
+
+
+def test_a_backfill_that_never_arrived_is_enqueued_again_by_the_leader(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    """A runner died after recording the backfill's id and before enqueueing it."""
+    from podjobs.scheduler.revisions import Revisions, apply
+    from podjobs.scheduler.runs import Run, RunState
+    from tests.apps import data_migration_app  # noqa: F401 - the workers run its backfill
+
+    directory = str(REPO / "tests" / "apps" / "migrations_data")
+    revs = Revisions(directory)
+    e = create_engine(shards["p1"], isolation_level="AUTOCOMMIT")
+    with e.connect() as c:
+        apply(c, revs, "d001")
+        apply(c, revs, "d002")
+    e.dispose()
+    store = RunStore(zk)
+    old = time.time() - 60
+    store.create(Run("p1", "d001", RunState.COMPLETE, job_id="j1", queued_at=old, finished_at=old))
+    store.create(Run("p1", "d002", RunState.RUNNING, job_id="j2", queued_at=old, started_at=old,
+                     backfill_job="01BACKFILLNEVERARRIVED0000", extra={"backfill_queued_at": old}))
+    schedulers.start("s1", "--migrations", directory)
+    wait_until(lambda: (r := store.get("p1", "d002")) is not None and r.state == "complete",
+               40, "d002 complete on p1 once the backfill ran")
+    e = create_engine(shards["p1"])
+    with e.connect() as c:
+        labels = c.execute(text("SELECT id, label FROM items ORDER BY id")).all()
+    e.dispose()
+    assert len(labels) == 200 and all(lbl == f"item-{i}" for i, lbl in labels)
+    assert "was never enqueued; enqueued it" in schedulers.log("s1")

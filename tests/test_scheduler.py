@@ -454,3 +454,43 @@ def test_a_backfill_that_never_arrived_is_enqueued_again_by_the_leader(
     e.dispose()
     assert len(labels) == 200 and all(lbl == f"item-{i}" for i, lbl in labels)
     assert "was never enqueued; enqueued it" in schedulers.log("s1")
+
+
+def test_cancel_stops_a_running_revision_and_skip_stamps_a_fixed_one(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    control(shards["p1"], "0002", pause=2.0)  # sleeps before each of its two steps
+    control(shards["p2"], "0003", fail=1)
+    schedulers.start("s1", "--wave", "2")
+    store = RunStore(zk)
+    wait_until(lambda: (r := store.get("p1", "0002")) is not None and r.state == "running",
+               30, "0002 running on p1")
+    res = cli(schedulers.zk_spec, "migrations", "cancel", "0002")
+    assert res.returncode == 0 and "p1: stop requested" in res.stdout, res.stdout + res.stderr
+    run = wait_until(lambda: (r := store.get("p1", "0002")) is not None
+                     and r.state == "cancelled" and r, 20, "0002 cancelled on p1")
+    assert "cancelled by an operator" in run.error
+    rev, events, _ = shard_state(shards["p1"])
+    assert rev == "0001" and [ev for r, ev, _ in events if r == "0002"] == ["start"], events
+    assert cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "5").returncode == 1
+    # go on: 0002 again, then 0003 fails on p2 (canary p1 passed it)
+    control(shards["p1"], "0002", pause=0.1)
+    assert cli(schedulers.zk_spec, "migrations", "retry", "0002").returncode == 0
+    wait_until(lambda: (r := store.get("p2", "0003")) is not None and r.state == "failed",
+               40, "0003 fails on p2")
+    # an operator creates the table by hand on p2, then skips the revision there
+    e = create_engine(shards["p2"])
+    with e.begin() as c:
+        c.execute(text("CREATE TABLE invoices (id INT PRIMARY KEY, account_id INT, cents BIGINT)"))
+    e.dispose()
+    res = cli(schedulers.zk_spec, "migrations", "skip", "0003", "--pod", "p2",
+              "--migrations", MIGRATIONS)
+    assert res.returncode == 0, res.stdout + res.stderr
+    skipped = store.get("p2", "0003")
+    assert skipped is not None and skipped.state == "complete" and skipped.skipped
+    assert "0003" not in store.halts()
+    res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "60", "--interval", "0.2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert at_head(shards)
+    _, events, history = shard_state(shards["p2"])
+    assert [h["revision"] for h in history if h["state"] == "complete"] == ["0001", "0002", "0004",
+                                                                           "0005"]

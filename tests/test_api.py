@@ -356,6 +356,10 @@ def test_every_refused_enqueue_writes_nothing(env: Env) -> None:
                          headers={"Content-Type": "application/json"})),
             (400, c.post("/v1/tenants/shop-a/jobs", content=b"[" * 20_000 + b"]" * 20_000)),
             (413, post(c, "shop-a", {"job": "api.add", "args": ["x" * 70_000, 1]})),
+            (422, c.post("/v1/tenants/shop-a/jobs", content=b'{"job": "api.add", "args": [1e400, 1]}',
+                         headers={"Content-Type": "application/json"})),
+            (422, c.post("/v1/tenants/shop-a/jobs", content=b'{"job": "api.add", "args": ["\\ud800", 1]}',
+                         headers={"Content-Type": "application/json"})),
             (415, c.post("/v1/tenants/shop-a/jobs", content=b"job=api.add",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})),
         ]
@@ -366,6 +370,8 @@ def test_every_refused_enqueue_writes_nothing(env: Env) -> None:
         unknown = cases[5][1].json()
         assert "api.nope" in unknown["detail"] and unknown["errors"][0]["loc"] == ["body", "job"]
         assert "arguments do not fit api.add" in cases[6][1].json()["detail"]
+        assert "1e400 is not a finite number" in cases[17][1].json()["detail"]
+        assert cases[18][1].json()["errors"][0]["loc"] == ["body", "args", 0]
         # a body streamed without Content-Length is cut off at the limit too
         chunks = iter([b'{"job": "api.add", "args": ["', b"y" * 70_000, b'", 1]}'])
         r = c.post("/v1/tenants/shop-a/jobs", content=chunks,

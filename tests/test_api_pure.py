@@ -68,6 +68,24 @@ def test_parse_enqueue_422_names_the_field(body: bytes, field: str) -> None:
     assert ei.value.errors[0]["loc"][-1] == field
 
 
+@pytest.mark.parametrize("body, loc, names", [
+    (b'{"job": "t.add", "args": [1e400, 1]}', ["body", "args", 0], "1e400"),
+    (b'{"job": "t.add", "kwargs": {"x": [2, -1E+999]}}', ["body", "kwargs", "x", 1], "-1E+999"),
+    (b'{"job": "t.add", "args": ["\\ud800", 1]}', ["body", "args", 0], "\\ud800"),
+    (b'{"job": "t.add", "kwargs": {"a\\udfff": 1}}', ["body", "kwargs"], "\\udfff"),
+    (b'{"job": "t.\\udc00"}', ["body", "job"], "\\udc00"),
+])
+def test_parse_enqueue_422_for_values_a_payload_cannot_carry(body: bytes, loc: list[Any],
+                                                              names: str) -> None:
+    with pytest.raises(Unprocessable) as ei:
+        parse_enqueue(body)
+    assert ei.value.errors[0]["loc"] == loc
+    assert names in ei.value.errors[0]["msg"] and names in ei.value.detail
+    # a valid astral character (a surrogate pair in JSON) and big finite numbers are fine
+    ok = parse_enqueue(b'{"job": "t.add", "args": ["\\ud83d\\ude00", 1.7e308, 10000000000000000000000]}')
+    assert ok.args == ["\U0001f600", 1.7e308, 10**22]
+
+
 # -- Expect and Prefer -------------------------------------------------------------------------------
 
 D, M = 10.0, 30.0

@@ -24,6 +24,10 @@ class PayloadError(PodjobsError, ValueError):
     """Arguments that cannot be sent as a job payload (type or size)."""
 
 
+class PayloadTooLarge(PayloadError):
+    """A payload over the size limit."""
+
+
 class BackendUnavailable(PodjobsError):
     """The queue backend (Redis) could not be reached or refused the write."""
 

@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from podjobs.errors import PayloadError
+from podjobs.errors import PayloadError, PayloadTooLarge
 
 #: largest encoded payload accepted at enqueue, in bytes (512 KiB)
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
@@ -67,7 +67,7 @@ def encode(payload: dict[str, Any], max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) 
     """Encode a payload dict (whose first key must be "id") and enforce the size limit."""
     text: str = _dumps(payload)
     if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
-        raise PayloadError(
+        raise PayloadTooLarge(
             f"job {payload.get('job')!r} payload is {len(text.encode())} bytes, over the "
             f"limit of {max_bytes} bytes; nothing was enqueued. Store large data elsewhere "
             f"(a table, object storage) and pass its id"

@@ -1,7 +1,9 @@
 """The pure half of the HTTP API: requests in, answers out, no I/O.
 
 1. `parse_enqueue(body)`: the JSON body of `POST /v1/tenants/{tenant}/jobs` checked into an
-   `EnqueueRequest` (`BadRequest` for malformed JSON: 400; `Unprocessable`: 422).
+   `EnqueueRequest` (`BadRequest` for malformed JSON: 400; `Unprocessable`: 422, also for
+   values JSON parses but a payload cannot carry: a number beyond a float's range such as
+   1e400, a lone surrogate such as "\\ud800").
 2. `parse_demand(expect, prefer, ...)`: what the caller asks with `Expect` and `Prefer`:
    asynchronous (202 at once), synchronous (the final answer within N seconds, else 417),
    or "async, but wait up to N seconds first" (RFC 7240 respond-async + wait).
@@ -76,16 +78,82 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _Overflow(float):
+    """A JSON number too large for a float (it parses as infinity); keeps its text."""
+
+    text: str
+
+
+def _parse_float(literal: str) -> float:
+    v = float(literal)
+    if math.isfinite(v):
+        return v
+    big = _Overflow(v)
+    big.text = literal
+    return big
+
+
+def _utf8(s: str) -> bool:
+    """False when `s` holds a lone UTF-16 surrogate (JSON's "\\ud800"), which UTF-8 cannot carry."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: most value errors reported for one body
+_MAX_VALUE_ERRORS = 5
+
+
+def _value_errors(data: Any) -> list[dict[str, Any]]:
+    """Values JSON parses but a job payload cannot carry: numbers out of a float's range and
+    strings (or keys) with a lone surrogate; each error names its place and its value."""
+    errors: list[dict[str, Any]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("body",), data)]
+    while stack and len(errors) < _MAX_VALUE_ERRORS:
+        loc, v = stack.pop()
+        t = type(v)
+        if t is str:
+            if not _utf8(v):
+                errors.append({"loc": list(loc), "msg": f"the string {_short(v)} holds a lone "
+                               f"UTF-16 surrogate, which UTF-8 cannot carry"})
+        elif t is _Overflow or (t is float and not math.isfinite(v)):
+            text = getattr(v, "text", repr(v))
+            errors.append({"loc": list(loc), "msg": f"the number {text[:40]} is not a finite "
+                           f"number (out of a 64-bit float's range)"})
+        elif t is list:
+            stack.extend((loc + (i,), x) for i, x in reversed(list(enumerate(v))))
+        elif t is dict:
+            for k, x in reversed(list(v.items())):
+                if not _utf8(k):
+                    errors.append({"loc": list(loc), "msg": f"the key {_short(k)} holds a lone "
+                                   f"UTF-16 surrogate, which UTF-8 cannot carry"})
+                else:
+                    stack.append((loc + (k,), x))
+    return errors
+
+
+def _short(s: str) -> str:
+    r = ascii(s)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
 def parse_enqueue(body: bytes) -> EnqueueRequest:
     """The enqueue request in `body` (see the module doc for the errors)."""
     try:
-        data = json.loads(body, parse_constant=_no_constants)
+        data = json.loads(body, parse_constant=_no_constants, parse_float=_parse_float)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise Unprocessable(f"the body must be a JSON object, not {_json_type(data)}",
                             [{"loc": ["body"], "msg": "expected an object"}])
-    errors: list[dict[str, Any]] = []
+    errors = _value_errors(data)
+    if errors:
+        raise Unprocessable("; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}"
+                                      for e in errors), errors)
     for k in sorted(set(data) - _FIELDS):
         errors.append({"loc": ["body", k], "msg": "unknown field; allowed: args, delay, job, kwargs, queue"})
     job = data.get("job")

@@ -31,6 +31,7 @@ from podjobs.errors import (
     BackendUnavailable,
     ConfigurationError,
     PayloadError,
+    PayloadTooLarge,
     PodDraining,
     TenantMoving,
     UnknownPod,
@@ -152,8 +153,10 @@ class Service:
             raise ApiError(503, "the tenant's pod cannot take jobs now (its Redis is unreachable); "
                                 "nothing was enqueued",
                            {"Retry-After": str(s.retry_after_unavailable_s)}) from None
-        except PayloadError as exc:
+        except PayloadTooLarge as exc:
             raise ApiError(413, str(exc)) from None
+        except PayloadError as exc:  # a value the payload cannot carry (parse_enqueue catches most)
+            raise ApiError(422, str(exc), extra={"errors": [{"loc": ["body"], "msg": str(exc)}]}) from None
         except ConfigurationError as exc:  # e.g. a queue name the core refuses
             raise ApiError(422, str(exc)) from None
         if not handle.enqueued:

@@ -83,6 +83,18 @@ def zk_client(spec: str, timeout: float) -> ZK:
         return zk
 
 
+def close_zk_clients() -> None:
+    """Stop the sessions `zk_client` opened (tests; a worker's are closed at exit)."""
+    with _zk_lock:
+        clients = list(_zk_clients.values())
+        _zk_clients.clear()
+    for zk in clients:
+        try:
+            zk.stop()
+        except Exception as exc:
+            log.info("closing %r: %s", zk, exc)
+
+
 def revisions_in(directory: str) -> Revisions:
     rv = _revisions.get(directory)
     if rv is None:

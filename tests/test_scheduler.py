@@ -27,6 +27,7 @@ from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from podjobs.scheduler import status as status_mod
 from podjobs.scheduler.leader import contenders, leader_info
+from podjobs.scheduler.migrate import close_zk_clients
 from podjobs.scheduler.runs import RunStore, shard_history
 from tests.apps import migration_probe
 from tests.helpers import REPO, fast_config, stop_proc, wait_until
@@ -56,6 +57,7 @@ def workers(zk: ZK, shards: dict[str, str]) -> Iterator[list[PodWorker]]:
     yield ws
     for w in ws:
         w.stop()
+    close_zk_clients()
 
 
 class Schedulers:

@@ -34,6 +34,7 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 	$(BIN)/python -m bench.pods
 	$(BIN)/python -m bench.iteration
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.scheduler
 
 up: deps venv ## a local 3-pod cluster in var/ (stop it with make down)
 	$(BIN)/podjobs dev up --pods 3 --dir var

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -420,6 +421,44 @@ def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:
     with env.client("operator") as c:
         wait_until(lambda: c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404,
                    timeout=10, what="p9 gone from the API's directory")
+
+
+def test_unresponsive_pods_cost_a_request_about_one_read_timeout(env: Env) -> None:
+    """Two pods whose Redis accepts connections and never answers: a job search and the
+    pods view read them at once, each bounded by --read-timeout (1 s), not 10 s each."""
+    silent = []
+    for name in ("p8", "p9"):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)  # connections complete in the backlog; nothing is ever read or written
+        silent.append(s)
+        env.store.add_pod(Pod(name, f"redis://127.0.0.1:{s.getsockname()[1]}/0",
+                              "sqlite:////nonexistent/x.db"))
+    try:
+        with env.client("operator") as ops, env.client("shop-a") as a:
+            wait_until(lambda: len(ops.get("/v1/pods").json()) == 5, timeout=30,
+                       what="the API to see p8 and p9")
+            t = time.monotonic()
+            g = ops.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            assert g.status_code == 503 and "p8" in g.json()["detail"] and "p9" in g.json()["detail"]
+            t_find = time.monotonic() - t
+            t = time.monotonic()
+            pods = {p["name"]: p for p in ops.get("/v1/pods").json()}
+            t_pods = time.monotonic() - t
+            assert not pods["p8"]["reachable"] and not pods["p9"]["reachable"]
+            assert pods["p1"]["reachable"]
+            assert t_find < 2.5 and t_pods < 2.5, (t_find, t_pods)
+            # a tenant's own job is found on its pod without waiting for the others
+            r = post(a, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})
+            t = time.monotonic()
+            assert a.get(r.headers["location"]).status_code == 200
+            assert time.monotonic() - t < 0.5
+            assert a.delete(r.headers["location"]).status_code == 200
+    finally:
+        for name in ("p8", "p9"):
+            env.zk.client.delete(env.zk.path("pods", name))
+        for s in silent:
+            s.close()
 
 
 # -- tenant scoping ------------------------------------------------------------------------------

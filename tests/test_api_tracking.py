@@ -4,17 +4,21 @@ transition writes the record in the script that makes it; untracked jobs write n
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 
 from podjobs import keys, status
+from podjobs.api.auth import Principal
+from podjobs.api.service import ApiError, Service
 from podjobs.backend import RedisBackend
-from podjobs.client import Client
+from podjobs.client import Client, Target
 from podjobs.jobs import Call, JobDef
 from podjobs.ops import Inspector
 from podjobs.payload import encode
+from podjobs.pods.topology import PodState
 from tests.apps import api_app
 from tests.helpers import wait_until, worker
 
@@ -148,3 +152,55 @@ def test_a_refused_unique_enqueue_writes_no_record(redis_url: str, r: redis.Redi
     assert RedisBackend(redis_url).cancel(first.id, "default", None, ukey, TTL)[0] == "cancelled"
     assert not r.exists(ukey)  # the unique key is free again
     assert c.enqueue_call(Call(api_app.unique, ("k",), track=TTL)).enqueued
+
+
+class OnePodRouter:
+    """What the HTTP API's Service needs of a pods Router (and its directory), for pod p1
+    alone, where every tenant lives."""
+
+    stale = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.directory = self
+        self._backend = RedisBackend(url)
+
+    def pods(self) -> dict[str, Any]:
+        return {"p1": SimpleNamespace(redis_url=self.url, state=PodState.ACTIVE)}
+
+    def pod(self, name: str) -> Any:
+        return self.pods()[name]
+
+    def tenant(self, name: str) -> Any:
+        return SimpleNamespace(pod="p1", move=None, state="active")
+
+    def backend(self, pod: str) -> RedisBackend:
+        return self._backend
+
+    def resolve(self, tenant: str | None, pod: str | None) -> Target:
+        return Target("p1", self._backend)
+
+
+def test_another_tenants_record_costs_no_further_read(
+        redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    jid = enqueue(redis_url, api_app.slow, 1.0, tenant="shop-x")
+    r.hset(keys.status(jid), mapping={"state": "running", "worker": "w-gone"})
+    svc = Service(OnePodRouter(redis_url))
+    reads: list[Any] = []
+    real_exists = redis.Redis.exists
+
+    def exists(self: redis.Redis, *names: Any) -> Any:
+        reads.append(names)
+        return real_exists(self, *names)
+
+    monkeypatch.setattr(redis.Redis, "exists", exists)
+    try:
+        with pytest.raises(ApiError) as ei:
+            svc.find(Principal("y", tenant="shop-y"), jid)
+        assert ei.value.status_code == 404
+        assert reads == []  # the heartbeat of another tenant's worker is not read
+        view = svc.find(Principal("x", tenant="shop-x"), jid).view(jid)
+        assert view["state"] == "queued" and view["reason"] == "recovered"
+        assert reads == [(keys.heartbeat("w-gone"),)]
+    finally:
+        svc.close()

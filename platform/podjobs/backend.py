@@ -137,10 +137,11 @@ class RedisBackend:
         "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
     )
 
-    def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
+                 connect_timeout: float = 5.0) -> None:
         self.url = url
         self.redis: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=5.0,
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
             health_check_interval=30,
         )
         self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in self.SCRIPTS}

@@ -43,7 +43,12 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
     tokens = TokenStore.from_env(tokens_path)
     client = connect(zk)
     service = Service(client.router, settings)
-    return create_app(service, tokens, on_shutdown=client.close)
+
+    def shutdown() -> None:
+        service.close()
+        client.close()
+
+    return create_app(service, tokens, on_shutdown=shutdown)
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -60,7 +65,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     TokenStore.from_env(args.tokens)  # fail here, with the message, not in a worker
     settings = Settings(max_body_bytes=int(args.max_body_kb * 1024), max_wait_s=args.max_wait,
                         default_wait_s=min(args.sync_wait, args.max_wait),
-                        status_ttl_s=args.status_ttl,
+                        status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
                         app_modules=[m for a in args.app or [] for m in a.split(",") if m])
     doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk),
            "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
@@ -188,6 +193,10 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body-kb", type=float, default=512, help="largest body (default 512 KiB)")
     p.add_argument("--status-ttl", type=int, default=86400,
                    help="seconds a finished job's status is kept (default 86400)")
+    p.add_argument("--read-timeout", type=float, default=1.0,
+                   help="seconds a status monitor or operator read of a pod may take to connect "
+                        "and to answer; an unresponsive pod costs a request at most this "
+                        "(default 1)")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--log-level", default="info")

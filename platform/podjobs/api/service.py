@@ -4,9 +4,13 @@
    watched directory), exactly like the Python enqueuer, with `track` set so every job
    gets a status record on its pod (see podjobs.status).
 2. `find(principal, id)`: the record is looked for on the caller's tenant pod first, then
-   on every other pod (a job enqueued before a tenant move keeps its record on the old pod
-   until it starts on the new one). When two pods hold one (a forwarded or moved job), the
-   one on the tenant's current pod wins. A record of another tenant is never returned.
+   on every other pod at once (a job enqueued before a tenant move keeps its record on the
+   old pod until it starts on the new one). When two pods hold one (a forwarded or moved
+   job), the one on the tenant's current pod wins. A record of another tenant is never
+   returned, and nothing more is read for it (no timing difference to a missing record).
+   These reads, and the operator views, use clients of their own with a short connect and
+   read timeout (`Settings.read_timeout_s`), so one unresponsive pod costs a request at
+   most that long and never stalls the API's threads.
 3. `cancel`: one Lua script (lua/cancel.lua) removes the job from its queue, scheduled or
    retry set, or held hash, only if it is still there.
 4. `pods()` / `pod_queues(pod)`: the operator views.
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -47,6 +53,8 @@ from .monitor import EnqueueRequest, job_view, queued_view, valid_job_id
 
 log = logging.getLogger("podjobs.api")
 
+T = TypeVar("T")
+
 
 @dataclass
 class Settings:
@@ -66,6 +74,8 @@ class Settings:
     retry_after_draining_s: int = 30
     #: modules that define the jobs (imported before serving)
     app_modules: list[str] = field(default_factory=list)
+    #: seconds a status or operator read of a pod may take to connect, and to answer
+    read_timeout_s: float = 1.0
 
 
 class ApiError(Exception):
@@ -117,6 +127,44 @@ class Service:
         self.settings = settings or Settings()
         self.client = Client(resolver=router.resolve)
         self._jobs = jobs
+        #: short-timeout clients for reading pods (see the module doc), by pod
+        self._readers: dict[str, RedisBackend] = {}
+        self._readers_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="podjobs-api-read")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._readers_lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for b in readers:
+            b.close()
+
+    def reader(self, pod: str) -> RedisBackend:
+        """A client of the pod's Redis for reads, with the short timeouts (made once; remade
+        when the pod's URL changes). Raises UnknownPod."""
+        url = self.directory.pod(pod).redis_url
+        b = self._readers.get(pod)
+        if b is not None and b.url == url:
+            return b
+        with self._readers_lock:
+            b = self._readers.get(pod)
+            if b is None or b.url != url:
+                t = self.settings.read_timeout_s
+                b = RedisBackend(url, check=False, socket_timeout=t, connect_timeout=t)
+                self._readers[pod] = b
+            return b
+
+    def _each(self, fn: Callable[[str], T], pods: Sequence[str]) -> list[tuple[str, T | Exception]]:
+        """(pod, fn(pod) or the exception it raised) for each pod, the pods at once."""
+        def one(pod: str) -> T | Exception:
+            try:
+                return fn(pod)
+            except Exception as exc:
+                return exc
+
+        if len(pods) <= 1:
+            return [(p, one(p)) for p in pods]
+        return list(zip(pods, self._pool.map(one, pods), strict=True))
 
     # -- enqueue ---------------------------------------------------------------------
 
@@ -170,17 +218,21 @@ class Service:
 
     # -- reading a job -----------------------------------------------------------------
 
-    def _pods_to_search(self, principal: Principal) -> list[str]:
+    def _pods_to_search(self, principal: Principal) -> tuple[list[str], list[str]]:
+        """(the caller's tenant's pods: where it lives and where it moves to; the others)."""
         names = list(self.directory.pods())
         first: list[str] = []
         if principal.tenant is not None:
             entry = self.directory.tenant(principal.tenant)
             if entry is not None:
-                first = [entry.pod] + [str(p) for p in ((entry.move or {}).get("to"),) if p]
-        return list(dict.fromkeys([*first, *names]))
+                first = list(dict.fromkeys(
+                    [entry.pod] + [str(p) for p in ((entry.move or {}).get("to"),) if p]))
+        return first, [n for n in names if n not in first]
 
-    def _read(self, pod: str, job_id: str) -> Found | None:
-        b = self.router.backend(pod)
+    def _read(self, pod: str, job_id: str, principal: Principal) -> Found | None:
+        """The record on `pod` when there is one the principal may see; nothing more is read
+        for another tenant's record."""
+        b = self.reader(pod)
         with b._errors("read a job's status"):
             pipe = b.redis.pipeline(transaction=False)
             pipe.hgetall(keys.status(job_id))
@@ -190,6 +242,8 @@ class Service:
         if not raw:
             return None
         rec = _strs(raw)
+        if not principal.may_act_for(rec.get("tenant") or None):
+            return None
         progress = None
         if it:
             now_ms = int(sec) * 1000 + int(usec) // 1000
@@ -207,18 +261,19 @@ class Service:
             raise not_found_job(job_id)
         unreachable: list[str] = []
         found: list[Found] = []
-        for pod in self._pods_to_search(principal):
-            try:
-                f = self._read(pod, job_id)
-            except (BackendUnavailable, redis.RedisError, ConfigurationError) as exc:
-                log.warning("pod %s could not be searched for job %s: %s", pod, job_id, exc)
-                unreachable.append(pod)
-                continue
-            if f is None or not principal.may_act_for(f.record.get("tenant") or None):
-                continue
-            if self._current_pod(f) == pod:
-                return f  # the record on the tenant's pod is the latest word
-            found.append(f)
+        for group in self._pods_to_search(principal):
+            for pod, f in self._each(lambda p: self._read(p, job_id, principal), group):
+                if isinstance(f, BackendUnavailable | redis.RedisError | ConfigurationError):
+                    log.warning("pod %s could not be searched for job %s: %s", pod, job_id, f)
+                    unreachable.append(pod)
+                    continue
+                if isinstance(f, Exception):
+                    raise f
+                if f is None:
+                    continue
+                if self._current_pod(f) == pod:
+                    return f  # the record on the tenant's pod is the latest word
+                found.append(f)
         if found:
             return max(found, key=lambda f: int(f.record.get("updated_ms") or 0))
         if unreachable:
@@ -291,20 +346,27 @@ class Service:
 
     # -- operators -------------------------------------------------------------------------
 
+    def _pod_row(self, name: str) -> dict[str, Any]:
+        ins = Inspector(self.reader(name))
+        return {"queues": [q.__dict__ for q in ins.queues()],
+                "workers": [{"id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues,
+                             "concurrency": w.concurrency, "busy": len(w.busy)}
+                            for w in ins.workers() if w.alive]}
+
     def pods(self) -> list[dict[str, Any]]:
+        """Every pod's row; the pods are read at once."""
+        pods = self.directory.pods()
         out = []
-        for name, pod in self.directory.pods().items():
-            row: dict[str, Any] = {"name": name, "state": str(pod.state.value), "reachable": True,
-                                   "queues": [], "workers": [], "error": None}
-            try:
-                ins = Inspector(self.router.backend(name))
-                row["queues"] = [q.__dict__ for q in ins.queues()]
-                row["workers"] = [{"id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues,
-                                   "concurrency": w.concurrency, "busy": len(w.busy)}
-                                  for w in ins.workers() if w.alive]
-            except (BackendUnavailable, redis.RedisError, ConfigurationError) as exc:
+        for name, got in self._each(self._pod_row, list(pods)):
+            row: dict[str, Any] = {"name": name, "state": str(pods[name].state.value),
+                                   "reachable": True, "queues": [], "workers": [], "error": None}
+            if isinstance(got, BackendUnavailable | redis.RedisError | ConfigurationError):
                 row["reachable"] = False
-                row["error"] = f"Redis unreachable: {str(exc)[:200]}"
+                row["error"] = f"Redis unreachable: {str(got)[:200]}"
+            elif isinstance(got, Exception):
+                raise got
+            else:
+                row.update(got)
             out.append(row)
         return out
 
@@ -312,7 +374,7 @@ class Service:
         if pod not in self.directory.pods():
             raise ApiError(404, f"no pod {pod!r}")
         try:
-            return [q.__dict__ for q in Inspector(self.router.backend(pod)).queues()]
+            return [q.__dict__ for q in Inspector(self.reader(pod)).queues()]
         except (BackendUnavailable, redis.RedisError, UnknownPod) as exc:
             log.warning("pod %s queues unreadable: %s", pod, exc)
             raise ApiError(503, f"pod {pod}'s Redis is unreachable",

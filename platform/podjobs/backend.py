@@ -5,7 +5,8 @@ Redis implementation (one Redis per pod).
    the few helpers around them); job code and the worker only see this.
 2. `RedisBackend` implements it with one Lua script per state change, each
    loaded once (`lua/*.lua`), so every transition is one round trip.
-3. Redis errors become `BackendUnavailable` naming the server and what to do.
+3. Redis errors become `BackendUnavailable` naming the server and what to do
+   (`BackendTimeout` when a command was sent but not answered: it may have run).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from podjobs import keys
-from podjobs.errors import BackendUnavailable, ConfigurationError
+from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.status import StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
@@ -103,6 +106,14 @@ class Backend(Protocol):
              status: StatusWrite | None = None) -> bool: ...
 
 
+def _retry() -> Retry:
+    """redis-py's retries (10, 10 ms growing to 1 s), on connection errors only. By default
+    redis-py also sends a command again after a timeout: a script that was only slow would
+    then run twice (an enqueue would push its job twice). A timeout raises BackendTimeout."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10,
+                 supported_errors=(redis.ConnectionError,))
+
+
 def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:
     """Append a tracked job's status key and (fields, TTL) to a script call."""
     if status is not None:
@@ -142,7 +153,7 @@ class RedisBackend:
         self.url = url
         self.redis: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30,
+            health_check_interval=30, retry=_retry(),
         )
         self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in self.SCRIPTS}
         if check:
@@ -154,7 +165,13 @@ class RedisBackend:
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.TimeoutError as exc:  # sent, but no answer: it may have run
+            raise BackendTimeout(
+                f"cannot {what}: Redis at {redacted(self.url)} did not answer in time ({exc}); "
+                f"the change may or may not have been made. Check the pod's Redis (its load, "
+                f"'podjobs dev status')"
+            ) from exc
+        except redis.ConnectionError as exc:
             raise BackendUnavailable(
                 f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
                 f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from podjobs.errors import ConfigurationError
+from podjobs.errors import BackendTimeout, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
 
@@ -95,11 +95,15 @@ class Client:
                 at_ms = int(at.timestamp() * 1000)
             else:
                 at_ms = int(float(at) * 1000)
-        if target.hold and tenant is not None and delay_ms is None and at_ms is None:
-            backend.hold(tenant, queue, [(p["id"], text)], status=status)
-            return JobHandle(p["id"], call.job.name, queue, pod_name, tenant)
-        n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
-                            status=status)
+        try:
+            if target.hold and tenant is not None and delay_ms is None and at_ms is None:
+                backend.hold(tenant, queue, [(p["id"], text)], status=status)
+                return JobHandle(p["id"], call.job.name, queue, pod_name, tenant)
+            n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                                status=status)
+        except BackendTimeout as exc:  # the job may be enqueued: say which one
+            exc.job_id = p["id"]
+            raise
         return JobHandle(p["id"], call.job.name, queue, pod_name, tenant, enqueued=n > 0)
 
     def enqueue_many(self, jd: JobDef, arg_sets: Sequence[tuple[Sequence[Any], dict[str, Any]]],

@@ -32,6 +32,13 @@ class BackendUnavailable(PodjobsError):
     """The queue backend (Redis) could not be reached or refused the write."""
 
 
+class BackendTimeout(BackendUnavailable):
+    """The queue backend did not answer in time: the command was sent, so the change may or
+    may not have been made. `job_id`: the job an enqueue was writing (when known)."""
+
+    job_id: str | None = None
+
+
 class UnknownJob(PodjobsError, LookupError):
     """A job name that is not registered in this process."""
 

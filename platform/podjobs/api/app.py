@@ -138,7 +138,9 @@ def create_app(service: Service, tokens: TokenStore, *,
             417: _problem(417, "a synchronous answer was demanded and cannot be given"),
             422: _problem(422, "unknown job, arguments that do not fit, or a malformed request"),
             503: _problem(503, "the pod is draining, the tenant is moving, or the pod's Redis is "
-                               "unreachable (see Retry-After); nothing was enqueued"),
+                               "unreachable (see Retry-After); nothing was enqueued. When the "
+                               "pod's Redis did not answer in time the job may have been "
+                               "enqueued: Location then names its status monitor"),
         },
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": models.enqueue_body_schema(job_names)}}}},
@@ -176,13 +178,32 @@ def create_app(service: Service, tokens: TokenStore, *,
 
     async def _wait(p: Principal, view: dict[str, Any], pod: str, demand: Demand) -> Response:
         job_id = view["id"]
-        final = await _wait_final(pod, job_id, demand.wait_s)
-        if final is not None:
-            return answer(final_answer(final, demand))
+        try:
+            final = await _wait_final(pod, job_id, demand.wait_s)
+            if final is not None:
+                return answer(final_answer(final, demand))
+            if demand.mode is Mode.WAIT_THEN_ASYNC:
+                return _accepted_async(view)
+            return await run_in_threadpool(_expectation_failed, p, job_id, demand)
+        except Exception as exc:  # the job is enqueued: never answer as if nothing was
+            log.warning("job %s is enqueued, but waiting for it failed: %s", job_id, exc)
+            return _state_unknown(view, demand, exc)
+
+    def _accepted_async(view: dict[str, Any]) -> Response:
+        a = accepted_answer(view)
+        return json_response(a.status, a.body, {**a.headers, "Preference-Applied": "respond-async"})
+
+    def _state_unknown(view: dict[str, Any], demand: Demand, exc: Exception) -> Response:
+        """The job was enqueued, then its state could not be read: 202 for respond-async,
+        else 417; both with Location of its monitor (the caller must not enqueue it again)."""
         if demand.mode is Mode.WAIT_THEN_ASYNC:
-            a = accepted_answer(view)
-            return json_response(a.status, a.body, {**a.headers, "Preference-Applied": "respond-async"})
-        return await run_in_threadpool(_expectation_failed, p, job_id, demand)
+            return _accepted_async(view)
+        why = exc.detail if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+        return json_response(417, {
+            "detail": f"the job was enqueued, but its state could not be read ({why[:200]}); it "
+                      f"may run or have run: its status monitor is in Location. Do not enqueue it "
+                      f"again", "job": view},
+            {"Location": view["monitor"]})
 
     async def _wait_final(pod: str, job_id: str, timeout: float) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()

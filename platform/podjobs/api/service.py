@@ -34,6 +34,7 @@ from podjobs import keys, status
 from podjobs.backend import RedisBackend, text
 from podjobs.client import Client
 from podjobs.errors import (
+    BackendTimeout,
     BackendUnavailable,
     ConfigurationError,
     PayloadError,
@@ -49,7 +50,7 @@ from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
 
 from .auth import Principal
-from .monitor import EnqueueRequest, job_view, queued_view, valid_job_id
+from .monitor import EnqueueRequest, job_view, monitor_path, queued_view, valid_job_id
 
 log = logging.getLogger("podjobs.api")
 
@@ -91,6 +92,21 @@ class ApiError(Exception):
 def not_found_job(job_id: str) -> ApiError:
     return ApiError(404, f"no job {job_id!r} (unknown, finished more than the status TTL ago, "
                          f"or not yours)")
+
+
+def maybe_enqueued(job_id: str | None, retry_after_s: int) -> ApiError:
+    """503 for an enqueue the pod's Redis did not answer: it may have been written (the
+    script was sent), so the caller looks at the job's monitor before enqueueing again."""
+    if job_id is None:
+        return ApiError(503, "the tenant's pod did not answer in time; the job may or may not "
+                             "have been enqueued", {"Retry-After": str(retry_after_s)})
+    mon = monitor_path(job_id)
+    return ApiError(503, f"the tenant's pod did not answer in time; job {job_id} may or may not "
+                         f"have been enqueued: GET its status monitor (in Location) before "
+                         f"enqueueing again (404 there, once the pod answers promptly again, means it "
+                         f"was not)",
+                    {"Retry-After": str(retry_after_s), "Location": mon},
+                    extra={"id": job_id, "monitor": mon})
 
 
 def not_found_tenant(tenant: str) -> ApiError:
@@ -196,6 +212,9 @@ class Service:
             raise not_found_tenant(tenant) from None
         except (PodDraining, TenantMoving) as exc:
             raise ApiError(503, str(exc), {"Retry-After": str(s.retry_after_draining_s)}) from None
+        except BackendTimeout as exc:
+            log.warning("enqueue of job %s for %s unanswered: %s", exc.job_id, tenant, exc)
+            raise maybe_enqueued(exc.job_id, s.retry_after_unavailable_s) from None
         except BackendUnavailable as exc:
             log.warning("enqueue for %s refused: %s", tenant, exc)
             raise ApiError(503, "the tenant's pod cannot take jobs now (its Redis is unreachable); "

@@ -347,15 +347,16 @@ def test_acker_sends_starts_before_acks_and_keeps_them_on_failure() -> None:
     a = Acker(b, "w1")  # type: ignore[arg-type]
     s1, s2 = status.StatusWrite("k1", "{}", 1), status.StatusWrite("k2", "{}", 1)
     done = status.StatusWrite("k1", '{"state":"succeeded"}', 1)
-    a.started(s1)
+    a.started("q", "j1", True, s1)
     a.add("q", "plain")
     a.add_tracked("q", "j1", done)
-    a.started(s2)
+    a.started("r", "j2", False, s2)
     b.fail = True
     assert a.flush() == 0  # kept for the next flush, in order
     b.fail = False
     assert a.flush() == 2
-    assert b.calls == [({"q": ["plain"]}, [s1, s2], {"q": [("j1", True, done)]})]
+    assert b.calls == [({"q": ["plain"]}, [("q", "j1", True, s1), ("r", "j2", False, s2)],
+                        {"q": [("j1", True, done)]})]
     assert a.flush() == 0 and len(b.calls) == 1
     a.add("q", "only-plain")
     a.flush()

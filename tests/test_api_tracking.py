@@ -204,3 +204,42 @@ def test_another_tenants_record_costs_no_further_read(
         assert reads == [(keys.heartbeat("w-gone"),)]
     finally:
         svc.close()
+
+
+def test_a_late_start_never_overwrites_what_happened_since(redis_url: str, r: redis.Redis) -> None:
+    """A start is written only while the job is in the worker's in-flight hash: a start sent
+    again after a lost reply, or by a worker reaped meanwhile, changes nothing."""
+    b = RedisBackend(redis_url)
+    b.heartbeat("w1", 60_000, True, {"queues": "default"})
+    a = enqueue(redis_url, api_app.add, 1, 2)
+    (q, raw), = b.reserve("w1", ["default"], 1) or []
+    data = json.loads(raw)
+    start = (q, a, True, status.started(data, "w1", 1))
+    assert b.ack("w1", {}, [start]) == 0
+    assert record(r, a)["state"] == "running" and "payload" not in record(r, a)
+    # it failed: retrying, with the payload of its next attempt; then the start arrives again
+    nxt = encode({**data, "attempt": 1})
+    assert b.retry("w1", q, a, 30_000, nxt, True, status.retrying(data, 1, {"class": "E"}))
+    b.ack("w1", {}, [start])
+    rec = record(r, a)
+    assert rec["state"] == "retrying" and rec["payload"] == nxt
+    assert b.cancel(a, q, None, None, TTL)[0] == "cancelled"  # it is still cancellable
+    # a worker reaped before its buffered start was written: the job is back on its queue
+    c = enqueue(redis_url, api_app.add, 3, 4)
+    (q, raw), = b.reserve("w1", ["default"], 1) or []
+    b.redis.delete(keys.heartbeat("w1"))
+    assert b.recover("w1", ["default"]) == 1
+    b.ack("w1", {}, [(q, c, True, status.started(json.loads(raw), "w1", 1))])
+    assert record(r, c)["state"] == "queued" and record(r, c)["payload"] == raw.decode()
+    assert b.cancel(c, q, None, None, TTL)[0] == "cancelled"
+    # at-most-once (acked before it ran): written while the record is queued or retrying only
+    b.heartbeat("w1", 60_000, True, {"queues": "default"})
+    d = enqueue(redis_url, api_app.once, "x")
+    (q, raw), = b.reserve("w1", ["default"], 1) or []
+    assert b.ack("w1", {q: [d]}) == 1
+    once = (q, d, False, status.started(json.loads(raw), "w1", 1))
+    b.ack("w1", {}, [once])
+    assert record(r, d)["state"] == "running"
+    b.ack("w1", {}, [], {q: [(d, False, status.succeeded(json.loads(raw), None))]})
+    b.ack("w1", {}, [once])
+    assert record(r, d)["state"] == "succeeded"

@@ -5,11 +5,15 @@
    accumulated, in one round trip (one `ack_many` call per queue, pipelined);
    under load the next batch gathers while a flush is on the wire.
 3. `flush()` empties the buffer synchronously (shutdown).
-4. Tracked jobs (podjobs.status) go through here too: `started(status)` buffers the
-   "running" write of a job about to run, `add_tracked` its success with the
-   "succeeded" write. A flush sends the starts before the acks, so a job's start never
-   lands after its end; an executor settling a tracked job any other way (retry, dead,
-   follow-ups) flushes first for the same reason.
+4. Tracked jobs (podjobs.status) go through here too: `started(queue, id, in_flight,
+   status)` buffers the "running" write of a job about to run, `add_tracked` its success
+   with the "succeeded" write. A flush sends the starts before the acks, so a job's start
+   never lands after its end; an executor settling a tracked job any other way (retry,
+   dead, follow-ups) flushes first for the same reason. A start is written only while the
+   job is still in this worker's in-flight hash (an at-most-once job, acked before it ran:
+   only while its record says queued or retrying), so a start sent late (again after a
+   failed flush, or by a worker that was reaped meanwhile) never overwrites what happened
+   since.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from podjobs.status import StatusWrite
 
 #: queue -> [(job id, in flight, succeeded status)]
 Tracked = dict[str, list[tuple[str, bool, StatusWrite]]]
+#: a started job: (queue, job id, in flight, running status)
+Start = tuple[str, str, bool, StatusWrite]
 
 log = logging.getLogger("podjobs.acker")
 
@@ -33,9 +39,10 @@ class Acker:
         self.worker_id = worker_id
         self._lock = threading.Lock()
         self._pending: dict[str, list[str]] = {}
-        #: tracked jobs' starts (queue None) and successes, in the order they happened;
-        #: deque appends and pops need no lock (10 executor threads contending for one showed)
-        self._ops: deque[tuple[str | None, str, bool, StatusWrite]] = deque()
+        #: tracked jobs' starts (True) and successes (False) as (start?, queue, job id, in
+        #: flight, status), in the order they happened; deque appends and pops need no lock
+        #: (10 executor threads contending for one showed)
+        self._ops: deque[tuple[bool, str, str, bool, StatusWrite]] = deque()
         self._event = threading.Event()
         self._stopped = False
         self._flush_lock = threading.Lock()
@@ -55,29 +62,30 @@ class Acker:
         if not self._event.is_set():
             self._event.set()
 
-    def started(self, status: StatusWrite) -> None:
-        """A tracked job is about to run: its record says running at the next flush."""
-        self._ops.append((None, "", True, status))
+    def started(self, queue: str, job_id: str, in_flight: bool, status: StatusWrite) -> None:
+        """A tracked job is about to run: its record says running at the next flush (if the
+        job is then still in flight; `in_flight` False: an at-most-once job, acked already)."""
+        self._ops.append((True, queue, job_id, in_flight, status))
         if not self._event.is_set():
             self._event.set()
 
     def add_tracked(self, queue: str, job_id: str, status: StatusWrite, in_flight: bool = True) -> None:
         """A tracked job succeeded: ack it and write its `status` at the next flush."""
-        self._ops.append((queue, job_id, in_flight, status))
+        self._ops.append((False, queue, job_id, in_flight, status))
         if not self._event.is_set():
             self._event.set()
 
-    def _take_ops(self) -> tuple[list[StatusWrite], Tracked]:
-        starts: list[StatusWrite] = []
+    def _take_ops(self) -> tuple[list[Start], Tracked]:
+        starts: list[Start] = []
         tracked: Tracked = {}
         pop = self._ops.popleft
         while True:
             try:
-                queue, jid, in_flight, status = pop()
+                start, queue, jid, in_flight, status = pop()
             except IndexError:
                 return starts, tracked
-            if queue is None:
-                starts.append(status)
+            if start:
+                starts.append((queue, jid, in_flight, status))
             else:
                 tracked.setdefault(queue, []).append((jid, in_flight, status))
 
@@ -102,9 +110,9 @@ class Acker:
                     for q, ids in batch.items():
                         self._pending.setdefault(q, [])[:0] = ids
                     self._event.set()
-                back: list[tuple[str | None, str, bool, StatusWrite]] = [
-                    (None, "", True, st) for st in starts]
-                back += [(q, jid, f, st) for q, items in tracked.items() for jid, f, st in items]
+                back: list[tuple[bool, str, str, bool, StatusWrite]] = [
+                    (True, q, jid, f, st) for q, jid, f, st in starts]
+                back += [(False, q, jid, f, st) for q, items in tracked.items() for jid, f, st in items]
                 self._ops.extendleft(reversed(back))
                 self._failed = True
                 return 0

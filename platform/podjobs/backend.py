@@ -56,7 +56,7 @@ class Backend(Protocol):
     def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None: ...
 
     def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
-            starts: Sequence[StatusWrite] = (),
+            starts: Sequence[tuple[str, str, bool, StatusWrite]] = (),
             tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int: ...
 
     def ack_one(
@@ -265,13 +265,15 @@ class RedisBackend:
         return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
-            starts: Sequence[StatusWrite] = (),
+            starts: Sequence[tuple[str, str, bool, StatusWrite]] = (),
             tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int:
         """Ack many jobs, grouped by queue, in one round trip.
 
-        With status tracking, the same round trip first marks `starts` running, then acks the
-        tracked jobs in `tracked` (queue -> [(job id, in flight, succeeded status)]) and marks
-        them succeeded. Returns the number of jobs acked."""
+        With status tracking, the same round trip first marks `starts` ((queue, job id, in
+        flight, running status), each only while the job is still in this worker's in-flight
+        hash, see ack_status.lua) running, then acks the tracked jobs in `tracked` (queue ->
+        [(job id, in flight, succeeded status)]) and marks them succeeded. Returns the number
+        of jobs acked."""
         if starts or tracked:
             return self._ack_tracked(worker_id, acks, starts, tracked or {})
         with self._errors("ack jobs"):
@@ -341,7 +343,7 @@ class RedisBackend:
         return bool(self._run("dead", "move a job to the dead set", ks, args))
 
     def _ack_tracked(self, worker_id: str, acks: Mapping[str, Sequence[str]],
-                     starts: Sequence[StatusWrite],
+                     starts: Sequence[tuple[str, str, bool, StatusWrite]],
                      tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]]) -> int:
         # one ack_status call per queue (the starts ride with the first), each its own
         # EVALSHA: a pipeline of scripts could half-run on NOSCRIPT
@@ -353,9 +355,9 @@ class RedisBackend:
             processed = keys.stat("processed")
             ks = [keys.inflight(worker_id, q) if q is not None else processed, processed]
             args: list[str | int] = [len(starts)]
-            for st in starts:
-                ks.append(st.key)
-                args += (st.fields, st.ttl_s)
+            for sq, sid, s_in_flight, st in starts:
+                ks += (st.key, keys.inflight(worker_id, sq))
+                args += (sid, "0" if s_in_flight else "1", st.fields, st.ttl_s)
             for jid, in_flight, st in items:
                 ks.append(st.key)
                 args += (jid, "0" if in_flight else "1", st.fields, st.ttl_s)

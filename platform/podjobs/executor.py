@@ -143,7 +143,7 @@ class Executor:
         tracked = "track" in data
         attempt = int(data.get("attempt", 0)) + 1
         if tracked:
-            self.acker.started(status_mod.started(data, self.worker_id, attempt))
+            self.acker.started(queue, jid, in_flight, status_mod.started(data, self.worker_id, attempt))
         stopping = self.stops.register(jid, data.get("tenant"), self.interrupt)
         ctx = Context(jid, jd.name, attempt, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),

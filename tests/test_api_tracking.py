@@ -243,3 +243,68 @@ def test_a_late_start_never_overwrites_what_happened_since(redis_url: str, r: re
     b.ack("w1", {}, [], {q: [(d, False, status.succeeded(json.loads(raw), None))]})
     b.ack("w1", {}, [once])
     assert record(r, d)["state"] == "succeeded"
+
+
+def test_a_paused_iteration_job_is_queued_not_succeeded_and_cancellable_once_resumed(
+        redis_url: str, r: redis.Redis) -> None:
+    from podjobs.api.monitor import job_view
+    from podjobs.iteration.admin import Iterations
+
+    b = RedisBackend(redis_url)
+    jid = Client(b).enqueue_call(Call(api_app.Steps.definition, (), {"n": 400, "sleep": 0.02},
+                                      track=TTL)).id
+    adm = Iterations(b)
+
+    def done(job_id: str) -> int:
+        p = adm.get(job_id)
+        return p.done if p is not None else 0
+
+    with worker(redis_url) as w:
+        wait_until(lambda: record(r, jid).get("state") == "running" and done(jid) > 0,
+                   what="the job to run")
+        adm.pause(jid)
+        wait_until(lambda: record(r, jid).get("reason") == "paused", what="the job parked")
+        rec = record(r, jid)
+        assert rec["state"] == "queued" and not rec.get("finished_ms")
+        assert "worker" not in rec and r.ttl(keys.status(jid)) > TTL  # kept like a pending job
+        assert job_view(jid, rec, adm.get(jid).as_dict())["state"] == "paused"  # type: ignore[union-attr]
+        assert w.id
+    # resumed while no worker runs: queued on its queue again, and cancellable
+    assert adm.resume(jid) == {jid: "enqueued"}
+    rec = record(r, jid)
+    assert rec["state"] == "queued" and rec["reason"] == "resumed" and not rec.get("finished_ms")
+    assert rec["payload"].encode() == r.lindex(keys.queue("default"), 0)
+    assert '"cursor":' in rec["payload"]
+    assert b.cancel(jid, "default", None, None, TTL)[0] == "cancelled"
+    assert r.llen(keys.queue("default")) == 0
+    # a resumed job runs on to succeeded
+    jid = Client(b).enqueue_call(Call(api_app.Steps.definition, (), {"n": 30, "sleep": 0.01},
+                                      track=TTL)).id
+    with worker(redis_url):
+        wait_until(lambda: done(jid) > 0, what="the second job to run")
+        adm.pause(jid)
+        wait_until(lambda: record(r, jid).get("reason") == "paused", what="the second job parked")
+        adm.resume(jid)
+        wait_until(lambda: record(r, jid).get("state") == "succeeded", what="the resumed job")
+    assert done(jid) == 30
+
+
+def test_a_paused_job_in_a_child_process_fires_no_follow_up(redis_url: str, r: redis.Redis) -> None:
+    from podjobs.iteration.admin import Iterations
+
+    b = RedisBackend(redis_url)
+    call = Call(api_app.Steps.definition, (), {"n": 300, "sleep": 0.02}, track=TTL)
+    call.then(Call(api_app.add, (1, 1), queue="parked"))
+    jid = Client(b).enqueue_call(call).id
+    adm = Iterations(b)
+    with worker(redis_url, isolation="process", app_modules=["tests.apps.api_app"], concurrency=1):
+        wait_until(lambda: (p := adm.get(jid)) is not None and p.done > 0, timeout=30,
+                   what="the job to run")
+        adm.pause(jid)
+        wait_until(lambda: record(r, jid).get("reason") == "paused", what="the job parked")
+        assert record(r, jid)["state"] == "queued"
+        assert r.llen(keys.queue("parked")) == 0  # paused is not done: no follow-up
+        adm.resume(jid)
+        wait_until(lambda: record(r, jid).get("state") == "succeeded", timeout=30,
+                   what="the resumed job")
+        wait_until(lambda: r.llen(keys.queue("parked")) == 1, what="its follow-up, once")

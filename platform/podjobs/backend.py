@@ -297,13 +297,14 @@ class RedisBackend:
         in_flight: bool = True,
         status: StatusWrite | None = None,
     ) -> bool:
-        """Ack one job, release its unique key, enqueue its chained children and mark its
-        status record (when tracked) succeeded."""
+        """Ack one job, release its unique key, enqueue its chained children and write its
+        status record (when tracked: succeeded, or what an unfinished delivery left)."""
         inflight = keys.inflight(worker_id, queue)
         ks = [inflight, keys.stat("processed"), unique_key or inflight, keys.QUEUES,
               status.key if status else inflight]
         args: list[str | int] = [job_id, "1" if unique_key else "0", "0" if in_flight else "1",
-                                 status.fields if status else "", status.ttl_s if status else 0]
+                                 status.fields if status else "", status.ttl_s if status else 0,
+                                 status.if_worker if status else ""]
         for cq, payload in children:
             ks += (keys.queue(cq), keys.wake(cq))
             args += (cq, payload)

@@ -11,6 +11,9 @@
    written: its start and its success go through the acker's batches (starts first), any
    other settlement carries the record's new state in the script that makes it (after a
    flush of the acker, so that the job's start is written before).
+5. A delivery that ends without the job finishing (`podjobs.invoke.Unfinished`: an
+   iteration job paused, superseded, cancelled, or a duplicate of a finished one) is acked
+   without follow-ups and never marked succeeded.
 """
 
 from __future__ import annotations
@@ -153,7 +156,9 @@ class Executor:
             out = self.runner(jd, ctx, data["args"], data["kwargs"])
         finally:
             self.stops.unregister(jid)
-        if out.ok:
+        if out.ok and out.unfinished:
+            self._settle_unfinished(queue, data, out.unfinished, in_flight, tracked)
+        elif out.ok:
             if "then" in data or "unique" in data:
                 if tracked:
                     self.acker.flush()
@@ -202,6 +207,21 @@ class Executor:
             children.append((child["queue"], encode(child)))
         self.backend.ack_one(self.worker_id, queue, data["id"], data.get("unique"), children,
                              in_flight, status)
+
+    def _settle_unfinished(self, queue: str, data: dict[str, Any], state: str, in_flight: bool,
+                           tracked: bool) -> None:
+        """The delivery is over, the job is not finished (podjobs.invoke.Unfinished): ack it
+        without its follow-ups; release its unique key only when it was cancelled (a paused
+        job is still pending); a tracked job's record says what happened (status.unfinished)."""
+        st = status_mod.unfinished(data, state, self.worker_id) if tracked else None
+        unique = data.get("unique") if state == "cancelled" else None
+        if st is None and unique is None:
+            if in_flight:
+                self.acker.add(queue, data["id"])
+            return
+        if tracked:
+            self.acker.flush()  # the job's start first: the record must say running on us
+        self.backend.ack_one(self.worker_id, queue, data["id"], unique, [], in_flight, st)
 
     def _settle_failure(self, queue: str, jd: JobDef, data: dict[str, Any], out: Outcome,
                         in_flight: bool) -> None:

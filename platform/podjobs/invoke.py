@@ -44,6 +44,19 @@ class Reenqueue(Exception):
         self.reason = reason
 
 
+class Unfinished(Exception):
+    """Raise from a job whose delivery is over although the job has not finished in it, and
+    that is not put back on a queue: an iteration job parked by a pause (`state` "paused":
+    a resume puts it back), stopped because another run of it took over ("superseded"),
+    cancelled ("cancelled"), or a duplicate delivery of one that finished ("duplicate").
+    The delivery is acked without its follow-ups; a tracked job's record is not marked
+    succeeded (see podjobs.status.unfinished)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
 class JobTimeout(BaseException):
     """Raised inside a job thread that ran past its timeout (BaseException so that
     `except Exception` in job code does not swallow it)."""
@@ -60,6 +73,8 @@ class Outcome:
     #: Failure.REENQUEUE: seconds to wait and payload updates
     delay: float = 0.0
     updates: dict[str, Any] | None = None
+    #: ok, but the job has not finished (the state of `Unfinished`); "" when it has
+    unfinished: str = ""
 
     def error_dict(self) -> dict[str, str]:
         return {"class": self.error_class, "message": self.message[:2000], "trace": self.trace}
@@ -94,6 +109,11 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) ->
             _after(mws, ctx, True, None)
             return Outcome(False, None, Failure.REENQUEUE, "Reenqueue", exc.reason,
                            delay=exc.delay, updates=exc.updates)
+        except Unfinished as exc:
+            if ctx._db is not None:
+                ctx._finish_db(True)  # what the job did before stopping is kept
+            _after(mws, ctx, True, None)
+            return Outcome(True, None, unfinished=exc.state)
         except JobTimeout:
             _rollback(ctx)
             out = failed(Failure.TIMEOUT, "JobTimeout",

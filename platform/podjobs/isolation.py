@@ -63,7 +63,7 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> 
         try:
             jd = lookup(name)
         except Exception as exc:  # the parent found it, so this is a deploy mismatch
-            conn.send(("err", "crash", type(exc).__name__, str(exc), "", None, 0.0, None))
+            conn.send(("err", "crash", type(exc).__name__, str(exc), "", None, 0.0, None, ""))
             continue
         current[0] = int(fields.pop("seq"))
         stopping.clear()  # a stop meant for an earlier job (one tenant's move) is over
@@ -75,7 +75,8 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> 
         if not isinstance(result, str | int | float | bool | type(None) | dict | list):
             result = None
         conn.send(("ok" if out.ok else "err", out.failure.value if out.failure else "",
-                   out.error_class, out.message, out.trace, result, out.delay, out.updates))
+                   out.error_class, out.message, out.trace, result, out.delay, out.updates,
+                   out.unfinished))
 
 
 class Child:
@@ -178,7 +179,7 @@ class Child:
         if self.jobs >= self.max_jobs:
             self.close()
         if msg[0] == "ok":
-            return Outcome(True, msg[5])
+            return Outcome(True, msg[5], unfinished=msg[8])
         out = failed(Failure(msg[1]) if msg[1] else Failure.ERROR, msg[2], msg[3], msg[4])
         out.delay, out.updates = msg[6], msg[7]
         return out

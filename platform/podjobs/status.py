@@ -10,8 +10,10 @@ the core's hot paths (enqueue, reserve, batched acks) do not change for them.
    trip, atomic with it): enqueue/hold (queued), retry (retrying), dead (failed or dead),
    reenqueue (queued again: an iteration job resuming, a throttled job), dead_retry (queued
    again by an operator), cancel (cancelled), ack_one (succeeded, with follow-ups or a
-   unique key). The start (running) and a plain success (succeeded) are batched by the
-   worker's acker like untracked acks (ack_status: starts first, then acks).
+   unique key; or an unfinished delivery: an iteration job paused or cancelled), recover (a
+   gone worker's jobs queued again), iter_resume (a paused iteration job queued again).
+   The start (running) and a plain success (succeeded) are batched by the worker's acker
+   like untracked acks (ack_status: starts first, then acks).
 2. The builders here make the `StatusWrite` (key, fields as JSON, TTL) each script takes;
    they are pure.
 3. `Created(location)`: what a job returns to declare the resource it created; a dict with a
@@ -31,6 +33,8 @@ States:
     running ──error, no retries left──▶ failed        (the job's own code failed)
     queued | running ──refused (unknown job, arguments, unknown tenant, ...)──▶ dead
     running ──put back (iteration resume, throttle)──▶ queued
+    running ──iteration job paused (parked)──▶ queued (reason paused) ──resume──▶ queued
+    running ──iteration job cancelled──▶ cancelled
     queued | retrying ──cancel──▶ cancelled
     failed | dead ──operator retries it from the dead set──▶ queued
 """
@@ -113,11 +117,13 @@ def as_json_result(result: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class StatusWrite:
     """One status transition, for the Lua script that makes it: the record's key, the
-    fields to set (a JSON object of strings) and the record's TTL in seconds."""
+    fields to set (a JSON object of strings) and the record's TTL in seconds. `if_worker`:
+    written only while the record says running on that worker (ack_one.lua)."""
 
     key: str
     fields: str
     ttl_s: int
+    if_worker: str = ""
 
 
 def finished_ttl(data: dict[str, Any]) -> int:
@@ -175,6 +181,25 @@ def ended(data: dict[str, Any], reason: str, error: dict[str, str], attempt: int
     f = _identity(data)
     f.update(state=state.value, reason=reason, error=_error_json(error), attempts=str(attempt))
     return _write(data["id"], f, finished_ttl(data))
+
+
+def unfinished(data: dict[str, Any], state: str, worker_id: str) -> StatusWrite | None:
+    """A delivery that ended without the job finishing in it (`podjobs.invoke.Unfinished`),
+    written only while the record still says running on this worker (so a resume, or a
+    run that took over, written since, stands):
+
+    - paused: queued (reason paused) until a resume puts the parked job back on its queue
+      (iter_resume.lua then writes its payload); kept like an unfinished job's record;
+    - cancelled: cancelled (the iteration job was cancelled);
+    - superseded, duplicate: nothing (the run that took over, or the one that finished,
+      writes the record)."""
+    if state == "paused":
+        f = {"state": JobState.QUEUED.value, "reason": "paused", "finished_ms": ""}
+        return StatusWrite(keys.status(data["id"]), dumps(f), PENDING_TTL_S, worker_id)
+    if state == "cancelled":
+        f = {"state": JobState.CANCELLED.value, "reason": "cancelled", "location": "", "result": ""}
+        return StatusWrite(keys.status(data["id"]), dumps(f), finished_ttl(data), worker_id)
+    return None
 
 
 def requeued(data: dict[str, Any], reason: str) -> StatusWrite:

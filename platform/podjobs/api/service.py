@@ -348,8 +348,13 @@ class Service:
             view = self.find(principal, job_id).view(job_id)
             if outcome in ("cancelled", "already"):
                 return True, view
-            why = ("it has already started" if state not in ("queued", "retrying")
-                   else "a worker has just taken it")
+            if state not in ("queued", "retrying"):
+                why = "it has already started"
+            elif rec.get("reason") == "paused" and not payload:
+                why = ("it is a paused iteration job; cancel it with 'podjobs iterations "
+                       "cancel', or resume it first")
+            else:
+                why = "a worker has just taken it"
             raise ApiError(409, f"job {job_id} cannot be cancelled: {why} (state {view['state']})",
                            extra={"job": view})
         raise ApiError(409, f"job {job_id} kept changing; try again")

@@ -19,6 +19,7 @@ from podjobs.iteration import keys
 from podjobs.iteration.parallel import group_state
 from podjobs.iteration.state import Progress, State
 from podjobs.iteration.store import FINISHED_TTL_S, lua_for
+from podjobs.status import PENDING_TTL_S
 
 
 @dataclass
@@ -154,7 +155,8 @@ class Iterations:
                 q = text(self.r.hget(keys.job(jid), "queue") or b"default")
             out[jid] = text(self.lua.run(
                 "iter_resume", "resume an iteration",
-                [keys.job(jid), core_keys.queue(q), core_keys.wake(q), core_keys.QUEUES], [q]))
+                [keys.job(jid), core_keys.queue(q), core_keys.wake(q), core_keys.QUEUES,
+                 core_keys.status(jid)], [q, PENDING_TTL_S]))
         return out
 
     def cancel(self, job_or_group_id: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from podjobs.context import Context
 from podjobs.ids import new_id
-from podjobs.invoke import Reenqueue
+from podjobs.invoke import Reenqueue, Unfinished
 from podjobs.iteration.state import checkpoint_due
 from podjobs.iteration.store import MemoryStore, RedisStore, Store
 from podjobs.jobs import Job, JobHandle
@@ -63,6 +63,9 @@ class RunResult:
     cursor: Any = None
     done: int = 0
     reason: str = ""
+    #: False when the store decided the delivery does not run (the job is paused, cancelled
+    #: or finished already)
+    ran: bool = True
 
 
 class _Superseded(Exception):
@@ -201,7 +204,12 @@ class IterationJob(Job):
 
 def _make_perform(cls: type[IterationJob]) -> Callable[..., Any]:
     def perform(self: IterationJob, ctx: Context, *args: Any, **kwargs: Any) -> None:
-        run_iteration(self, ctx, list(args), kwargs)
+        res = run_iteration(self, ctx, list(args), kwargs)
+        if res.state != "succeeded" or not res.ran:
+            # paused, superseded, cancelled, or a duplicate delivery of a finished job: the
+            # delivery is acked, but the job did not succeed in it (no follow-ups, and a
+            # tracked job's record is not marked succeeded)
+            raise Unfinished(res.state if res.ran or res.state != "succeeded" else "duplicate")
 
     params = list(inspect.signature(cls.build_enumerator).parameters.values())[3:]  # self, ctx, cursor
     sig = inspect.signature(perform)
@@ -290,7 +298,7 @@ class _Run:
         st = self.store.start(ctx, self.token, self._payload(False))
         if st.decision != "run":
             log.info("iteration job %s %s not run: it is %s", ctx.job_name, ctx.job_id, st.decision)
-            return RunResult(st.decision)
+            return RunResult(st.decision, ran=False)
         self.cursor, self.saved = st.cursor, st.done
         job.cursor = st.cursor
         try:

@@ -12,7 +12,9 @@
 -- ARGV[3] "1" when the job need not be in flight (at-most-once: acked before it ran)
 -- ARGV[4] status fields as a JSON object of strings ("" = untracked)
 -- ARGV[5] status TTL in seconds
--- ARGV[6..] per child: queue name, payload
+-- ARGV[6] worker id: write the status only while the record says running on that worker
+--         ("" = always)
+-- ARGV[7..] per child: queue name, payload
 -- Returns: 1 when acked now, 0 when the job was not in flight.
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then
   return 0
@@ -22,7 +24,7 @@ if ARGV[2] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
   redis.call('DEL', KEYS[3])
 end
 local k = 6
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('SADD', KEYS[4], ARGV[i])
   redis.call('LPUSH', KEYS[k], ARGV[i + 1])
   if redis.call('LLEN', KEYS[k + 1]) == 0 then
@@ -30,7 +32,8 @@ for i = 6, #ARGV, 2 do
   end
   k = k + 2
 end
-if ARGV[4] ~= '' then
+if ARGV[4] ~= '' and (ARGV[6] == '' or (redis.call('HGET', KEYS[5], 'state') == 'running'
+    and redis.call('HGET', KEYS[5], 'worker') == ARGV[6])) then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local a = {'updated_ms', now, 'finished_ms', now}

@@ -308,3 +308,24 @@ def test_a_paused_job_in_a_child_process_fires_no_follow_up(redis_url: str, r: r
         wait_until(lambda: record(r, jid).get("state") == "succeeded", timeout=30,
                    what="the resumed job")
         wait_until(lambda: r.llen(keys.queue("parked")) == 1, what="its follow-up, once")
+
+
+def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
+        redis_url: str, r: redis.Redis) -> None:
+    b = RedisBackend(redis_url)
+    b.heartbeat("w9", 60_000, True, {"queues": "default,low"})
+    jid = enqueue(redis_url, api_app.add, 1, 2)
+    plain = Client(b).enqueue_call(Call(api_app.add, (5, 6), queue="low")).id
+    got = b.reserve("w9", ["default", "low"], 10) or []
+    assert len(got) == 2
+    q, raw = got[0]
+    b.ack("w9", {}, [(q, jid, True, status.started(json.loads(raw), "w9", 1))])
+    assert record(r, jid)["state"] == "running"
+    b.redis.delete(keys.heartbeat("w9"))  # w9 died
+    assert b.recover("w9", ["default", "low"]) == 2
+    rec = record(r, jid)
+    assert rec["state"] == "queued" and rec["reason"] == "recovered" and "worker" not in rec
+    assert rec["payload"].encode() == r.lindex(keys.queue("default"), 0) == raw
+    assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid))
+    assert not r.exists(keys.status(plain))  # untracked: still no record
+    assert b.cancel(jid, q, None, None, TTL)[0] == "cancelled"

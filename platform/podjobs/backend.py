@@ -24,7 +24,7 @@ from redis.retry import Retry
 
 from podjobs import keys
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
-from podjobs.status import StatusWrite
+from podjobs.status import PENDING_TTL_S, StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
 DEAD_MAX_JOBS = 10_000
@@ -377,11 +377,13 @@ class RedisBackend:
         return text(res[0]), text(res[1])
 
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int:
-        """Give a gone worker's in-flight jobs back (-1 when it is alive and not forced)."""
+        """Give a gone worker's in-flight jobs back (-1 when it is alive and not forced); a
+        tracked job's record says queued again (reason recovered), with its payload."""
         ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id), keys.stat("recovered")]
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        return int(self._run("recover", "recover in-flight jobs", ks, [worker_id, "1" if force else "0"]))
+        return int(self._run("recover", "recover in-flight jobs", ks,
+                             [worker_id, "1" if force else "0", keys.status(""), PENDING_TTL_S]))
 
     def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int:
         """Give reserved, unstarted jobs (id, payload) back to the front of their queue."""

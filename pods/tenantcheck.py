@@ -26,6 +26,7 @@ from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
 from podjobs.executor import Defer, Forward, Refuse
 from podjobs.payload import encode
+from podjobs.status import StatusWrite
 from podjobs.stops import StopSignals
 
 from .directory import Change
@@ -80,13 +81,15 @@ class TenantCheck:
             del self._running[tenant]
         self._ack_if_moving(tenant)
 
-    def forward(self, decision: Forward, queue: str, data: dict[str, Any]) -> None:
+    def forward(self, decision: Forward, queue: str, data: dict[str, Any],
+                status: StatusWrite | None = None) -> None:
+        """Write the job to the pod it belongs on (`status`: a tracked job's record there)."""
         backend = self.router.backend(decision.pod)
         text = encode(data, 1 << 30)
         if decision.hold:
-            backend.hold(data["tenant"], queue, [(data["id"], text)])
+            backend.hold(data["tenant"], queue, [(data["id"], text)], status=status)
         else:
-            backend.enqueue(queue, [text])
+            backend.enqueue(queue, [text], status=status)
 
     # -- move barrier ---------------------------------------------------------------
 

@@ -329,3 +329,43 @@ def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
     assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid))
     assert not r.exists(keys.status(plain))  # untracked: still no record
     assert b.cancel(jid, q, None, None, TTL)[0] == "cancelled"
+
+
+def test_a_forwarded_job_is_tracked_on_its_tenants_pod(cluster: Any, zk: Any, pods: Any) -> None:
+    """A tracked job found on the wrong pod is forwarded with its record: queued on the
+    tenant's pod (where DELETE cancels it), reason moved on the pod it left."""
+    from podjobs.pods.router import connect
+    from podjobs.pods.topology import TopologyStore, register_topology
+    from podjobs.pods.worker import PodWorker
+    from tests.helpers import fast_config
+
+    register_topology(zk, pods)
+    TopologyStore(zk).assign("shop-w", "p2")
+    r1, r2 = (redis.Redis.from_url(pods.pod(p).redis_url) for p in ("p1", "p2"))
+    b1 = RedisBackend(pods.pod("p1").redis_url)
+    # enqueued on p1 (say, before the tenant moved): a p1 worker finds it belongs to p2
+    h = Client(b1).enqueue_call(Call(api_app.add, (1, 2), queue="fwd", track=TTL), tenant="shop-w",
+                                pod="p1")
+    w = PodWorker(zk, "p1", fast_config(queues=["fwd"]))
+    w.start()
+    try:
+        wait_until(lambda: record(r1, h.id).get("reason") == "moved", what="the forward")
+    finally:
+        w.stop()
+    left = record(r1, h.id)
+    assert left["pod"] == "p2" and "payload" not in left and left["tenant"] == "shop-w"
+    assert 0 < r1.ttl(keys.status(h.id)) <= TTL
+    there = record(r2, h.id)
+    assert there["state"] == "queued" and there["reason"] == "forwarded" and there["pod"] == "p2"
+    assert there["payload"].encode() == r2.lindex(keys.queue("fwd"), 0)
+    assert there["tenant"] == "shop-w" and there["max_attempts"] == "1" and there["job"] == "api.add"
+    c = connect(zk.hosts, zk.root)
+    svc = Service(c.router)
+    try:
+        found = svc.find(Principal("w", tenant="shop-w"), h.id)
+        assert found.pod == "p2" and found.record["reason"] == "forwarded"
+        ok, view = svc.cancel(Principal("w", tenant="shop-w"), h.id)
+        assert ok and view["state"] == "cancelled" and r2.llen(keys.queue("fwd")) == 0
+    finally:
+        svc.close()
+        c.close()

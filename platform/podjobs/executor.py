@@ -76,8 +76,10 @@ class TenantRoute(Protocol):
     def done(self, data: dict[str, Any]) -> None:
         """After a job that `check` let run here has been settled."""
 
-    def forward(self, decision: Forward, queue: str, data: dict[str, Any]) -> None:
-        """Write the job to the pod `decision` names."""
+    def forward(self, decision: Forward, queue: str, data: dict[str, Any],
+                status: status_mod.StatusWrite | None = None) -> None:
+        """Write the job to the pod `decision` names (`status`: a tracked job's record
+        there, written with it)."""
 
 _NO_RETRY = (Failure.ARGUMENTS, Failure.REFUSED)
 
@@ -128,7 +130,7 @@ class Executor:
         if self.route is not None and "tenant" in data:
             decision = self.route.check(data)
             if decision is not None:
-                self._reroute(queue, data, decision)
+                self._reroute(queue, data, decision, jd)
                 return None
             try:
                 return self._execute(queue, data, jd)
@@ -176,12 +178,15 @@ class Executor:
 
     # -- settling -------------------------------------------------------------------
 
-    def _reroute(self, queue: str, data: dict[str, Any], decision: Forward | Refuse | Defer) -> None:
+    def _reroute(self, queue: str, data: dict[str, Any], decision: Forward | Refuse | Defer,
+                 jd: JobDef) -> None:
+        tracked = "track" in data
         if isinstance(decision, Defer):
             log.info("job %s %s of tenant %s deferred %.1f s: %s", data["job"], data["id"],
                      data.get("tenant"), decision.delay, decision.reason)
             self.backend.reenqueue(self.worker_id, queue, data["id"], int(decision.delay * 1000),
-                                   encode(data, 1 << 30))
+                                   encode(data, 1 << 30), True,
+                                   status_mod.requeued(data, "deferred") if tracked else None)
             return
         if isinstance(decision, Refuse):
             self._settle_dead(queue, data, True, decision.reason,
@@ -191,8 +196,15 @@ class Executor:
         fwd = dict(data)
         fwd["pod"] = decision.pod
         fwd["forwarded_from"] = self.pod
-        self.route.forward(decision, queue, fwd)  # written there first: a crash now duplicates, never loses
-        self.backend.ack(self.worker_id, {queue: [data["id"]]})
+        # written there first: a crash now duplicates, never loses. A tracked job's record is
+        # written there with it (queued), and the one here says where it went (reason moved)
+        self.route.forward(decision, queue, fwd,
+                           status_mod.forwarded(fwd, jd.options.retries + 1) if tracked else None)
+        if tracked:
+            self.backend.ack_one(self.worker_id, queue, data["id"], None, [], True,
+                                 status_mod.moved_away(data, decision.pod))
+        else:
+            self.backend.ack(self.worker_id, {queue: [data["id"]]})
         log.info("job %s %s of tenant %s %s from pod %s to %s", data["job"], data["id"],
                  data.get("tenant"), "held for a move" if decision.hold else "forwarded",
                  self.pod, decision.pod)

@@ -33,6 +33,7 @@ States:
     running ──error, no retries left──▶ failed        (the job's own code failed)
     queued | running ──refused (unknown job, arguments, unknown tenant, ...)──▶ dead
     running ──put back (iteration resume, throttle)──▶ queued
+    queued ──forwarded to the tenant's pod──▶ queued there (reason forwarded); here: reason moved
     running ──iteration job paused (parked)──▶ queued (reason paused) ──resume──▶ queued
     running ──iteration job cancelled──▶ cancelled
     queued | retrying ──cancel──▶ cancelled
@@ -200,6 +201,28 @@ def unfinished(data: dict[str, Any], state: str, worker_id: str) -> StatusWrite 
         f = {"state": JobState.CANCELLED.value, "reason": "cancelled", "location": "", "result": ""}
         return StatusWrite(keys.status(data["id"]), dumps(f), finished_ttl(data), worker_id)
     return None
+
+
+def forwarded(data: dict[str, Any], max_attempts: int) -> StatusWrite:
+    """The record on the pod a job was forwarded (or sent to be held) to, written with it:
+    queued (the enqueue or hold script adds payload and run_at_ms)."""
+    f = _identity(data)
+    f.update(state=JobState.QUEUED.value, attempts=str(int(data.get("attempt") or 0)),
+             max_attempts=str(max_attempts), reason="forwarded", finished_ms="")
+    return _write(data["id"], f, PENDING_TTL_S)
+
+
+#: reason of a record left on a pod the job went away from (its live record is on `pod`)
+MOVED = "moved"
+
+
+def moved_away(data: dict[str, Any], pod: str) -> StatusWrite:
+    """The record left on the pod a job was forwarded from: it names the pod the job went to
+    (`pod`, reason moved) and is kept like a finished job's; a status monitor prefers the
+    record on that pod."""
+    f = _identity(data)
+    f.update(state=JobState.QUEUED.value, reason=MOVED, pod=pod, finished_ms="")
+    return _write(data["id"], f, finished_ttl(data))
 
 
 def requeued(data: dict[str, Any], reason: str) -> StatusWrite:

@@ -6,7 +6,8 @@
 2. `find(principal, id)`: the record is looked for on the caller's tenant pod first, then
    on every other pod at once (a job enqueued before a tenant move keeps its record on the
    old pod until it starts on the new one). When two pods hold one (a forwarded or moved
-   job), the one on the tenant's current pod wins. A record of another tenant is never
+   job), the one on the tenant's current pod wins, and a record left behind by a forward
+   (reason moved) loses to any other. A record of another tenant is never
    returned, and nothing more is read for it (no timing difference to a missing record).
    These reads, and the operator views, use clients of their own with a short connect and
    read timeout (`Settings.read_timeout_s`), so one unresponsive pod costs a request at
@@ -290,11 +291,13 @@ class Service:
                     raise f
                 if f is None:
                     continue
-                if self._current_pod(f) == pod:
+                moved = f.record.get("reason") == status.MOVED
+                if not moved and self._current_pod(f) == pod:
                     return f  # the record on the tenant's pod is the latest word
                 found.append(f)
-        if found:
-            return max(found, key=lambda f: int(f.record.get("updated_ms") or 0))
+        if found:  # a record that says the job went to another pod is the last resort
+            return max(found, key=lambda f: (f.record.get("reason") != status.MOVED,
+                                             int(f.record.get("updated_ms") or 0)))
         if unreachable:
             raise ApiError(503, f"pod(s) {', '.join(unreachable)} cannot be read now; the job "
                                 f"may live there",

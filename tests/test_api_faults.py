@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from starlette.testclient import TestClient
 
 from podjobs import keys
 from podjobs.api.app import create_app
@@ -22,6 +22,10 @@ from podjobs.errors import BackendUnavailable
 from tests.apps import api_app  # noqa: F401 - the jobs the API enqueues
 from tests.helpers import wait_until
 from tests.test_api_tracking import OnePodRouter
+
+with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

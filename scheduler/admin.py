@@ -3,7 +3,8 @@
 1. `retry(zk, revision, pod=None)`: removes the failed or cancelled run
    records of `revision` (on `pod`, or on every shard) and lifts its halt once
    no shard has a failed or cancelled run of it left; the leader queues it
-   again on its next tick.
+   again on its next tick. A run whose schema step was applied and whose
+   backfill failed keeps its record and gets a new backfill instead.
 2. `cancel(zk, revision, pod=None)`: a queued run becomes cancelled (its job
    does nothing when it comes), a running one is asked to stop before its
    next step; the revision is halted so it is not queued anywhere else.
@@ -21,6 +22,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError
 
 from podjobs.errors import PodjobsError
+from podjobs.ids import new_id
 from podjobs.pods import shards
 from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK
@@ -52,7 +54,16 @@ def retry(zk: ZK, revision: str, pod: str | None = None) -> list[str]:
                                f"cancel it first if it is stuck")
         if run.state == RunState.COMPLETE:
             continue
-        store.delete(run)
+        if run.backfill_job:
+            # the schema step is on the shard, only its backfill failed: run a new backfill
+            # (the leader enqueues it: see MigrationsDuty._backfill_vanished)
+            run.state, run.error, run.finished_at = RunState.RUNNING, "", None
+            run.backfill_job, run.cancel_requested = new_id(), False
+            run.extra = {k: v for k, v in run.extra.items() if k != "progress"}
+            run.extra["backfill_queued_at"] = 1.0  # long ago: enqueue on the next tick
+            store.update(run)
+        else:
+            store.delete(run)
         cleared.append(p)
     halted = revision in store.halts()
     if not cleared and not halted:

@@ -496,3 +496,29 @@ def test_cancel_stops_a_running_revision_and_skip_stamps_a_fixed_one(
     _, events, history = shard_state(shards["p2"])
     assert [h["revision"] for h in history if h["state"] == "complete"] == ["0001", "0002", "0004",
                                                                            "0005"]
+
+
+def test_a_dead_backfill_fails_the_revision_and_retry_runs_a_new_one(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    from tests.apps import data_migration_app  # noqa: F401 - the workers run its backfill
+
+    control(shards["p1"], "d002", fail=1)
+    schedulers.start("s1", "--migrations", str(REPO / "tests" / "apps" / "migrations_data"))
+    store = RunStore(zk)
+    run = wait_until(lambda: (r := store.get("p1", "d002")) is not None and r.state == "failed"
+                     and r, 40, "d002 fails on p1 once its backfill is dead")
+    assert "died" in run.error and "the backfill fails" in run.error, run.error
+    assert shard_state(shards["p1"])[0] == "d002"  # the schema step stays applied
+    assert store.get("p2", "d002") is None  # halted: p2 comes after the canary
+    control(shards["p1"], "d002", fail=0)
+    res = cli(schedulers.zk_spec, "migrations", "retry", "d002")
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: all((r := store.get(p, "d002")) is not None and r.state == "complete"
+                           for p in shards), 60, "d002 complete everywhere")
+    retried = store.get("p1", "d002")
+    assert retried is not None and retried.backfill_job != run.backfill_job
+    e = create_engine(shards["p1"])
+    with e.connect() as c:
+        labels = c.execute(text("SELECT id, label FROM items ORDER BY id")).all()
+    e.dispose()
+    assert len(labels) == 200 and all(lbl == f"item-{i}" for i, lbl in labels)

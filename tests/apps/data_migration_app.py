@@ -1,7 +1,8 @@
 """The backfill of the data-migration test (tests/apps/migrations_data, revision d002).
 
 `FillLabels` sets `items.label` = "item-<id>" for every row of its shard, a batch
-of `batch` rows per item in id order, checkpointed after each batch.
+of `batch` rows per item in id order, checkpointed after each batch. Each item
+raises while the shard's `mig_control` row of d002 says fail (a failing backfill).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, text, update
 
 import podjobs
 from podjobs.context import Context
@@ -32,6 +33,9 @@ class FillLabels(IterationJob):
 
     def each_iteration(self, ctx: Context, rows: Any, *, batch: int = 20,
                        sleep: float = 0.05) -> None:
+        fail = ctx.db.execute(text("SELECT fail FROM mig_control WHERE rev = 'd002'")).scalar()
+        if fail:
+            raise RuntimeError("the backfill fails (mig_control says so)")
         for r in rows:
             ctx.db.execute(update(items).where(items.c.id == r.id).values(label=f"item-{r.id}"))
         time.sleep(sleep)

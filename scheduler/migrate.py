@@ -59,7 +59,7 @@ from . import paths
 from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
 from .runs import Run, RunState, RunStore, ShardLog, ensure_tables
-from .shardlock import ShardLock
+from .shardlock import ShardLock, StaleFence, UnsupportedShard
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc:
         _finish(store, fresh, state, error)
         return {"result": state.value, "error": error}
     if ours and fresh is not None and fresh.state == RunState.QUEUED:
-        if isinstance(exc, _Permanent):
+        if isinstance(exc, _Permanent | StaleFence | UnsupportedShard):
             _finish(store, fresh, RunState.FAILED, error)
             return {"result": "failed", "error": error}
         # not started: say why in the record and let the job's retries try again (after the

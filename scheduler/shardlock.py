@@ -46,6 +46,14 @@ class LockLost(PodjobsError):  # type: ignore[misc,unused-ignore]
     """The runner no longer holds the shard lock, the fence or the ZooKeeper lock."""
 
 
+class StaleFence(LockLost):
+    """The shard already saw a larger fence than ours: no retry of this run can go on."""
+
+
+class UnsupportedShard(PodjobsError):  # type: ignore[misc,unused-ignore]
+    """The shard's database has no GET_LOCK (not MySQL or MariaDB)."""
+
+
 class ShardLock:
     """See the module docstring."""
 
@@ -53,7 +61,7 @@ class ShardLock:
                  still_ours: Callable[[], str | None] = lambda: None, *,
                  name: str | None = None, steal_after: float = 5.0) -> None:
         if conn.dialect.name not in ("mysql", "mariadb"):
-            raise PodjobsError(
+            raise UnsupportedShard(
                 f"migrations need a MySQL or MariaDB shard (GET_LOCK); this shard is "
                 f"{conn.dialect.name}")
         self.conn = conn
@@ -103,7 +111,7 @@ class ShardLock:
                                 {"n": self.name}).scalar()
         if shard_fence != self.fence:
             self.release()
-            raise LockLost(f"the shard already saw fence {shard_fence}, newer than ours "
+            raise StaleFence(f"the shard already saw fence {shard_fence}, newer than ours "
                            f"({self.fence}): another runner took over")
 
     def install(self) -> None:

@@ -119,7 +119,6 @@ class Leadership:
         self.identity.setdefault("host", host)
         self.identity.setdefault("pid", pid)
         self._lock: Any = None
-        self.term: Term | None = None
 
     def run(self, on_lead: Callable[[Term], None], stop: threading.Event) -> None:
         """Contend and lead until `stop` is set."""
@@ -150,7 +149,6 @@ class Leadership:
     def _lead(self, on_lead: Callable[[Term], None], stop: threading.Event) -> None:
         node_path = f"{self._lock.path}/{self._lock.node}"
         term = Term(self.zk, node_path, self.identity)
-        self.term = term
         self.zk.add_listener(term._on_state)
         stopper = threading.Thread(target=self._end_on_stop, args=(stop, term), daemon=True,
                                    name="scheduler-term-stop")

@@ -77,7 +77,6 @@ class MigrationsDuty:
         self._term: int | None = None
         #: (pod, revision) -> when the leader last looked for a queued run's job in Redis
         self._checked: dict[tuple[str, str], float] = {}
-        self.queued: list[tuple[str, str]] = []
 
     def backend(self, url: str) -> RedisBackend:
         b = self._backends.get(url)
@@ -138,16 +137,14 @@ class MigrationsDuty:
         got = self.zk.get_json(path)
         if got is None:
             self.zk.ensure_path(path.rsplit("/", 1)[0])
-            txn = term.transaction()
-            txn.create(path, json.dumps(data, sort_keys=True).encode())
-            if not _commit(txn):
-                return
+        txn = term.transaction()
+        raw = json.dumps(data, sort_keys=True).encode()
+        if got is None:
+            txn.create(path, raw)
         else:
-            txn = term.transaction()
-            txn.set_data(path, json.dumps(data, sort_keys=True).encode(), version=got[1])
-            if not _commit(txn):
-                return
-        self._published[path] = obj
+            txn.set_data(path, raw, version=got[1])
+        if _commit(txn):
+            self._published[path] = obj
 
     # -- queue a run ---------------------------------------------------------------
 
@@ -179,7 +176,6 @@ class MigrationsDuty:
                 return
         term.check()
         self.backend(redis_url).enqueue(self.config.queue, [text])
-        self.queued.append((pod, revision))
         log.info("migrations: queued %s on %s (job %s, term %d)", revision, pod, job_id, term.fence)
 
     # -- open runs -----------------------------------------------------------------

@@ -47,7 +47,6 @@ class Scheduler:
         self.duties = list(duties)
         self.interval = interval
         self.leadership = Leadership(zk, dict(identity or {}))
-        self.ticks = 0
         self.led = threading.Event()
 
     @property
@@ -84,5 +83,4 @@ class Scheduler:
                     log.warning("scheduler duty %s: ZooKeeper error %r; next tick", duty.name, exc)
                 except Exception:
                     log.exception("scheduler duty %s failed; next tick", duty.name)
-            self.ticks += 1
             term.wait(self.interval)

@@ -36,9 +36,10 @@ def collect(zk: ZK) -> dict[str, Any]:
     store = RunStore(zk)
     halts = store.halts()
     shards = []
+    published_shards = zk.get_many_json(paths.shard(zk, name) for name in pods)
     for name, pod in sorted(pods.items()):
-        seen = zk.get_json(paths.shard(zk, name))
-        info = seen[0] if seen else {}
+        seen = published_shards.get(paths.shard(zk, name))
+        info = seen[0] if isinstance(seen, tuple) else {}
         cur = info.get("current")
         runs = store.for_pod(name)
         try:
@@ -55,7 +56,7 @@ def collect(zk: ZK) -> dict[str, Any]:
              "at": r.finished_at, "worker": r.worker}
             for r in runs.values() if r.state in (RunState.FAILED, RunState.CANCELLED)]
         shards.append({
-            "pod": name, "pod_state": pod.state.value, "known": bool(seen) and "current" in info,
+            "pod": name, "pod_state": pod.state.value, "known": isinstance(seen, tuple) and "current" in info,
             "current": cur, "checked_at": info.get("checked_at"), "read_error": info.get("error") or None,
             "pending": pending, "running": running, "failures": failures,
             "runs": {r.revision: r.to_json() for r in runs.values()},

@@ -331,12 +331,14 @@ def test_status_writes() -> None:
 class FakeBackend:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.owners: list[str] = []
         self.fail = False
 
     def ack(self, worker_id: str, acks: Any, starts: Any = (), tracked: Any = None) -> int:
         if self.fail:
             raise ConnectionError("down")
         self.calls.append((dict(acks), list(starts), dict(tracked or {})))
+        self.owners.append(worker_id)
         return sum(map(len, acks.values())) + sum(map(len, (tracked or {}).values()))
 
 
@@ -344,13 +346,13 @@ def test_acker_sends_starts_before_acks_and_keeps_them_on_failure() -> None:
     from podjobs.acker import Acker
 
     b = FakeBackend()
-    a = Acker(b, "w1")  # type: ignore[arg-type]
+    a = Acker(b)  # type: ignore[arg-type]
     s1, s2 = status.StatusWrite("k1", "{}", 1), status.StatusWrite("k2", "{}", 1)
     done = status.StatusWrite("k1", '{"state":"succeeded"}', 1)
-    a.started("q", "j1", True, s1)
-    a.add("q", "plain")
-    a.add_tracked("q", "j1", done)
-    a.started("r", "j2", False, s2)
+    a.started("q", "j1", True, s1, "w1")
+    a.add("q", "plain", "w1")
+    a.add_tracked("q", "j1", done, True, "w1")
+    a.started("r", "j2", False, s2, "w1")
     b.fail = True
     assert a.flush() == 0  # kept for the next flush, in order
     b.fail = False
@@ -358,6 +360,11 @@ def test_acker_sends_starts_before_acks_and_keeps_them_on_failure() -> None:
     assert b.calls == [({"q": ["plain"]}, [("q", "j1", True, s1), ("r", "j2", False, s2)],
                         {"q": [("j1", True, done)]})]
     assert a.flush() == 0 and len(b.calls) == 1
-    a.add("q", "only-plain")
+    a.add("q", "only-plain", "w1")
     a.flush()
     assert b.calls[-1] == ({"q": ["only-plain"]}, [], {})
+    # a late ack of an earlier worker generation goes to that generation's hash
+    a.add("q", "old", "w1")
+    a.add("q", "new", "w1.2")
+    assert a.flush() == 2
+    assert sorted(b.owners[-2:]) == ["w1", "w1.2"]

@@ -78,8 +78,41 @@ def test_payload_size_limit_names_the_size() -> None:
         (b"[1]", "not an object"),
         (b'{"id":"x"}', "lacks"),
         (b'{"id":"x","job":"j","args":{}}', "must be a list"),
+        # every field a worker reads is checked before anything runs (issue 11, item 4)
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","attempt":"2"}', "'attempt' is '2', not int"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","attempt":true}', "'attempt' is True"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","attempt":-1}', "below 0"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","then":{"id":"x"}}', "'then' is"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","then":[{"id":"x","job":"k"}]}',
+         "follow-up 0 lacks its 'queue'"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","then":[{"job":"k","queue":"q"}]}',
+         "follow-up 0 lacks a string 'id'"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","tenant":7}', "'tenant' is 7"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","unique":null}', "'unique' is None"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j","enqueued_at":1.5}', "'enqueued_at' is 1.5"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":""}', "lacks a string 'job'"),
+        # the in-flight hash is keyed by the id Lua reads: the payload must start with it
+        (b'{"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j"}', "does not start with"),
+        (b'{"job":"j","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}', "does not start with"),
+        (b'{"id":"short","job":"j"}', "does not start with"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FA\\u0041","job":"j"}', "does not start with"),
+        (b"\xff\xfe", "not valid JSON"),
     ],
 )
 def test_decode_bad_payloads(raw: bytes, reason: str) -> None:
-    with pytest.raises(payload.BadPayload, match=reason):
+    with pytest.raises(payload.BadPayload, match=re.escape(reason)):
         payload.decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j"}', "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        (b'{"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV","job":"j"}', "bad:"),
+        (b'{"id":"01ARZ3NDEKTSV4RRFFQ69G5F-V","job":"j"}', "bad:"),
+        (b"garbage", "bad:"),
+    ],
+)
+def test_inflight_field_is_the_id_or_a_digest(raw: bytes, field: str) -> None:
+    got = payload.inflight_field(raw)
+    assert got == field if not field.endswith(":") else got.startswith(field) and len(got) == 44

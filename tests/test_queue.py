@@ -133,12 +133,12 @@ def test_dead_retry_and_delete(r: redis.Redis, redis_url: str) -> None:
         wait_until(lambda: r.zcard(keys.DEAD) == 2, what="two dead jobs")
     ins = Inspector(b)
     reasons = sorted(d["dead_reason"] for d, _ in ins.dead())
-    assert reasons == ["arguments", "bad_payload"]
+    assert reasons == ["arguments", "malformed"]
     arg_dead = next(d for d, _ in ins.dead() if d["dead_reason"] == "arguments")
     assert "missing a required argument" in arg_dead["error"]["message"]
     assert ins.dead_retry(arg_dead["id"])
     assert r.zcard(keys.DEAD) == 1 and r.llen(keys.queue("default")) == 1
-    bad = next(d for d, _ in ins.dead() if d["dead_reason"] == "bad_payload")
+    bad = next(d for d, _ in ins.dead() if d["dead_reason"] == "malformed")
     assert ins.dead_delete(bad["id"])
     assert r.zcard(keys.DEAD) == 0
 

@@ -7,10 +7,18 @@ Redis implementation (one Redis per pod).
    loaded once (`lua/*.lua`), so every transition is one round trip.
 3. Redis errors become `BackendUnavailable` naming the server and what to do
    (`BackendTimeout` when a command was sent but not answered: it may have run).
+4. A state-changing script is sent again after a dropped connection only because each is
+   safe to repeat: enqueue is refused as a duplicate by its request marker (the first job's
+   id), reserve replays its reservation by request id, and the settle scripts act only on
+   a job still in the worker's in-flight hash. The scripts run on a connection pool of
+   their own without redis-py's retries, so podjobs knows whether anything was sent:
+   an error after a send says "may or may not", one that never got through says "nothing
+   was changed".
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -18,12 +26,14 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
 from podjobs import keys
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
+from podjobs.ids import new_id
+from podjobs.payload import inflight_field as request_id
 from podjobs.status import PENDING_TTL_S, StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
@@ -33,6 +43,10 @@ DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
 ENQUEUE_CHUNK = 10_000
 #: most jobs one reserve call takes (Lua's unpack limit is about 8,000 values)
 MAX_RESERVE = 1000
+#: milliseconds an enqueue's request marker is kept (a re-send within it is a duplicate)
+REQUEST_MARKER_MS = 30_000
+#: attempts of one script call on dropped connections (10 ms growing to 1 s between them)
+SCRIPT_ATTEMPTS = 8
 
 _SAFE_POLICIES = ("noeviction",)
 
@@ -53,7 +67,8 @@ class Backend(Protocol):
         status: StatusWrite | None = None,
     ) -> int: ...
 
-    def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None: ...
+    def reserve(self, worker_id: str, queues: Sequence[str], n: int,
+                request_id: str = "") -> list[tuple[str, bytes]] | None: ...
 
     def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
             starts: Sequence[tuple[str, str, bool, StatusWrite]] = (),
@@ -114,6 +129,19 @@ def _retry() -> Retry:
                  supported_errors=(redis.ConnectionError,))
 
 
+def _script_retry() -> Retry:
+    """No retries inside redis-py for script calls: RedisBackend._run retries them itself,
+    knowing whether each attempt got as far as sending."""
+    return Retry(NoBackoff(), 0)
+
+
+def _never_sent(exc: redis.ConnectionError) -> bool:
+    """True when a connection error came from connecting (refused, unreachable): the
+    command was not sent. redis-py words these 'Error N connecting to HOST:PORT' and
+    'Timeout connecting to server'."""
+    return "connecting to" in str(exc)
+
+
 def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:
     """Append a tracked job's status key and (fields, TTL) to a script call."""
     if status is not None:
@@ -156,25 +184,45 @@ class RedisBackend:
             health_check_interval=30, retry=_retry(),
         )
         self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in self.SCRIPTS}
+        #: the scripts' own pool, without redis-py's retries (see _run)
+        self._once: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+            health_check_interval=30, retry=_script_retry(),
+        )
         if check:
             self.check()
 
     # -- errors ---------------------------------------------------------------------
 
     @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str, sent: bool = False) -> Iterator[None]:
+        """Redis errors as BackendUnavailable (nothing was changed) or BackendTimeout (the
+        change may or may not have been made: a timeout after the command was sent, or a
+        dropped connection when `sent` says an attempt may have reached Redis)."""
         try:
             yield
-        except redis.TimeoutError as exc:  # sent, but no answer: it may have run
+        except redis.ConnectionError as exc:
+            if sent:
+                raise BackendTimeout(
+                    f"cannot {what}: the connection to Redis at {redacted(self.url)} broke "
+                    f"({exc}); the change may or may not have been made. Check the pod's Redis "
+                    f"('podjobs dev status'); repeating the same call is safe"
+                ) from exc
+            raise BackendUnavailable(
+                f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
+                f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
+            ) from exc
+        except redis.TimeoutError as exc:
+            if "connecting" in str(exc) and not sent:
+                raise BackendUnavailable(
+                    f"cannot {what}: Redis at {redacted(self.url)} did not accept a connection "
+                    f"in time ({exc}); nothing was changed. Check the pod's Redis "
+                    f"('podjobs dev status')"
+                ) from exc
             raise BackendTimeout(
                 f"cannot {what}: Redis at {redacted(self.url)} did not answer in time ({exc}); "
                 f"the change may or may not have been made. Check the pod's Redis (its load, "
                 f"'podjobs dev status')"
-            ) from exc
-        except redis.ConnectionError as exc:
-            raise BackendUnavailable(
-                f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
-                f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
             ) from exc
         except redis.ResponseError as exc:
             if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
@@ -184,14 +232,37 @@ class RedisBackend:
                 ) from exc
             raise
 
-    def _run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    def _run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any],
+             repeatable: bool = True) -> Any:
+        """Run a script in one round trip. After a dropped connection it is sent again (up
+        to SCRIPT_ATTEMPTS times) when it never got through, or when it is `repeatable`
+        (safe to run twice, see the module docstring); a timeout is never sent again. The
+        error says "may or may not" once any attempt may have reached Redis."""
         script = self._scripts[name]
-        with self._errors(what):
+        sent = False
+        delay = 0.01
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", script.sha, len(keys_), *keys_, *args)
-            except redis.exceptions.NoScriptError:
-                return script(keys=keys_, args=args)  # loads it, then runs it
+                try:
+                    return self._once.execute_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", script.sha, len(keys_), *keys_, *args)
+                except redis.exceptions.NoScriptError:
+                    self._once.script_load(script.script)
+                    return self._once.execute_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", script.sha, len(keys_), *keys_, *args)
+            except redis.ConnectionError as exc:
+                sent = sent or not _never_sent(exc)
+                if attempt < SCRIPT_ATTEMPTS and (repeatable or not sent):
+                    time.sleep(delay)
+                    delay = min(1.0, delay * 2)
+                    continue
+                with self._errors(what, sent):
+                    raise
+            except redis.RedisError:
+                with self._errors(what, sent):
+                    raise
 
     def check(self) -> None:
         """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
@@ -230,36 +301,53 @@ class RedisBackend:
         else:
             when, ms = "now", 0
         ukey, uttl, owner = unique if unique else (keys.QUEUES, 0, "")
-        ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue), ukey]
+        ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue), ukey,
+              keys.request(request_id(payloads[0]) if payloads else "none")]
         if status is not None:
             if len(payloads) != 1:
                 raise ValueError("a tracked enqueue carries one job")
             ks.append(status.key)
             return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, status.fields,
-                                                             status.ttl_s, payloads[0]]))
+                                                             status.ttl_s, REQUEST_MARKER_MS, payloads[0]]))
         if len(payloads) <= ENQUEUE_CHUNK:
-            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, "", 0, *payloads]))
+            return int(self._run("enqueue", "enqueue", ks,
+                                 [queue, when, ms, uttl, owner, "", 0, REQUEST_MARKER_MS, *payloads]))
         if unique:
             raise ValueError("a unique enqueue carries one job")
         written = 0
-        with self._errors("enqueue"):
-            pipe = self.redis.pipeline(transaction=True)  # all chunks or none
-            for i in range(0, len(payloads), ENQUEUE_CHUNK):
-                chunk = payloads[i : i + ENQUEUE_CHUNK]
-                self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, *chunk], client=pipe)
-            for n in pipe.execute():
-                written += int(n)
+        pipe = self._once.pipeline(transaction=True)  # all chunks or none
+        for i in range(0, len(payloads), ENQUEUE_CHUNK):
+            chunk = payloads[i : i + ENQUEUE_CHUNK]
+            ks[5] = keys.request(request_id(chunk[0]))
+            self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
+                                                    *chunk], client=pipe)
+        try:
+            results = pipe.execute()
+        except redis.ConnectionError as exc:
+            with self._errors("enqueue", not _never_sent(exc)):
+                raise
+        except redis.RedisError:
+            with self._errors("enqueue", True):
+                raise
+        for n in results:
+            written += int(n)
         return written
 
     # -- worker side ----------------------------------------------------------------
 
-    def reserve(self, worker_id: str, queues: Sequence[str], n: int) -> list[tuple[str, bytes]] | None:
-        """Reserve up to n jobs in priority order; None when this worker was reaped."""
+    def reserve(self, worker_id: str, queues: Sequence[str], n: int,
+                request_id: str = "") -> list[tuple[str, bytes]] | None:
+        """Reserve up to n jobs in priority order; None when this worker was reaped.
+
+        `request_id`: fresh for each reservation; asked again with the same id after an
+        error (a lost reply), it answers the jobs that request took, still in flight, and
+        takes no more (see reserve.lua)."""
         ks: list[str] = []
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        ks.append(keys.WORKERS)
-        flat = self._run("reserve", "reserve jobs", ks, [min(n, MAX_RESERVE), worker_id])
+        ks += (keys.WORKERS, keys.reservation(worker_id))
+        flat = self._run("reserve", "reserve jobs", ks,
+                         [min(n, MAX_RESERVE), worker_id, request_id or new_id()])
         if flat and flat[0] == -1:
             return None
         return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -308,7 +396,7 @@ class RedisBackend:
         for cq, payload in children:
             ks += (keys.queue(cq), keys.wake(cq))
             args += (cq, payload)
-        return bool(self._run("ack_one", "ack a job", ks, args))
+        return bool(self._run("ack_one", "ack a job", ks, args, repeatable=in_flight))
 
     def retry(
         self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True,
@@ -317,7 +405,7 @@ class RedisBackend:
         ks = [keys.inflight(worker_id, queue), keys.retry(queue), keys.stat("failed")]
         args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
         _add_status(ks, args, status)
-        return bool(self._run("retry", "schedule a retry", ks, args))
+        return bool(self._run("retry", "schedule a retry", ks, args, repeatable=in_flight))
 
     def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
                   in_flight: bool = True, status: StatusWrite | None = None) -> bool:
@@ -325,7 +413,7 @@ class RedisBackend:
         ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue), keys.scheduled(queue)]
         args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
         _add_status(ks, args, status)
-        return bool(self._run("reenqueue", "put a job back", ks, args))
+        return bool(self._run("reenqueue", "put a job back", ks, args, repeatable=in_flight))
 
     def dead(
         self,
@@ -379,7 +467,8 @@ class RedisBackend:
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int:
         """Give a gone worker's in-flight jobs back (-1 when it is alive and not forced); a
         tracked job's record says queued again (reason recovered), with its payload."""
-        ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id), keys.stat("recovered")]
+        ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id), keys.stat("recovered"),
+              keys.reservation(worker_id)]
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
         return int(self._run("recover", "recover in-flight jobs", ks,

@@ -5,8 +5,12 @@
    worker's queue list; each lands in the worker's in-flight hash atomically.
 3. When nothing is ready it blocks on the queues' wake lists (BLPOP) instead of
    polling, so an idle worker starts a new job within a round trip or two.
-4. When Redis says the worker was reaped (a long pause), it drops its local
-   buffer (those jobs went back to the queues) and registers afresh.
+4. When Redis says the worker was reaped (a long pause), the worker's identity is
+   renewed (podjobs.identity); each reserved job carries the id it was reserved under
+   (`Reserved.owner`), so the executors never start one of an earlier generation.
+5. A reserve whose reply is lost (dropped connection, timeout) is asked again with the same
+   request id until Redis answers: Redis replays that reservation (reserve.lua), so the
+   jobs it took are never stranded in this live worker's in-flight hash.
 """
 
 from __future__ import annotations
@@ -15,27 +19,41 @@ import logging
 import queue as queue_mod
 import threading
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from podjobs.backend import Backend
+from podjobs.identity import Identity
+from podjobs.ids import new_id
 
 log = logging.getLogger("podjobs.fetcher")
 
-#: an inbox item: (queue name, raw payload); None tells an executor thread to stop
-Item = tuple[str, bytes] | None
+
+class Reserved(NamedTuple):
+    """A job this worker reserved: its queue, its payload as Redis holds it, and the worker
+    id (generation) whose in-flight hash holds it."""
+
+    queue: str
+    raw: bytes
+    owner: str
+
+
+#: an inbox item; None tells an executor thread to stop
+Item = Reserved | None
 
 
 class Fetcher:
-    def __init__(self, backend: Backend, worker_id: str, queues: Sequence[str], *,
+    def __init__(self, backend: Backend, identity: Identity, queues: Sequence[str], *,
                  capacity: int, batch: int, idle_wait_s: float,
-                 reregister: Callable[[], None]) -> None:
+                 on_reaped: Callable[[str], None]) -> None:
         self.backend = backend
-        self.worker_id = worker_id
+        self.identity = identity
         self.queues = list(queues)
         #: most jobs held at once (running + waiting in the inbox)
         self.capacity = capacity
         self.batch = batch
         self.idle_wait_s = idle_wait_s
-        self.reregister = reregister
+        #: called with the refused id when Redis says this worker was reaped
+        self.on_reaped = on_reaped
         self.inbox: queue_mod.SimpleQueue[Item] = queue_mod.SimpleQueue()
         self._lock = threading.Lock()
         self.outstanding = 0
@@ -60,16 +78,7 @@ class Fetcher:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
-    def on_reaped(self) -> None:
-        """This worker was reaped: its reserved jobs went back to the queues. Drop the
-        local copies (they must not run here) and register afresh."""
-        dropped = self.drain_inbox()
-        log.warning("worker %s was reaped (paused past its heartbeat timeout); dropped %d "
-                    "buffered jobs that went back to the queues; registering again",
-                    self.worker_id, len(dropped))
-        self.reregister()
-
-    def drain_inbox(self) -> list[tuple[str, bytes]]:
+    def drain_inbox(self) -> list[Reserved]:
         """Take every unstarted job out of the inbox (leaves stop markers out)."""
         items = []
         while True:
@@ -84,6 +93,8 @@ class Fetcher:
 
     def _loop(self) -> None:
         failures = 0
+        #: (owner, request id) of a reservation whose reply was lost: asked again first
+        pending: tuple[str, str] | None = None
         while self.running:
             with self._lock:
                 room = self.capacity - self.outstanding
@@ -92,16 +103,21 @@ class Fetcher:
             if room <= 0:
                 self._space.wait(1.0)
                 continue
+            owner = self.identity.id
+            if pending is None or pending[0] != owner:  # a reaped owner's jobs went back
+                pending = (owner, new_id())
             try:
-                got = self.backend.reserve(self.worker_id, self.queues, min(room, self.batch))
+                got = self.backend.reserve(owner, self.queues, min(room, self.batch), pending[1])
+                pending = None
                 if got is None:
-                    self.on_reaped()
+                    self.on_reaped(owner)
                     continue
                 failures = 0
             except Exception as exc:  # any Redis error (BUSY, READONLY, ...): back off, never die
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                log.warning("reserve failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                log.warning("reserve failed (%s: %s); asking again (same request) in %.1f s",
+                            type(exc).__name__, exc, delay)
                 threading.Event().wait(delay)
                 continue
             if not got:
@@ -116,5 +132,5 @@ class Fetcher:
             with self._lock:
                 self.outstanding += len(got)
             put = self.inbox.put
-            for item in got:
-                put(item)
+            for q, raw in got:
+                put(Reserved(q, raw, owner))

@@ -5,8 +5,13 @@
 2. After each beat it looks for registered workers whose heartbeat key is gone
    and gives their in-flight jobs back to the queues (recover.lua re-checks
    atomically, so two reapers never double a job).
-3. A beat that finds this worker reaped sets `reaped`; the fetcher then drops
-   its buffer and registers again.
+3. A beat that finds this worker reaped (it was paused past its TTL) renews the
+   worker's identity (podjobs.identity: a new generation) and registers that; the jobs
+   reserved under the old id are never started (the executor threads check the owner).
+4. `stale()` says whether the last beat Redis confirmed is too old to vouch for the
+   worker: it is timed from when that beat was *sent*, so a reply that arrives late
+   (after a pause) never makes the worker look fresh. `confirm()` asks Redis then; an
+   error talking to Redis is not a reap: it waits and asks again.
 """
 
 from __future__ import annotations
@@ -18,42 +23,75 @@ import time
 from collections.abc import Callable
 
 from podjobs.backend import RedisBackend
+from podjobs.identity import Identity
 
 log = logging.getLogger("podjobs.heartbeat")
 
 
 class Heartbeat:
-    def __init__(self, backend: RedisBackend, worker_id: str, ttl_s: float,
+    def __init__(self, backend: RedisBackend, identity: Identity, ttl_s: float,
                  info: Callable[[], dict[str, str]]) -> None:
         self.backend = backend
-        self.worker_id = worker_id
+        self.identity = identity
         self.ttl_ms = max(300, int(ttl_s * 1000))
         self.interval = ttl_s / 3
         self.info = info
-        self.reaped = False
-        #: time.monotonic() of the last beat Redis confirmed
+        #: time.monotonic() when the last beat Redis confirmed was sent
         self.last_ok = time.monotonic()
         self.ttl_s = ttl_s
         self._stop = threading.Event()
+        self._confirm_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="podjobs-heartbeat", daemon=True)
 
+    @property
+    def worker_id(self) -> str:
+        return self.identity.id
+
     def register(self) -> None:
-        self.backend.heartbeat(self.worker_id, self.ttl_ms, True, self.info())
-        self.reaped = False
-        self.last_ok = time.monotonic()
+        sent = time.monotonic()
+        self.backend.heartbeat(self.identity.id, self.ttl_ms, True, self.info())
+        self.last_ok = sent
 
     def stale(self) -> bool:
-        """True when no beat was confirmed within the TTL: the worker may have been reaped."""
+        """True when no beat sent within 0.9 TTL was confirmed: the worker may have been reaped."""
         return time.monotonic() - self.last_ok > self.ttl_s * 0.9
 
     def beat(self) -> bool:
-        ok = self.backend.heartbeat(self.worker_id, self.ttl_ms, False, self.info())
+        """Beat; False when this worker's id had been reaped (it is then renewed and the new
+        one registered)."""
+        wid = self.identity.id
+        sent = time.monotonic()
+        ok = self.backend.heartbeat(wid, self.ttl_ms, False, self.info())
         if ok:
-            self.last_ok = time.monotonic()
-        if not ok and not self.reaped:
-            log.warning("worker %s: heartbeat found it reaped", self.worker_id)
-            self.reaped = True
+            self.last_ok = max(self.last_ok, sent)
+        else:
+            self.on_reaped(wid)
         return ok
+
+    def on_reaped(self, seen: str) -> None:
+        """Redis refused id `seen` (reaped): move to the next generation and register it."""
+        if self.identity.renew(seen):
+            self.register()
+
+    def confirm(self, stopping: threading.Event) -> bool:
+        """After a pause: make sure this worker was not reaped meanwhile (one beat, shared by
+        the threads asking at once). Redis errors are not a reap: ask again with backoff until
+        Redis answers or `stopping` is set (False then: the caller gives its job back)."""
+        delay = 0.1
+        while not stopping.is_set():
+            with self._confirm_lock:
+                if not self.stale():
+                    return True
+                try:
+                    self.beat()
+                    return True  # beat renewed the identity if it was reaped: callers check the owner
+                except Exception as exc:
+                    log.warning("worker %s cannot tell whether it was reaped (%s: %s); asking "
+                                "again in %.1f s before starting more jobs", self.identity.id,
+                                type(exc).__name__, exc, delay)
+            stopping.wait(delay)
+            delay = min(5.0, delay * 2)
+        return False
 
     def reap(self) -> int:
         """Recover the jobs of every worker whose heartbeat is gone; returns jobs given back."""

@@ -41,6 +41,18 @@ def inflight(worker_id: str, queue_name: str) -> str:
     return f"{PREFIX}inflight:{worker_id}:{queue_name}"
 
 
+def reservation(worker_id: str) -> str:
+    """String: the request id of a worker's last reservation and the (queue index, job id)
+    pairs it took, so that a reserve whose reply was lost can be asked again (replayed)."""
+    return f"{PREFIX}rsv:{worker_id}"
+
+
+def request(request_id: str) -> str:
+    """String with a short TTL: the answer of an enqueue already made under this request id
+    (the id of its first job), so that a re-send is refused as a duplicate."""
+    return f"{PREFIX}req:{request_id}"
+
+
 def heartbeat(worker_id: str) -> str:
     """String with a TTL: present while the worker is alive."""
     return f"{PREFIX}hb:{worker_id}"

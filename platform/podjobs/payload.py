@@ -10,6 +10,7 @@ A payload is a JSON object whose first member is always `"id"` with a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -76,19 +77,63 @@ def encode(payload: dict[str, Any], max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) 
 
 
 class BadPayload(Exception):
-    """A payload in Redis that cannot be decoded into a job; it goes to the dead set."""
+    """A payload in Redis that cannot be decoded into a job, or whose fields are not what
+    podjobs writes: it goes to the dead set once (reason malformed), its raw text kept."""
+
+
+#: optional payload members and the types they must have when present (bool is not an int)
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "queue": (str,), "enqueued_at": (int,), "attempt": (int,), "tenant": (str,),
+    "pod": (str, type(None)), "unique": (str,), "track": (int,), "forwarded_from": (str, type(None)),
+}
 
 
 def decode(raw: bytes | str) -> dict[str, Any]:
-    """Decode a payload from Redis; raise BadPayload with the reason."""
+    """Decode and check a payload from Redis: its own fields and those of every chained
+    follow-up (`then`), before anything runs. Raise BadPayload naming the first field that
+    is wrong."""
     try:
-        data = json.loads(raw)
+        data: dict[str, Any] = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadPayload(f"payload is not valid JSON: {exc}") from None
-    if type(data) is not dict:
-        raise BadPayload(f"payload is a JSON {type(data).__name__}, not an object")
-    if type(data.get("id")) is not str or type(data.get("job")) is not str:
-        raise BadPayload("payload lacks a string 'id' or 'job'")
-    if type(data.get("args", [])) is not list or type(data.get("kwargs", {})) is not dict:
-        raise BadPayload("payload 'args' must be a list and 'kwargs' an object")
+    _check(data, "payload")
+    if inflight_field(raw) != data["id"]:
+        raise BadPayload(
+            f"payload does not start with '{{\"id\":\"<26 letters or digits>\"' (id "
+            f"{_short(data['id'])}); podjobs' client writes payloads that way: enqueue through it")
     return data
+
+
+def _check(data: Any, where: str) -> None:
+    if type(data) is not dict:
+        raise BadPayload(f"{where} is a JSON {type(data).__name__}, not an object")
+    for name in ("id", "job"):
+        if type(data.get(name)) is not str or not data[name]:
+            raise BadPayload(f"{where} lacks a string {name!r} (got {_short(data.get(name))})")
+    if type(data.get("args", [])) is not list or type(data.get("kwargs", {})) is not dict:
+        raise BadPayload(f"{where} 'args' must be a list and 'kwargs' an object")
+    for name, types in _OPTIONAL.items():
+        if name in data and type(data[name]) not in types:
+            raise BadPayload(f"{where} {name!r} is {_short(data[name])}, not "
+                             f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    if type(data.get("attempt", 0)) is int and data.get("attempt", 0) < 0:
+        raise BadPayload(f"{where} 'attempt' is {data['attempt']}, below 0")
+    if "then" in data:
+        then = data["then"]
+        if type(then) is not list:
+            raise BadPayload(f"{where} 'then' is {_short(then)}, not a list of follow-up jobs")
+        for i, child in enumerate(then):
+            _check(child, f"{where} follow-up {i}")
+            if "queue" not in child:
+                raise BadPayload(f"{where} follow-up {i} lacks its 'queue'")
+
+
+def inflight_field(raw: bytes | str) -> str:
+    """The field reserve.lua files a payload under in a worker's in-flight hash: its id
+    when the payload starts as podjobs writes it ('{"id":"<26 ASCII letters or digits>"'),
+    else 'bad:' and the SHA-1 of its bytes (so that a malformed entry can still be found
+    and settled, whatever its bytes)."""
+    b = raw.encode() if isinstance(raw, str) else raw
+    if b[:7] == b'{"id":"' and b[33:34] == b'"' and b[7:33].isalnum():
+        return b[7:33].decode("ascii", "replace")
+    return "bad:" + hashlib.sha1(b).hexdigest()

@@ -1,6 +1,9 @@
 """The worker process: fetcher, executor threads, acker, heartbeat, poller.
 
-1. Registers (heartbeat) and reaps workers that are gone.
+1. Registers (heartbeat) and reaps workers that are gone. Its id in Redis is an
+   `Identity`: renewed (a new generation) whenever the worker finds it was reaped, so a
+   job reserved before a reap never starts here (the executor threads check each job's
+   owner, and ask Redis first when the last confirmed heartbeat is too old).
 2. Starts the fetcher (reserve batches into a local inbox), `concurrency`
    executor threads (each running jobs inline, or through its own child process
    with `isolation="process"`), the acker, the heartbeat and the poller.
@@ -24,13 +27,15 @@ from typing import Any
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
 from podjobs.context import Context
-from podjobs.executor import Executor, TenantRoute, inflight_field
-from podjobs.fetcher import Fetcher
+from podjobs.executor import Executor, TenantRoute
+from podjobs.fetcher import Fetcher, Reserved
 from podjobs.heartbeat import Heartbeat, busy_json
+from podjobs.identity import Identity
 from podjobs.ids import new_id
 from podjobs.invoke import JobTimeout, Outcome, invoke
 from podjobs.isolation import Child
 from podjobs.jobs import JobDef
+from podjobs.payload import inflight_field
 from podjobs.poller import Poller
 from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
@@ -74,27 +79,32 @@ class Worker:
             raise ValueError("a worker needs at least one queue")
         self.backend = backend
         self.config = config
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.identity = Identity(f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}")
         self.started_at = time.time()
         self._running: dict[int, tuple[str, str, str, float]] = {}
-        self.acker = Acker(backend, self.id)
+        self.acker = Acker(backend)
         prefetch = config.prefetch if config.prefetch is not None else config.concurrency
-        self.heartbeat = Heartbeat(backend, self.id, config.heartbeat_ttl, self._info)
-        self.fetcher = Fetcher(backend, self.id, config.queues,
+        self.heartbeat = Heartbeat(backend, self.identity, config.heartbeat_ttl, self._info)
+        self.fetcher = Fetcher(backend, self.identity, config.queues,
                                capacity=config.concurrency + max(0, prefetch),
                                batch=config.batch, idle_wait_s=config.idle_wait,
-                               reregister=self.heartbeat.register)
+                               on_reaped=self.heartbeat.on_reaped)
         self.poller = Poller(backend, config.queues, config.poll_interval)
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
         self._stopping = False
-        self._giveback: list[tuple[str, bytes]] = []
+        self._giveback: list[Reserved] = []
         self._giveback_lock = threading.Lock()
         self._stopped = threading.Event()
         #: set at the start of a graceful stop
         self.stopping = threading.Event()
         #: each running job's ctx.stopping: all on shutdown, or one tenant's on a move
         self.stops = StopSignals()
+
+    @property
+    def id(self) -> str:
+        """The worker's current id in Redis (host:pid:token, then .2, .3 ... after reaps)."""
+        return self.identity.id
 
     def _info(self) -> dict[str, str]:
         return {"host": socket.gethostname(), "pid": str(os.getpid()),
@@ -160,12 +170,14 @@ class Worker:
         self.watchdog.stop()
         log.info("worker %s stopped", self.id)
 
-    def _give_back(self, items: list[tuple[str, bytes]]) -> None:
-        by_queue: dict[str, list[tuple[str, bytes]]] = {}
-        for q, raw in items:
-            by_queue.setdefault(q, []).append((inflight_field(raw), raw))
-        for q, pairs in by_queue.items():
-            self.backend.requeue(self.id, q, pairs)
+    def _give_back(self, items: list[Reserved]) -> None:
+        """Unstarted jobs back to the front of their queues (those of an earlier generation
+        went back when it was reaped: requeue finds them no longer in flight)."""
+        groups: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+        for q, raw, owner in items:
+            groups.setdefault((owner, q), []).append((inflight_field(raw), raw))
+        for (owner, q), pairs in groups.items():
+            self.backend.requeue(owner, q, pairs)
         items.clear()
 
     # -- executor threads -----------------------------------------------------------
@@ -179,7 +191,8 @@ class Worker:
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
                       shard_url=cfg.shard_url, route=cfg.route, stops=self.stops,
-                      interrupt=child.interrupt if child is not None else None)
+                      interrupt=child.interrupt if child is not None else None,
+                      current_id=lambda: self.identity.id)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()
@@ -188,20 +201,20 @@ class Worker:
                 item = inbox_get()
                 if item is None:
                     return
+                if not self._stopping and not self._startable(item):
+                    self.fetcher.done_one()
+                    continue
                 if self._stopping:
                     with self._giveback_lock:
                         self._giveback.append(item)
                     self.fetcher.done_one()
                     continue
-                queue, raw = item
-                if self.heartbeat.stale() and not self._still_registered():
-                    self.fetcher.done_one()  # reaped: this job went back to its queue already
-                    continue
+                queue, raw, owner = item
                 running[me] = (inflight_field(raw), "", queue, time.time())
                 try:
-                    ex.execute(queue, raw)
+                    ex.execute(queue, raw, owner)
                 except (Exception, JobTimeout) as exc:
-                    self._unsettled(queue, raw, exc)
+                    ex.unsettled(queue, raw, exc)
                 finally:
                     running.pop(me, None)
                     self.fetcher.done_one()
@@ -209,30 +222,20 @@ class Worker:
             if child is not None:
                 child.close()
 
-    def _still_registered(self) -> bool:
-        """After a long pause: ask Redis whether this worker was reaped meanwhile."""
-        try:
-            if self.heartbeat.beat():
-                return True
-        except Exception:
-            return False  # cannot tell: do not start jobs that may have been handed out
-        self.fetcher.on_reaped()
+    def _startable(self, item: Reserved) -> bool:
+        """May this job start here? Not when it was reserved by a generation of this worker
+        that was reaped since (it went back to its queue and may run elsewhere). When the
+        last confirmed heartbeat is too old to vouch for that (a pause), Redis is asked
+        first; an error asking is not a reap (heartbeat.confirm waits for an answer)."""
+        if item.owner == self.identity.id and self.heartbeat.stale():
+            if not self.heartbeat.confirm(self.stopping):
+                return True  # stopping: the caller gives it back
+        if item.owner == self.identity.id:
+            return True
+        log.warning("job %s from %s not started: it was reserved by %s, which was reaped "
+                    "(the job went back to its queue)", inflight_field(item.raw), item.queue,
+                    item.owner)
         return False
-
-    def _unsettled(self, queue: str, raw: bytes, exc: BaseException) -> None:
-        """A job whose outcome could not be recorded (Redis trouble, a late timeout):
-        give it back to its queue so it runs again, rather than leave it in flight."""
-        log.warning("could not settle a job from %s (%s: %s); giving it back", queue,
-                    type(exc).__name__, exc)
-        for attempt in range(5):
-            try:
-                self.backend.requeue(self.id, queue, [(inflight_field(raw), raw)])
-                return
-            except Exception as again:
-                log.warning("giving it back failed (%s); attempt %d of 5", again, attempt + 1)
-                self.stopping.wait(0.2 * 2**attempt)
-        log.error("a job from %s stays in flight; it is recovered when this worker stops or dies",
-                  queue)
 
     def _run_inline(self, jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
         self._running[threading.get_ident()] = (ctx.job_id, jd.name, ctx.queue, time.time())

@@ -4,7 +4,10 @@
 -- KEYS[3] queues set        (pj:queues)
 -- KEYS[4] scheduled zset    (pj:sched:NAME)
 -- KEYS[5] unique key        (pj:unique:JOB:DIGEST), only when ARGV[4] > 0
--- KEYS[6] status hash       (pj:status:ID), only when ARGV[6] ~= "" (a tracked job: one payload)
+-- KEYS[6] request marker    (pj:req:ID, ID = the first job's id): the answer of this call, kept
+--         ARGV[8] ms, so that a re-send of the same call (a reply lost on a dropped
+--         connection) writes nothing again and gets the same answer
+-- KEYS[7] status hash       (pj:status:ID), only when ARGV[6] ~= "" (a tracked job: one payload)
 -- ARGV[1] queue name
 -- ARGV[2] when: "now" | "in" (ARGV[3] = delay ms from Redis' clock) | "at" (ARGV[3] = epoch ms)
 -- ARGV[3] milliseconds (see ARGV[2])
@@ -12,23 +15,29 @@
 -- ARGV[5] id of the job that would own the unique key
 -- ARGV[6] status fields as a JSON object of strings ("" = untracked)
 -- ARGV[7] status TTL in seconds (a job due later keeps its record that much longer)
--- ARGV[8..] payloads
--- Returns: number of payloads written, or 0 when the unique key is already held.
+-- ARGV[8] milliseconds the request marker is kept
+-- ARGV[9..] payloads
+-- Returns: number of payloads written, or 0 when the unique key is already held (a re-send:
+-- the first call's answer).
+local seen = redis.call('GET', KEYS[6])
+if seen then return tonumber(seen) end
 if tonumber(ARGV[4]) > 0 then
   if not redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[4]) then
+    redis.call('SET', KEYS[6], 0, 'PX', ARGV[8])
     return 0
   end
 end
 local function track(due, now)
-  local a = {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[8], 'run_at_ms', due}
+  local a = {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[9], 'run_at_ms', due}
   for k, v in pairs(cjson.decode(ARGV[6])) do a[#a + 1] = k; a[#a + 1] = v end
-  redis.call('HSET', KEYS[6], unpack(a))
-  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
+  redis.call('HSET', KEYS[7], unpack(a))
+  redis.call('EXPIRE', KEYS[7], tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
 end
 redis.call('SADD', KEYS[3], ARGV[1])
-local n = #ARGV - 7
+local n = #ARGV - 8
+redis.call('SET', KEYS[6], n, 'PX', ARGV[8])
 if ARGV[2] == 'now' then
-  for i = 8, #ARGV, 1000 do
+  for i = 9, #ARGV, 1000 do
     redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   if redis.call('LLEN', KEYS[2]) == 0 then
@@ -47,7 +56,7 @@ local due = tonumber(ARGV[3])
 if ARGV[2] == 'in' then
   due = now + due
 end
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('ZADD', KEYS[4], due, ARGV[i])
 end
 if ARGV[6] ~= '' then track(due, now) end

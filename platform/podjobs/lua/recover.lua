@@ -8,7 +8,8 @@
 -- KEYS[2] workers set (pj:workers)
 -- KEYS[3] worker info hash (pj:worker:WORKER)
 -- KEYS[4] recovered counter (pj:stat:recovered)
--- KEYS[5..] triples: in-flight hash, queue list, wake list
+-- KEYS[5] the worker's last reservation (pj:rsv:WORKER), deleted with it
+-- KEYS[6..] triples: in-flight hash, queue list, wake list
 -- ARGV[1] worker id
 -- ARGV[2] "1" to recover even though the heartbeat is present (self)
 -- ARGV[3] prefix of status records (pj:status:), the job id appended; "" = none
@@ -20,7 +21,7 @@ end
 local prefix = ARGV[3] or ''
 local now
 local n = 0
-for i = 5, #KEYS, 3 do
+for i = 6, #KEYS, 3 do
   local flat = redis.call('HGETALL', KEYS[i])
   if #flat > 0 then
     local jobs = {}
@@ -54,6 +55,6 @@ for i = 5, #KEYS, 3 do
   end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
 if n > 0 and ARGV[2] ~= '1' then redis.call('INCRBY', KEYS[4], n) end
 return n

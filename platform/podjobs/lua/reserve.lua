@@ -2,33 +2,56 @@
 -- The first queue is drained first; later queues fill the rest of the batch only
 -- while every earlier queue is empty. Each job moves into the worker's in-flight
 -- hash (field = job id) in the same step, so a crash never loses it.
+-- A reservation is recorded under its request id: the same request sent again (its reply
+-- was lost on a dropped connection or a timeout) gets the same jobs back, still in flight,
+-- and takes nothing more, so a lost reply never strands jobs in a live worker.
 -- KEYS: triples in priority order: in-flight hash, queue list, wake list
 --       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME)
--- KEYS[#KEYS] workers set (pj:workers)
+-- KEYS[#KEYS - 1] workers set (pj:workers)
+-- KEYS[#KEYS] the worker's last reservation (pj:rsv:WORKER): "request id|i:id,i:id,..."
 -- ARGV[1] max number of jobs
 -- ARGV[2] worker id; a worker that is not in the workers set (it was reaped) gets nothing
--- Returns: flat list of (queue index, payload) pairs; index is 1-based into the triples.
-if redis.call('SISMEMBER', KEYS[#KEYS], ARGV[2]) == 0 then
+-- ARGV[3] request id (fresh per reservation; the same when asking again after a lost reply)
+-- Returns: flat list of (queue index, payload) pairs; index is 1-based into the triples;
+-- {-1} when the worker was reaped.
+local nk = #KEYS - 2
+if redis.call('SISMEMBER', KEYS[nk + 1], ARGV[2]) == 0 then
   return {-1}
 end
-local want = tonumber(ARGV[1])
 local out = {}
-for i = 1, #KEYS - 1, 3 do
+local last = redis.call('GET', KEYS[nk + 2])
+if last and string.sub(last, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then
+  for idx, id in string.gmatch(string.sub(last, #ARGV[3] + 2), '(%d+):([^,]+)') do
+    local p = redis.call('HGET', KEYS[(tonumber(idx) - 1) * 3 + 1], id)
+    if p then
+      out[#out + 1] = tonumber(idx)
+      out[#out + 1] = p
+    end
+  end
+  return out
+end
+local want = tonumber(ARGV[1])
+local taken = {}
+for i = 1, nk, 3 do
   if want <= 0 then break end
   local items = redis.call('RPOP', KEYS[i + 1], want)
   if items then
     local args = {}
+    local idx = (i + 2) / 3
     for _, p in ipairs(items) do
       local id
-      if string.sub(p, 1, 7) == '{"id":"' and string.sub(p, 34, 34) == '"' then
+      -- the id: 26 ASCII letters or digits right after '{"id":"' (as podjobs writes it)
+      if string.sub(p, 1, 7) == '{"id":"' and string.sub(p, 34, 34) == '"'
+          and string.find(p, '[^%w]', 8) == 34 then
         id = string.sub(p, 8, 33)
       else
         id = 'bad:' .. redis.sha1hex(p)
       end
       args[#args + 1] = id
       args[#args + 1] = p
-      out[#out + 1] = (i + 2) / 3
+      out[#out + 1] = idx
       out[#out + 1] = p
+      taken[#taken + 1] = idx .. ':' .. id
     end
     redis.call('HSET', KEYS[i], unpack(args))
     want = want - #items
@@ -37,5 +60,8 @@ for i = 1, #KEYS - 1, 3 do
       redis.call('LPUSH', KEYS[i + 2], '1')
     end
   end
+end
+if #taken > 0 then
+  redis.call('SET', KEYS[nk + 2], ARGV[3] .. '|' .. table.concat(taken, ','))
 end
 return out

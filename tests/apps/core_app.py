@@ -84,3 +84,12 @@ def once(ctx: podjobs.Context, tag: str, sleep: float = 0.0) -> None:
         time.sleep(sleep)
     if tag.startswith("fail"):
         raise RuntimeError("at-most-once failure")
+
+
+@podjobs.job(name="t.ledger", queue="default")
+def ledger(ctx: podjobs.Context, tag: str, sleep: float = 0.0) -> None:
+    """Records 'tag pid' when it starts and counts its finishes (delivery fault tests)."""
+    rec().rpush("rec:starts", f"{tag} {os.getpid()}")
+    if sleep:
+        time.sleep(sleep)
+    rec().hincrby("rec:count", tag, 1)

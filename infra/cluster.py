@@ -42,7 +42,7 @@ from .topology import PodInfo, Topology
 
 STATE_VERSION = 1
 DB_KINDS = ("sqlite", "mysql")
-_DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
+_DB_NAME = re.compile(r"[A-Za-z0-9_]{1,48}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _mysql_url_parts(mysql_url: str) -> tuple[Any, str]:
             f"'mysql+pymysql://root@127.0.0.1:3306/podjobs', not {url.get_backend_name()!r}"
         )
     prefix = url.database or "podjobs"
-    if not _DB_NAME.match(prefix):
+    if not _DB_NAME.fullmatch(prefix):
         raise ConfigurationError(
             f"database prefix {prefix!r} in --mysql-url may only use letters, digits and _"
         )

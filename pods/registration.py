@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = "workers"
 # Worker ids are ZooKeeper node names: no '/', no whitespace or control characters.
-_WORKER_ID = re.compile(r"^[^/\s\x00-\x1f\x7f]{1,255}$")
+_WORKER_ID = re.compile(r"[^/\s\x00-\x1f\x7f]{1,255}")
 
 
 def validate_worker_id(worker_id: str) -> str:
@@ -54,7 +54,7 @@ def validate_worker_id(worker_id: str) -> str:
     `ConfigurationError`."""
     if (
         not isinstance(worker_id, str)
-        or not _WORKER_ID.match(worker_id)
+        or not _WORKER_ID.fullmatch(worker_id)
         or worker_id in (".", "..")
     ):
         raise ConfigurationError(

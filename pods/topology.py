@@ -54,7 +54,7 @@ TENANTS = "tenants"
 ASSIGN_CHUNK = 500
 # Bound on read-modify-write retries when another client writes the same pod node.
 CAS_ATTEMPTS = 5
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class TopologyConflict(PodjobsError):  # type: ignore[misc,unused-ignore]
@@ -74,7 +74,7 @@ class TenantState(StrEnum):
 
 def validate_name(kind: str, name: str) -> str:
     """`name` if it is a valid tenant/pod/worker name, else `ConfigurationError`."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise ConfigurationError(
             f"{kind} name {name!r} is invalid: use 1-128 characters from letters, digits, "
             f"'.', '_' and '-' (and not '.' or '..')"

@@ -69,7 +69,7 @@ DEFAULT_ROOT = "/podjobs"
 RECONNECT_MAX_DELAY = 2.0
 # Seconds: default session timeout asked of the server (it clamps it to its min/max).
 DEFAULT_SESSION_TIMEOUT = 10.0
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?")
 
 __all__ = [
     "BadVersionError",
@@ -131,7 +131,7 @@ class ZK:
         connection_retry: KazooRetry | None = None,
     ) -> None:
         hosts = hosts.strip()
-        if not hosts or not all(_HOST_PORT.match(h.strip()) for h in hosts.split(",")):
+        if not hosts or not all(_HOST_PORT.fullmatch(h.strip()) for h in hosts.split(",")):
             raise ConfigurationError(
                 f"ZooKeeper address {hosts!r} is not 'host:port[,host:port...]' "
                 f"(a root path goes into root=, or after the hosts in {ENV_ZK})"

@@ -58,6 +58,7 @@ def test_parse_enqueue_400_for_what_is_not_json(body: bytes) -> None:
     (b'{"job": ""}', "job"), (b'{"job": "' + b"x" * 201 + b'"}', "job"),
     (b'{"job": "a", "args": {}}', "args"), (b'{"job": "a", "kwargs": []}', "kwargs"),
     (b'{"job": "a", "queue": "a:b"}', "queue"), (b'{"job": "a", "queue": ""}', "queue"),
+    (b'{"job": "a", "queue": "default\\n"}', "queue"),
     (b'{"job": "a", "delay": -1}', "delay"), (b'{"job": "a", "delay": true}', "delay"),
     (b'{"job": "a", "delay": "5"}', "delay"), (b'{"job": "a", "delay": 1e12}', "delay"),
     (b'{"job": "a", "tenant": "x"}', "tenant"),
@@ -216,7 +217,7 @@ def test_answers() -> None:
 
 def test_ids_and_times() -> None:
     assert valid_job_id(JID) and valid_job_id(podjobs.ids.new_id())
-    for bad in ("", JID.lower(), JID[:-1], JID + "0", "01ARZ3NDEKTSV4RRFFQ69G5FAU"[:-1] + "I"):
+    for bad in ("", JID.lower(), JID[:-1], JID + "0", "01ARZ3NDEKTSV4RRFFQ69G5FAU"[:-1] + "I", JID + "\n"):
         assert not valid_job_id(bad)
     assert iso(None) is None and iso("") is None and iso("x") is None and iso(0) is None
 
@@ -271,6 +272,8 @@ def test_token_file_is_reloaded_when_it_changes(tmp_path: Path) -> None:
     ({"tokens": [{"tenant": "a", "token": "short"}]}, "at least 16"),
     ({"tokens": [{"tenant": "a", "sha256": "abc"}]}, "64 hex"),
     ({"tokens": [{"tenant": "a b", "token": "x" * 20}]}, "not a valid tenant"),
+    ({"tokens": [{"tenant": "a\n", "token": "x" * 20}]}, "not a valid tenant"),
+    ({"tokens": [{"tenant": "a", "sha256": "a" * 64 + "\n"}]}, "64 hex"),
     ({"tokens": [{"tenant": "a", "token": "x" * 20, "role": "x"}]}, "unknown fields"),
     ({"tokens": [{"tenant": "a", "token": "x" * 20}, {"tenant": "b", "token": "x" * 20}]}, "repeats"),
 ])

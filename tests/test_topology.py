@@ -228,7 +228,8 @@ def test_zk_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "ok"),
     [("shop-1", True), ("a.b_C-9", True), ("x" * 128, True), ("x" * 129, False),
-     ("", False), (".", False), ("..", False), ("a/b", False), ("a b", False), ("é", False)],
+     ("", False), (".", False), ("..", False), ("a/b", False), ("a b", False), ("é", False),
+     ("shop-a\n", False), ("\nshop-a", False), ("x" * 128 + "\n", False)],
 )  # fmt: skip
 def test_validate_name(name: str, ok: bool) -> None:
     if ok:

@@ -39,8 +39,8 @@ log = logging.getLogger("podjobs.api.auth")
 
 ENV_TOKENS = "PODJOBS_API_TOKENS"
 MIN_TOKEN_LENGTH = 16
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_TENANT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_TENANT = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +78,12 @@ def parse_tokens(doc: Any, where: str = "token file") -> dict[bytes, Principal]:
             raise ConfigurationError(f"{at}: operator must be true or false")
         if (tenant is None) == (not operator):
             raise ConfigurationError(f'{at} needs exactly one of "tenant" or "operator": true')
-        if tenant is not None and (not isinstance(tenant, str) or not _TENANT.match(tenant)):
+        if tenant is not None and (not isinstance(tenant, str) or not _TENANT.fullmatch(tenant)):
             raise ConfigurationError(f"{at}: tenant {tenant!r} is not a valid tenant name")
         if ("sha256" in e) == ("token" in e):
             raise ConfigurationError(f'{at} needs exactly one of "sha256" or "token"')
         if "sha256" in e:
-            if not isinstance(e["sha256"], str) or not _HEX64.match(e["sha256"]):
+            if not isinstance(e["sha256"], str) or not _HEX64.fullmatch(e["sha256"]):
                 raise ConfigurationError(f"{at}: sha256 must be 64 hex digits")
             d = bytes.fromhex(e["sha256"])
         else:

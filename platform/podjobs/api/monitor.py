@@ -29,8 +29,8 @@ from podjobs.ids import ID_LENGTH
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled", "paused")
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 #: queue names the API accepts (a job's own queue may be anything the core allows)
-QUEUE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_ID_RE = re.compile(rf"^[0-9A-HJKMNP-TV-Z]{{{ID_LENGTH}}}$")
+QUEUE_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_ID_RE = re.compile(rf"[0-9A-HJKMNP-TV-Z]{{{ID_LENGTH}}}")
 #: longest delay accepted (366 days)
 MAX_DELAY_S = 366 * 24 * 3600.0
 MAX_JOB_NAME = 200
@@ -42,7 +42,7 @@ def monitor_path(job_id: str) -> str:
 
 def valid_job_id(job_id: str) -> bool:
     """A podjobs job id (26 characters of Crockford base32, upper case)."""
-    return bool(_ID_RE.match(job_id))
+    return bool(_ID_RE.fullmatch(job_id))
 
 
 # -- the enqueue body --------------------------------------------------------------------
@@ -167,7 +167,7 @@ def parse_enqueue(body: bytes) -> EnqueueRequest:
     if not isinstance(kwargs, dict):
         errors.append({"loc": ["body", "kwargs"], "msg": f"must be an object, not {_json_type(kwargs)}"})
     queue = data.get("queue")
-    if queue is not None and (not isinstance(queue, str) or not QUEUE_RE.match(queue)):
+    if queue is not None and (not isinstance(queue, str) or not QUEUE_RE.fullmatch(queue)):
         errors.append({"loc": ["body", "queue"],
                        "msg": "must be 1-128 characters of letters, digits, '.', '_' and '-'"})
     delay = data.get("delay")

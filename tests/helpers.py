@@ -63,8 +63,9 @@ def spawn_worker(
     concurrency: int = 4,
     ttl: float = 1.0,
     log: Path | None = None,
+    record_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PODJOBS_RECORD_URL=url, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PODJOBS_RECORD_URL=record_url or url, PYTHONPATH=str(REPO))
     cmd = [
         sys.executable,
         "-m",

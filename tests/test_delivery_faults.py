@@ -67,8 +67,9 @@ def test_zombie_worker_never_starts_a_job_reserved_before_its_reap(
         wait_until(lambda: len(_counts(r)) + len(before) >= n, timeout=30,
                    what="w2 to run every job w1 had not started")
         w1.send_signal(signal.SIGCONT)
-        wait_until(lambda: "goes on as" in (tmp_path / "w1.log").read_text(), timeout=10,
-                   what="w1 to notice it was reaped")
+        # w2 reaped w1 meanwhile; w1 noticed once it is registered again (under any id)
+        wait_until(lambda: any(f":{w1.pid}:" in m.decode() for m in r.smembers(keys.WORKERS)),
+                   timeout=10, what="w1 to notice it was reaped and register again")
         assert stop_proc(w1) == 0
         after = _starts_by(r, w1.pid)
         assert after == before, f"the zombie started {sorted(set(after) - set(before))}"
@@ -85,14 +86,22 @@ def test_zombie_worker_never_starts_a_job_reserved_before_its_reap(
     assert _inflight(r) == 0 and r.llen(keys.queue("default")) == 0
 
 
+class AofRedis(RedisServer):
+    """A redis-server that keeps every write in its append-only file (fsync always)."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        cmd[cmd.index("--appendonly") + 1] = "yes"
+        return [*cmd, "--appendfsync", "always"]
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, with an append-only file, to stop and restart."""
-    srv = RedisServer.in_dir(tmp_path / "redis", free_port())
+    """A redis-server of this test's own, with an append-only file, to kill and restart."""
+    srv = AofRedis.in_dir(tmp_path / "redis", free_port())
     assert isinstance(srv, RedisServer)
     srv.start()
     srv.wait_ready()
-    redis.Redis(port=srv.port).config_set("appendonly", "yes")
     try:
         yield srv
     finally:
@@ -100,31 +109,31 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_redis_down_past_twice_the_ttl_strands_nothing(
-    own_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_redis: RedisServer, r: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    """One worker, 2 s jobs, its Redis stopped (SIGSTOP) for longer than twice the heartbeat
-    TTL: afterwards every job runs and nothing stays in flight (an error talking to Redis is
-    not a reap)."""
-    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    """One worker, 2 s jobs, its Redis killed (kill -9) and down for longer than twice the
+    heartbeat TTL, then restarted from its append-only file: afterwards every job runs and
+    nothing stays in flight (an error talking to Redis is not a reap)."""
+    url = f"redis://127.0.0.1:{own_redis.port}/0"  # the queues; the ledger stays on `r`
     podjobs.configure(url)
-    monkeypatch.setenv("PODJOBS_RECORD_URL", url)
-    core_app._r = None
-    r = redis.Redis.from_url(url)
+    q = redis.Redis.from_url(url)
     n = 12
     core_app.ledger.enqueue_many([(f"j{i}", 2.0) for i in range(n)])
-    w = spawn_worker(url, concurrency=4, log=tmp_path / "w.log")
+    w = spawn_worker(url, concurrency=4, log=tmp_path / "w.log", record_url=redis_url)
     try:
         wait_until(lambda: r.llen("rec:starts") >= 4, what="4 jobs to start")
         pid = own_redis.pid
         assert pid is not None
-        own_redis._signal(pid, signal.SIGSTOP)
-        time.sleep(2.5)  # the fault itself: Redis frozen for more than twice the 1 s TTL
-        own_redis._signal(pid, signal.SIGCONT)
+        own_redis._signal(pid, signal.SIGKILL)
+        own_redis._wait_gone(pid, 10)
+        time.sleep(6)  # the fault itself: Redis down for six times the 1 s TTL
+        own_redis.start()
+        own_redis.wait_ready()
         wait_until(lambda: len(_counts(r)) == n, timeout=40, what="every job to run")
-        wait_until(lambda: _inflight(r) == 0, timeout=10, what="nothing left in flight")
+        wait_until(lambda: _inflight(q) == 0, timeout=10, what="nothing left in flight")
     finally:
         stop_proc(w)
-    assert r.llen(keys.queue("default")) == 0 and _inflight(r) == 0
+    assert q.llen(keys.queue("default")) == 0 and _inflight(q) == 0
 
 
 def _raw(job: str, **extra: object) -> str:

@@ -41,6 +41,7 @@ from podjobs.backend import RedisBackend, text
 from podjobs.errors import ConfigurationError, PodjobsError
 from podjobs.ids import new_id
 
+from .crashpoints import crash_point
 from .topology import Pod, TenantEntry, TenantState, TopologyStore
 from .zk import ZK
 
@@ -138,6 +139,7 @@ class Mover:
                 f"--resume, then move the tenant back if needed")
         src, dst = str(move["from"]), str(move["to"])
         entry = self.store.set_tenant(replace(entry, pod=src, state=TenantState.ACTIVE, move=None))
+        crash_point("rollback_recorded")
         source = self.backend(src)
         back = self._flush_staging(tenant, source, source)  # staged jobs go back where they were
         back += self._return_jobs(tenant, dst, src)
@@ -153,6 +155,7 @@ class Mover:
         i = steps.index(MoveStep(entry.move["step"]))
         for step in steps[i:]:
             entry = self._advance(entry, step)
+            crash_point(f"before_{step.value}")
             try:
                 entry = getattr(self, f"_{step.value}")(entry)
             except Exception as exc:
@@ -238,6 +241,7 @@ class Mover:
         total = 0
         for _ in range(1000):
             total += self._release_held(entry.tenant, dst)
+            crash_point("released")
             if dst.end_hold(entry.tenant) == 0:
                 break
         else:
@@ -300,6 +304,7 @@ class Mover:
         for queue, items in held.items():
             for i in range(0, len(items), 500):
                 dst.hold(tenant, queue, items[i : i + 500])
+        crash_point("carry_written")
         return src.take(keys.carry(tenant), "hash", list(staged))
 
     def _zrows(self, b: RedisBackend, zkey: str, tenant: str) -> list[tuple[str, float]]:
@@ -347,6 +352,7 @@ class Mover:
                 rows = self._zrows(dst, zkey, tenant)
                 if rows:
                     src.redis.zadd(zkey, dict(rows))
+                    crash_point("rollback_written")
                     n += dst.take(zkey, "zset", [m for m, _ in rows])
         return n
 

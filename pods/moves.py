@@ -1,29 +1,55 @@
 """Moving a tenant from one pod to another without losing or doubling a job.
 
 The move is recorded in the tenant's directory entry (`move`), step by step,
-so a move that stops half-way can be resumed or rolled back:
+each step before it acts, so a mover killed at any point (kill -9) can be
+resumed or rolled back by another process:
 
     active on P1
-      │ start: marker pj:moving:T on P2; entry state=moving, move.step=quiesce
+      │ start: marker pj:moving:T on P2; entry state=moving, move.step=quiesce,
+      │        move.since_version = the entry's version when it became moving
       ▼
     quiesce   every live worker of P1 acked: it saw the move and runs none of
       │       T's jobs (running ones finish first). New jobs for T are held on P2.
+      │       A worker whose heartbeat is gone is reaped (its jobs requeued), but
+      │       first T's fence on P1's shard goes up (pods/fence.py); it goes up at
+      │       the end of the step anyway: from then on a job of T admitted on P1
+      │       before the move (a paused worker waking up) cannot commit there.
       ▼
-    carry     T's queued jobs on P1 -> held on P2; its scheduled and retry jobs ->
-      │       the same sets on P2 (written on P2 first, then removed from P1)
+    carry     T's queued, scheduled and retrying jobs on P1 -> P1's staging hash
+      │       (atomic per job) -> P2's held hash by job id (a due time kept in
+      │       pj:helddue:T) -> cleared from the staging. Held jobs never run nor
+      │       come due before the release; holding twice holds once.
       ▼
     copy_data the application's copy hooks copy T's data P1 shard -> P2 shard
       ▼
     flip      entry: pod=P2, state=active (compare-and-set), move.step=release
       ▼
-    release   P2's held jobs of T go onto their queues, oldest first; the marker
-      │       goes, so late holders enqueue directly; entry.move cleared
+    release   P2's held jobs of T go onto their queues (or back into their
+      │       scheduled/retry sets), oldest first, atomically per batch; the
+      │       marker goes, so late holders enqueue directly; entry.move cleared
       ▼
     active on P2
 
-Rollback is possible until the flip: held and carried jobs go back to P1 and
-the entry returns to P1, active. A job of T never runs on P1 once its workers
-acked, and never twice because of the move (held jobs are keyed by job id).
+Rollback, until the flip (`--rollback`; `--resume` of a rollback finishes it):
+
+    moving (any step before release)
+      │ record: entry pod=P1, state=active, move.step=rollback (compare-and-set)
+      ▼
+    rollback  1. jobs still in P1's staging (a carry killed after holding them on
+      │          P2) are dropped from P2's held hash by id, then held on P1;
+      │       2. P2's held, queued, scheduled and retrying jobs of T -> P2's staging
+      │          (atomic per job) -> P1's held hash by id -> cleared from P2's staging;
+      │       3. P1 releases what it holds; 2-3 again until P2 holds nothing and
+      │          its marker is gone; entry.move cleared
+      ▼
+    active on P1
+
+Every write is atomic on one Redis or keyed by job id on the receiving pod, and
+nothing received is released while the sender still stages it, so a step run
+again after a kill does each job once. A job of T never runs on P1 once its
+workers acked (or were fenced), and never twice because of the move.
+`PODJOBS_MOVE_CRASH_AT` (pods/crashpoints.py) kills the mover at named points,
+for the fault tests.
 """
 
 from __future__ import annotations

@@ -1,29 +1,55 @@
 """Moving a tenant from one pod to another without losing or doubling a job.
 
 The move is recorded in the tenant's directory entry (`move`), step by step,
-so a move that stops half-way can be resumed or rolled back:
+each step before it acts, so a mover killed at any point (kill -9) can be
+resumed or rolled back by another process:
 
     active on P1
-      │ start: marker pj:moving:T on P2; entry state=moving, move.step=quiesce
+      │ start: marker pj:moving:T on P2; entry state=moving, move.step=quiesce,
+      │        move.since_version = the entry's version when it became moving
       ▼
     quiesce   every live worker of P1 acked: it saw the move and runs none of
       │       T's jobs (running ones finish first). New jobs for T are held on P2.
+      │       A worker whose heartbeat is gone is reaped (its jobs requeued), but
+      │       first T's fence on P1's shard goes up (pods/fence.py); it goes up at
+      │       the end of the step anyway: from then on a job of T admitted on P1
+      │       before the move (a paused worker waking up) cannot commit there.
       ▼
-    carry     T's queued jobs on P1 -> held on P2; its scheduled and retry jobs ->
-      │       the same sets on P2 (written on P2 first, then removed from P1)
+    carry     T's queued, scheduled and retrying jobs on P1 -> P1's staging hash
+      │       (atomic per job) -> P2's held hash by job id (a due time kept in
+      │       pj:helddue:T) -> cleared from the staging. Held jobs never run nor
+      │       come due before the release; holding twice holds once.
       ▼
     copy_data the application's copy hooks copy T's data P1 shard -> P2 shard
       ▼
     flip      entry: pod=P2, state=active (compare-and-set), move.step=release
       ▼
-    release   P2's held jobs of T go onto their queues, oldest first; the marker
-      │       goes, so late holders enqueue directly; entry.move cleared
+    release   P2's held jobs of T go onto their queues (or back into their
+      │       scheduled/retry sets), oldest first, atomically per batch; the
+      │       marker goes, so late holders enqueue directly; entry.move cleared
       ▼
     active on P2
 
-Rollback is possible until the flip: held and carried jobs go back to P1 and
-the entry returns to P1, active. A job of T never runs on P1 once its workers
-acked, and never twice because of the move (held jobs are keyed by job id).
+Rollback, until the flip (`--rollback`; `--resume` of a rollback finishes it):
+
+    moving (any step before release)
+      │ record: entry pod=P1, state=active, move.step=rollback (compare-and-set)
+      ▼
+    rollback  1. jobs still in P1's staging (a carry killed after holding them on
+      │          P2) are dropped from P2's held hash by id, then held on P1;
+      │       2. P2's held, queued, scheduled and retrying jobs of T -> P2's staging
+      │          (atomic per job) -> P1's held hash by id -> cleared from P2's staging;
+      │       3. P1 releases what it holds; 2-3 again until P2 holds nothing and
+      │          its marker is gone; entry.move cleared
+      ▼
+    active on P1
+
+Every write is atomic on one Redis or keyed by job id on the receiving pod, and
+nothing received is released while the sender still stages it, so a step run
+again after a kill does each job once. A job of T never runs on P1 once its
+workers acked (or were fenced), and never twice because of the move.
+`PODJOBS_MOVE_CRASH_AT` (pods/crashpoints.py) kills the mover at named points,
+for the fault tests.
 """
 
 from __future__ import annotations
@@ -41,6 +67,8 @@ from podjobs.backend import RedisBackend, text
 from podjobs.errors import ConfigurationError, PodjobsError
 from podjobs.ids import new_id
 
+from . import fence
+from .crashpoints import crash_point
 from .topology import Pod, TenantEntry, TenantState, TopologyStore
 from .zk import ZK
 
@@ -69,6 +97,10 @@ class MoveStep(StrEnum):
     RELEASE = "release"
 
 
+#: the step a rollback records (entry back on the source) before it returns any job
+ROLLBACK = "rollback"
+
+
 class MoveError(PodjobsError):
     """A move could not go on; the entry keeps the step so it can be resumed or rolled back."""
 
@@ -85,6 +117,7 @@ class Mover:
         self.jobs_only = jobs_only
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self._backends: dict[str, RedisBackend] = {}
+        self._fenced: tuple[str, str] | None = None
 
     def backend(self, pod: str) -> RedisBackend:
         b = self._backends.get(pod)
@@ -124,25 +157,44 @@ class Mover:
         entry = self.store.where(tenant)
         if not entry.move:
             raise MoveError(f"tenant {tenant!r} has no move in progress")
+        if entry.move.get("step") == ROLLBACK:
+            self.progress(f"{tenant}: a rollback of this move was started; finishing it")
+            return self.rollback(tenant)
         self.jobs_only = bool(entry.move.get("jobs_only", self.jobs_only))
         return self._run(entry)
 
     def rollback(self, tenant: str) -> TenantEntry:
+        """Undo a move that has not flipped (or finish a rollback that stopped).
+
+        The rollback is recorded first (entry back on the source, active, move.step
+        rollback), then jobs are returned by id, so running it again after any stop
+        finishes it with nothing lost or doubled (see the module docstring)."""
         entry = self.store.where(tenant)
         move = entry.move
         if not move:
             raise MoveError(f"tenant {tenant!r} has no move in progress")
-        if entry.state == TenantState.ACTIVE:
+        if move.get("step") != ROLLBACK:
+            if entry.state == TenantState.ACTIVE:
+                raise MoveError(
+                    f"the move of {tenant!r} to {move['to']} has flipped already; finish it with "
+                    f"--resume, then move the tenant back if needed")
+            entry = self.store.set_tenant(replace(
+                entry, pod=str(move["from"]), state=TenantState.ACTIVE,
+                move={**move, "step": ROLLBACK, "updated": _now(), "error": None}))
+        crash_point("rollback_recorded")
+        try:
+            back = self._return_jobs(tenant, str(move["to"]), str(move["from"]))
+        except Exception as exc:
+            latest = self.store.where(tenant)
+            if latest.move is not None:
+                self.store.set_tenant(replace(latest, move={**latest.move, "error": str(exc),
+                                                            "updated": _now()}))
             raise MoveError(
-                f"the move of {tenant!r} to {move['to']} has flipped already; finish it with "
-                f"--resume, then move the tenant back if needed")
-        src, dst = str(move["from"]), str(move["to"])
-        entry = self.store.set_tenant(replace(entry, pod=src, state=TenantState.ACTIVE, move=None))
-        source = self.backend(src)
-        back = self._flush_staging(tenant, source, source)  # staged jobs go back where they were
-        back += self._return_jobs(tenant, dst, src)
-        self.backend(src).redis.delete(keys.move_acks(tenant))
-        self.progress(f"{tenant}: move rolled back; {back} job(s) returned to {src}")
+                f"rollback of the move of {tenant!r} stopped: {exc}; fix the cause, then run "
+                f"'podjobs tenants move {tenant} --rollback' again") from exc
+        self.backend(str(move["from"])).redis.delete(keys.move_acks(tenant))
+        entry = self.store.set_tenant(replace(self.store.where(tenant), move=None))
+        self.progress(f"{tenant}: move rolled back; {back} job(s) returned to {move['from']}")
         return entry
 
     # -- the steps ------------------------------------------------------------------
@@ -153,6 +205,7 @@ class Mover:
         i = steps.index(MoveStep(entry.move["step"]))
         for step in steps[i:]:
             entry = self._advance(entry, step)
+            crash_point(f"before_{step.value}")
             try:
                 entry = getattr(self, f"_{step.value}")(entry)
             except Exception as exc:
@@ -183,6 +236,7 @@ class Mover:
         while True:
             waiting = self._unacked(src, entry)
             if not waiting:
+                self._fence(entry)  # before the data copy: no late commit on the source shard
                 self.progress(f"{entry.tenant}: every worker of {entry.move['from']} stopped running its jobs")
                 return entry
             if time.monotonic() > deadline:
@@ -195,15 +249,29 @@ class Mover:
     def _unacked(self, src: RedisBackend, entry: TenantEntry) -> set[str]:
         """Registered workers of the source pod that have not confirmed the move.
 
-        A worker that died is reaped here (its jobs go back to the queue, to be
-        carried); a paused one counts as not confirmed until it is reaped or acks."""
-        for wid, queues in src.dead_worker_ids():
+        A worker whose heartbeat is gone is reaped here (its jobs go back to the queue,
+        to be carried); it may only be paused and wake later, so the tenant's fence goes
+        up on the source shard first: that worker's commits of the tenant's jobs are
+        refused from then on (pods/fence.py)."""
+        dead = src.dead_worker_ids()
+        if dead:
+            self._fence(entry)
+        for wid, queues in dead:
             src.recover(wid, queues)
         r = src.redis
         workers = {text(w) for w in r.smembers(keys.WORKERS)}
         since = int((entry.move or {}).get("since_version", 0))
         acks = {text(k) for k, v in r.hgetall(keys.move_acks(entry.tenant)).items() if int(v) >= since}
         return workers - acks
+
+    def _fence(self, entry: TenantEntry) -> None:
+        """Raise the tenant's fence on the source shard to the move's first version."""
+        assert entry.move is not None
+        move_id, version = str(entry.move["id"]), int(entry.move.get("since_version", entry.version))
+        if self._fenced == (entry.tenant, move_id):
+            return
+        fence.raise_fence(self.store.pod(str(entry.move["from"])).shard_url, entry.tenant, version, move_id)
+        self._fenced = (entry.tenant, move_id)
 
     def _carry(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
@@ -238,6 +306,7 @@ class Mover:
         total = 0
         for _ in range(1000):
             total += self._release_held(entry.tenant, dst)
+            crash_point("released")
             if dst.end_hold(entry.tenant) == 0:
                 break
         else:
@@ -263,17 +332,21 @@ class Mover:
 
     def _carry_jobs(self, tenant: str, src: RedisBackend, dst: RedisBackend) -> int:
         """Take the tenant's jobs off the source into its staging hash (atomically per
-        batch), then write the staging hash to the destination. Resumable: a stop
-        between the two leaves the jobs in staging, written on the next run."""
-        self._flush_staging(tenant, src, dst)
-        for q in sorted(text(x) for x in src.redis.smembers(keys.QUEUES)):
-            ready = [(d["id"], text(raw), 0.0) for raw in src.redis.lrange(keys.queue(q), 0, -1)
+        job), then hold them on the destination by id, then clear the staging. Resumable:
+        a stop between the two leaves the jobs staged, held again (once) on the next run."""
+        self._send(tenant, src, dst, "carry_written")
+        self._stage_all(tenant, src)
+        return self._send(tenant, src, dst, "carry_written")
+
+    def _stage_all(self, tenant: str, b: RedisBackend) -> None:
+        """The tenant's queued, scheduled and retrying jobs on a pod -> its staging hash."""
+        for q in sorted(text(x) for x in b.redis.smembers(keys.QUEUES)):
+            ready = [(d["id"], text(raw), 0.0) for raw in b.redis.lrange(keys.queue(q), 0, -1)
                      if (d := self._mine(tenant, raw)) is not None]
-            self._stage(src, tenant, keys.queue(q), "queue", q, ready)
+            self._stage(b, tenant, keys.queue(q), "queue", q, ready)
             for kind, zkey in (("sched", keys.scheduled(q)), ("retry", keys.retry(q))):
-                rows = [(str(json.loads(m)["id"]), m, s) for m, s in self._zrows(src, zkey, tenant)]
-                self._stage(src, tenant, zkey, kind, q, rows)
-        return self._flush_staging(tenant, src, dst)
+                rows = [(str(json.loads(m)["id"]), m, s) for m, s in self._zrows(b, zkey, tenant)]
+                self._stage(b, tenant, zkey, kind, q, rows)
 
     @staticmethod
     def _stage(src: RedisBackend, tenant: str, key: str, kind: str, queue: str,
@@ -284,23 +357,18 @@ class Mover:
                 args += (jid, payload, score)
             src._run("carry", "take jobs off the source pod", [key, keys.carry(tenant)], args)
 
-    def _flush_staging(self, tenant: str, src: RedisBackend, dst: RedisBackend) -> int:
-        staged = {text(k): json.loads(v) for k, v in src.redis.hgetall(keys.carry(tenant)).items()}
+    def _send(self, tenant: str, frm: RedisBackend, to: RedisBackend, point: str) -> int:
+        """Hold `frm`'s staged jobs on `to` (by job id: sending twice holds once), then
+        clear them from the staging. Nothing sent can run before `_release_held`."""
+        staged = {text(k): json.loads(v) for k, v in frm.redis.hgetall(keys.carry(tenant)).items()}
         if not staged:
             return 0
-        held: dict[str, list[tuple[str, str]]] = {}
-        for jid in sorted(staged):  # ids sort by enqueue time: hold oldest first
-            kind, queue, score, payload = staged[jid]
-            if kind == "queue":
-                held.setdefault(queue, []).append((jid, payload))
-            else:  # scheduled or retrying: the same set on the destination, same due time
-                zkey = keys.scheduled(queue) if kind == "sched" else keys.retry(queue)
-                dst.redis.zadd(zkey, {payload: float(score)})
-                dst.redis.sadd(keys.QUEUES, queue)
-        for queue, items in held.items():
-            for i in range(0, len(items), 500):
-                dst.hold(tenant, queue, items[i : i + 500])
-        return src.take(keys.carry(tenant), "hash", list(staged))
+        ids = sorted(staged)  # ids sort by enqueue time
+        for i in range(0, len(ids), 500):
+            to.accept(tenant, [(jid, str(staged[jid][0]), _score(staged[jid][2]), str(staged[jid][3]))
+                               for jid in ids[i : i + 500]])
+        crash_point(point)
+        return frm.take(keys.carry(tenant), "hash", ids)
 
     def _zrows(self, b: RedisBackend, zkey: str, tenant: str) -> list[tuple[str, float]]:
         """Members of a sorted set that belong to the tenant, with their scores."""
@@ -308,6 +376,7 @@ class Mover:
         return [(text(m), float(s)) for m, s in raw if self._mine(tenant, m) is not None]
 
     def _release_held(self, tenant: str, dst: RedisBackend) -> int:
+        """Release the tenant's held jobs on a pod, oldest first, atomically per batch."""
         held = dst.held(tenant)
         if not held:
             return 0
@@ -316,7 +385,7 @@ class Mover:
         queue = None
         for jid in sorted(held):  # ids sort by enqueue time
             q = str(json.loads(held[jid]).get("queue", "default"))
-            if q != queue and batch:
+            if (q != queue and batch) or len(batch) >= 1000:
                 n += dst.release(tenant, str(queue), batch)
                 batch = []
             queue = q
@@ -326,29 +395,38 @@ class Mover:
         return n
 
     def _return_jobs(self, tenant: str, dst_name: str, src_name: str) -> int:
-        """Rollback: the destination's held and carried jobs go back to the source."""
+        """Rollback: every job of the tenant on the destination goes back to the source.
+
+        1. Jobs still staged on the source (a carry stopped after holding them on the
+           destination): dropped from the destination's held hash by id, then held on
+           the source. 2. The destination's held, queued, scheduled and retrying jobs:
+           staged there (atomically per job), held on the source by id, cleared from the
+           staging. 3. The source releases what it holds. Repeated until the destination
+           holds nothing and its marker is gone. Each write is by job id or atomic on one
+           Redis, so a rollback killed anywhere and run again does each job once."""
         dst, src = self.backend(dst_name), self.backend(src_name)
+        staged = [text(k) for k in src.redis.hkeys(keys.carry(tenant))]
+        for i in range(0, len(staged), 500):
+            dst.take(keys.held(tenant), "hash", staged[i : i + 500])
+            dst.take(keys.held_due(tenant), "hash", staged[i : i + 500])
+        self._send(tenant, src, src, "rollback_written")
         n = 0
         for _ in range(1000):
-            held = dst.held(tenant)
-            for jid in sorted(held):
-                data = json.loads(held[jid])
-                src.enqueue(str(data.get("queue", "default")), [held[jid]])
-                n += dst.take(keys.held(tenant), "hash", [jid])
+            dst.stage_held(tenant, sorted(dst.held(tenant)))
+            self._stage_all(tenant, dst)
+            self._send(tenant, dst, src, "rollback_written")
+            n += self._release_held(tenant, src)
             if dst.end_hold(tenant) == 0:
                 break
-        n += self._carry_jobs_back(tenant, dst, src)
+        else:
+            raise MoveError("jobs kept arriving in the destination's held set; run --rollback again")
         return n
 
-    def _carry_jobs_back(self, tenant: str, dst: RedisBackend, src: RedisBackend) -> int:
-        n = 0
-        for q in sorted(text(x) for x in dst.redis.smembers(keys.QUEUES)):
-            for zkey in (keys.scheduled(q), keys.retry(q)):
-                rows = self._zrows(dst, zkey, tenant)
-                if rows:
-                    src.redis.zadd(zkey, dict(rows))
-                    n += dst.take(zkey, "zset", [m for m, _ in rows])
-        return n
+
+def _score(v: Any) -> str:
+    """A staged score as the due ms Redis gets back (a float's repr keeps its precision)."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
 
 
 def moves_in_progress(zk: ZK) -> list[TenantEntry]:

@@ -1,7 +1,9 @@
 """The worker-side tenant check: a job runs only on its tenant's pod.
 
 Before a job that names a tenant runs, the worker asks its cached directory:
-- the tenant lives on this pod and is active: run it (counted as running);
+- the tenant lives on this pod and is active: run it (counted as running), admitted
+  under the entry's version, which the job's shard commits check against the
+  tenant's move fence (pods/fence.py);
 - it is being moved: send the job to the destination pod, where it is held
   until the move finishes (it is never run here once the worker saw the move);
 - it lives on another pod: forward the job to that pod's queue (written there
@@ -24,7 +26,7 @@ from typing import Any
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
-from podjobs.executor import Defer, Forward, Refuse
+from podjobs.executor import Admit, Defer, Forward, Refuse
 from podjobs.payload import encode
 from podjobs.status import StatusWrite
 from podjobs.stops import StopSignals
@@ -53,7 +55,7 @@ class TenantCheck:
     def close(self) -> None:
         self.router.directory.remove_listener(self._on_change)
 
-    def check(self, data: dict[str, Any]) -> Forward | Refuse | Defer | None:
+    def check(self, data: dict[str, Any]) -> Admit | Forward | Refuse | Defer | None:
         tenant = data["tenant"]
         if self.router.directory.stale:
             # cut off from ZooKeeper: the tenant may have moved meanwhile; do not guess
@@ -70,7 +72,7 @@ class TenantCheck:
             if entry.pod != self.pod:
                 return Forward(entry.pod)
             self._running[tenant] += 1
-            return None
+            return Admit(entry.version)  # its shard commits check the move fence (pods/fence.py)
 
     def done(self, data: dict[str, Any]) -> None:
         tenant = data["tenant"]

@@ -3,7 +3,8 @@
 1. Looks the pod up in the directory (an unknown pod is refused, naming the
    known ones) and takes its Redis URL and shard URL from there.
 2. Installs the tenant check (jobs run only on their tenant's pod) and gives
-   jobs `ctx.db` on the pod's shard.
+   jobs `ctx.db` on the pod's shard; creates the shard's tenant fence table
+   (pods/fence.py), which every tenant job's commit reads.
 3. Registers the worker as an ephemeral ZooKeeper node for `podjobs fleet`
    (re-created after a session expiry) for as long as it runs.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -18,11 +20,14 @@ import time
 from podjobs.backend import RedisBackend
 from podjobs.worker import Worker, WorkerConfig
 
+from . import fence
 from .directory import Directory
 from .registration import WorkerRegistration
 from .router import Router
 from .tenantcheck import TenantCheck
 from .zk import ZK
+
+log = logging.getLogger("podjobs.pods.worker")
 
 
 class PodWorker:
@@ -35,6 +40,10 @@ class PodWorker:
         info = self.directory.pod(pod)  # UnknownPod names the known pods
         self.router = Router(self.directory)
         backend = RedisBackend(info.redis_url)
+        try:  # the move fence every tenant job's commit reads (pods/fence.py)
+            fence.ensure_table(info.shard_url)
+        except Exception as exc:  # jobs' commits create it later (and are retried once)
+            log.warning("cannot create the tenant fence table on pod %s's shard: %s", pod, exc)
         # pod workers run the scheduler's migration jobs (podjobs.migrate), in children too
         import podjobs.scheduler.migrate  # noqa: F401
 

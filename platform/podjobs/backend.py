@@ -174,6 +174,7 @@ class RedisBackend:
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
         "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
+        "accept", "stage_held",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
@@ -526,11 +527,32 @@ class RedisBackend:
         return {text(k): text(v) for k, v in raw.items()}
 
     def release(self, tenant: str, queue: str, job_ids: Sequence[str]) -> int:
-        ks = [keys.held(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES]
+        """Held jobs of one queue back onto it (or into its scheduled or retry set, see
+        lua/release.lua), in the given order; ids no longer held are skipped."""
+        ks = [keys.held(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES,
+              keys.held_due(tenant), keys.scheduled(queue), keys.retry(queue)]
         return int(self._run("release", "release held jobs", ks, [queue, *job_ids]))
 
     def end_hold(self, tenant: str) -> int:
-        return int(self._run("end_hold", "end holding", [keys.held(tenant), keys.moving(tenant)], []))
+        ks = [keys.held(tenant), keys.moving(tenant), keys.held_due(tenant)]
+        return int(self._run("end_hold", "end holding", ks, []))
+
+    def accept(self, tenant: str, entries: Sequence[tuple[str, str, str, str]]) -> int:
+        """Hold jobs carried from another pod, keyed by id (idempotent): (job id, kind
+        "queue" | "sched" | "retry", due ms, payload)."""
+        args: list[str] = []
+        for jid, kind, score, payload in entries:
+            args += (jid, kind, score, payload)
+        if not args:
+            return 0
+        return int(self._run("accept", "hold carried jobs", [keys.held(tenant), keys.held_due(tenant)], args))
+
+    def stage_held(self, tenant: str, job_ids: Sequence[str]) -> int:
+        """Take held jobs into this pod's staging hash (a rollback sends them back)."""
+        if not job_ids:
+            return 0
+        ks = [keys.held(tenant), keys.held_due(tenant), keys.carry(tenant)]
+        return int(self._run("stage_held", "stage held jobs", ks, list(job_ids)))
 
     def take(self, key: str, kind: str, members: Sequence[str | bytes]) -> int:
         if not members:

@@ -21,7 +21,7 @@ class Context:
     __slots__ = (
         "job_id", "job_name", "attempt", "queue", "enqueued_at_ms", "tenant", "pod",
         "worker_id", "payload", "_logger", "extras", "shard_url", "_db", "stopping",
-        "redis_url", "_backend",
+        "redis_url", "_backend", "tenant_version",
     )
 
     def __init__(
@@ -39,6 +39,7 @@ class Context:
         stopping: threading.Event | None = None,
         redis_url: str | None = None,
         backend: Any = None,
+        tenant_version: int | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -62,6 +63,9 @@ class Context:
         #: the queue backend of the pod the job runs on (for checkpoints, progress)
         self.redis_url = redis_url
         self._backend = backend
+        #: the directory version of the tenant's entry under which this pod admitted the
+        #: job; every commit of `db` checks the tenant's move fence against it (pods/fence.py)
+        self.tenant_version = tenant_version
 
     @property
     def backend(self) -> Any:
@@ -79,7 +83,9 @@ class Context:
     def db(self) -> Any:
         """A SQLAlchemy session on this job's shard (the tenant's pod), made on first use.
 
-        The worker commits it when the job succeeds and rolls it back when it fails."""
+        The worker commits it when the job succeeds and rolls it back when it fails. A job
+        of a tenant admitted by a pod worker cannot commit once the tenant moved off the
+        pod (`podjobs.pods.fence.TenantFenced`)."""
         if self._db is None:
             if not self.shard_url:
                 raise RuntimeError(
@@ -88,6 +94,10 @@ class Context:
             from podjobs.pods.shards import session
 
             self._db = session(self.shard_url)
+            if self.tenant and self.tenant_version is not None:
+                from podjobs.pods.fence import guard
+
+                guard(self._db, self.shard_url, self.tenant, self.tenant_version)
         return self._db
 
     def _finish_db(self, ok: bool) -> None:

@@ -66,6 +66,14 @@ class Forward:
 
 
 @dataclass(frozen=True)
+class Admit:
+    """Run the job here. `version`: the directory version of the tenant's entry that
+    admitted it; its shard commits are refused once the tenant's move fence is larger."""
+
+    version: int
+
+
+@dataclass(frozen=True)
 class Refuse:
     """The job must not run anywhere (for example its tenant is unknown): dead set."""
 
@@ -84,8 +92,8 @@ class Defer:
 class TenantRoute(Protocol):
     """Pod-aware workers: decides where a tenant's job belongs (see podjobs.pods.tenantcheck)."""
 
-    def check(self, data: dict[str, Any]) -> Forward | Refuse | Defer | None:
-        """Before the job runs: None = run here (and `done` follows), else where it goes."""
+    def check(self, data: dict[str, Any]) -> Admit | Forward | Refuse | Defer | None:
+        """Before the job runs: None or Admit = run here (and `done` follows), else where it goes."""
 
     def done(self, data: dict[str, Any]) -> None:
         """After a job that `check` let run here has been settled."""
@@ -144,16 +152,17 @@ class Executor:
                 return None
         if self.route is not None and "tenant" in data:
             decision = self.route.check(data)
-            if decision is not None:
+            if decision is not None and not isinstance(decision, Admit):
                 self._reroute(queue, data, decision, jd)
                 return None
             try:
-                return self._execute(queue, data, jd)
+                return self._execute(queue, data, jd, decision.version if decision else None)
             finally:
                 self.route.done(data)
         return self._execute(queue, data, jd)
 
-    def _execute(self, queue: str, data: dict[str, Any], jd: JobDef) -> Outcome | None:
+    def _execute(self, queue: str, data: dict[str, Any], jd: JobDef,
+                 tenant_version: int | None = None) -> Outcome | None:
         jid = data["id"]
         in_flight = True
         if jd.options.delivery is Delivery.AT_MOST_ONCE:
@@ -171,7 +180,7 @@ class Executor:
         ctx = Context(jid, jd.name, attempt, queue,
                       int(data.get("enqueued_at", 0)), data.get("tenant"),
                       self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
-                      stopping, getattr(self.backend, "url", None), self.backend)
+                      stopping, getattr(self.backend, "url", None), self.backend, tenant_version)
         try:
             out = self.runner(jd, ctx, data["args"], data["kwargs"])
         finally:

@@ -142,7 +142,8 @@ class Child:
         fields = {"job_id": ctx.job_id, "job_name": ctx.job_name, "attempt": ctx.attempt,
                   "queue": ctx.queue, "enqueued_at_ms": ctx.enqueued_at_ms, "tenant": ctx.tenant,
                   "pod": ctx.pod, "worker_id": ctx.worker_id, "payload": ctx.payload,
-                  "shard_url": ctx.shard_url, "redis_url": ctx.redis_url}
+                  "shard_url": ctx.shard_url, "redis_url": ctx.redis_url,
+                  "tenant_version": ctx.tenant_version}
         self.seq += 1
         fields["seq"] = self.seq
         if ctx.stopping.is_set():

@@ -83,14 +83,20 @@ def held(tenant: str) -> str:
     return f"{PREFIX}held:{tenant}"
 
 
+def held_due(tenant: str) -> str:
+    """Hash job id -> [kind, due ms] of held jobs that a move carried from a scheduled
+    ("sched") or retry ("retry") set: released back into that set at that time."""
+    return f"{PREFIX}helddue:{tenant}"
+
+
 def moving(tenant: str) -> str:
     """String present on a pod while a move of the tenant involves it (the move id)."""
     return f"{PREFIX}moving:{tenant}"
 
 
 def carry(tenant: str) -> str:
-    """Hash job id -> [kind, queue, score, payload]: jobs taken off the source pod of a
-    move, not yet written to the destination."""
+    """Hash job id -> [kind, queue, score, payload]: jobs taken off a pod by a move (the
+    source) or its rollback (the destination), not yet written to the other pod."""
     return f"{PREFIX}carry:{tenant}"
 
 

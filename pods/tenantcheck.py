@@ -27,6 +27,7 @@ from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
 from podjobs.executor import Admit, Defer, Forward, Refuse
+from podjobs.identity import Identity
 from podjobs.payload import encode
 from podjobs.status import StatusWrite
 from podjobs.stops import StopSignals
@@ -41,11 +42,13 @@ STALE_DEFER_S = 1.0
 
 
 class TenantCheck:
-    def __init__(self, router: Router, pod: str, backend: RedisBackend, worker_id: str) -> None:
+    def __init__(self, router: Router, pod: str, backend: RedisBackend,
+                 identity: Identity) -> None:
         self.router = router
         self.pod = pod
         self.backend = backend
-        self.worker_id = worker_id
+        #: the worker's identity: move acks name its current generation (podjobs.identity)
+        self.identity = identity
         self._running: Counter[str] = Counter()
         #: the worker's stop signals, to interrupt a moving tenant's running jobs
         self.stops: StopSignals | None = None
@@ -113,7 +116,7 @@ class TenantCheck:
                 return
             version = entry.version
         try:
-            self.backend.redis.hset(keys.move_acks(tenant), self.worker_id, version)
+            self.backend.redis.hset(keys.move_acks(tenant), self.identity.id, version)
         except Exception as exc:  # the mover keeps waiting; the next change or job retries
             log.warning("could not ack the move of tenant %s: %s", tenant, exc)
 

@@ -50,7 +50,7 @@ class PodWorker:
         apps = [*config.app_modules, "podjobs.scheduler.migrate"]
         cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url, app_modules=apps)
         self.worker = Worker(backend, cfg)
-        self.check = TenantCheck(self.router, pod, backend, self.worker.id)
+        self.check = TenantCheck(self.router, pod, backend, self.worker.identity)
         self.check.stops = self.worker.stops
         self.worker.config.route = self.check
         self.registration = WorkerRegistration(zk, pod, self.worker.id, {

@@ -102,6 +102,7 @@ def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_wr
     for script in router._backend._scripts.values():  # connected, scripts loaded: the
         r.script_load(script.script)                   # enqueue is sent and runs when Redis can
     router._backend.redis.ping()
+    router._backend._once.ping()  # the scripts' own pool (no redis-py retries) too
     svc = Service(router)
     try:
         with client_for(svc) as c:

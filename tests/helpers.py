@@ -63,7 +63,9 @@ def spawn_worker(
     concurrency: int = 4,
     ttl: float = 1.0,
     log: Path | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
+    """A worker process (`new_session`: in a process group of its own, for os.killpg)."""
     env = dict(os.environ, PODJOBS_RECORD_URL=url, PYTHONPATH=str(REPO))
     cmd = [
         sys.executable,
@@ -87,7 +89,8 @@ def spawn_worker(
         *extra,
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=new_session)
 
 
 def stop_proc(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:

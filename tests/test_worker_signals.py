@@ -130,9 +130,13 @@ def test_sigterm_process_isolation_exits_and_no_given_back_job_overlaps(
             stop_proc(w2)
 
 
+@pytest.mark.parametrize("clinging", [False, True], ids=["ignores-stopping", "leaves-a-thread"])
 def test_sigterm_thread_isolation_exits_with_a_job_that_ignores_stopping(
-        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    signals_app.ledger.enqueue("t", 60)
+        r: redis.Redis, redis_url: str, tmp_path: Path, clinging: bool) -> None:
+    if clinging:  # also leaves a non-daemon thread behind: the interpreter's exit would wait
+        signals_app.clinging.enqueue("t")
+    else:
+        signals_app.ledger.enqueue("t", 60)
     w = spawn_worker(redis_url, "--shutdown-timeout", "1", app=APP, concurrency=1,
                      log=tmp_path / "w.log")
     try:

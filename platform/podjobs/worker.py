@@ -8,8 +8,9 @@
    back, let running jobs finish for `shutdown_timeout` seconds, then stop the
    children of those still running (process isolation: SIGTERM, SIGKILL after
    `podjobs.signals.CHILD_STOP_GRACE_S`), give them back to their queues and
-   unregister. `run()` exits the process within about `shutdown_timeout` +
-   CHILD_STOP_GRACE_S + EXIT_MARGIN_S seconds even when a job ignores ctx.stopping.
+   unregister. `run()` ends the process at the latest `shutdown_timeout` (+
+   CHILD_STOP_GRACE_S) + EXIT_MARGIN_S seconds after the signal, even when a job ignores
+   ctx.stopping or the interpreter's exit hangs (a job's non-daemon thread).
 
 Signals (`run()`; the table is in podjobs.signals and README.md "Signals"):
 TERM, INT stop gracefully; TSTP, USR1 quiet the worker (no new jobs, the running
@@ -139,7 +140,8 @@ class Worker:
                        on_dump=self.dump).install()
         self.start()
         self._stopped.wait()
-        guard = ExitGuard(self.id, self.config.shutdown_timeout + CHILD_STOP_GRACE_S + EXIT_MARGIN_S)
+        grace = CHILD_STOP_GRACE_S if self.config.isolation == "process" else 0.0
+        guard = ExitGuard(self.id, self.config.shutdown_timeout + grace + EXIT_MARGIN_S)
         self.stop()
         guard.stop_done = True
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 
@@ -53,6 +54,14 @@ def ledger(ctx: podjobs.Context, tag: str, seconds: float, stubborn: bool = Fals
                 raise
             r = redis.Redis.from_url(os.environ["PODJOBS_RECORD_URL"])  # may be mid-reply
     r.rpush("rec:ledger", f"end {run}")
+
+
+@podjobs.job(name="s.clinging", queue="default", retries=0)
+def clinging(ctx: podjobs.Context, tag: str) -> None:
+    """Leaves a non-daemon thread behind (the interpreter waits for it at exit), then runs
+    like a ledger job for 60 s, ignoring ctx.stopping."""
+    threading.Thread(target=time.sleep, args=(600,), name="clinging", daemon=False).start()
+    ledger.fn(ctx, tag, 60)
 
 
 @podjobs.job(name="s.timed", queue="default", timeout=2, retries=0)

@@ -57,11 +57,12 @@ def _kill_if_alive(pid: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    return True
 
 
 def overlaps(ledger: list[tuple[str, str]]) -> int:
@@ -150,6 +151,22 @@ def test_sigterm_thread_isolation_exits_with_a_job_that_ignores_stopping(
         stop_proc(w, timeout=1)
     assert r.llen(keys.queue("default")) == 1  # given back
     assert not r.keys("pj:inflight:*") and r.scard(keys.WORKERS) == 0
+
+
+def test_sigkill_of_a_process_worker_takes_its_children_along(
+        r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    """Else they would go on running jobs that the reaper hands to other workers."""
+    signals_app.ledger.enqueue_many([("k1", 60), ("k2", 60)])
+    w = spawn_worker(redis_url, "--isolation", "process", app=APP, concurrency=2,
+                     log=tmp_path / "w.log")
+    try:
+        wait_until(lambda: len(_runs(r)) == 2, timeout=20, what="both jobs to start")
+        w.kill()
+        w.wait()
+        pids = [int(run.split(":")[1]) for run in _runs(r)]
+        wait_until(lambda: not any(_alive(p) for p in pids), what="the children to die")
+    finally:
+        stop_proc(w, timeout=1)
 
 
 # -- process isolation: eager children, timeouts on the job's own run time ----------------

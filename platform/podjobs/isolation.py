@@ -14,6 +14,7 @@
    `ctx.stopping` when the parent asked for it (`interrupt`), and ends the child when the
    parent stops it at the worker's shutdown deadline (`stop_children`: TERM, then KILL
    after a grace); the job then goes back to its queue (`ChildStopped`), never settled.
+   A child dies with its worker (PR_SET_PDEATHSIG), also when the worker is SIGKILLed.
 The worker survives all of these.
 """
 
@@ -60,6 +61,21 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
+def _die_with_worker() -> None:
+    """Linux: SIGKILL this child when the worker thread that started it ends, so that a
+    worker killed with SIGKILL (or made to exit) leaves no job running here while its jobs
+    are handed to other workers."""
+    parent = multiprocessing.parent_process()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the worker died before the line above
+
+
 def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any, quit_flag: Any) -> None:
     stopping = threading.Event()
     current = [0]
@@ -75,6 +91,7 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any, qui
     signal.signal(signal.SIGTERM, on_term)
     for sig in CHILD_IGNORED:
         signal.signal(sig, signal.SIG_IGN)
+    _die_with_worker()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_BLOCKED)
     for m in app_modules:
         importlib.import_module(m)

@@ -64,7 +64,10 @@ def spawn_worker(
     ttl: float = 1.0,
     log: Path | None = None,
     record_url: str | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
+    """A worker process (`new_session`: in a process group of its own, for os.killpg;
+    `record_url`: where the test jobs record what they did, when not on the queue's Redis)."""
     env = dict(os.environ, PODJOBS_RECORD_URL=record_url or url, PYTHONPATH=str(REPO))
     cmd = [
         sys.executable,
@@ -88,7 +91,8 @@ def spawn_worker(
         *extra,
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=new_session)
 
 
 def stop_proc(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:

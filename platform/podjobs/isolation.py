@@ -1,12 +1,20 @@
 """Process isolation: each executor slot runs its jobs in a child process.
 
-1. A child is started with the `spawn` method, imports the app modules, and
-   runs jobs the parent sends over a pipe (JSON-safe values only).
+1. A child is started with the `spawn` method as soon as its executor slot starts (and
+   again at once when it is recycled or killed), imports the app modules, and runs jobs
+   the parent sends over a pipe (JSON-safe values only). It tells the parent when a job
+   begins ("started"): the job's timeout counts from there, not from the child's start-up.
 2. The parent waits for the answer while watching the child: past the job's
    timeout, or above its memory limit (resident size read from /proc), the
    child is killed with SIGKILL and the job fails with that reason (and is
    retried); a child that dies by itself fails the job as a crash.
 3. A child is recycled after `max_jobs` jobs, so slow leaks never pile up.
+4. Signals: a child ignores those meant for the worker (`podjobs.signals.CHILD_IGNORED`,
+   also when they are sent to the whole process group); SIGTERM only sets the job's
+   `ctx.stopping` when the parent asked for it (`interrupt`), and ends the child when the
+   parent stops it at the worker's shutdown deadline (`stop_children`: TERM, then KILL
+   after a grace); the job then goes back to its queue (`ChildStopped`), never settled.
+   A child dies with its worker (PR_SET_PDEATHSIG), also when the worker is SIGKILLed.
 The worker survives all of these.
 """
 
@@ -20,18 +28,29 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
 from podjobs.context import Context
 from podjobs.invoke import Failure, Outcome, failed, invoke
 from podjobs.jobs import JobDef, lookup
+from podjobs.signals import CHILD_IGNORED
 from podjobs.status import as_json_result
 
 log = logging.getLogger("podjobs.isolation")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 #: how often the parent checks a running child's memory, in seconds
 MEMORY_CHECK_S = 0.05
+#: seconds a child may take to import the app and begin a job before it counts as crashed
+START_TIMEOUT_S = 120.0
+#: blocked while a child starts, so that none of them kills it before its handlers are set
+_CHILD_BLOCKED = {signal.SIGTERM, *CHILD_IGNORED}
+
+
+class ChildStopped(Exception):
+    """The worker stopped this child at its shutdown deadline: the job is given back to its
+    queue by the worker's stop, not settled."""
 
 
 def rss_mb(pid: int) -> float:
@@ -42,17 +61,38 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> None:
+def _die_with_worker() -> None:
+    """Linux: SIGKILL this child when the worker thread that started it ends, so that a
+    worker killed with SIGKILL (or made to exit) leaves no job running here while its jobs
+    are handed to other workers."""
+    parent = multiprocessing.parent_process()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the worker died before the line above
+
+
+def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any, quit_flag: Any) -> None:
     stopping = threading.Event()
     current = [0]
 
     def on_term(_s: int, _f: Any) -> None:
-        # the parent wrote the number of the job to stop into stop_seq, then signalled
+        if quit_flag.value:  # the worker's shutdown deadline: unwind the job and exit
+            raise SystemExit(0)
+        # the parent wrote the number of the job to stop into stop_seq, then signalled;
+        # a SIGTERM it did not send (to the process group) changes nothing
         if stop_seq.value >= current[0]:
             stopping.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in CHILD_IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
+    _die_with_worker()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_BLOCKED)
     for m in app_modules:
         importlib.import_module(m)
     while True:
@@ -70,6 +110,7 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> 
         if stop_seq.value >= current[0]:
             stopping.set()  # asked to stop before it even started
         ctx = Context(**fields, stopping=stopping)
+        conn.send(("started",))  # the job's timeout counts from here
         out = invoke(jd, ctx, args, kwargs)
         result = as_json_result(out.result)  # a Created travels as {"location": ...}
         if not isinstance(result, str | int | float | bool | type(None) | dict | list):
@@ -80,30 +121,72 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any) -> 
 
 
 class Child:
-    """One child process, reused for up to `max_jobs` jobs."""
+    """One child process, reused for up to `max_jobs` jobs, replaced at once when it ends
+    (unless `stopping` is set: the worker is shutting down)."""
 
-    def __init__(self, app_modules: Sequence[str], max_jobs: int, max_memory_mb: float | None) -> None:
+    def __init__(self, app_modules: Sequence[str], max_jobs: int, max_memory_mb: float | None,
+                 stopping: threading.Event | None = None) -> None:
         self.app_modules = list(app_modules)
         self.max_jobs = max_jobs
         self.max_memory_mb = max_memory_mb
+        self.stopping = stopping if stopping is not None else threading.Event()
+        #: the executor thread that owns this child (for dumps)
+        self.owner = threading.get_ident()
         self.proc: Any = None
         self.conn: Connection | None = None
         self.jobs = 0
         #: number of the job sent last, and the highest job number asked to stop
         self.seq = 0
         self.stop_seq: Any = None
+        #: set by `begin_stop`: the child is to exit (SIGTERM ends it)
+        self.quit_flag: Any = None
+        #: stopped by `stop_children`: no job runs here any more
+        self.stopped = False
+        #: name of the job running now ("" when idle)
+        self.job = ""
 
-    def _start(self) -> None:
+    @property
+    def pid(self) -> int:
+        proc = self.proc
+        return int(proc.pid) if proc is not None and proc.pid is not None else 0
+
+    def start(self) -> None:
+        """Start the child process; it imports the app modules while the caller goes on."""
         mp = multiprocessing.get_context("spawn")
         parent, child = mp.Pipe()
         self.stop_seq = mp.Value("q", 0, lock=False)
+        self.quit_flag = mp.Value("b", 0, lock=False)
         self.seq = 0
-        self.proc = mp.Process(target=_child_main, args=(child, self.app_modules, self.stop_seq),
+        self.proc = mp.Process(target=_child_main,
+                               args=(child, self.app_modules, self.stop_seq, self.quit_flag),
                                name="podjobs-child", daemon=True)
-        self.proc.start()
+        # the child inherits the mask: signals sent before it set its handlers wait for them.
+        # So does multiprocessing's resource tracker, started on the first call; it then
+        # unblocks SIGTERM and SIGINT in this thread (it ignores them itself): block again
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_BLOCKED)
+        try:
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_BLOCKED)
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
         self.conn = parent
         self.jobs = 0
+
+    def warm(self) -> None:
+        """Start the child now unless one runs or the worker stops (the next job retries)."""
+        if self.stopped or self.stopping.is_set():
+            return
+        if self.proc is not None and self.proc.is_alive():
+            return
+        try:
+            self.kill()
+            self.start()
+        except Exception as exc:
+            log.warning("could not start a child process (%s: %s); the next job tries again",
+                        type(exc).__name__, exc)
+            self.kill()
 
     def interrupt(self) -> None:
         """Tell the job the child runs (or is about to) to stop: ctx.stopping there."""
@@ -115,6 +198,21 @@ class Child:
                 os.kill(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def begin_stop(self) -> Any:
+        """The worker's shutdown deadline: no more jobs here; SIGTERM makes the child exit
+        (its job unwinds). Returns the process to wait for, or None."""
+        self.stopped = True
+        proc = self.proc
+        if proc is None or not proc.is_alive():
+            return None
+        if self.quit_flag is not None:
+            self.quit_flag.value = 1
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return proc
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -135,9 +233,11 @@ class Child:
         self.kill()
 
     def run(self, jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+        if self.stopped:
+            raise ChildStopped(f"the worker is stopping; {jd.name} {ctx.job_id} goes back to its queue")
         if self.proc is None or not self.proc.is_alive():
             self.kill()
-            self._start()
+            self.start()
         assert self.conn is not None
         fields = {"job_id": ctx.job_id, "job_name": ctx.job_name, "attempt": ctx.attempt,
                   "queue": ctx.queue, "enqueued_at_ms": ctx.enqueued_at_ms, "tenant": ctx.tenant,
@@ -148,14 +248,34 @@ class Child:
         fields["seq"] = self.seq
         if ctx.stopping.is_set():
             self.stop_seq.value = self.seq
-        self.conn.send((jd.name, fields, args, kwargs))
+        self.job = jd.name
+        try:
+            try:
+                self.conn.send((jd.name, fields, args, kwargs))
+            except OSError:
+                out, answered = self._crashed(jd), False
+            else:
+                out, answered = self._wait(jd)
+        finally:
+            self.job = ""
+        if answered:
+            self.jobs += 1
+            if self.jobs >= self.max_jobs:
+                self.close()
+        self.warm()  # a child recycled or killed is replaced now, not on the next job
+        return out
+
+    def _wait(self, jd: JobDef) -> tuple[Outcome, bool]:
+        """The job's outcome, and whether the child answered (False: it was killed or died)."""
+        assert self.conn is not None
         limit_mb = jd.options.max_memory_mb or self.max_memory_mb
         timeout = jd.options.timeout
-        deadline = time.monotonic() + timeout if timeout else None
+        start_by = time.monotonic() + START_TIMEOUT_S
+        deadline: float | None = None  # set when the job begins in the child
         while True:
             wait = MEMORY_CHECK_S if limit_mb else 1.0
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            wait = min(wait, max(0.0, (deadline if deadline is not None else start_by)
+                                 - time.monotonic()))
             try:
                 ready = self.conn.poll(wait)
             except (EOFError, OSError):
@@ -164,21 +284,32 @@ class Child:
                 try:
                     msg = self.conn.recv()
                 except (EOFError, OSError):
-                    return self._crashed(jd)
-                break
+                    return self._crashed(jd), False
+                if msg[0] == "started":
+                    start_by = float("inf")
+                    if timeout:
+                        deadline = time.monotonic() + timeout
+                    continue
+                return self._outcome(msg), True
             if not self.proc.is_alive():
-                return self._crashed(jd)
+                return self._crashed(jd), False
             if limit_mb and (rss := rss_mb(self.proc.pid)) > limit_mb:
                 self.kill()
                 return failed(Failure.MEMORY, "MemoryLimit",
-                              f"child process used {rss:.0f} MiB, over the limit of {limit_mb:.0f} MiB; killed")
-            if deadline is not None and time.monotonic() >= deadline:
+                              f"child process used {rss:.0f} MiB, over the limit of {limit_mb:.0f} MiB; killed"), False
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 self.kill()
                 return failed(Failure.TIMEOUT, "JobTimeout",
-                              f"job ran past its timeout of {timeout} s; child process killed")
-        self.jobs += 1
-        if self.jobs >= self.max_jobs:
-            self.close()
+                              f"job ran past its timeout of {timeout} s; child process killed"), False
+            if now >= start_by:
+                self.kill()
+                return failed(Failure.CRASH, "ChildStartTimeout",
+                              f"the child process did not begin {jd.name} within "
+                              f"{START_TIMEOUT_S:.0f} s (is importing the app modules stuck?); killed"), False
+
+    @staticmethod
+    def _outcome(msg: tuple[Any, ...]) -> Outcome:
         if msg[0] == "ok":
             return Outcome(True, msg[5], unfinished=msg[8])
         out = failed(Failure(msg[1]) if msg[1] else Failure.ERROR, msg[2], msg[3], msg[4])
@@ -188,5 +319,25 @@ class Child:
     def _crashed(self, jd: JobDef) -> Outcome:
         code = self.proc.exitcode if self.proc is not None else None
         self.kill()
+        if self.stopped:
+            raise ChildStopped(f"the worker stopped the child running {jd.name} at its shutdown "
+                               f"deadline; the job goes back to its queue")
         return failed(Failure.CRASH, "ChildCrashed",
                       f"child process running {jd.name} died (exit code {code})")
+
+
+def stop_children(children: Sequence[Child], grace: float) -> int:
+    """The worker's shutdown deadline: make every child still alive exit (SIGTERM: its job
+    unwinds), SIGKILL those alive `grace` seconds later, and wait until all are gone, so that
+    the jobs given back next never run twice at once. Returns how many were alive."""
+    procs = [p for p in (c.begin_stop() for c in children) if p is not None]
+    end = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            log.warning("child process %d did not exit %.1f s after SIGTERM; killing it", p.pid, grace)
+            p.kill()
+    for p in procs:
+        p.join(5)
+    return len(procs)

@@ -8,15 +8,25 @@
    executor threads (each running jobs inline, or through its own child process
    with `isolation="process"`), the acker, the heartbeat and the poller.
 3. Stops gracefully on SIGTERM/SIGINT: stop fetching, give unstarted jobs
-   back, let running jobs finish for `shutdown_timeout` seconds, then give
-   whatever still runs back to its queue and unregister.
+   back, let running jobs finish for `shutdown_timeout` seconds, then stop the
+   children of those still running (process isolation: SIGTERM, SIGKILL after
+   `podjobs.signals.CHILD_STOP_GRACE_S`), give them back to their queues and
+   unregister. `run()` ends the process at the latest `shutdown_timeout` (+
+   CHILD_STOP_GRACE_S) + EXIT_MARGIN_S seconds after the signal, even when a job ignores
+   ctx.stopping or the interpreter's exit hangs (a job's non-daemon thread).
+
+Signals (`run()`; the table is in podjobs.signals and README.md "Signals"):
+TERM, INT stop gracefully; TSTP, USR1 quiet the worker (no new jobs, the running
+ones finish, it stays up until TERM); TTIN, QUIT dump every thread's stack and the
+running jobs to the log; HUP, USR2, CONT are logged and change nothing; TTOU is
+ignored. No signal but KILL ends a worker mid-job, and process-isolation children
+ignore those sent to the whole process group: the worker decides.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -33,10 +43,11 @@ from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.identity import Identity
 from podjobs.ids import new_id
 from podjobs.invoke import JobTimeout, Outcome, invoke
-from podjobs.isolation import Child
+from podjobs.isolation import Child, ChildStopped, stop_children
 from podjobs.jobs import JobDef
 from podjobs.payload import inflight_field
 from podjobs.poller import Poller
+from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S, ExitGuard, SignalDispatch, dump
 from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
 
@@ -100,6 +111,9 @@ class Worker:
         self.stopping = threading.Event()
         #: each running job's ctx.stopping: all on shutdown, or one tenant's on a move
         self.stops = StopSignals()
+        #: process isolation: every executor slot's child
+        self._children: list[Child] = []
+        self._quiet = False
 
     @property
     def id(self) -> str:
@@ -130,34 +144,58 @@ class Worker:
                  ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
 
     def run(self) -> None:
-        """Start, then block until SIGTERM/SIGINT, then stop gracefully."""
-        def on_signal(signum: int, frame: Any) -> None:
-            log.info("worker %s got %s: shutting down", self.id, signal.Signals(signum).name)
-            self._stopped.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        """Start, act on signals (see the module docstring) until SIGTERM/SIGINT, then stop
+        gracefully; a stop that outlives its deadline ends the process (ExitGuard)."""
+        SignalDispatch(self.id, on_stop=self._stopped.set, on_quiet=self.quiet,
+                       on_dump=self.dump).install()
         self.start()
         self._stopped.wait()
+        grace = CHILD_STOP_GRACE_S if self.config.isolation == "process" else 0.0
+        guard = ExitGuard(self.id, self.config.shutdown_timeout + grace + EXIT_MARGIN_S)
         self.stop()
+        guard.stop_done = True
 
     def request_stop(self) -> None:
         self._stopped.set()
 
+    def quiet(self) -> None:
+        """Stop fetching and give the jobs not started back; running jobs finish; the worker
+        stays up (heartbeat, acks) until it is stopped."""
+        if self._quiet or self._stopping:
+            return
+        self._quiet = True
+        self.fetcher.stop()
+        self.fetcher.join(self.config.idle_wait + 1)
+        back = self.fetcher.drain_inbox()
+        n = len(back)
+        self._give_back(back)
+        log.info("worker %s is quiet: gave %d jobs not started back; %d running finish",
+                 self.id, n, len(self._running))
+
+    def dump(self) -> None:
+        """Every thread's stack and the running jobs, to the log."""
+        children = {c.owner: (c.pid, c.job) for c in self._children if c.pid}
+        log.warning("%s", dump(self.id, dict(self._running), children))
+
     def stop(self) -> None:
         """Graceful stop (see the module docstring)."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
         self._stopping = True
         self.stopping.set()
         self.stops.stop_all()
         self.fetcher.stop()
-        self.fetcher.join(self.config.idle_wait + 1)
+        self.fetcher.join(max(0.1, min(self.config.idle_wait + 1, deadline - time.monotonic())))
         self._give_back(self.fetcher.drain_inbox())
         for _ in self._threads:
             self.fetcher.inbox.put(None)
-        deadline = time.monotonic() + self.config.shutdown_timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         still = [t for t in self._threads if t.is_alive()]
+        # the jobs still running go back to their queues below: their children must be gone
+        # first, or they would run twice at once (thread mode: the process exits right after)
+        if stop_children(self._children, CHILD_STOP_GRACE_S):
+            for t in still:
+                t.join(1.0)
         self.poller.stop()
         self.heartbeat.stop()
         self.acker.stop()
@@ -186,7 +224,9 @@ class Worker:
         child = None
         if self.config.isolation == "process":
             child = Child(self.config.app_modules, self.config.max_jobs_per_child,
-                          self.config.max_memory_mb)
+                          self.config.max_memory_mb, self.stopping)
+            self._children.append(child)
+            child.warm()  # imports the app now, not on the first job
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
@@ -213,6 +253,8 @@ class Worker:
                 running[me] = (inflight_field(raw), "", queue, time.time())
                 try:
                     ex.execute(queue, raw, owner)
+                except ChildStopped:
+                    pass  # stopped at the shutdown deadline: stop() gives the job back
                 except (Exception, JobTimeout) as exc:
                     ex.unsettled(queue, raw, exc)
                 finally:

@@ -40,11 +40,11 @@ class Size:
 
     @classmethod
     def quick(cls) -> Size:
-        return cls(jobs=300, kills=2, runs=1, timeout=30)
+        return cls(jobs=300, kills=2, runs=1, timeout=15)
 
     @classmethod
     def full(cls) -> Size:
-        return cls(jobs=4000, kills=8, runs=3, timeout=120)
+        return cls(jobs=4000, kills=8, runs=3, timeout=60)
 
 
 def _finishes(h: Harness) -> int:
@@ -87,7 +87,7 @@ def worker_sigstop_zombie(base: Path, size: Size) -> Observation:
     with Harness(base) as h:
         zombie = h.spawn("--prefetch", "64", concurrency=16)
         wait_until(lambda: h.r.scard(keys.WORKERS) == 1, 20, "the first worker to register")
-        ids = h.enqueue_many(app.work, 250 * cycles, 0.2)
+        ids = h.enqueue_many(app.work, 150 * cycles, 0.2)
         h.spawn(concurrency=4)
         resumed: float | None = None
         for _ in range(cycles):

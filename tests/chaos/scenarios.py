@@ -28,7 +28,7 @@ from tests.helpers import wait_until
 SHUTDOWN_TIMEOUT = 1.0
 EXIT_LIMIT = SHUTDOWN_TIMEOUT + 5
 #: Redis down past 2 x TTL and past redis-py's own retries of a command (about 4 s)
-DOWN_S = max(2 * TTL, 6.0) + 0.5
+DOWN_S = max(2 * TTL, 8.0) + 0.5
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps venv demo test lint bench up down status clean
+.PHONY: deps venv demo test chaos lint bench up down status clean
 
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
@@ -24,6 +24,9 @@ demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
 
 test: deps venv ## the whole suite, on servers the tests start themselves
 	$(BIN)/python -m pytest -q
+
+chaos: deps venv ## every chaos scenario, more jobs and runs: prints the table, writes tests/chaos/results/
+	$(BIN)/python -m tests.chaos.runner
 
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check platform pods scheduler infra tests bench demo

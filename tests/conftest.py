@@ -29,6 +29,7 @@ from servers import (  # noqa: F401 - imported so pytest registers them
 )
 
 from podjobs.pods.zk import ZK
+from tests.chaos.runner import pytest_terminal_summary  # noqa: F401 - the chaos table
 
 
 @pytest.fixture

@@ -1,0 +1,61 @@
+"""Jobs of the chaos scenarios. Each records its start and finish, with its job id, in the
+ledger ($PODJOBS_LEDGER_DIR; see ledger.py), whatever the worker or the fault.
+
+- `chaos.work(seconds)`: at-least-once, sleeps `seconds`;
+- `chaos.once(seconds)`: the same with delivery at_most_once;
+- `chaos.count(n, seconds)`: an iteration job over 0..n-1; each item is one ledger entry
+  with the id `JOBID:i` (items are checkpointed one by one, so an item runs twice only
+  when a worker is cut off in it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import podjobs
+from podjobs.context import Context
+from podjobs.iteration import IterationJob, enumerators
+from tests.chaos.ledger import ENV, Ledger
+
+_ledger: Ledger | None = None
+
+
+def ledger() -> Ledger:
+    global _ledger
+    if _ledger is None:
+        _ledger = Ledger(os.environ[ENV])
+    return _ledger
+
+
+@podjobs.job(name="chaos.work", queue="default", retries=5, backoff=podjobs.constant(0.05))
+def work(ctx: Context, seconds: float = 0.0) -> None:
+    with ledger().run_guard(ctx.job_id):
+        if seconds:
+            time.sleep(seconds)
+
+
+@podjobs.job(name="chaos.once", queue="default", delivery="at_most_once")
+def once(ctx: Context, seconds: float = 0.0) -> None:
+    with ledger().run_guard(ctx.job_id, amo=True):
+        if seconds:
+            time.sleep(seconds)
+
+
+class Count(IterationJob):
+    """Items 0..n-1, `seconds` each; a checkpoint after every item."""
+
+    job_name = "chaos.count"
+    retries = 5
+    checkpoint_every = 1
+    backoff = staticmethod(podjobs.constant(0.05))
+
+    def build_enumerator(self, ctx: Context, cursor: Any, *, n: int,
+                         seconds: float = 0.0) -> Any:
+        return enumerators.int_range(0, n, cursor)
+
+    def each_iteration(self, ctx: Context, i: int, *, n: int, seconds: float = 0.0) -> None:
+        with ledger().run_guard(f"{ctx.job_id}:{i}"):
+            if seconds:
+                time.sleep(seconds)

@@ -14,8 +14,9 @@ def enq(i: str, ok: bool = True) -> Event:
     return Event("enq", i, ok=ok)
 
 
-def start(i: str, pid: int, t: float, amo: bool = False, ov: bool = False) -> Event:
-    return Event("start", i, pid=pid, mono=t, amo=amo, overlap=ov)
+def start(i: str, pid: int, t: float, amo: bool = False, ov: bool = False,
+          worker: str = "") -> Event:
+    return Event("start", i, pid=pid, mono=t, amo=amo, overlap=ov, worker=worker)
 
 
 def fin(i: str, pid: int, t: float, amo: bool = False) -> Event:
@@ -62,14 +63,17 @@ CASES: list[tuple[str, list[Event], dict[str, Any], dict[str, int], str]] = [
      {"inflight_first": frozenset({"a"}), "inflight_last": frozenset({"a"}),
       "alive_pids": frozenset({7})}, {"stranded": 0, "lost": 1}, "FAIL"),
     ("zombie re-run after resume", [enq("a"), start("a", 2, 1), fin("a", 2, 2),
-                                    start("a", 9, 5), fin("a", 9, 6)],
-     {"allow_duplicates": True, "zombie_pids": frozenset({9}), "zombie_resumed_at": 4.0},
+                                    start("a", 9, 5, worker="z"), fin("a", 9, 6)],
+     {"allow_duplicates": True, "zombie_reaped": {"z": 4.0}},
      {"zombie_reruns": 1}, "FAIL"),
-    ("zombie finishing what it ran before the pause", [enq("a"), start("a", 9, 1),
+    ("zombie finishing what it ran before the pause", [enq("a"), start("a", 9, 1, worker="z"),
                                                        start("a", 2, 2), fin("a", 2, 3),
                                                        fin("a", 9, 5)],
-     {"allow_duplicates": True, "allow_overlap": True, "zombie_pids": frozenset({9}),
-      "zombie_resumed_at": 4.0}, {"zombie_reruns": 0, "twice": 1}, "PASS"),
+     {"allow_duplicates": True, "allow_overlap": True, "zombie_reaped": {"z": 4.0}},
+     {"zombie_reruns": 0, "twice": 1}, "PASS"),
+    ("the zombie's next generation runs what it reserved after the resume",
+     [enq("a"), start("a", 9, 5, worker="z.2"), fin("a", 9, 6)],
+     {"zombie_reaped": {"z": 4.0}}, {"zombie_reruns": 0}, "PASS"),
     ("slow exit", [], {"exit_times": [1.2, 7.5], "exit_limit": 6.0}, {}, "FAIL"),
     ("exits in time", [], {"exit_times": [1.2, 5.9], "exit_limit": 6.0}, {}, "PASS"),
     ("poison: one malformed dead-set write each", [Event("poison", "p1"), Event("poison", "p2")],

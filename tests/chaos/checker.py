@@ -16,8 +16,9 @@ Counts (`Report`):
 - amo_twice: an at_most_once job started more than once;
 - stranded: in an in-flight hash in both end snapshots and not running in a live process;
 - unexpected: finished but never enqueued (nor pushed raw by the scenario);
-- zombie_reruns: jobs a resumed paused worker started after it resumed that another
-  worker had run (a reaped worker must not start what it reserved before the reap);
+- zombie_reruns: jobs a paused worker started after it resumed under a worker id
+  (generation) that had been reaped during the pause: it must not start what it reserved
+  before the reap (its new generation may start anything it reserves afterwards);
 - slow_exits: SIGTERMed workers that took longer than the bound to exit;
 - poison: entries whose dead-set writes were not exactly one with reason malformed, or
   that ran.
@@ -29,7 +30,7 @@ scenarios that do not admit them.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,8 +43,8 @@ class Observation:
     inflight_first: frozenset[str] = frozenset()
     inflight_last: frozenset[str] = frozenset()
     alive_pids: frozenset[int] = frozenset()
-    zombie_pids: frozenset[int] = frozenset()
-    zombie_resumed_at: float | None = None
+    #: worker id reaped during a pause -> time.monotonic() when its process was resumed
+    zombie_reaped: Mapping[str, float] = field(default_factory=dict)
     exit_times: Sequence[float] = ()
     exit_limit: float | None = None
     dead_writes: int = 0
@@ -122,12 +123,9 @@ def check(obs: Observation) -> Report:
                and any(f is None for _, f in runs[e.job_id])}
     stranded = sorted((obs.inflight_first & obs.inflight_last) - running)
     unexpected = sorted(i for i in finishes if i not in sent and i not in poison)
-    zombie: list[str] = []
-    if obs.zombie_resumed_at is not None:
-        t = obs.zombie_resumed_at
-        zombie = sorted({e.job_id for e in ev if e.kind == "start" and e.pid in obs.zombie_pids
-                         and e.mono >= t and any(o.pid not in obs.zombie_pids
-                                                 for o in starts[e.job_id])})
+    reaped = obs.zombie_reaped
+    zombie = sorted({e.job_id for e in ev if e.kind == "start" and e.worker in reaped
+                     and e.mono >= reaped[e.worker]})
     poison_ran = sorted(i for i in poison if starts.get(i))
     r.lost, r.twice, r.overlapping, r.amo_twice = len(lost), len(twice), len(overlapping), len(amo_twice)
     r.stranded, r.unexpected, r.zombie_reruns = len(stranded), len(unexpected), len(zombie)

@@ -6,7 +6,8 @@
 2. `record(kind, job_id, ...)` writes an event: `enq` (the client saw an enqueue succeed,
    `ok`, or fail), `poison` (an entry pushed raw into a queue), `start`, `finish`.
    Each carries the pid, the parent pid, `time.monotonic()` (one clock for every process
-   of the machine) and the wall clock.
+   of the machine) and the wall clock; a start also the worker id (generation) that
+   reserved the job (`ctx.worker_id`).
 3. `run_guard(job_id)` holds an exclusive flock on `DIR/locks/<id>` while a job runs:
    a second run of the same id that starts while the first still runs (a paused or
    orphaned process keeps its lock; the kernel drops it when the process dies) marks
@@ -39,6 +40,8 @@ class Event:
     amo: bool = False
     overlap: bool = False
     ok: bool = True
+    #: the worker id (with its generation) that reserved the job, on starts
+    worker: str = ""
 
 
 class Ledger:
@@ -59,9 +62,11 @@ class Ledger:
         return self._fd
 
     def record(self, kind: str, job_id: str, *, amo: bool = False, overlap: bool = False,
-               ok: bool = True) -> None:
-        line = {"e": kind, "id": job_id, "pid": os.getpid(), "ppid": os.getppid(),
-                "m": time.monotonic(), "w": time.time()}
+               ok: bool = True, worker: str = "") -> None:
+        line: dict[str, object] = {"e": kind, "id": job_id, "pid": os.getpid(),
+                                   "ppid": os.getppid(), "m": time.monotonic(), "w": time.time()}
+        if worker:
+            line["wk"] = worker
         if amo:
             line["amo"] = True
         if overlap:
@@ -71,7 +76,7 @@ class Ledger:
         os.write(self._file(), (json.dumps(line) + "\n").encode())
 
     @contextmanager
-    def run_guard(self, job_id: str, amo: bool = False) -> Iterator[None]:
+    def run_guard(self, job_id: str, amo: bool = False, worker: str = "") -> Iterator[None]:
         """Record start and finish around a run; the flock detects overlapping runs."""
         fd = os.open(self.dir / "locks" / job_id.replace("/", "_"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -80,7 +85,7 @@ class Ledger:
                 overlap = False
             except BlockingIOError:
                 overlap = True
-            self.record("start", job_id, amo=amo, overlap=overlap)
+            self.record("start", job_id, amo=amo, overlap=overlap, worker=worker)
             yield
             self.record("finish", job_id, amo=amo)
         finally:
@@ -99,7 +104,7 @@ def read(directory: str | Path) -> list[Event]:
             out.append(Event(kind=d["e"], job_id=d["id"], pid=int(d.get("pid", 0)),
                              mono=float(d.get("m", 0.0)), wall=float(d.get("w", 0.0)),
                              amo=bool(d.get("amo", False)), overlap=bool(d.get("ov", False)),
-                             ok=bool(d.get("ok", True))))
+                             ok=bool(d.get("ok", True)), worker=str(d.get("wk", ""))))
     out.sort(key=lambda e: e.mono)
     return out
 

@@ -75,9 +75,14 @@ def worker_kill9_process(base: Path, size: Size) -> Observation:
     return _kill_during_drain(base, size, "process")
 
 
-def _zombie_inflight(h: Harness, pid: int) -> bool:
-    return any(k.decode().split(":")[3] == str(pid) and h.r.hlen(k)
-               for k in h.r.scan_iter(match="pj:inflight:*"))
+def _zombie_inflight(h: Harness, pid: int) -> set[str]:
+    """The worker ids (host:pid:token[.generation]) of process `pid` holding jobs in flight."""
+    out = set()
+    for k in h.r.scan_iter(match="pj:inflight:*"):
+        parts = k.decode().split(":")  # pj, inflight, host, pid, token[.n], queue
+        if parts[3] == str(pid) and h.r.hlen(k):
+            out.add(":".join(parts[2:5]))
+    return out
 
 
 def worker_sigstop_zombie(base: Path, size: Size) -> Observation:
@@ -89,18 +94,18 @@ def worker_sigstop_zombie(base: Path, size: Size) -> Observation:
         wait_until(lambda: h.r.scard(keys.WORKERS) == 1, 20, "the first worker to register")
         ids = h.enqueue_many(app.work, 150 * cycles, 0.2)
         h.spawn(concurrency=4)
-        resumed: float | None = None
+        reaped: dict[str, float] = {}
         for _ in range(cycles):
             wait_until(lambda: _zombie_inflight(h, zombie.pid), size.timeout,
                        "the paused-to-be worker holding jobs")
             faults.pause(zombie)
+            paused = _zombie_inflight(h, zombie.pid)  # the generation(s) holding jobs now
             wait_until(lambda: not _zombie_inflight(h, zombie.pid), size.timeout,
                        "the paused worker to be reaped")
             t = faults.resume(zombie)
-            resumed = t if resumed is None else resumed
+            reaped.update({wid: t for wid in paused})
         h.wait_finished(ids, size.timeout)
-        return h.observe(allow_duplicates=True, allow_overlap=True,
-                         zombie_pids=frozenset({zombie.pid}), zombie_resumed_at=resumed)
+        return h.observe(allow_duplicates=True, allow_overlap=True, zombie_reaped=reaped)
 
 
 def _sigterm(base: Path, size: Size, isolation: str) -> Observation:

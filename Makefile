@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps venv demo test chaos lint bench up down status clean
+.PHONY: deps venv demo test test-fast chaos lint lint-imports bench up down status clean
 
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
@@ -25,12 +25,19 @@ demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
 test: deps venv ## the whole suite, on servers the tests start themselves
 	$(BIN)/python -m pytest -q
 
+test-fast: venv ## the pure tests (no servers), in seconds
+	$(BIN)/python -m pytest -q tests/test_pure.py tests/test_*_pure.py
+
 chaos: deps venv ## every chaos scenario, more jobs and runs: prints the table, writes tests/chaos/results/
 	$(BIN)/python -m tests.chaos.runner
 
-lint: venv ## ruff and mypy
-	$(BIN)/ruff check platform pods scheduler infra tests bench demo
+lint: venv lint-imports ## ruff, mypy --strict and the import-linter contracts
+	$(BIN)/ruff check platform pods scheduler infra tools tests bench demo
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
+
+lint-imports: venv ## the layers (pyproject's [tool.importlinter]) on the package as installed
+	$(BIN)/python -m tools.lint_imports
 
 bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/results/
 	$(BIN)/python -m bench.run
@@ -38,6 +45,7 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 	$(BIN)/python -m bench.iteration
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scheduler
+	$(BIN)/python -m bench.startup
 
 up: deps venv ## a local 3-pod cluster in var/ (stop it with make down)
 	$(BIN)/podjobs dev up --pods 3 --dir var

@@ -34,8 +34,8 @@ from sqlalchemy import create_engine, text
 from podjobs.infra.cluster import Cluster
 from podjobs.infra.topology import Topology
 from podjobs.pods.topology import register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
+from podjobs.scheduler.cli import pod_worker
 from podjobs.scheduler.leader import leader_info
 from podjobs.scheduler.migrate import close_zk_clients
 from podjobs.scheduler.runs import FENCE_TABLE, RunStore, ensure_tables
@@ -129,7 +129,7 @@ def rollout(topo: Topology, tmp: Path) -> float:
         e.dispose()
     cfg = WorkerConfig(queues=["default"], concurrency=2, heartbeat_ttl=2.0, poll_interval=0.05,
                        idle_wait=0.2)
-    ws = [PodWorker(zk, p.name, cfg) for p in topo.pods]
+    ws = [pod_worker(zk, p.name, cfg) for p in topo.pods]
     for w in ws:
         w.start()
     s = scheduler(topo.zookeeper + root, "r", 4.0, tmp / "r.log")

@@ -51,7 +51,7 @@ from sqlalchemy import (
 
 import podjobs
 from demo.app import FINGERPRINT_MOD, FINGERPRINT_MUL, accounts, orders
-from podjobs.scheduler.periodic import tick_of
+from podjobs.cron import tick_of
 
 CRON = os.environ.get("PODJOBS_DEMO_RECONCILE_CRON", "* * * * * */10")
 #: examples kept per finding

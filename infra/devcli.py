@@ -7,8 +7,10 @@
    exit code 0 if all run, 1 if any is down or nothing is recorded.
 3. `podjobs dev down [--dir var/] [--purge]` stops exactly those servers.
 
-`register(subparsers)` adds the `dev` group to the `podjobs` parser; every
-command sets `func(args) -> int`.
+`register(subparsers, publish=...)` adds the `dev` group to the `podjobs` parser; every
+command sets `func(args) -> int`. `publish(topology) -> message` registers the pods of
+`up` in ZooKeeper: the command line passes podjobs.pods.cli.publish_topology (infra is
+a tool layer below pods and imports none of it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cluster import DB_KINDS, Cluster
@@ -51,13 +53,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(format_topology(topology))
     print(f"\ntopology: {cluster.topology_file}")
-    from podjobs.pods.topology import register_topology
-    from podjobs.pods.zk import DEFAULT_ROOT, ZK
-
-    with ZK(topology.zookeeper, DEFAULT_ROOT).start(timeout=10) as zk:
-        names = register_topology(zk, topology)
-    print(f"registered pods {', '.join(names)} in ZooKeeper at {topology.zookeeper}{DEFAULT_ROOT} "
-          f"(PODJOBS_ZK={topology.zookeeper}{DEFAULT_ROOT})")
+    if args.publish is not None:  # the pods layer registers the pods in ZooKeeper
+        print(args.publish(topology))
     return 0
 
 
@@ -98,8 +95,9 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add `dev up|status|down` to the podjobs parser's subparsers."""
+def register(subparsers: Any, publish: Callable[[Topology], str] | None = None) -> None:
+    """Add `dev up|status|down` to the podjobs parser's subparsers; `up` ends with
+    `publish(topology)` (printed) when given."""
     dev = subparsers.add_parser(
         "dev",
         help="run a local cluster (ZooKeeper, Redis per pod, shards)",
@@ -131,7 +129,7 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for servers")
     add_dir(up)
-    up.set_defaults(func=_cmd_up)
+    up.set_defaults(func=_cmd_up, publish=publish)
 
     status = sub.add_parser("status", help="show the recorded servers and whether they run")
     add_dir(status)

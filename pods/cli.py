@@ -33,14 +33,17 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.table import render
 
 from .registration import fleet
-from .topology import Pod, PodState, TopologyStore, validate_name
+from .topology import Pod, PodState, TopologyStore, register_topology, validate_name
 from .zk import DEFAULT_ROOT, ENV_ZK, ZK, parse_zk_spec
+
+if TYPE_CHECKING:
+    from podjobs.infra.topology import Topology
 
 ENV_TOPOLOGY = "PODJOBS_TOPOLOGY"
 DEFAULT_TOPOLOGY = os.path.join("var", "topology.json")
@@ -79,6 +82,20 @@ def connect(args: argparse.Namespace) -> Iterator[ZK]:
         yield zk
     finally:
         zk.stop()
+
+
+def pod_redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL of pod `args.pod` in the topology (`--pod NAME` of the core commands)."""
+    with connect(args) as zk:
+        return TopologyStore(zk).pod(args.pod).redis_url
+
+
+def publish_topology(topology: Topology) -> str:
+    """Put the pods of a local cluster (`podjobs dev up`) into its ZooKeeper; what to print."""
+    with ZK(topology.zookeeper, DEFAULT_ROOT).start(timeout=10) as zk:
+        names = register_topology(zk, topology)
+    return (f"registered pods {', '.join(names)} in ZooKeeper at {topology.zookeeper}{DEFAULT_ROOT} "
+            f"(PODJOBS_ZK={topology.zookeeper}{DEFAULT_ROOT})")
 
 
 def _print_json(obj: Any) -> None:

@@ -34,9 +34,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from podjobs.db import engine
 from podjobs.errors import PodjobsError
-
-from .shards import engine
 
 log = logging.getLogger(__name__)
 

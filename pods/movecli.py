@@ -19,7 +19,6 @@ from podjobs.errors import ConfigurationError
 from podjobs.table import render
 
 from .cli import connect
-from .moves import Mover, moves_in_progress
 
 
 def cmd_move(args: argparse.Namespace) -> int:
@@ -28,6 +27,8 @@ def cmd_move(args: argparse.Namespace) -> int:
         importlib.import_module(m)
     with connect(args) as zk:
         if args.status:
+            from .moves import moves_in_progress  # SQLAlchemy: in the command, not for --help
+
             rows = [e for e in moves_in_progress(zk) if not args.tenant or e.tenant == args.tenant]
             if args.json:
                 print(json.dumps([{"tenant": e.tenant, "pod": e.pod, "state": e.state, **(e.move or {})}
@@ -42,6 +43,8 @@ def cmd_move(args: argparse.Namespace) -> int:
             return 0
         if not args.tenant:
             raise ConfigurationError("name the tenant to move (or use --status)")
+        from .moves import Mover
+
         mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=print)
         if args.rollback:
             mover.rollback(args.tenant)

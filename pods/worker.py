@@ -7,6 +7,9 @@
    (pods/fence.py), which every tenant job's commit reads.
 3. Registers the worker as an ephemeral ZooKeeper node for `podjobs fleet`
    (re-created after a session expiry) for as long as it runs.
+
+The jobs it runs are those of `config.app_modules`; `podjobs worker --pod` also gives
+it the scheduler's migration job (`podjobs.scheduler.cli.pod_worker`).
 """
 
 from __future__ import annotations
@@ -44,11 +47,9 @@ class PodWorker:
             fence.ensure_table(info.shard_url)
         except Exception as exc:  # jobs' commits create it later (and are retried once)
             log.warning("cannot create the tenant fence table on pod %s's shard: %s", pod, exc)
-        # pod workers run the scheduler's migration jobs (podjobs.migrate), in children too
-        import podjobs.scheduler.migrate  # noqa: F401
-
-        apps = [*config.app_modules, "podjobs.scheduler.migrate"]
-        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url, app_modules=apps)
+        # the scheduler's migration job comes with config.app_modules: `podjobs worker --pod`
+        # adds it (podjobs.scheduler.cli.pod_worker); pods know nothing of the scheduler
+        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
         self.worker = Worker(backend, cfg)
         self.check = TenantCheck(self.router, pod, backend, self.worker.identity)
         self.check.stops = self.worker.stops

@@ -21,9 +21,9 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError
 
+from podjobs import db as shards
 from podjobs.errors import PodjobsError
 from podjobs.ids import new_id
-from podjobs.pods import shards
 from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -24,16 +25,18 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.pods.cli import _common, connect, resolve_zk_spec
 from podjobs.pods.zk import DEFAULT_ROOT, ZK, parse_zk_spec
 from podjobs.table import render
 
-from . import admin
-from . import status as status_mod
 from .leader import contenders, leader_info
+
+if TYPE_CHECKING:
+    from podjobs.pods.worker import PodWorker
+    from podjobs.worker import WorkerConfig
 
 
 def _ago(t: float | None) -> str:
@@ -47,15 +50,57 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t))) if t else "-"
 
 
+def _admin() -> Any:
+    """scheduler.admin (Alembic, SQLAlchemy): loaded by the commands that use it."""
+    from . import admin
+
+    return admin
+
+
+def _status() -> Any:
+    """scheduler.status (SQLAlchemy through runs): loaded by the commands that use it."""
+    from . import status
+
+    return status
+
+
+# -- pod workers --------------------------------------------------------------------
+
+
+def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
+    """A pod's worker that also runs the scheduler's migration job (`podjobs.migrate`),
+    in process-isolation children too: what `podjobs worker --pod` runs. (The pods
+    package knows nothing of the scheduler; this is where the two meet.)"""
+    from podjobs.pods.worker import PodWorker
+
+    from . import migrate
+
+    apps = list(config.app_modules)
+    if migrate.__name__ not in apps:
+        apps.append(migrate.__name__)
+    return PodWorker(zk, pod, dataclasses.replace(config, app_modules=apps))
+
+
+def run_pod_worker(zk_flag: str | None, pod: str, config: WorkerConfig) -> None:
+    """`podjobs worker --pod POD`: `pod_worker` on the topology in ZooKeeper, until SIGTERM."""
+    hosts, root = parse_zk_spec(resolve_zk_spec(zk_flag))
+    zk = ZK(hosts, root=root or DEFAULT_ROOT).start(timeout=10)
+    try:
+        pod_worker(zk, pod, config).run()
+    finally:
+        zk.stop()
+
+
 # -- scheduler ----------------------------------------------------------------------
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from podjobs.cron import registered
     from podjobs.pods.directory import Directory
     from podjobs.pods.router import Router
 
     from .migrations import MigrationsConfig, MigrationsDuty
-    from .periodic import PeriodicDuty, registered
+    from .periodic import PeriodicDuty
     from .process import Duty, Scheduler
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
@@ -131,7 +176,7 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
 
 def cmd_migrations_status(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        st = status_mod.collect(zk)
+        st = _status().collect(zk)
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True, default=str))
         return 0
@@ -159,15 +204,16 @@ def cmd_migrations_wait(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
+    code: int
     with connect(args) as zk:
-        code, line = status_mod.wait(zk, args.revision, args.timeout, args.interval, progress)
+        code, line = _status().wait(zk, args.revision, args.timeout, args.interval, progress)
     print(line, flush=True)
     return code
 
 
 def cmd_migrations_retry(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        cleared = admin.retry(zk, args.revision, args.pod)
+        cleared = _admin().retry(zk, args.revision, args.pod)
     print(f"{args.revision}: cleared on {', '.join(cleared) or 'no shard'}; halt lifted; the leader "
           f"queues it again")
     return 0
@@ -175,7 +221,7 @@ def cmd_migrations_retry(args: argparse.Namespace) -> int:
 
 def cmd_migrations_cancel(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        out = admin.cancel(zk, args.revision, args.pod)
+        out = _admin().cancel(zk, args.revision, args.pod)
     for p, what in sorted(out.items()):
         print(f"{p}: {what}")
     print(f"{args.revision} is halted; 'podjobs migrations retry {args.revision}' to go on")
@@ -184,7 +230,7 @@ def cmd_migrations_cancel(args: argparse.Namespace) -> int:
 
 def cmd_migrations_skip(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        admin.skip(zk, args.revision, args.pod, args.migrations)
+        _admin().skip(zk, args.revision, args.pod, args.migrations)
     print(f"{args.pod}: {args.revision} stamped as applied (not run)")
     return 0
 

@@ -45,13 +45,13 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, KazooException, LockTimeout
 from sqlalchemy import text
 
+from podjobs import db as shards
 from podjobs.backend import RedisBackend
 from podjobs.context import current
 from podjobs.ids import new_id
 from podjobs.invoke import Reenqueue
 from podjobs.jobs import job
 from podjobs.payload import encode
-from podjobs.pods import shards
 from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
 

@@ -26,12 +26,12 @@ from kazoo.exceptions import BadVersionError, NodeExistsError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from podjobs import db as shard_engines
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
 from podjobs.ids import new_id
 from podjobs.jobs import lookup
 from podjobs.payload import encode
-from podjobs.pods import shards as shard_engines
 from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK
 

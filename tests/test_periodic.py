@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from podjobs import cron as pc
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.infra.topology import Topology
@@ -106,7 +107,7 @@ def assert_accounted(ts: list[int], missed: list[int]) -> None:
 
 
 def test_a_per_pod_job_fires_once_per_tick_on_each_pod(zk: ZK, topo: Topology) -> None:
-    spec = pm.registered()["periodic.every_second"]
+    spec = pc.registered()["periodic.every_second"]
     names = topo.pod_names
     workers = [Worker(RedisBackend(p.redis_url), fast_config(pod=p.name)) for p in topo.pods]
     for w in workers:
@@ -141,7 +142,7 @@ def test_a_per_pod_job_fires_once_per_tick_on_each_pod(zk: ZK, topo: Topology) -
 
 def test_failover_between_enqueue_and_state_write_enqueues_each_tick_once(
         zk: ZK, topo: Topology, cluster: Any, zk_root: str) -> None:
-    spec = pm.make_spec(periodic_app.job_a, MINUTE, per_pod=True, catch_up="once")
+    spec = pc.make_spec(periodic_app.job_a, MINUTE, per_pod=True, catch_up="once")
     names = topo.pod_names
     clock = FakeClock(T0 + 30)
     zk_a = ZK(cluster.topology.zookeeper, zk_root).start(10)
@@ -237,8 +238,8 @@ def test_a_sigkilled_leader_is_replaced_and_no_tick_is_doubled_or_lost(
 
 
 def test_catch_up_skip_and_once_after_a_gap_on_one_pod(zk: ZK, topo: Topology) -> None:
-    skip = pm.make_spec(periodic_app.job_a, MINUTE, catch_up="skip", grace=30)
-    once = pm.make_spec(periodic_app.job_b, MINUTE, catch_up="once", grace=30)
+    skip = pc.make_spec(periodic_app.job_a, MINUTE, catch_up="skip", grace=30)
+    once = pc.make_spec(periodic_app.job_b, MINUTE, catch_up="once", grace=30)
     clock = FakeClock(T0 + 5)
     term = make_term(zk)
     with routing(zk) as router:
@@ -270,7 +271,7 @@ def test_catch_up_skip_and_once_after_a_gap_on_one_pod(zk: ZK, topo: Topology) -
 
 def test_a_deposed_leader_advances_nothing_and_its_enqueue_is_not_doubled(
         zk: ZK, topo: Topology) -> None:
-    spec = pm.make_spec(periodic_app.job_a, MINUTE, per_pod=True)
+    spec = pc.make_spec(periodic_app.job_a, MINUTE, per_pod=True)
     names = topo.pod_names
     clock = FakeClock(T0 + 1)
     old = make_term(zk)
@@ -305,7 +306,7 @@ def test_a_deposed_leader_advances_nothing_and_its_enqueue_is_not_doubled(
 def test_a_pod_whose_redis_is_down_is_skipped_and_the_others_go_on(
         zk: ZK, topo: Topology, caplog: pytest.LogCaptureFixture, check_backends: bool) -> None:
     TopologyStore(zk).add_pod(Pod("p0", "redis://127.0.0.1:1/0", topo.pods[0].shard_url))
-    spec = pm.make_spec(periodic_app.job_a, MINUTE, per_pod=True)
+    spec = pc.make_spec(periodic_app.job_a, MINUTE, per_pod=True)
     clock = FakeClock(T0 + 1)
     term = make_term(zk)
     with routing(zk, check_backends) as router:  # unchecked: as `podjobs scheduler` makes it
@@ -349,7 +350,7 @@ def test_the_demo_reconciliation_reports_planted_inconsistencies_per_pod(
     client = connect(cluster.topology.zookeeper, zk_root)
     client.router.directory.wait_for(lambda d: d.tenant("shop-2") is not None, 10)
     podjobs.configure(client=client)  # the workers' jobs read the directory through it
-    spec = pm.make_spec(reconcile.reconcile, MINUTE, per_pod=True)
+    spec = pc.make_spec(reconcile.reconcile, MINUTE, per_pod=True)
     clock = FakeClock(T0 + 1)
     term = make_term(zk)
     workers = [Worker(RedisBackend(p.redis_url),

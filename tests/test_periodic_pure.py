@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 import podjobs
-from podjobs.errors import ConfigurationError
-from podjobs.scheduler import periodic as pm
-from podjobs.scheduler.periodic import (
+from podjobs import cron as pc
+from podjobs.cron import (
     Decision,
     choose_pod,
     count_ticks,
@@ -20,6 +19,7 @@ from podjobs.scheduler.periodic import (
     marker_ttl,
     next_tick,
 )
+from podjobs.errors import ConfigurationError
 
 
 def ts(s: str) -> int:
@@ -29,10 +29,10 @@ def ts(s: str) -> int:
 
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
-    before = set(pm.registered())
+    before = set(pc.registered())
     yield
-    for name in set(pm.registered()) - before:
-        pm.unregister(name)
+    for name in set(pc.registered()) - before:
+        pc.unregister(name)
 
 
 # -- cron helpers --------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_irregular_schedule_weekdays_only() -> None:
     d = decide(cron, fri, ts("2024-01-08T09:00:30"), "skip", 60)
     assert (d.enqueue, d.missed) == (ts("2024-01-08T09:00:00"), 0)  # the weekend has no ticks
     assert marker_ttl(cron, fri) == 2 * 3 * 86400  # the gap to Monday, twice
-    assert marker_ttl("* * * * * *", fri) == pm.MARKER_TTL_MIN
+    assert marker_ttl("* * * * * *", fri) == pc.MARKER_TTL_MIN
 
 
 def test_choose_pod_sticks_to_the_recorded_pod_while_it_is_active() -> None:
@@ -143,7 +143,7 @@ def test_periodic_registers_a_job_and_a_spec(clean_registry: None) -> None:
 
     assert isinstance(every5, podjobs.JobDef)
     assert (every5.name, every5.options.queue, every5.options.retries) == ("pure.every5", "low", 2)
-    spec = pm.registered()["pure.every5"]
+    spec = pc.registered()["pure.every5"]
     assert (spec.cron, spec.per_pod, spec.catch_up, spec.grace) == ("*/5 * * * *", True, "once", 5.0)
     assert spec.job is every5
     assert every5() == "ran"  # still an ordinary job
@@ -153,18 +153,18 @@ def test_periodic_on_an_existing_job_and_a_job_class(clean_registry: None) -> No
     @podjobs.job(name="pure.existing", queue="critical")
     def existing() -> None: ...
 
-    assert pm.periodic("0 * * * *")(existing) is existing
-    assert pm.registered()["pure.existing"].job.options.queue == "critical"
+    assert pc.periodic("0 * * * *")(existing) is existing
+    assert pc.registered()["pure.existing"].job.options.queue == "critical"
 
-    @pm.periodic("0 3 * * *", per_pod=True)
+    @pc.periodic("0 3 * * *", per_pod=True)
     class Nightly(podjobs.Job):
         job_name = "pure.nightly"
 
         def perform(self, ctx: podjobs.Context) -> None: ...
 
-    assert pm.registered()["pure.nightly"].job is Nightly.definition
+    assert pc.registered()["pure.nightly"].job is Nightly.definition
     with pytest.raises(ConfigurationError, match="takes no job options"):
-        pm.periodic("0 * * * *", queue="low")(existing)
+        pc.periodic("0 * * * *", queue="low")(existing)
 
 
 @pytest.mark.parametrize("bad", ["61 * * * *", "* * *", "", "every day", "0 0 30 2 *"])
@@ -183,4 +183,4 @@ def test_bad_options_are_refused(clean_registry: None) -> None:
 
     with pytest.raises(ConfigurationError, match="callable without arguments"):
         podjobs.periodic("* * * * *", name="pure.bad3")(needs_args)
-    assert not {"pure.bad1", "pure.bad2", "pure.bad3"} & set(pm.registered())
+    assert not {"pure.bad1", "pure.bad2", "pure.bad3"} & set(pc.registered())

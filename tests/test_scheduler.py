@@ -26,6 +26,7 @@ from podjobs.pods.topology import register_topology
 from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from podjobs.scheduler import status as status_mod
+from podjobs.scheduler.cli import pod_worker
 from podjobs.scheduler.leader import contenders, leader_info
 from podjobs.scheduler.migrate import close_zk_clients
 from podjobs.scheduler.runs import RunStore, shard_history
@@ -51,7 +52,7 @@ def shards(zk: ZK, pods: Topology) -> dict[str, str]:
 
 @pytest.fixture
 def workers(zk: ZK, shards: dict[str, str]) -> Iterator[list[PodWorker]]:
-    ws = [PodWorker(zk, name, fast_config(concurrency=2)) for name in sorted(shards)]
+    ws = [pod_worker(zk, name, fast_config(concurrency=2)) for name in sorted(shards)]
     for w in ws:
         w.start()
     yield ws

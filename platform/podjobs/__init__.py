@@ -9,11 +9,25 @@ The public API:
 
     podjobs.configure(redis_url="redis://127.0.0.1:6379/0")
     send_welcome.enqueue(42)
+
+This module is the library's face and runs before any podjobs module is imported, so at
+module level it imports only the core (import-linter contract "facade" in pyproject.toml).
+It reaches the layers above the core only in function bodies, each named in that
+contract: `IterationJob` (a lazy module attribute: `from podjobs import IterationJob`
+stays, without loading iteration, Redis scripts and SQLAlchemy helpers for every
+`import podjobs`), `enqueue_all_pods`, and the two hooks it installs into the core:
+`configure(zk=...)` connects through podjobs.pods.router, and a fenced `ctx.db` session
+is checked by podjobs.pods.fence.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from podjobs import client as _client
+from podjobs import context as _context
 from podjobs.backoff import constant, exponential
 from podjobs.client import Client, configure, get_client
 from podjobs.context import Context, current
+from podjobs.cron import periodic
 from podjobs.errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -26,8 +40,13 @@ from podjobs.errors import (
     UnknownPod,
     UnknownTenant,
 )
+from podjobs.invoke import Reenqueue
 from podjobs.jobs import Call, Delivery, Job, JobDef, JobHandle, job
 from podjobs.middleware import Middleware, SkipJob, add_middleware
+from podjobs.status import Created
+
+if TYPE_CHECKING:
+    from podjobs.iteration import IterationJob
 
 
 def enqueue(job: JobDef | type[Job], *args: object, tenant: str | None = None,
@@ -45,26 +64,39 @@ def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -
     return handles
 
 
+def _connect_zk(spec: str) -> Client:
+    """`configure(zk=spec)`: a client routing through the directory in ZooKeeper."""
+    from podjobs.pods.router import connect
+
+    client: Client = connect(spec)
+    return client
+
+
+def _fence_db(ctx: Context, session: Any) -> None:
+    """A tenant job's `ctx.db`: every commit checks the tenant's move fence."""
+    from podjobs.pods.fence import guard
+
+    assert ctx.shard_url is not None and ctx.tenant is not None
+    assert ctx.tenant_version is not None
+    guard(session, ctx.shard_url, ctx.tenant, ctx.tenant_version)
+
+
+_client.set_zk_connector(_connect_zk)
+_context.set_db_guard(_fence_db)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IterationJob":  # public since issue 5; loads podjobs.iteration on first use
+        from podjobs.iteration import IterationJob
+
+        return IterationJob
+    raise AttributeError(f"module 'podjobs' has no attribute {name!r}")
+
+
 __all__ = [
-    "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Delivery", "Job",
-    "JobDef", "JobHandle", "JobNotFound", "Middleware", "PayloadError", "PodjobsError", "SkipJob",
-    "UnknownJob", "add_middleware", "configure", "constant", "current", "exponential",
-    "get_client", "job", "enqueue", "enqueue_all_pods", "PodDraining", "TenantMoving",
-    "UnknownPod", "UnknownTenant",
+    "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Created",
+    "Delivery", "IterationJob", "Job", "JobDef", "JobHandle", "JobNotFound", "Middleware",
+    "PayloadError", "PodDraining", "PodjobsError", "Reenqueue", "SkipJob", "TenantMoving",
+    "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
+    "current", "enqueue", "enqueue_all_pods", "exponential", "get_client", "job", "periodic",
 ]
-
-from podjobs.invoke import Reenqueue  # noqa: E402
-
-__all__ += ["Reenqueue"]
-
-from podjobs.iteration import IterationJob  # noqa: E402
-
-__all__ += ["IterationJob"]
-
-from podjobs.status import Created  # noqa: E402
-
-__all__ += ["Created"]
-
-from podjobs.scheduler.periodic import periodic  # noqa: E402
-
-__all__ += ["periodic"]

@@ -6,6 +6,9 @@
    one round trip.
 3. Routing by tenant is delegated to a resolver (`podjobs.pods` installs one);
    without it a `tenant=` is recorded in the payload and the default pod used.
+4. `configure(zk=...)` (and `PODJOBS_ZK`) builds a pod-aware client with the ZooKeeper
+   connector the `podjobs` package installs (`set_zk_connector`: podjobs.pods.router's
+   `connect`); this module names no pods module.
 """
 
 from __future__ import annotations
@@ -25,7 +28,20 @@ from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encod
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
-    from podjobs.jobs import Call, JobDef, JobHandle
+    from podjobs.jobs import Call, JobDef
+
+@dataclass(slots=True)
+class JobHandle:
+    """What enqueue returns: the job's id and where it went."""
+
+    id: str
+    job: str
+    queue: str
+    pod: str | None = None
+    tenant: str | None = None
+    #: False when a unique enqueue found an identical job already pending
+    enqueued: bool = True
+
 
 @dataclass(frozen=True)
 class Target:
@@ -65,8 +81,6 @@ class Client:
     def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
                      delay: float | timedelta | None = None,
                      at: datetime | float | None = None) -> JobHandle:
-        from podjobs.jobs import JobHandle
-
         target = self._target(tenant, pod)
         pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
@@ -109,8 +123,6 @@ class Client:
     def enqueue_many(self, jd: JobDef, arg_sets: Sequence[tuple[Sequence[Any], dict[str, Any]]],
                      *, tenant: str | None = None, pod: str | None = None) -> list[JobHandle]:
         """Enqueue one job with many argument sets in one round trip (the bulk fast path)."""
-        from podjobs.jobs import JobHandle
-
         if jd.options.unique_for:
             raise ConfigurationError(
                 f"job {jd.name!r} is unique; enqueue it one at a time so duplicates are refused")
@@ -151,8 +163,6 @@ class Client:
     def enqueue_calls(self, calls: Sequence[Call], *, tenant: str | None = None,
                       pod: str | None = None) -> list[JobHandle]:
         """Enqueue many calls; one round trip per queue they use."""
-        from podjobs.jobs import JobHandle
-
         target = self._target(tenant, pod)
         pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
@@ -179,6 +189,14 @@ class Client:
 
 _default: Client | None = None
 _lock = threading.Lock()
+#: "hosts[/root]" -> a pod-aware Client; installed by podjobs/__init__.py
+_zk_connect: Callable[[str], Client] | None = None
+
+
+def set_zk_connector(connect: Callable[[str], Client] | None) -> None:
+    """Install what `configure(zk=...)` uses to make a pod-aware client."""
+    global _zk_connect
+    _zk_connect = connect
 
 
 def configure(redis_url: str | None = None, *, zk: str | None = None,
@@ -196,9 +214,10 @@ def configure(redis_url: str | None = None, *, zk: str | None = None,
     with _lock:
         if client is None:
             if zk is not None:
-                from podjobs.pods.router import connect
-
-                client = connect(zk)
+                if _zk_connect is None:
+                    raise ConfigurationError("configure(zk=...) needs podjobs.pods: no ZooKeeper "
+                                             "connector is installed")
+                client = _zk_connect(zk)
             elif redis_url is not None:
                 client = Client(RedisBackend(redis_url))
             else:

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _local = threading.local()
 _backends: dict[str, Any] = {}
 _log = logging.getLogger("podjobs.job")
+
+#: checks a job's new `db` session when the job was admitted under a tenant's directory
+#: version (`tenant_version`): the tenant-move fence of podjobs.pods, which the `podjobs`
+#: package installs (podjobs/__init__.py), so this module names no pods module
+DbGuard = Callable[["Context", Any], None]
+_db_guard: DbGuard | None = None
+
+
+def set_db_guard(guard: DbGuard | None) -> None:
+    """Install the check every fenced `ctx.db` session goes through (None removes it)."""
+    global _db_guard
+    _db_guard = guard
 
 
 class Context:
@@ -91,13 +104,15 @@ class Context:
                 raise RuntimeError(
                     f"job {self.job_name} has no shard: run the worker with --pod NAME so jobs "
                     f"get their pod's database")
-            from podjobs.pods.shards import session
+            from podjobs.db import session  # SQLAlchemy on first use, not at import
 
+            if self.tenant and self.tenant_version is not None and _db_guard is None:
+                raise RuntimeError(f"job {self.job_name} of tenant {self.tenant} was admitted "
+                                   f"under a tenant fence, but no db guard is installed")
             self._db = session(self.shard_url)
             if self.tenant and self.tenant_version is not None:
-                from podjobs.pods.fence import guard
-
-                guard(self._db, self.shard_url, self.tenant, self.tenant_version)
+                assert _db_guard is not None
+                _db_guard(self, self._db)
         return self._db
 
     def _finish_db(self, ok: bool) -> None:

@@ -22,6 +22,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from podjobs import backoff as backoff_mod
+from podjobs.client import JobHandle as JobHandle
+from podjobs.client import get_client
 from podjobs.errors import ConfigurationError, UnknownJob
 from podjobs.ids import new_id
 from podjobs.payload import check_value
@@ -58,19 +60,6 @@ class JobOptions:
     #: never run while a caller waits for it (the HTTP API answers 417 to a synchronous
     #: request); iteration jobs are asynchronous-only whatever this says
     async_only: bool = False
-
-
-@dataclass(slots=True)
-class JobHandle:
-    """What enqueue returns: the job's id and where it went."""
-
-    id: str
-    job: str
-    queue: str
-    pod: str | None = None
-    tenant: str | None = None
-    #: False when a unique enqueue found an identical job already pending
-    enqueued: bool = True
 
 
 class JobDef:
@@ -160,8 +149,6 @@ class JobDef:
                 pairs.append((item[0], dict(item[1])))
             else:
                 pairs.append((item, {}))
-        from podjobs.client import get_client
-
         return get_client().enqueue_many(self, pairs, tenant=tenant, pod=pod)
 
 
@@ -229,8 +216,6 @@ class Call:
 
     def enqueue(self, *, tenant: str | None = None, pod: str | None = None,
                 delay: float | timedelta | None = None, at: datetime | float | None = None) -> JobHandle:
-        from podjobs.client import get_client
-
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 
 

@@ -10,6 +10,11 @@
 Which Redis: `--redis URL`, or `--pod NAME` with the topology file written by
 `podjobs dev up` (`--topology`, default `$PODJOBS_TOPOLOGY` or var/topology.json),
 or `$PODJOBS_REDIS_URL`. Every listing takes `--json`.
+
+`--pod NAME` needs the topology in ZooKeeper, which the core does not know: the command
+line (podjobs.cli.build_parser) hands in, with `use_pods`, how to find a pod's Redis
+(podjobs.pods.cli.pod_redis_url) and how to run a pod's worker
+(podjobs.scheduler.cli.run_pod_worker: with the scheduler's migration job).
 """
 
 from __future__ import annotations
@@ -20,12 +25,32 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError
-from podjobs.ops import Inspector, age
 from podjobs.table import render
+
+if TYPE_CHECKING:  # Redis and the worker load in the commands, not for --help
+    from podjobs.ops import Inspector
+    from podjobs.worker import WorkerConfig
+
+#: (args) -> the Redis URL of pod `args.pod` (`use_pods`)
+_pod_redis: Callable[[argparse.Namespace], str] | None = None
+#: (zk flag, pod, config) -> runs that pod's worker until it stops (`use_pods`)
+_run_pod_worker: Callable[[str | None, str, WorkerConfig], None] | None = None
+
+
+def use_pods(pod_redis: Callable[[argparse.Namespace], str],
+             run_pod_worker: Callable[[str | None, str, WorkerConfig], None]) -> None:
+    """Give `--pod NAME` its meaning (installed by the `podjobs` command line)."""
+    global _pod_redis, _run_pod_worker
+    _pod_redis, _run_pod_worker = pod_redis, run_pod_worker
+
+
+def _no_pods() -> ConfigurationError:
+    return ConfigurationError("--pod needs podjobs.pods (run through the podjobs command line) "
+                              "or pass --redis URL")
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -40,11 +65,9 @@ def resolve_redis(args: argparse.Namespace) -> tuple[str, str | None]:
     if getattr(args, "redis", None):
         return args.redis, getattr(args, "pod", None)
     if getattr(args, "pod", None):
-        from podjobs.pods.cli import connect
-        from podjobs.pods.topology import TopologyStore
-
-        with connect(args) as zk:
-            return TopologyStore(zk).pod(args.pod).redis_url, args.pod
+        if _pod_redis is None:
+            raise _no_pods()
+        return _pod_redis(args), args.pod
     url = os.environ.get("PODJOBS_REDIS_URL")
     if url:
         return url, None
@@ -52,6 +75,9 @@ def resolve_redis(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _inspector(args: argparse.Namespace) -> Inspector:
+    from podjobs.backend import RedisBackend
+    from podjobs.ops import Inspector
+
     url, _ = resolve_redis(args)
     return Inspector(RedisBackend(url, check=False))
 
@@ -100,6 +126,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _zrows(rows: list[tuple[dict[str, Any], int]], args: argparse.Namespace, when: str) -> int:
+    from podjobs.ops import age
+
     if args.json:
         _print_json([{"score_ms": s, **d} for d, s in rows])
         return 0
@@ -134,6 +162,8 @@ def cmd_retries(args: argparse.Namespace) -> int:
 
 
 def cmd_job_show(args: argparse.Namespace) -> int:
+    from podjobs.ops import age
+
     found = _inspector(args).find_job(args.id)
     if args.json:
         _print_json(found.as_dict())
@@ -146,6 +176,7 @@ def cmd_job_show(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from podjobs.backend import RedisBackend
     from podjobs.worker import Worker, WorkerConfig
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
@@ -168,16 +199,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        max_jobs_per_child=args.max_jobs_per_child, max_memory_mb=args.max_memory_mb,
                        app_modules=apps)
     if args.pod and not args.redis:
-        from podjobs.pods.cli import resolve_zk_spec
-        from podjobs.pods.worker import PodWorker
-        from podjobs.pods.zk import DEFAULT_ROOT, ZK, parse_zk_spec
-
-        hosts, root = parse_zk_spec(resolve_zk_spec(args.zk))
-        zk = ZK(hosts, root=root or DEFAULT_ROOT).start(timeout=10)
-        try:
-            PodWorker(zk, args.pod, cfg).run()
-        finally:
-            zk.stop()
+        if _run_pod_worker is None:
+            raise _no_pods()
+        _run_pod_worker(args.zk, args.pod, cfg)
         return 0
     url, _ = resolve_redis(args)
     Worker(RedisBackend(url), cfg).run()

@@ -23,6 +23,10 @@ def fin(i: str, pid: int, t: float, amo: bool = False) -> Event:
     return Event("finish", i, pid=pid, mono=t, amo=amo)
 
 
+def walled(e: Event, wall: float) -> Event:
+    return Event(e.kind, e.job_id, pid=e.pid, mono=e.mono, wall=wall)
+
+
 CASES: list[tuple[str, list[Event], dict[str, Any], dict[str, int], str]] = [
     ("clean", [enq("a"), start("a", 1, 1), fin("a", 1, 2)], {},
      {"acknowledged": 1, "lost": 0, "twice": 0}, "PASS"),
@@ -82,6 +86,19 @@ CASES: list[tuple[str, list[Event], dict[str, Any], dict[str, int], str]] = [
      {"dead_writes": 2, "dead_malformed": 0}, {"poison": 1}, "FAIL"),
     ("poison that ran", [Event("poison", "p1"), start("p1", 1, 1), fin("p1", 1, 2)],
      {"dead_writes": 1, "dead_malformed": 1}, {"unexpected": 0, "poison_bad": 1}, "FAIL"),
+    ("held forever after a move", [enq("a"), enq("b"), start("a", 1, 1), fin("a", 1, 2)],
+     {"held": frozenset({"b"})}, {"held": 1, "lost": 1}, "FAIL"),
+    ("runs on the pod the tenant was placed on at the time",
+     [enq("a"), enq("b"), walled(start("a", 1, 1), 10.0), fin("a", 1, 2),
+      walled(start("b", 2, 3), 30.0), fin("b", 2, 4)],
+     {"pod_of_pid": {1: "p1", 2: "p2"}, "placement": [(0.0, "p1"), (20.0, None), (25.0, "p2")]},
+     {"misplaced": 0}, "PASS"),
+    ("a run on the old pod after the fence, one on the new pod before the flip",
+     [enq("a"), enq("b"), walled(start("a", 1, 1), 21.0), fin("a", 1, 2),
+      walled(start("b", 2, 3), 24.0), fin("b", 2, 4)],
+     {"pod_of_pid": {1: "p1", 2: "p2"}, "placement": [(0.0, "p1"), (20.0, None), (25.0, "p2")]},
+     {"misplaced": 2}, "FAIL"),
+    ("a note from the scenario", [], {"notes": ["the rollback exited 1"]}, {}, "FAIL"),
 ]
 
 

@@ -3,6 +3,8 @@ ledger ($PODJOBS_LEDGER_DIR; see ledger.py), whatever the worker or the fault.
 
 - `chaos.work(seconds)`: at-least-once, sleeps `seconds`;
 - `chaos.once(seconds)`: the same with delivery at_most_once;
+- `chaos.gate(path, timeout)`: at-least-once, runs until the file `path` exists (at most
+  `timeout` seconds): a scenario keeps a pod's executor slots busy until it opens the gate;
 - `chaos.count(n, seconds)`: an iteration job over 0..n-1; each item is one ledger entry
   with the id `JOBID:i` (items are checkpointed one by one, so an item runs twice only
   when a worker is cut off in it).
@@ -41,6 +43,14 @@ def once(ctx: Context, seconds: float = 0.0) -> None:
     with ledger().run_guard(ctx.job_id, amo=True, worker=ctx.worker_id or ""):
         if seconds:
             time.sleep(seconds)
+
+
+@podjobs.job(name="chaos.gate", queue="default", retries=5, backoff=podjobs.constant(0.05))
+def gate(ctx: Context, path: str, timeout: float = 30.0) -> None:
+    with ledger().run_guard(ctx.job_id):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class Count(IterationJob):

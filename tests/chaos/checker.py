@@ -21,14 +21,23 @@ Counts (`Report`):
   before the reap (its new generation may start anything it reserves afterwards);
 - slow_exits: SIGTERMed workers that took longer than the bound to exit;
 - poison: entries whose dead-set writes were not exactly one with reason malformed, or
-  that ran.
+  that ran;
+- held: jobs still held or staged for a tenant move at the end (held forever: nothing
+  will ever release them);
+- misplaced: runs that started on a pod the tenant's placement did not allow at that
+  (wall-clock) time: `placement` is a list of (from, pod or None = nowhere), sorted,
+  `pod_of_pid` says which pod each worker serves, `placed` which ids it is about (e.g. a job run on the old pod after
+  the move's fence, or on the new pod before the flip);
+- notes: what the scenario itself saw go wrong (a recovery command that failed, a move
+  record left behind); each is a failure.
 The verdict is PASS when every target holds: no lost, stranded, unexpected, zombie rerun,
-at_most_once run twice, slow exit or costly poison; duplicates and overlaps fail only in
-scenarios that do not admit them.
+at_most_once run twice, slow exit, costly poison, held job, misplaced run or note;
+duplicates and overlaps fail only in scenarios that do not admit them.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +60,11 @@ class Observation:
     dead_malformed: int = 0
     allow_duplicates: bool = False
     allow_overlap: bool = False
+    held: frozenset[str] = frozenset()
+    pod_of_pid: Mapping[int, str] = field(default_factory=dict)
+    placement: Sequence[tuple[float, str | None]] = ()
+    placed: frozenset[str] = frozenset()  # the ids `placement` is about (empty: all)
+    notes: Sequence[str] = ()
 
 
 @dataclass
@@ -65,6 +79,8 @@ class Report:
     zombie_reruns: int = 0
     poison: int = 0
     poison_bad: int = 0
+    held: int = 0
+    misplaced: int = 0
     exit_times: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -94,6 +110,22 @@ def _runs(events: Sequence[Event]) -> dict[str, list[tuple[float, float | None]]
 def _intersect(runs: list[tuple[float, float | None]]) -> bool:
     done = sorted((s, f) for s, f in runs if f is not None)
     return any(b[0] < a[1] for a, b in zip(done, done[1:], strict=False))
+
+
+def _misplaced(obs: Observation) -> list[str]:
+    """Ids of runs that started on a pod the placement did not allow at that time."""
+    if not obs.placement:
+        return []
+    starts = [t for t, _ in obs.placement]
+    out = set()
+    for e in obs.events:
+        pod = obs.pod_of_pid.get(e.pid)
+        if e.kind != "start" or pod is None or (obs.placed and e.job_id not in obs.placed):
+            continue
+        i = bisect_right(starts, e.wall) - 1
+        if i < 0 or obs.placement[i][1] != pod:
+            out.add(e.job_id)
+    return sorted(out)
 
 
 def check(obs: Observation) -> Report:
@@ -129,19 +161,24 @@ def check(obs: Observation) -> Report:
     poison_ran = sorted(i for i in poison if starts.get(i))
     r.lost, r.twice, r.overlapping, r.amo_twice = len(lost), len(twice), len(overlapping), len(amo_twice)
     r.stranded, r.unexpected, r.zombie_reruns = len(stranded), len(unexpected), len(zombie)
+    misplaced = _misplaced(obs)
+    r.held, r.misplaced = len(obs.held), len(misplaced)
     if poison:
         bad = len(poison) - min(obs.dead_writes, obs.dead_malformed)
         r.poison_bad = max(bad, abs(obs.dead_writes - len(poison))) + len(poison_ran)
     for name, ids in (("lost", lost), ("twice", twice), ("overlapping", overlapping),
                       ("amo_twice", amo_twice), ("stranded", stranded),
                       ("unexpected", unexpected), ("zombie_reruns", zombie),
-                      ("poison_ran", poison_ran)):
+                      ("poison_ran", poison_ran), ("held", sorted(obs.held)),
+                      ("misplaced", misplaced)):
         if ids:
             r.examples[name] = ids[:5]
 
     fails = r.failures
     for name, n in (("lost", r.lost), ("stranded", r.stranded), ("unexpected", r.unexpected),
-                    ("at_most_once run twice", r.amo_twice), ("zombie re-runs", r.zombie_reruns)):
+                    ("at_most_once run twice", r.amo_twice), ("zombie re-runs", r.zombie_reruns),
+                    ("held or staged at the end", r.held),
+                    ("runs on a pod the tenant was not placed on", r.misplaced)):
         if n:
             fails.append(f"{name}: {n}")
     if not obs.allow_duplicates:
@@ -160,4 +197,5 @@ def check(obs: Observation) -> Report:
                          f"reason malformed {obs.dead_malformed} (want one each)")
         if poison_ran:
             fails.append(f"poisoned entries that ran: {len(poison_ran)}")
+    fails.extend(obs.notes)
     return r

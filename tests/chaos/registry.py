@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.chaos import cluster_scenarios as cs
+from tests.chaos import move_scenarios as ms
 from tests.chaos import scenarios as ws
 
 
@@ -43,8 +44,9 @@ SPECS: list[Spec] = [
          cluster=True),
     Spec("scheduler_leader_sigstop", "SIGSTOP scheduler", cs.scheduler_leader_sigstop,
          quick=False, cluster=True),
-    # PLACEHOLDER (issue 11 item 8, tenant moves): kill -9 of `podjobs tenants move` at each
-    # recorded step, then --resume, and then --rollback; ledger over the tenant's queued,
-    # scheduled and held jobs; targets lost 0, twice 0, held-forever 0. Needs a step-crash
-    # hook in pods/moves.py, which another branch is rewriting: add the Spec once it lands.
+    # issue 11 item 8, tenant moves: kill -9 of `podjobs tenants move` at each crash point
+    # (pods/crashpoints.py), then --resume or --rollback; the quick subset runs one
+    *[Spec(f"move_kill9_{point}_{then}", "kill -9 mover", ms.scenario(point, then),
+           quick=(point, then) == ms.QUICK, cluster=True)
+      for point in ms.POINTS for then in ms.THEN],
 ]

@@ -116,3 +116,21 @@ def test_decode_bad_payloads(raw: bytes, reason: str) -> None:
 def test_inflight_field_is_the_id_or_a_digest(raw: bytes, field: str) -> None:
     got = payload.inflight_field(raw)
     assert got == field if not field.endswith(":") else got.startswith(field) and len(got) == 44
+
+
+def test_identity_renews_once_per_reap_and_registers_first() -> None:
+    from podjobs.identity import Identity
+
+    ident = Identity("h:1:tok")
+    registered: list[str] = []
+    assert ident.renew("h:1:tok", registered.append) and ident.id == "h:1:tok.2"
+    assert not ident.renew("h:1:tok", registered.append)  # a second thread saw the same reap
+    assert registered == ["h:1:tok.2"]
+
+    def down(_: str) -> None:
+        raise ConnectionError("redis down")
+
+    with pytest.raises(ConnectionError):
+        ident.renew("h:1:tok.2", down)
+    assert ident.id == "h:1:tok.2" and ident.generation == 2  # unchanged: tried again later
+    assert ident.renew("h:1:tok.2", registered.append) and ident.id == "h:1:tok.3"

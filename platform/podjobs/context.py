@@ -34,7 +34,7 @@ class Context:
     __slots__ = (
         "job_id", "job_name", "attempt", "queue", "enqueued_at_ms", "tenant", "pod",
         "worker_id", "payload", "_logger", "extras", "shard_url", "_db", "stopping",
-        "redis_url", "_backend", "tenant_version",
+        "redis_url", "_backend", "tenant_version", "claimed_at",
     )
 
     def __init__(
@@ -53,6 +53,7 @@ class Context:
         redis_url: str | None = None,
         backend: Any = None,
         tenant_version: int | None = None,
+        claimed_at: float = 0.0,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -76,6 +77,11 @@ class Context:
         #: the queue backend of the pod the job runs on (for checkpoints, progress)
         self.redis_url = redis_url
         self._backend = backend
+        #: time.monotonic() when the worker last confirmed, right before this run, that the
+        #: delivery was still its own (its generation not reaped); 0.0 outside a worker. A
+        #: worker paused after that check may start the job late: a duplicate of the kind
+        #: at-least-once admits (cut off mid-job), as the chaos suite's checker counts it
+        self.claimed_at = claimed_at
         #: the directory version of the tenant's entry under which this pod admitted the
         #: job; every commit of `db` checks the tenant's move fence against it (pods/fence.py)
         self.tenant_version = tenant_version

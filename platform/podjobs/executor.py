@@ -113,7 +113,8 @@ class Executor:
                  runner: Runner = invoke, pod: str | None = None, shard_url: str | None = None,
                  route: TenantRoute | None = None, stops: StopSignals | None = None,
                  interrupt: Callable[[], None] | None = None,
-                 current_id: Callable[[], str] | None = None) -> None:
+                 current_id: Callable[[], str] | None = None,
+                 may_start: Callable[[str], bool] | None = None) -> None:
         self.shard_url = shard_url
         self.route = route
         self.stops = stops if stops is not None else StopSignals()
@@ -124,6 +125,9 @@ class Executor:
         self.worker_id = worker_id
         #: the worker's current id: a settlement is retried only while it is its owner's
         self.current_id = current_id if current_id is not None else (lambda: self.worker_id)
+        #: the last check before a job reserved by worker id `owner` runs: is that id still
+        #: this worker's, and not reaped (the worker asks Redis after a pause)?
+        self.may_start: Callable[[str], bool] = may_start or (lambda owner: True)
         self._wait = threading.Event().wait
         self.acker = acker
         self.runner = runner
@@ -182,6 +186,15 @@ class Executor:
                       self.pod or data.get("pod"), self.worker_id, data, self.shard_url,
                       stopping, getattr(self.backend, "url", None), self.backend, tenant_version)
         try:
+            # stamped before the check: a pause after it makes a late start, never a wrong one
+            claimed = time.monotonic()
+            if in_flight and not self.may_start(self.worker_id):
+                # the generation that reserved it was reaped meanwhile (the thread was paused
+                # between the worker's first check and here): the job is back in its queue
+                log.warning("job %s from %s not started: worker %s was reaped meanwhile",
+                            jid, queue, self.worker_id)
+                return None
+            ctx.claimed_at = claimed
             out = self.runner(jd, ctx, data["args"], data["kwargs"])
         finally:
             self.stops.unregister(jid)

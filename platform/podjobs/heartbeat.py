@@ -47,9 +47,10 @@ class Heartbeat:
     def worker_id(self) -> str:
         return self.identity.id
 
-    def register(self) -> None:
+    def register(self, worker_id: str | None = None) -> None:
+        """Register this worker (or the next generation's id, see Identity.renew)."""
         sent = time.monotonic()
-        self.backend.heartbeat(self.identity.id, self.ttl_ms, True, self.info())
+        self.backend.heartbeat(worker_id or self.identity.id, self.ttl_ms, True, self.info())
         self.last_ok = sent
 
     def stale(self) -> bool:
@@ -70,8 +71,7 @@ class Heartbeat:
 
     def on_reaped(self, seen: str) -> None:
         """Redis refused id `seen` (reaped): move to the next generation and register it."""
-        if self.identity.renew(seen):
-            self.register()
+        self.identity.renew(seen, self.register)
 
     def confirm(self, stopping: threading.Event) -> bool:
         """After a pause: make sure this worker was not reaped meanwhile (one beat, shared by

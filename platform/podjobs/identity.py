@@ -9,7 +9,8 @@
    started, and a late ack or retry of such a job addresses that generation's (gone)
    in-flight hash, never the new one, even when the same job is reserved again here.
 3. `renew` takes the id the caller saw refused: several threads noticing the same reap
-   renew once.
+   renew once. The new id is registered in Redis before anyone can read it, so no thread
+   uses an id Redis does not know yet (a reserve with it would look like another reap).
 
 State machine (one worker process):
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("podjobs.worker")
 
@@ -32,14 +34,17 @@ class Identity:
         self.id = base
         self._lock = threading.Lock()
 
-    def renew(self, seen: str) -> bool:
-        """The id `seen` was found reaped: move to the next generation unless another
-        thread did already. True when this call renewed."""
+    def renew(self, seen: str, register: Callable[[str], None]) -> bool:
+        """The id `seen` was found reaped: `register` the next generation's id, then make it
+        current, unless another thread did already. True when this call renewed. When
+        `register` raises, nothing changes (the next caller that sees the reap tries again)."""
         with self._lock:
             if self.id != seen:
                 return False
+            nxt = f"{self.base}.{self.generation + 1}"
+            register(nxt)
             self.generation += 1
-            self.id = f"{self.base}.{self.generation}"
+            self.id = nxt
         log.warning("worker %s was reaped (paused past its heartbeat TTL; its jobs went back to "
                     "their queues); it goes on as %s", seen, self.id)
         return True

@@ -243,7 +243,7 @@ class Child:
                   "queue": ctx.queue, "enqueued_at_ms": ctx.enqueued_at_ms, "tenant": ctx.tenant,
                   "pod": ctx.pod, "worker_id": ctx.worker_id, "payload": ctx.payload,
                   "shard_url": ctx.shard_url, "redis_url": ctx.redis_url,
-                  "tenant_version": ctx.tenant_version}
+                  "tenant_version": ctx.tenant_version, "claimed_at": ctx.claimed_at}
         self.seq += 1
         fields["seq"] = self.seq
         if ctx.stopping.is_set():

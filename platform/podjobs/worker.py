@@ -232,7 +232,7 @@ class Worker:
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
                       shard_url=cfg.shard_url, route=cfg.route, stops=self.stops,
                       interrupt=child.interrupt if child is not None else None,
-                      current_id=lambda: self.identity.id)
+                      current_id=lambda: self.identity.id, may_start=self._may_start)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()
@@ -263,6 +263,12 @@ class Worker:
         finally:
             if child is not None:
                 child.close()
+
+    def _may_start(self, owner: str) -> bool:
+        """The executor's last check, right before a job runs (see _startable)."""
+        if self.heartbeat.stale():
+            self.heartbeat.confirm(self.stopping)
+        return owner == self.identity.id
 
     def _startable(self, item: Reserved) -> bool:
         """May this job start here? Not when it was reserved by a generation of this worker

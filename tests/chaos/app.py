@@ -33,14 +33,15 @@ def ledger() -> Ledger:
 
 @podjobs.job(name="chaos.work", queue="default", retries=5, backoff=podjobs.constant(0.05))
 def work(ctx: Context, seconds: float = 0.0) -> None:
-    with ledger().run_guard(ctx.job_id, worker=ctx.worker_id or ""):
+    with ledger().run_guard(ctx.job_id, worker=ctx.worker_id or "", claimed=ctx.claimed_at):
         if seconds:
             time.sleep(seconds)
 
 
 @podjobs.job(name="chaos.once", queue="default", delivery="at_most_once")
 def once(ctx: Context, seconds: float = 0.0) -> None:
-    with ledger().run_guard(ctx.job_id, amo=True, worker=ctx.worker_id or ""):
+    with ledger().run_guard(ctx.job_id, amo=True, worker=ctx.worker_id or "",
+                            claimed=ctx.claimed_at):
         if seconds:
             time.sleep(seconds)
 

@@ -16,9 +16,11 @@ Counts (`Report`):
 - amo_twice: an at_most_once job started more than once;
 - stranded: in an in-flight hash in both end snapshots and not running in a live process;
 - unexpected: finished but never enqueued (nor pushed raw by the scenario);
-- zombie_reruns: jobs a paused worker started after it resumed under a worker id
-  (generation) that had been reaped during the pause: it must not start what it reserved
-  before the reap (its new generation may start anything it reserves afterwards);
+- zombie_reruns: jobs a paused worker decided to start (its last ownership check,
+  ctx.claimed_at; else the start itself) after it resumed, under a worker id (generation)
+  that had been reaped during the pause: it must not start what it reserved before the reap
+  (its new generation may start anything it reserves afterwards; a start decided before the
+  pause and recorded after it is a worker cut off mid-job, a duplicate at-least-once admits);
 - slow_exits: SIGTERMed workers that took longer than the bound to exit;
 - poison: entries whose dead-set writes were not exactly one with reason malformed, or
   that ran;
@@ -157,7 +159,7 @@ def check(obs: Observation) -> Report:
     unexpected = sorted(i for i in finishes if i not in sent and i not in poison)
     reaped = obs.zombie_reaped
     zombie = sorted({e.job_id for e in ev if e.kind == "start" and e.worker in reaped
-                     and e.mono >= reaped[e.worker]})
+                     and (e.claimed or e.mono) >= reaped[e.worker]})
     poison_ran = sorted(i for i in poison if starts.get(i))
     r.lost, r.twice, r.overlapping, r.amo_twice = len(lost), len(twice), len(overlapping), len(amo_twice)
     r.stranded, r.unexpected, r.zombie_reruns = len(stranded), len(unexpected), len(zombie)

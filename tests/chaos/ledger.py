@@ -42,6 +42,8 @@ class Event:
     ok: bool = True
     #: the worker id (with its generation) that reserved the job, on starts
     worker: str = ""
+    #: on starts: time.monotonic() of the worker's last ownership check (ctx.claimed_at)
+    claimed: float = 0.0
 
 
 class Ledger:
@@ -62,11 +64,13 @@ class Ledger:
         return self._fd
 
     def record(self, kind: str, job_id: str, *, amo: bool = False, overlap: bool = False,
-               ok: bool = True, worker: str = "") -> None:
+               ok: bool = True, worker: str = "", claimed: float = 0.0) -> None:
         line: dict[str, object] = {"e": kind, "id": job_id, "pid": os.getpid(),
                                    "ppid": os.getppid(), "m": time.monotonic(), "w": time.time()}
         if worker:
             line["wk"] = worker
+        if claimed:
+            line["ck"] = claimed
         if amo:
             line["amo"] = True
         if overlap:
@@ -76,7 +80,8 @@ class Ledger:
         os.write(self._file(), (json.dumps(line) + "\n").encode())
 
     @contextmanager
-    def run_guard(self, job_id: str, amo: bool = False, worker: str = "") -> Iterator[None]:
+    def run_guard(self, job_id: str, amo: bool = False, worker: str = "",
+                  claimed: float = 0.0) -> Iterator[None]:
         """Record start and finish around a run; the flock detects overlapping runs."""
         fd = os.open(self.dir / "locks" / job_id.replace("/", "_"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -85,7 +90,8 @@ class Ledger:
                 overlap = False
             except BlockingIOError:
                 overlap = True
-            self.record("start", job_id, amo=amo, overlap=overlap, worker=worker)
+            self.record("start", job_id, amo=amo, overlap=overlap, worker=worker,
+                        claimed=claimed)
             yield
             self.record("finish", job_id, amo=amo)
         finally:
@@ -104,7 +110,8 @@ def read(directory: str | Path) -> list[Event]:
             out.append(Event(kind=d["e"], job_id=d["id"], pid=int(d.get("pid", 0)),
                              mono=float(d.get("m", 0.0)), wall=float(d.get("w", 0.0)),
                              amo=bool(d.get("amo", False)), overlap=bool(d.get("ov", False)),
-                             ok=bool(d.get("ok", True)), worker=str(d.get("wk", ""))))
+                             ok=bool(d.get("ok", True)), worker=str(d.get("wk", "")),
+                             claimed=float(d.get("ck", 0.0))))
     out.sort(key=lambda e: e.mono)
     return out
 

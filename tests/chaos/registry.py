@@ -32,6 +32,8 @@ SPECS: list[Spec] = [
     # before the fix of issue 11 item 1: 0-29 re-runs per run (a race on which thread wakes
     # first after SIGCONT)
     Spec("worker_sigstop_zombie", "SIGSTOP worker", ws.worker_sigstop_zombie),
+    Spec("worker_sigstop_zombie_process", "SIGSTOP worker", ws.worker_sigstop_zombie_process,
+         quick=False),
     Spec("worker_sigterm_thread", "SIGTERM worker", ws.worker_sigterm_thread),
     Spec("worker_sigterm_process", "SIGTERM worker", ws.worker_sigterm_process),
     Spec("redis_kill9_aof", "kill -9 Redis", ws.redis_kill9_aof),

@@ -88,9 +88,19 @@ def _zombie_inflight(h: Harness, pid: int) -> set[str]:
 def worker_sigstop_zombie(base: Path, size: Size) -> Observation:
     """A worker with jobs buffered is paused past its heartbeat TTL, reaped, resumed; a few
     cycles (the re-runs after a resume depend on which thread wakes first)."""
+    return _zombie(base, size, "thread", 16)
+
+
+def worker_sigstop_zombie_process(base: Path, size: Size) -> Observation:
+    """The same with process isolation: only the worker (the parent) is paused; its children
+    finish what they run and wait for it."""
+    return _zombie(base, size, "process", 4)
+
+
+def _zombie(base: Path, size: Size, isolation: str, concurrency: int) -> Observation:
     cycles = 3 if size.runs == 1 else 6
     with Harness(base) as h:
-        zombie = h.spawn("--prefetch", "64", concurrency=16)
+        zombie = h.spawn("--prefetch", "64", concurrency=concurrency, isolation=isolation)
         wait_until(lambda: h.r.scard(keys.WORKERS) == 1, 20, "the first worker to register")
         ids = h.enqueue_many(app.work, 150 * cycles, 0.2)
         h.spawn(concurrency=4)

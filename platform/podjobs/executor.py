@@ -191,8 +191,8 @@ class Executor:
             if in_flight and not self.may_start(self.worker_id):
                 # the generation that reserved it was reaped meanwhile (the thread was paused
                 # between the worker's first check and here): the job is back in its queue
-                log.warning("job %s from %s not started: worker %s was reaped meanwhile",
-                            jid, queue, self.worker_id)
+                log.warning("job %s from %s not started: worker %s was reaped meanwhile (or "
+                            "is stopping without an answer from Redis)", jid, queue, self.worker_id)
                 return None
             ctx.claimed_at = claimed
             out = self.runner(jd, ctx, data["args"], data["kwargs"])

@@ -265,19 +265,18 @@ class Worker:
                 child.close()
 
     def _may_start(self, owner: str) -> bool:
-        """The executor's last check, right before a job runs (see _startable)."""
-        if self.heartbeat.stale():
-            self.heartbeat.confirm(self.stopping)
+        """The executor's last check, right before a job reserved by `owner` runs: not when
+        that generation of this worker was reaped since (the job went back to its queue and
+        may run elsewhere). When the last confirmed heartbeat is too old to vouch for that (a
+        pause), Redis is asked first; an error asking is not a reap (heartbeat.confirm waits
+        for an answer). Stopping without an answer: not started, and stop() gives it back."""
+        if self.heartbeat.stale() and not self.heartbeat.confirm(self.stopping):
+            return False
         return owner == self.identity.id
 
     def _startable(self, item: Reserved) -> bool:
-        """May this job start here? Not when it was reserved by a generation of this worker
-        that was reaped since (it went back to its queue and may run elsewhere). When the
-        last confirmed heartbeat is too old to vouch for that (a pause), Redis is asked
-        first; an error asking is not a reap (heartbeat.confirm waits for an answer)."""
-        if item.owner == self.identity.id and self.heartbeat.stale():
-            if not self.heartbeat.confirm(self.stopping):
-                return True  # stopping: the caller gives it back
+        """A cheap first look before a job is decoded (no Redis): reserved by a generation
+        that is no longer current means reaped (see _may_start for the last check)."""
         if item.owner == self.identity.id:
             return True
         log.warning("job %s from %s not started: it was reserved by %s, which was reaped "

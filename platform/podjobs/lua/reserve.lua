@@ -8,7 +8,8 @@
 -- KEYS: triples in priority order: in-flight hash, queue list, wake list
 --       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME)
 -- KEYS[#KEYS - 1] workers set (pj:workers)
--- KEYS[#KEYS] the worker's last reservation (pj:rsv:WORKER): "request id|i:id,i:id,..."
+-- KEYS[#KEYS] the worker's last reservation (pj:rsv:WORKER): "request id|#i,id,id,#j,id,..."
+--            (#i: the 1-based queue index of the ids after it)
 -- ARGV[1] max number of jobs
 -- ARGV[2] worker id; a worker that is not in the workers set (it was reaped) gets nothing
 -- ARGV[3] request id (fresh per reservation; the same when asking again after a lost reply)
@@ -21,11 +22,16 @@ end
 local out = {}
 local last = redis.call('GET', KEYS[nk + 2])
 if last and string.sub(last, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then
-  for idx, id in string.gmatch(string.sub(last, #ARGV[3] + 2), '(%d+):([^,]+)') do
-    local p = redis.call('HGET', KEYS[(tonumber(idx) - 1) * 3 + 1], id)
-    if p then
-      out[#out + 1] = tonumber(idx)
-      out[#out + 1] = p
+  local idx = 1
+  for item in string.gmatch(string.sub(last, #ARGV[3] + 2), '[^,]+') do
+    if string.sub(item, 1, 1) == '#' then
+      idx = tonumber(string.sub(item, 2))
+    else
+      local p = redis.call('HGET', KEYS[(idx - 1) * 3 + 1], item)
+      if p then
+        out[#out + 1] = idx
+        out[#out + 1] = p
+      end
     end
   end
   return out
@@ -38,11 +44,12 @@ for i = 1, nk, 3 do
   if items then
     local args = {}
     local idx = (i + 2) / 3
+    taken[#taken + 1] = '#' .. idx
     for _, p in ipairs(items) do
       local id
       -- the id: 26 ASCII letters or digits right after '{"id":"' (as podjobs writes it)
-      if string.sub(p, 1, 7) == '{"id":"' and string.sub(p, 34, 34) == '"'
-          and string.find(p, '[^%w]', 8) == 34 then
+      local _, e = string.find(p, '^{"id":"%w+"')
+      if e == 34 then
         id = string.sub(p, 8, 33)
       else
         id = 'bad:' .. redis.sha1hex(p)
@@ -51,7 +58,7 @@ for i = 1, nk, 3 do
       args[#args + 1] = p
       out[#out + 1] = idx
       out[#out + 1] = p
-      taken[#taken + 1] = idx .. ':' .. id
+      taken[#taken + 1] = id
     end
     redis.call('HSET', KEYS[i], unpack(args))
     want = want - #items
@@ -61,7 +68,8 @@ for i = 1, nk, 3 do
     end
   end
 end
-if #taken > 0 then
-  redis.call('SET', KEYS[nk + 2], ARGV[3] .. '|' .. table.concat(taken, ','))
+if #out > 0 then
+  taken[1] = ARGV[3] .. '|' .. taken[1]
+  redis.call('SET', KEYS[nk + 2], table.concat(taken, ','))
 end
 return out

@@ -201,10 +201,6 @@ class Cluster:
     def topology(self) -> Topology:
         return Topology.load(self.topology_file)
 
-    def log_files(self) -> dict[str, Path]:
-        """'kind name' -> log file, for every recorded server."""
-        return {f"{s.kind} {s.name}": s.log_file for s in self.servers()}
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ from podjobs.ids import new_id
 
 from . import fence
 from .crashpoints import crash_point
-from .topology import Pod, TenantEntry, TenantState, TopologyStore
+from .topology import Pod, PodState, TenantEntry, TenantState, TopologyStore
 from .zk import ZK
 
 log = logging.getLogger("podjobs.moves")
@@ -137,7 +137,7 @@ class Mover:
         if entry.pod == to:
             raise ConfigurationError(f"tenant {tenant!r} already lives on pod {to}")
         dest = self.store.pod(to)
-        if dest.state != "active":
+        if dest.state != PodState.ACTIVE:
             raise ConfigurationError(f"pod {to} is {dest.state}; a tenant can only move to an active pod")
         if not self.jobs_only and not _hooks:
             raise ConfigurationError(

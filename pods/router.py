@@ -21,7 +21,7 @@ from podjobs.client import Client, Target
 from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
 
 from .directory import Directory
-from .topology import PodState
+from .topology import PodState, TenantState
 from .zk import ZK
 
 
@@ -57,7 +57,7 @@ class Router:
             if entry is None:
                 self.directory.pod_of(tenant)  # raises UnknownTenant with the full message
                 raise UnknownTenant(tenant)
-            if entry.state != "active":
+            if entry.state != TenantState.ACTIVE:
                 to = (entry.move or {}).get("to")
                 if not to:
                     raise TenantMoving(
@@ -85,13 +85,13 @@ class Router:
         if tenant is not None and pod is None:
             # fast path: an active tenant on a pod already checked at this directory version
             entry = d.tenant(tenant)
-            if entry is not None and entry.state == "active" and self._targets_version == version:
+            if entry is not None and entry.state == TenantState.ACTIVE and self._targets_version == version:
                 cached = self._targets.get(entry.pod)
                 if cached is not None:
                     return cached
         name = self.pod_for(tenant, pod)
         entry = d.tenant(tenant) if tenant is not None else None
-        hold = entry is not None and entry.state != "active"
+        hold = entry is not None and entry.state != TenantState.ACTIVE
         target = Target(name, self.backend(name), hold=hold)
         if not hold:
             if self._targets_version != version:

@@ -34,6 +34,7 @@ from podjobs.stops import StopSignals
 
 from .directory import Change
 from .router import Router
+from .topology import TenantState
 
 log = logging.getLogger("podjobs.tenantcheck")
 
@@ -69,7 +70,7 @@ class TenantCheck:
                 return Refuse("unknown_tenant",
                               f"tenant {tenant!r} is not in the directory; the job was not run on pod "
                               f"{self.pod}. Assign the tenant, then retry the job from the dead set")
-            if entry.state != "active":
+            if entry.state != TenantState.ACTIVE:
                 to = str((entry.move or {}).get("to") or entry.pod)
                 return Forward(to, hold=True)
             if entry.pod != self.pod:
@@ -101,7 +102,7 @@ class TenantCheck:
     def _on_change(self, change: Change) -> None:
         if change.kind == "tenant" and not change.removed:
             entry = self.router.directory.tenant(change.name)
-            if (self.stops is not None and entry is not None and entry.state != "active"
+            if (self.stops is not None and entry is not None and entry.state != TenantState.ACTIVE
                     and (entry.move or {}).get("from", entry.pod) == self.pod):
                 # long jobs of a tenant moving away checkpoint and put themselves back
                 self.stops.stop_tenant(change.name)
@@ -110,7 +111,7 @@ class TenantCheck:
     def _ack_if_moving(self, tenant: str) -> None:
         with self._lock:
             entry = self.router.directory.tenant(tenant)
-            if entry is None or entry.state == "active" or self._running.get(tenant):
+            if entry is None or entry.state == TenantState.ACTIVE or self._running.get(tenant):
                 return
             if (entry.move or {}).get("from", entry.pod) != self.pod:
                 return
@@ -123,7 +124,7 @@ class TenantCheck:
     def ack_all_moving(self) -> None:
         """Ack every tenant moving away from this pod whose jobs this worker is not running."""
         for tenant, entry in self.router.directory.tenants().items():
-            if entry.state != "active":
+            if entry.state != TenantState.ACTIVE:
                 try:
                     self._ack_if_moving(tenant)
                 except BackendUnavailable:

@@ -123,7 +123,7 @@ class Pod:
                 name=name,
                 redis_url=str(obj["redis_url"]),
                 shard_url=str(obj["shard_url"]),
-                state=PodState(obj.get("state", "active")),
+                state=PodState(obj.get("state", PodState.ACTIVE)),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc
@@ -159,7 +159,7 @@ class TenantEntry:
             return cls(
                 tenant=tenant,
                 pod=str(obj["pod"]),
-                state=TenantState(obj.get("state", "active")),
+                state=TenantState(obj.get("state", TenantState.ACTIVE)),
                 move=move,
                 version=version,
             )

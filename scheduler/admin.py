@@ -29,7 +29,8 @@ from podjobs.pods.zk import ZK
 
 from . import paths
 from .revisions import Revisions, current_revision, stamp
-from .runs import Run, RunState, RunStore, ensure_tables
+from .runs import RunStore, ensure_tables
+from .runstate import OPEN, STOPPED, Run, RunState, check, new_run, transition
 
 
 def _pods(zk: ZK, pod: str | None) -> list[str]:
@@ -49,7 +50,7 @@ def retry(zk: ZK, revision: str, pod: str | None = None) -> list[str]:
         run = store.get(p, revision)
         if run is None:
             continue
-        if run.state in (RunState.QUEUED, RunState.RUNNING):
+        if run.state in OPEN:
             raise PodjobsError(f"{revision} is {run.state.value} on {p}: nothing to retry; "
                                f"cancel it first if it is stuck")
         if run.state == RunState.COMPLETE:
@@ -57,12 +58,12 @@ def retry(zk: ZK, revision: str, pod: str | None = None) -> list[str]:
         if run.backfill_job:
             # the schema step is on the shard, only its backfill failed: run a new backfill
             # (the leader enqueues it: see MigrationsDuty._backfill_vanished)
-            run.state, run.error, run.finished_at = RunState.RUNNING, "", None
-            run.backfill_job, run.cancel_requested = new_id(), False
-            run.extra = {k: v for k, v in run.extra.items() if k != "progress"}
-            run.extra["backfill_queued_at"] = 1.0  # long ago: enqueue on the next tick
-            store.update(run)
+            extra = {k: v for k, v in run.extra.items() if k != "progress"}
+            extra["backfill_queued_at"] = 1.0  # long ago: enqueue on the next tick
+            store.update(transition(run, RunState.RUNNING, now=time.time(), error="",
+                                    backfill_job=new_id(), cancel_requested=False, extra=extra))
         else:
+            check(run.state, None, f"migration run {revision} on {p}")
             store.delete(run)
         cleared.append(p)
     halted = revision in store.halts()
@@ -77,7 +78,7 @@ def _still_failed(zk: ZK, store: RunStore, revision: str) -> list[str]:
     """Pods where `revision` is failed or cancelled (the halt stays while there are any)."""
     return [p for p in TopologyStore(zk).pod_names()
             if (r := store.get(p, revision)) is not None
-            and r.state in (RunState.FAILED, RunState.CANCELLED)]
+            and r.state in STOPPED]
 
 
 def cancel(zk: ZK, revision: str, pod: str | None = None) -> dict[str, str]:
@@ -87,14 +88,14 @@ def cancel(zk: ZK, revision: str, pod: str | None = None) -> dict[str, str]:
     for p in _pods(zk, pod):
         for _ in range(5):
             run = store.get(p, revision)
-            if run is None or run.state not in (RunState.QUEUED, RunState.RUNNING):
+            if run is None or run.state not in OPEN:
                 break
             try:
                 if run.state == RunState.QUEUED:
-                    run.state, run.finished_at = RunState.CANCELLED, time.time()
-                    run.error = "cancelled by an operator before it started"
-                    store.update(run)
-                    out[p] = "cancelled"
+                    store.update(transition(
+                        run, RunState.CANCELLED, now=time.time(),
+                        error="cancelled by an operator before it started"))
+                    out[p] = RunState.CANCELLED.value
                 else:
                     run.cancel_requested = True
                     store.update(run)
@@ -117,7 +118,7 @@ def skip(zk: ZK, revision: str, pod: str, directory: str) -> Run:
         raise PodjobsError(f"a migration runner holds the lock of {pod}; wait or cancel it first")
     try:
         run = store.get(pod, revision)
-        if run is not None and run.state in (RunState.QUEUED, RunState.RUNNING):
+        if run is not None and run.state in OPEN:
             raise PodjobsError(f"{revision} is {run.state.value} on {pod}; cancel it first")
         url = TopologyStore(zk).pod(pod).shard_url
         with shards.engine(url).connect() as raw:
@@ -127,17 +128,17 @@ def skip(zk: ZK, revision: str, pod: str, directory: str) -> Run:
             if at != rev.down:
                 raise PodjobsError(f"shard {pod} is at {at or 'base'}; {revision} can only be "
                                    f"skipped from {rev.down or 'base'}")
+            check(None if run is None else run.state, RunState.COMPLETE,
+                  f"skipping migration run {revision} on {pod}")
             stamp(conn, revisions, revision)
         now = time.time()
         rec: dict[str, Any] = {"note": "skipped by an operator: stamped, not run"}
         if run is None:
-            run = Run(pod, revision, RunState.COMPLETE, queued_at=now, finished_at=now,
-                      skipped=True, extra=rec)
+            run = new_run(pod, revision, RunState.COMPLETE, now=now, skipped=True, extra=rec)
             store.create(run)
         else:
-            run.state, run.finished_at, run.skipped = RunState.COMPLETE, now, True
-            run.extra = dict(run.extra, **rec)
-            store.update(run)
+            store.update(transition(run, RunState.COMPLETE, now=now, skipped=True,
+                                    extra=dict(run.extra, **rec)))
         if not _still_failed(zk, store, revision):
             store.unhalt(revision)
         return run

@@ -58,7 +58,8 @@ from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
 from . import paths
 from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
-from .runs import Run, RunState, RunStore, ShardLog, ensure_tables
+from .runs import RunStore, ShardLog, ensure_tables
+from .runstate import OPEN, STOPPED, IllegalTransition, Run, RunState, transition
 from .shardlock import ShardLock, StaleFence, UnsupportedShard
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,16 @@ class _Watch:
 
 
 def _finish(store: RunStore, run: Run, state: RunState, error: str = "", **changes: Any) -> None:
-    """Write the final state, re-reading on a version conflict (an operator's cancel flag)."""
-    for _ in range(5):
-        run.state = state
-        run.error = error
-        run.finished_at = time.time() if state in (RunState.COMPLETE, RunState.FAILED,
-                                                  RunState.CANCELLED) else run.finished_at
-        for k, v in changes.items():
-            setattr(run, k, v)
+    """Write the state, re-reading on a version conflict (an operator's cancel flag). A record
+    that another writer moved to a state from which `state` is no transition is left as it is."""
+    for attempt in range(5):
+        try:
+            transition(run, state, now=time.time(), error=error, **changes)
+        except IllegalTransition as exc:
+            if attempt == 0:
+                raise
+            log.warning("%s: left as another writer made it", exc)
+            return
         try:
             store.update(run)
             break
@@ -146,7 +149,7 @@ def _finish(store: RunStore, run: Run, state: RunState, error: str = "", **chang
             if fresh is None:
                 return
             run = fresh
-    if state in (RunState.FAILED, RunState.CANCELLED):
+    if state in STOPPED:
         store.halt(run.revision, run.pod, error)
 
 
@@ -163,7 +166,7 @@ def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout:
         log.info("migration %s on %s: job %s is not the current run; nothing to do",
                  revision, pod, ctx.job_id)
         return {"result": "superseded"}
-    if run.state not in (RunState.QUEUED, RunState.RUNNING):
+    if run.state not in OPEN:
         return {"result": run.state.value}
     if ctx.stopping.is_set():  # a deploy stops this worker: let the next one start the revision
         raise Reenqueue(delay=0.0, reason="worker stopping")
@@ -195,8 +198,7 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                 directory: str, fence: int, steal_after: float,
                 lock_wait_timeout: int) -> dict[str, Any]:
     run = store.get(pod, revision)
-    if run is None or run.job_id != ctx.job_id or run.state not in (RunState.QUEUED,
-                                                                    RunState.RUNNING):
+    if run is None or run.job_id != ctx.job_id or run.state not in OPEN:
         return {"result": "superseded" if run is None or run.job_id != ctx.job_id
                 else run.state.value}
     worker = ctx.worker_id or ""
@@ -230,13 +232,13 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                              f"shard is at {at or 'base'}, the revision may be half applied: "
                              f"check the shard, then 'podjobs migrations retry' or 'skip'")
                     _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
-                    return {"result": "failed", "error": error}
+                    return {"result": RunState.FAILED.value, "error": error}
                 if at != rev.down:
                     raise _Permanent(f"shard {pod} is at {at or 'base'} but {revision} follows "
                                      f"{rev.down or 'base'}: run the revisions in between first")
-                run.state, run.started_at, run.worker, run.fence = (RunState.RUNNING, time.time(),
-                                                                    worker, fence)
-                store.update(run)
+                now = time.time()
+                store.update(transition(run, RunState.RUNNING, now=now, started_at=now,
+                                        worker=worker, fence=fence))
                 shard_log.start(revision, worker, ctx.job_id, fence)
                 slock.install()
                 log.info("migration %s on %s: running (fence %d)", revision, pod, fence)
@@ -250,7 +252,7 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
             return _start_backfill(ctx, store, run, pod, revision, call)
         _finish(store, run, RunState.COMPLETE)
         log.info("migration %s on %s: complete", revision, pod)
-        return {"result": "complete"}
+        return {"result": RunState.COMPLETE.value}
     except Exception as exc:
         if applied:
             # the revision is on the shard; recording it (or its backfill) failed: the job's
@@ -278,7 +280,7 @@ def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc:
     if ours and fresh is not None and fresh.state == RunState.QUEUED:
         if isinstance(exc, _Permanent | StaleFence | UnsupportedShard):
             _finish(store, fresh, RunState.FAILED, error)
-            return {"result": "failed", "error": error}
+            return {"result": RunState.FAILED.value, "error": error}
         # not started: say why in the record and let the job's retries try again (after the
         # last one the job is dead and the leader fails the run with this error)
         fresh.error = f"attempt {ctx.attempt + 1}: {error}"

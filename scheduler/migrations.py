@@ -40,7 +40,8 @@ from . import paths
 from .leader import NotLeader, Term
 from .revisions import Revisions, current_revision
 from .rollout import ShardView, plan
-from .runs import Run, RunState, RunStore, commit_error
+from .runs import RunStore, commit_error
+from .runstate import OPEN, Run, RunState, new_run, transition
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class MigrationsDuty:
             views.append(ShardView(name, cur, {r: run.state.value for r, run in runs[name].items()},
                                    known))
             for run in runs[name].values():
-                if run.state in (RunState.QUEUED, RunState.RUNNING):
+                if run.state in OPEN:
                     try:
                         self._look_after(term, run, pod.redis_url)
                     except (RedisError, BackendUnavailable) as exc:  # other pods go on
@@ -162,14 +163,15 @@ class MigrationsDuty:
         term.check()
         job_id = new_id()
         text = self._payload(pod, revision, job_id)
+        now, by = time.time(), str(term.identity["id"])
         if run is None:
-            run = Run(pod, revision, RunState.QUEUED, job_id=job_id, queued_at=time.time(),
-                      queued_by=str(term.identity["id"]), queued_term=term.fence)
+            run = new_run(pod, revision, RunState.QUEUED, now=now, job_id=job_id,
+                          queued_by=by, queued_term=term.fence)
             if not self.store.create(run, term.transaction()):
                 return
         else:
-            run.job_id, run.queued_at, run.attempts = job_id, time.time(), run.attempts + 1
-            run.queued_by, run.queued_term = str(term.identity["id"]), term.fence
+            transition(run, RunState.QUEUED, now=now, job_id=job_id, queued_at=now,
+                       attempts=run.attempts + 1, queued_by=by, queued_term=term.fence)
             try:
                 self.store.update(run, term.transaction())
             except BadVersionError:
@@ -223,7 +225,7 @@ class MigrationsDuty:
                                   f"the shard lock; the revision may be half applied")
 
     def _fail(self, term: Term, run: Run, error: str, state: RunState = RunState.FAILED) -> None:
-        run.state, run.error, run.finished_at = state, error, time.time()
+        transition(run, state, now=time.time(), error=error)
         try:
             self.store.update(run, term.transaction())
         except BadVersionError:
@@ -254,7 +256,7 @@ class MigrationsDuty:
         changed = run.extra.get("progress") != progress
         run.extra = dict(run.extra, progress=progress)
         if prog.state == State.SUCCEEDED:
-            run.state, run.finished_at = RunState.COMPLETE, time.time()
+            transition(run, RunState.COMPLETE, now=time.time())
             try:
                 self.store.update(run, term.transaction())
             except BadVersionError:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-OPEN = ("queued", "running")
+from .runstate import OPEN, STOPPED, RunState
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ShardView:
 
     pod: str
     current: str | None
-    #: revision -> run state ("queued", "running", "complete", "failed", "cancelled")
+    #: revision -> run state (a `RunState`, or its string)
     runs: Mapping[str, str] = field(default_factory=dict)
     #: False when the shard could not be read (it takes no decision)
     known: bool = True
@@ -53,7 +53,7 @@ def completed(order: Sequence[str], sv: ShardView, rev: str) -> bool:
     """The shard has `rev` applied and its record (if any) says complete."""
     if not sv.known or _index(order, sv.current) < _index(order, rev):
         return False
-    return sv.runs.get(rev, "complete") == "complete"
+    return sv.runs.get(rev, RunState.COMPLETE) == RunState.COMPLETE
 
 
 def plan(order: Sequence[str], shards: Sequence[ShardView], halted: set[str] | frozenset[str],
@@ -67,7 +67,8 @@ def plan(order: Sequence[str], shards: Sequence[ShardView], halted: set[str] | f
         pos = _index(order, sv.current)
         if pos + 1 >= len(order):
             continue
-        if sv.current is not None and sv.runs.get(sv.current, "complete") != "complete":
+        if sv.current is not None and \
+                sv.runs.get(sv.current, RunState.COMPLETE) != RunState.COMPLETE:
             continue
         nxt = order[pos + 1]
         if nxt in halted or nxt in sv.runs:
@@ -89,7 +90,7 @@ def wait_outcome(order: Sequence[str], shards: Sequence[ShardView],
             continue
         for rev in order[max(0, _index(order, sv.current)):t + 1]:
             state = sv.runs.get(rev)
-            if state in ("failed", "cancelled"):
+            if state in STOPPED:
                 reasons.append(f"{sv.pod}: {rev} {state}")
                 break
             if rev in halted and not completed(order, sv, rev):

@@ -1,14 +1,7 @@
 """Migration run records: one per (shard, revision), in ZooKeeper and on the shard.
 
-1. States follow Vitess Online DDL:
-
-       queued --a runner takes it--> running --schema step (and backfill) done--> complete
-       queued | running --error, lost lock--> failed --migrations retry--> (record removed,
-                                                        the leader queues it again)
-       queued | running --migrations cancel--> cancelled (a running one stops before its
-                                                          next step)
-       failed | cancelled | pending --migrations skip--> complete (skipped: stamped, not run)
-
+1. The record (`Run`) and its states (`RunState`, the machine and its one `transition()`)
+   are in runstate.py (pure); this module stores them.
 2. `RunStore(zk)` keeps the record the scheduler decides on, at
    migrations/runs/{pod}/{revision} (JSON, updated with version checks); and
    the halts at migrations/halts/{revision}: a failed revision is halted on
@@ -22,8 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
@@ -33,56 +24,10 @@ from sqlalchemy.engine import Connection
 from podjobs.pods.zk import ZK
 
 from . import paths
+from .runstate import Run, RunState
 
 SHARD_TABLE = "podjobs_migrations"
 FENCE_TABLE = "podjobs_migration_fence"
-
-
-class RunState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-OPEN = (RunState.QUEUED, RunState.RUNNING)
-
-
-@dataclass
-class Run:
-    pod: str
-    revision: str
-    state: RunState
-    job_id: str = ""
-    queued_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    worker: str = ""
-    error: str = ""
-    fence: int | None = None
-    #: which scheduler term queued it (for audits: a deposed leader queues nothing)
-    queued_by: str = ""
-    queued_term: int | None = None
-    attempts: int = 1
-    backfill_job: str = ""
-    skipped: bool = False
-    cancel_requested: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    version: int = -1
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("version")
-        d["state"] = self.state.value
-        return d
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any], version: int) -> Run:
-        known = {f for f in cls.__dataclass_fields__ if f != "version"}
-        kw = {k: v for k, v in obj.items() if k in known}
-        kw["state"] = RunState(kw.get("state", "queued"))
-        return cls(**kw, version=version)
 
 
 def commit_error(results: list[Any]) -> Exception | None:
@@ -211,8 +156,9 @@ class ShardLog:
     def start(self, revision: str, worker: str, job_id: str, fence: int) -> None:
         res = self.conn.execute(
             text(f"INSERT INTO {SHARD_TABLE} (revision, state, started, worker, job_id, fence)"
-                 " VALUES (:r, 'running', :t, :w, :j, :f)"),
-            {"r": revision, "t": time.time(), "w": worker, "j": job_id, "f": fence})
+                 " VALUES (:r, :s, :t, :w, :j, :f)"),
+            {"r": revision, "s": RunState.RUNNING.value, "t": time.time(), "w": worker,
+             "j": job_id, "f": fence})
         self.row_id = int(res.lastrowid)
 
     def finish(self, state: RunState, error: str = "") -> None:

@@ -76,12 +76,10 @@ class ShardLock:
         self.name = name
         self.steal_after = steal_after
         self.steps = 0
-        self.connection_id: int | None = None
         self._installed = False
 
     def acquire(self) -> None:
         c = self.conn
-        self.connection_id = int(c.execute(text("SELECT CONNECTION_ID()")).scalar_one())
         deadline = time.monotonic() + self.steal_after
         while True:
             got = c.execute(text("SELECT GET_LOCK(:n, 1)"), {"n": self.name}).scalar()

@@ -23,7 +23,8 @@ from podjobs.pods.zk import ZK
 from . import paths
 from .leader import leader_info
 from .rollout import ShardView, completed, wait_outcome
-from .runs import OPEN, RunState, RunStore
+from .runs import RunStore
+from .runstate import OPEN, STOPPED
 
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 
@@ -54,7 +55,7 @@ def collect(zk: ZK) -> dict[str, Any]:
         failures = [
             {"revision": r.revision, "state": r.state.value, "error": r.error,
              "at": r.finished_at, "worker": r.worker}
-            for r in runs.values() if r.state in (RunState.FAILED, RunState.CANCELLED)]
+            for r in runs.values() if r.state in STOPPED]
         shards.append({
             "pod": name, "pod_state": pod.state.value, "known": isinstance(seen, tuple) and "current" in info,
             "current": cur, "checked_at": info.get("checked_at"), "read_error": info.get("error") or None,

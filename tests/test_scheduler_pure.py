@@ -6,6 +6,16 @@ import pytest
 
 from podjobs.scheduler.leader import fence_of
 from podjobs.scheduler.rollout import ShardView, plan, wait_outcome, waves
+from podjobs.scheduler.runstate import (
+    TRANSITIONS,
+    IllegalTransition,
+    Run,
+    RunState,
+    allowed,
+    check,
+    new_run,
+    transition,
+)
 
 ORDER = ["a", "b", "c"]
 
@@ -79,3 +89,98 @@ def test_fence_is_the_lock_node_sequence_number() -> None:
     assert fence_of("/x/locks/p1/3f2a__lock__0000000042") == 42
     with pytest.raises(ValueError):
         fence_of("no-sequence")
+
+
+# -- a migration run's state machine (scheduler/runstate.py) ----------------------------
+
+Q, R, C, F, X = (RunState.QUEUED, RunState.RUNNING, RunState.COMPLETE, RunState.FAILED,
+                 RunState.CANCELLED)
+NONE = None  # no record
+
+#: every (from, to) of the machine in runstate's docstring; any other pair is refused
+LEGAL = {
+    (NONE, Q), (NONE, C),
+    (Q, Q), (Q, R), (Q, C), (Q, F), (Q, X),
+    (R, R), (R, C), (R, F), (R, X),
+    (F, R), (F, C), (F, NONE),
+    (X, R), (X, C), (X, NONE),
+}
+ALL: list[RunState | None] = [NONE, *RunState]
+
+
+@pytest.mark.parametrize("src,dst", [(s, d) for s in ALL for d in ALL])
+def test_the_transition_table_is_the_documented_machine(src: RunState | None,
+                                                        dst: RunState | None) -> None:
+    assert allowed(src, dst) == ((src, dst) in LEGAL)
+    if (src, dst) in LEGAL:
+        check(src, dst)
+    else:
+        with pytest.raises(IllegalTransition, match="is not a transition of a migration run"):
+            check(src, dst)
+
+
+def test_the_docstring_draws_exactly_the_table() -> None:
+    import re
+
+    import podjobs.scheduler.runstate as runstate
+
+    names: dict[str, RunState | None] = {"(none)": None, **{s.value: s for s in RunState}}
+    drawn = set()
+    for line in (runstate.__doc__ or "").splitlines():
+        m = re.match(r"\s*([a-z()| ]+?)\s+--.*-->\s*(\S+)", line)
+        if m:
+            drawn |= {(names[src.strip()], names[m.group(2)]) for src in m.group(1).split("|")}
+    assert drawn == LEGAL == {(s, d) for s, ds in TRANSITIONS.items() for d in ds}
+
+
+@pytest.mark.parametrize("src,dst,finished_before,finished_after", [
+    (Q, R, None, None),            # opens: untouched
+    (R, R, None, None),            # a backfill started
+    (Q, C, None, 50.0),            # final: stamped
+    (R, F, None, 50.0),
+    (Q, X, None, 50.0),
+    (F, R, 10.0, None),            # retry with a backfill: open again
+    (X, C, 10.0, 50.0),            # skip
+])
+def test_transition_applies_the_state_finished_at_and_the_changes(
+        src: RunState, dst: RunState, finished_before: float | None,
+        finished_after: float | None) -> None:
+    run = Run("p1", "a", src, finished_at=finished_before, version=3)
+    out = transition(run, dst, now=50.0, error="boom", worker="w1")
+    assert out is run
+    assert (run.state, run.finished_at, run.error, run.worker) == (dst, finished_after,
+                                                                   "boom", "w1")
+    assert run.version == 3  # the store bumps it when it writes
+
+
+@pytest.mark.parametrize("src,dst", [(C, R), (C, F), (F, X), (X, F), (R, Q), (F, F)])
+def test_an_illegal_transition_is_refused_naming_the_run_and_changes_nothing(
+        src: RunState, dst: RunState) -> None:
+    run = Run("p2", "b", src, error="before")
+    with pytest.raises(IllegalTransition) as exc:
+        transition(run, dst, now=1.0, error="after")
+    assert f"migration run b on p2: {src.value} -> {dst.value}" in str(exc.value)
+    assert (run.state, run.error) == (src, "before")
+
+
+def test_transition_refuses_fields_that_are_not_changeable() -> None:
+    with pytest.raises(TypeError, match="pod"):
+        transition(Run("p1", "a", Q), R, now=1.0, pod="p2")
+
+
+def test_new_run_is_the_transition_out_of_no_record() -> None:
+    run = new_run("p1", "a", Q, now=7.0, job_id="j1")
+    assert (run.state, run.queued_at, run.finished_at, run.job_id) == (Q, 7.0, None, "j1")
+    skipped = new_run("p1", "a", C, now=8.0, skipped=True)
+    assert (skipped.finished_at, skipped.skipped) == (8.0, True)
+    with pytest.raises(IllegalTransition, match=r"\(none\) -> running"):
+        new_run("p1", "a", R, now=1.0)
+
+
+def test_run_states_are_their_wire_strings() -> None:
+    assert [s.value for s in RunState] == ["queued", "running", "complete", "failed",
+                                           "cancelled"]
+    run = Run("p1", "a", F, error="x")
+    assert run.to_json()["state"] == "failed"
+    assert Run.from_json(run.to_json(), 4).state is F
+    assert Run.from_json({"pod": "p1", "revision": "a"}, 0).state is Q

@@ -2,8 +2,8 @@
 
 1. `Client(backend)` enqueues to one pod's backend; `configure(...)` sets the
    process-wide default that `job.enqueue(...)` uses (or `PODJOBS_REDIS_URL`).
-2. `enqueue_call` writes one job (now, later, unique), `enqueue_calls` many in
-   one round trip.
+2. `enqueue_call` writes one job (now, later, unique), `enqueue_many` many calls of one
+   job in one round trip.
 3. Routing by tenant is delegated to a resolver (`podjobs.pods` installs one);
    without it a `tenant=` is recorded in the payload and the default pod used.
 4. `configure(zk=...)` (and `PODJOBS_ZK`) builds a pod-aware client with the ZooKeeper
@@ -158,32 +158,6 @@ class Client:
             backend.hold(tenant, queue, [(h.id, t) for h, t in zip(handles, texts, strict=True)])
         else:
             backend.enqueue(queue, texts)
-        return handles
-
-    def enqueue_calls(self, calls: Sequence[Call], *, tenant: str | None = None,
-                      pod: str | None = None) -> list[JobHandle]:
-        """Enqueue many calls; one round trip per queue they use."""
-        target = self._target(tenant, pod)
-        pod_name, backend = target.pod, target.backend
-        now_ms = time.time_ns() // 1_000_000
-        by_queue: dict[str, list[str]] = {}
-        handles = []
-        for c in calls:
-            if c.job.options.unique_for:
-                raise ConfigurationError(
-                    f"job {c.job.name!r} is unique; enqueue it one at a time so duplicates are refused")
-            if c.track is not None:
-                raise ConfigurationError(
-                    f"job {c.job.name!r} is tracked; enqueue it one at a time so it gets its status record")
-            p = c.payload(now_ms, tenant, pod_name)
-            by_queue.setdefault(c.queue_name, []).append(encode(p, self.max_payload_bytes))
-            handles.append(JobHandle(p["id"], c.job.name, c.queue_name, pod_name, tenant))
-        for q, texts in by_queue.items():
-            if target.hold and tenant is not None:
-                ids = [h.id for h in handles if h.queue == q]
-                backend.hold(tenant, q, list(zip(ids, texts, strict=True)))
-            else:
-                backend.enqueue(q, texts)
         return handles
 
 

@@ -57,10 +57,3 @@ def _make(url: str) -> Engine:
 
 def session(url: str) -> Session:
     return Session(engine(url))
-
-
-def dispose_all() -> None:
-    with _lock:
-        for e in _engines.values():
-            e.dispose()
-        _engines.clear()

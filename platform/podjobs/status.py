@@ -76,9 +76,6 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
-FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
-
-
 @dataclass(frozen=True, slots=True)
 class Created:
     """Return this from a job to declare the resource it created:

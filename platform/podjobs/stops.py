@@ -51,7 +51,3 @@ class StopSignals:
         with self._lock:
             items = [v for v in self._running.values() if v[0] == tenant]
         return self._fire(items)
-
-    def running_tenants(self) -> set[str]:
-        with self._lock:
-            return {t for t, _, _ in self._running.values() if t is not None}

@@ -7,12 +7,14 @@
    the JSON format written by `podjobs dev up`:
    {"zookeeper": "127.0.0.1:PORT", "db": "sqlite",
     "pods": [{"name": "p1", "redis_url": "redis://...", "shard_url": "sqlite:///..."}]}
+4. `format_topology(topology)`: the table `podjobs dev up` prints (`format_table`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,21 @@ class Topology:
         tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         tmp.replace(p)
         return p
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def format_topology(topology: Topology) -> str:
+    rows = [[p.name, p.redis_url, p.shard_url] for p in topology.pods]
+    table = format_table(["pod", "redis", "shard"], rows)
+    return f"{table}\n\nzookeeper  {topology.zookeeper}"

@@ -37,10 +37,11 @@ is known to every pod worker. One run:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, KazooException, LockTimeout
 from sqlalchemy import text
@@ -58,6 +59,10 @@ from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
 from . import paths
 from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
+
+if TYPE_CHECKING:
+    from podjobs.pods.worker import PodWorker
+    from podjobs.worker import WorkerConfig
 from .runs import Run, RunState, RunStore, ShardLog, ensure_tables
 from .shardlock import ShardLock, StaleFence, UnsupportedShard
 
@@ -341,3 +346,15 @@ def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
         lua_for(backend).run("iter_register", "record an iteration job",
                              [iter_keys.job(job_id), iter_keys.INDEX],
                              [job_id, call.job.name, p["queue"], ""])
+
+
+def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
+    """A pod's worker that also runs this migration job (`podjobs.migrate`), in
+    process-isolation children too: what `podjobs worker --pod` runs. (The pods package
+    knows nothing of the scheduler; this is where the two meet.)"""
+    from podjobs.pods.worker import PodWorker
+
+    apps = list(config.app_modules)
+    if __name__ not in apps:
+        apps.append(__name__)
+    return PodWorker(zk, pod, dataclasses.replace(config, app_modules=apps))

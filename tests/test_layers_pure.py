@@ -11,7 +11,7 @@ import podjobs
 
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "uvicorn")  # kazoo: the pods commands still load it (~10 ms)
 ABOVE_CORE = ("podjobs.pods", "podjobs.scheduler", "podjobs.iteration", "podjobs.api",
-              "podjobs.infra", "podjobs.cli")
+              "podjobs.infra", "podjobs.surface", "podjobs.cli")
 
 
 def loaded_after(code: str) -> list[str]:

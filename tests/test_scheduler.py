@@ -26,9 +26,8 @@ from podjobs.pods.topology import register_topology
 from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from podjobs.scheduler import status as status_mod
-from podjobs.scheduler.cli import pod_worker
 from podjobs.scheduler.leader import contenders, leader_info
-from podjobs.scheduler.migrate import close_zk_clients
+from podjobs.scheduler.migrate import close_zk_clients, pod_worker
 from podjobs.scheduler.runs import RunStore, shard_history
 from tests.apps import migration_probe
 from tests.helpers import REPO, fast_config, stop_proc, wait_until

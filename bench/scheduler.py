@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.topology import register_topology
 from podjobs.pods.zk import ZK
 from podjobs.scheduler.leader import leader_info

@@ -59,7 +59,7 @@ import podjobs
 from podjobs import cli, keys
 from podjobs.backend import RedisBackend
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.topology import Topology, format_topology
+from podjobs.infra.topofile import Topology, format_topology
 from podjobs.iteration import Progress, State
 from podjobs.iteration.admin import Iterations
 from podjobs.ops import Inspector

@@ -61,7 +61,7 @@ from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
 
 if TYPE_CHECKING:
-    from podjobs.pods.worker import PodWorker
+    from podjobs.pods.podworker import PodWorker
     from podjobs.worker import WorkerConfig
 from .runs import Run, RunState, RunStore, ShardLog, ensure_tables
 from .shardlock import ShardLock, StaleFence, UnsupportedShard
@@ -336,7 +336,7 @@ def _start_backfill(ctx: Any, store: RunStore, run: Run, pod: str, revision: str
 def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
     """Enqueue a revision's backfill on `backend` (the pod's Redis) with the id `job_id`, and
     register it as an iteration job (so its progress is readable from the start)."""
-    from podjobs.iteration import keys as iter_keys
+    from podjobs.iteration import iterkeys as iter_keys
     from podjobs.iteration.store import lua_for
 
     p = call.payload(time.time_ns() // 1_000_000, None, pod)
@@ -352,7 +352,7 @@ def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
     """A pod's worker that also runs this migration job (`podjobs.migrate`), in
     process-isolation children too: what `podjobs worker --pod` runs. (The pods package
     knows nothing of the scheduler; this is where the two meet.)"""
-    from podjobs.pods.worker import PodWorker
+    from podjobs.pods.podworker import PodWorker
 
     apps = list(config.app_modules)
     if __name__ not in apps:

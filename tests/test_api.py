@@ -28,8 +28,8 @@ import redis
 from podjobs import keys
 from podjobs.api.auth import digest
 from podjobs.infra.ports import free_port
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from tests.apps import api_app  # noqa: F401 - the workers run its jobs
 from tests.helpers import REPO, fast_config, stop_proc, wait_until

@@ -334,9 +334,9 @@ def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
 def test_a_forwarded_job_is_tracked_on_its_tenants_pod(cluster: Any, zk: Any, pods: Any) -> None:
     """A tracked job found on the wrong pod is forwarded with its record: queued on the
     tenant's pod (where DELETE cancels it), reason moved on the pod it left."""
+    from podjobs.pods.podworker import PodWorker
     from podjobs.pods.router import connect
     from podjobs.pods.topology import TopologyStore, register_topology
-    from podjobs.pods.worker import PodWorker
     from tests.helpers import fast_config
 
     register_topology(zk, pods)

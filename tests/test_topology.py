@@ -31,7 +31,7 @@ from kazoo.client import KazooClient
 
 from podjobs.errors import ConfigurationError, PodDraining, UnknownPod, UnknownTenant
 from podjobs.infra.ports import free_port
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.directory import Change, Directory
 from podjobs.pods.registration import WorkerRegistration, fleet
 from podjobs.pods.topology import (

@@ -45,7 +45,7 @@ from podjobs.errors import (
     UnknownPod,
     UnknownTenant,
 )
-from podjobs.iteration import keys as iter_keys
+from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
@@ -411,7 +411,7 @@ class Service:
         """What `podjobs migrations status --json` prints (read from ZooKeeper)."""
         from kazoo.exceptions import KazooException
 
-        from podjobs.scheduler.status import collect
+        from podjobs.scheduler.report import collect
 
         try:
             status: dict[str, Any] = collect(self.directory.zk)

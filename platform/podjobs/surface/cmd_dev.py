@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .options import DEFAULT_ROOT, Commands
 
 if TYPE_CHECKING:
-    from podjobs.infra.topology import Topology
+    from podjobs.infra.topofile import Topology
 
 DEFAULT_DIR = "var"
 DB_KINDS = ("sqlite", "mysql")  # podjobs.infra.cluster.DB_KINDS (not imported for --help)
@@ -39,7 +39,7 @@ def publish_topology(topology: Topology) -> str:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from podjobs.infra.cluster import Cluster
-    from podjobs.infra.topology import format_topology
+    from podjobs.infra.topofile import format_topology
 
     cluster = Cluster(args.dir)
     topology = cluster.up(
@@ -54,7 +54,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from podjobs.infra.cluster import Cluster
-    from podjobs.infra.topology import format_table
+    from podjobs.infra.topofile import format_table
 
     cluster = Cluster(args.dir)
     statuses = cluster.status()

@@ -9,8 +9,8 @@
     podjobs migrations skip REVISION --pod P --migrations DIR
         stamp the revision on one shard without running it (after a manual fix)
 
-scheduler.status (the report) and scheduler.admin (Alembic, SQLAlchemy) load in the
-commands that use them, not for --help.
+scheduler.report (status, wait) and scheduler.control (retry, cancel, skip: Alembic,
+SQLAlchemy) load in the commands that use them, not for --help.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ def _ago(t: float | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
-def _admin() -> Any:
-    from podjobs.scheduler import admin
+def _control() -> Any:
+    from podjobs.scheduler import control
 
-    return admin
+    return control
 
 
-def _status() -> Any:
-    from podjobs.scheduler import status
+def _report() -> Any:
+    from podjobs.scheduler import report
 
-    return status
+    return report
 
 
 # -- migrations ---------------------------------------------------------------------
@@ -49,7 +49,7 @@ def _status() -> Any:
 
 def cmd_migrations_status(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        st = _status().collect(zk)
+        st = _report().collect(zk)
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True, default=str))
         return 0
@@ -79,14 +79,14 @@ def cmd_migrations_wait(args: argparse.Namespace) -> int:
 
     code: int
     with connect(args) as zk:
-        code, line = _status().wait(zk, args.revision, args.timeout, args.interval, progress)
+        code, line = _report().wait(zk, args.revision, args.timeout, args.interval, progress)
     print(line, flush=True)
     return code
 
 
 def cmd_migrations_retry(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        cleared = _admin().retry(zk, args.revision, args.pod)
+        cleared = _control().retry(zk, args.revision, args.pod)
     print(f"{args.revision}: cleared on {', '.join(cleared) or 'no shard'}; halt lifted; the leader "
           f"queues it again")
     return 0
@@ -94,7 +94,7 @@ def cmd_migrations_retry(args: argparse.Namespace) -> int:
 
 def cmd_migrations_cancel(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        out = _admin().cancel(zk, args.revision, args.pod)
+        out = _control().cancel(zk, args.revision, args.pod)
     for p, what in sorted(out.items()):
         print(f"{p}: {what}")
     print(f"{args.revision} is halted; 'podjobs migrations retry {args.revision}' to go on")
@@ -103,7 +103,7 @@ def cmd_migrations_cancel(args: argparse.Namespace) -> int:
 
 def cmd_migrations_skip(args: argparse.Namespace) -> int:
     with connect(args) as zk:
-        _admin().skip(zk, args.revision, args.pod, args.migrations)
+        _control().skip(zk, args.revision, args.pod, args.migrations)
     print(f"{args.pod}: {args.revision} stamped as applied (not run)")
     return 0
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from podjobs.pods.registration import fleet
-from podjobs.pods.topology import Pod, PodState, TopologyStore, validate_name
+from podjobs.infra.topofile import Pod, PodState
 from podjobs.table import render
 
 from .options import Commands, connect, print_json, zk_options
@@ -26,6 +25,8 @@ from .options import Commands, connect, print_json, zk_options
 
 
 def cmd_pods_list(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
     with connect(args) as zk:
         pods = TopologyStore(zk).pods()
     if args.json:
@@ -39,6 +40,8 @@ def cmd_pods_list(args: argparse.Namespace) -> int:
 
 
 def cmd_pods_add(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore, validate_name
+
     pod = Pod(args.name, args.redis, args.shard)
     with connect(args) as zk:
         store = TopologyStore(zk)
@@ -55,6 +58,8 @@ def cmd_pods_add(args: argparse.Namespace) -> int:
 
 
 def cmd_pods_set_state(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
     with connect(args) as zk:
         pod = TopologyStore(zk).set_pod_state(args.name, args.state)
     if args.json:
@@ -68,6 +73,8 @@ def cmd_pods_set_state(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    from podjobs.pods.registration import fleet
+
     with connect(args) as zk:
         workers = fleet(zk)
     if args.pod:

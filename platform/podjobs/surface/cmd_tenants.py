@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterable
 
 from podjobs.errors import ConfigurationError
-from podjobs.pods.topology import TopologyStore, validate_name
 from podjobs.table import render
 
 from .options import Commands, connect, print_json, zk_options
@@ -30,6 +29,8 @@ from .options import Commands, connect, print_json, zk_options
 def read_assignments(lines: Iterable[str], source: str = "CSV") -> dict[str, str]:
     """tenant -> pod from "tenant,pod" lines (a "tenant,pod" header, blank lines and
     #-comments are skipped); `ConfigurationError` naming the line if one is wrong."""
+    from podjobs.pods.topology import validate_name
+
     out: dict[str, str] = {}
     for n, row in enumerate(csv.reader(lines), 1):
         cells = [c.strip() for c in row]
@@ -64,6 +65,8 @@ def _load_csv(path: str) -> dict[str, str]:
 
 
 def cmd_tenants_assign(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
     if args.file:
         if args.tenant or args.pod:
             raise ConfigurationError("give either TENANT POD or --file CSV, not both")
@@ -96,6 +99,8 @@ def cmd_tenants_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_where(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
     with connect(args) as zk:
         entry = TopologyStore(zk).where(args.tenant)
     if args.json:
@@ -112,6 +117,8 @@ def cmd_tenants_where(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_list(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
     with connect(args) as zk:
         entries = TopologyStore(zk).tenants(pod=args.pod)
     if args.json:

@@ -166,7 +166,7 @@ def resolve_zk_spec(flag: str | None = None) -> str:
         return env
     path = os.environ.get(ENV_TOPOLOGY) or DEFAULT_TOPOLOGY
     if os.path.exists(path):
-        from podjobs.infra.topology import Topology
+        from podjobs.infra.topofile import Topology
 
         zookeeper: str = Topology.load(path).zookeeper
         return zookeeper.rstrip("/") + DEFAULT_ROOT

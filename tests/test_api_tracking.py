@@ -247,7 +247,7 @@ def test_a_late_start_never_overwrites_what_happened_since(redis_url: str, r: re
 
 def test_a_paused_iteration_job_is_queued_not_succeeded_and_cancellable_once_resumed(
         redis_url: str, r: redis.Redis) -> None:
-    from podjobs.api.monitor import job_view
+    from podjobs.api.views import job_view
     from podjobs.iteration.admin import Iterations
 
     b = RedisBackend(redis_url)

@@ -51,7 +51,8 @@ from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
 
 from .auth import Principal
-from .monitor import EnqueueRequest, job_view, monitor_path, queued_view, valid_job_id
+from .body import EnqueueRequest
+from .views import job_view, monitor_path, queued_view, valid_job_id
 
 log = logging.getLogger("podjobs.api")
 

@@ -13,12 +13,12 @@ import pytest
 
 import podjobs
 from podjobs import status
-from podjobs.api.answers import final_answer, monitor_answer
-from podjobs.api.auth import Principal, TokenStore, digest, entry_for, parse_tokens
-from podjobs.api.body import BadRequest, EnqueueRequest, Unprocessable, parse_enqueue
-from podjobs.api.negotiation import Demand, Mode, parse_demand, refusal
-from podjobs.api.views import iso, job_view, valid_job_id
 from podjobs.errors import ConfigurationError
+from podjobs.surface.api.answers import final_answer, monitor_answer
+from podjobs.surface.api.auth import Principal, TokenStore, digest, entry_for, parse_tokens
+from podjobs.surface.api.body import BadRequest, EnqueueRequest, Unprocessable, parse_enqueue
+from podjobs.surface.api.negotiation import Demand, Mode, parse_demand, refusal
+from podjobs.surface.api.views import iso, job_view, valid_job_id
 
 # -- the enqueue body ---------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ import sys
 import podjobs
 
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "uvicorn")
-ABOVE_CORE = ("podjobs.pods", "podjobs.scheduler", "podjobs.iteration", "podjobs.api",
-              "podjobs.infra", "podjobs.surface", "podjobs.cli")
+ABOVE_CORE = ("podjobs.pods", "podjobs.scheduler", "podjobs.iteration", "podjobs.infra",
+              "podjobs.surface", "podjobs.cli")
 
 
 def loaded_after(code: str) -> list[str]:

@@ -16,6 +16,8 @@ The top layer (above the scheduler, pods, iteration and infra; see pyproject's
         cmd_api          api (serve the HTTP API), api token
     options.py       the registration point (`Commands`) and the shared options
                      (which Redis, which ZooKeeper, --app, --json)
+    api/             the HTTP API (FastAPI), served by cmd_api; it imports no command
+                     module (import-linter contract "http")
 
 The program itself, `podjobs` = `python -m podjobs.cli`, is podjobs/cli.py: it lists
 the command modules (its `COMMANDS`) and runs the chosen command.

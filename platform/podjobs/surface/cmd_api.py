@@ -4,7 +4,7 @@
     podjobs api token --tenant shop-17        (or --operator) prints a token and its file entry
 
 ZooKeeper: `--zk`, else `$PODJOBS_ZK`, else the topology file of `podjobs dev up`. Tokens:
-`--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.api.auth). With `--workers N`
+`--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.surface.api.auth). With `--workers N`
 N server processes each build the app and listen on their own SO_REUSEPORT socket.
 """
 
@@ -25,10 +25,10 @@ from .options import APP_HINT, Commands, app_modules, import_apps, resolve_zk_sp
 
 def build_app(settings_doc: dict[str, Any]) -> Any:
     """The FastAPI app from the JSON-able settings `cmd_api` made (also in uvicorn workers)."""
-    from podjobs.api.app import create_app
-    from podjobs.api.auth import TokenStore
-    from podjobs.api.service import Service, Settings
     from podjobs.pods.router import connect
+    from podjobs.surface.api.app import create_app
+    from podjobs.surface.api.auth import TokenStore
+    from podjobs.surface.api.service import Service, Settings
 
     doc = dict(settings_doc)
     zk, tokens_path = doc.pop("zk"), doc.pop("tokens")
@@ -50,8 +50,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         return cmd_token(args)
     import uvicorn
 
-    from podjobs.api.auth import TokenStore
-    from podjobs.api.service import Settings
+    from podjobs.surface.api.auth import TokenStore
+    from podjobs.surface.api.service import Settings
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -151,7 +151,7 @@ def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> Non
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from podjobs.api.auth import entry_for, new_token
+    from podjobs.surface.api.auth import entry_for, new_token
 
     if bool(args.tenant) == bool(args.operator):
         raise ConfigurationError("podjobs api token needs --tenant TENANT or --operator")

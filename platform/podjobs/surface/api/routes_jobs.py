@@ -16,14 +16,14 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from podjobs.api import models
-from podjobs.api.answers import accepted_answer, monitor_answer
-from podjobs.api.auth import Principal
-from podjobs.api.body import BadRequest, Unprocessable, parse_enqueue
-from podjobs.api.negotiation import Mode, parse_demand, refusal
-from podjobs.api.responses import answer, json_response, problem
-from podjobs.api.service import ApiError, Service, is_async_only, not_found_tenant
-from podjobs.api.waiting import wait_answer
+from podjobs.surface.api import models
+from podjobs.surface.api.answers import accepted_answer, monitor_answer
+from podjobs.surface.api.auth import Principal
+from podjobs.surface.api.body import BadRequest, Unprocessable, parse_enqueue
+from podjobs.surface.api.negotiation import Mode, parse_demand, refusal
+from podjobs.surface.api.responses import answer, json_response, problem
+from podjobs.surface.api.service import ApiError, Service, is_async_only, not_found_tenant
+from podjobs.surface.api.waiting import wait_answer
 
 EXPECT_DOC = ("`202-accepted`: asynchronous only (202 at once). `200-ok`, `201-created` or "
               "`204-no-content`: synchronous: the final answer within `Prefer: wait=N` (or the "

@@ -5,8 +5,8 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from podjobs.api import models
-from podjobs.api.answers import Answer
+from podjobs.surface.api import models
+from podjobs.surface.api.answers import Answer
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 

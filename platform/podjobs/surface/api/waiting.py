@@ -14,12 +14,12 @@ from typing import Any
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from podjobs.api.answers import accepted_answer, final_answer
-from podjobs.api.auth import Principal
-from podjobs.api.negotiation import Demand, Mode
-from podjobs.api.responses import answer, json_response
-from podjobs.api.service import ApiError, Service
-from podjobs.api.views import FINAL_STATES
+from podjobs.surface.api.answers import accepted_answer, final_answer
+from podjobs.surface.api.auth import Principal
+from podjobs.surface.api.negotiation import Demand, Mode
+from podjobs.surface.api.responses import answer, json_response
+from podjobs.surface.api.service import ApiError, Service
+from podjobs.surface.api.views import FINAL_STATES
 
 log = logging.getLogger("podjobs.api")
 

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 
-from podjobs.api import models
-from podjobs.api.auth import Principal
-from podjobs.api.responses import json_response, problem
-from podjobs.api.service import Service
+from podjobs.surface.api import models
+from podjobs.surface.api.auth import Principal
+from podjobs.surface.api.responses import json_response, problem
+from podjobs.surface.api.service import Service
 
 
 def add_operator_routes(app: FastAPI, service: Service,

@@ -1,4 +1,4 @@
-"""podjobs.api: the HTTP API (issue 7).
+"""podjobs.surface.api: the HTTP API (issue 7).
 
 `podjobs api --host 127.0.0.1 --port 8080 --app MODULE --tokens FILE` serves it. Modules:
 `app` (`create_app`: authentication, error answers, the route groups), `routes_jobs`

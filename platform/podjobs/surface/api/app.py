@@ -25,11 +25,11 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from podjobs.api.auth import Principal, TokenStore
-from podjobs.api.responses import json_response
-from podjobs.api.routes_jobs import add_job_routes
-from podjobs.api.routes_ops import add_operator_routes
-from podjobs.api.service import ApiError, Service
+from podjobs.surface.api.auth import Principal, TokenStore
+from podjobs.surface.api.responses import json_response
+from podjobs.surface.api.routes_jobs import add_job_routes
+from podjobs.surface.api.routes_ops import add_operator_routes
+from podjobs.surface.api.service import ApiError, Service
 
 
 def create_app(service: Service, tokens: TokenStore, *,

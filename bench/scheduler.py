@@ -32,12 +32,11 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.topology import register_topology
 from podjobs.pods.zk import ZK
-from podjobs.scheduler.cli import pod_worker
 from podjobs.scheduler.leader import leader_info
-from podjobs.scheduler.migrate import close_zk_clients
+from podjobs.scheduler.migrate import close_zk_clients, pod_worker
 from podjobs.scheduler.runs import FENCE_TABLE, RunStore, ensure_tables
 from podjobs.scheduler.shardlock import ShardLock
 from podjobs.table import render

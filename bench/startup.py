@@ -30,7 +30,7 @@ CASES = {
     "podjobs worker --redis": "import podjobs.cli as c\nc.build_parser()\n"
                               "import podjobs.worker, podjobs.backend\n",
     "podjobs worker --pod": "import podjobs.cli as c\nc.build_parser()\n"
-                            "import podjobs.worker, podjobs.pods.worker, podjobs.scheduler.migrate\n",
+                            "import podjobs.worker, podjobs.pods.podworker, podjobs.scheduler.migrate\n",
 }
 REPORT = "import sys, json\nprint(json.dumps(sorted(sys.modules)))\n"
 

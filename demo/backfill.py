@@ -17,7 +17,7 @@ import sqlalchemy
 
 from demo.common import DemoFailed, heading, run_cli, spawn_worker, stop_workers
 from podjobs.backend import RedisBackend
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.iteration import Progress, State
 from podjobs.iteration.admin import Iterations
 from podjobs.ops import Inspector

@@ -9,7 +9,7 @@ import redis
 import sqlalchemy
 
 from demo.common import DemoFailed
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 
 
 def check(what: str, target: str, probe: Callable[[], str]) -> None:

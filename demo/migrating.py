@@ -14,7 +14,7 @@ import sqlalchemy
 
 from demo.common import REPO, DemoFailed, die_with_parent, heading, run_cli
 from demo.tenants import count_orders, orders_of, wait_rows
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.zk import ZK
 from podjobs.table import render
 

@@ -79,7 +79,7 @@ from demo.tenants import (
 )
 from podjobs.backend import RedisBackend
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.devcli import format_topology
+from podjobs.infra.topofile import format_topology
 from podjobs.ops import Inspector
 from podjobs.pods.router import PodClient
 from podjobs.pods.zk import ZK

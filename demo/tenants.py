@@ -12,7 +12,7 @@ import sqlalchemy
 import podjobs
 from demo.common import QUEUES, WORKLOAD_TIMEOUT, DemoFailed, heading
 from podjobs import keys
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.registration import fleet
 from podjobs.pods.router import PodClient
 from podjobs.pods.topology import TopologyStore, register_topology

@@ -38,7 +38,7 @@ from podjobs.errors import ConfigurationError
 from . import binaries
 from .ports import HOST, check_port_free, free_port
 from .servers import SERVER_KINDS, Server, ServerFailed, ZooKeeperServer
-from .topology import PodInfo, Topology
+from .topofile import Pod, Topology
 
 STATE_VERSION = 1
 DB_KINDS = ("sqlite", "mysql")
@@ -375,7 +375,7 @@ class Cluster:
         return Topology(
             zookeeper=zk.address,
             pods=[
-                PodInfo(name=p, redis_url=r.address, shard_url=u)
+                Pod(name=p, redis_url=r.address, shard_url=u)
                 for p, r, u in zip(pods, redis, shard_urls, strict=True)
             ],
             db=db,

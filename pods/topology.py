@@ -3,12 +3,13 @@
 1. Layout under the ZK root (JSON nodes):
        pods/{name}       {"name", "redis_url", "shard_url", "state": "active"|"draining"}
        tenants/{tenant}  {"pod", "state": "active"|"moving", "move": {...} (optional)}
-2. `Pod`, `PodState`, `TenantEntry`, `TenantState`: the values, with their JSON form.
+2. `TenantEntry`, `TenantState`: the values, with their JSON form; `Pod` and `PodState`
+   are infra.topofile's (one type for the topology file and ZooKeeper), re-exported.
 3. `TopologyStore(zk)`: the write side and direct reads: `add_pod`,
    `set_pod_state`, `pods`, `pod`, `assign`, `assign_many` (one ZooKeeper
    transaction per chunk), `where`, `tenant`, `tenants`, `set_tenant`
    (compare-and-set on the node version, for tenant moves).
-4. `register_topology(zk, topology)`: put the pods of an `infra.topology.Topology`
+4. `register_topology(zk, topology)`: put the pods of an `infra.topofile.Topology`
    into ZooKeeper (used by `podjobs dev up`).
 5. `validate_name`, `unknown_tenant`, `TopologyConflict`.
 The read side, cached and watched, is `Directory` in directory.py (re-exported here).
@@ -39,11 +40,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError, PodDraining, PodjobsError, UnknownPod, UnknownTenant
+from podjobs.infra.topofile import Pod as Pod
+from podjobs.infra.topofile import PodState as PodState
 
 from .zk import ZK, BadVersionError, NodeExistsError, NoNodeError
 
 if TYPE_CHECKING:
-    from podjobs.infra.topology import Topology
+    from podjobs.infra.topofile import Topology
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,6 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 class TopologyConflict(PodjobsError):  # type: ignore[misc,unused-ignore]
     """A write that would contradict ZooKeeper's current state (another writer
     won a compare-and-set, or a tenant already lives on another pod)."""
-
-
-class PodState(StrEnum):
-    ACTIVE = "active"
-    DRAINING = "draining"
 
 
 class TenantState(StrEnum):
@@ -96,37 +94,6 @@ def unknown_pod(name: str, pod_names: list[str]) -> UnknownPod:
         f"pod {name!r} is not in the topology (pods: {pods}); "
         f"add it with 'podjobs pods add {name} --redis URL --shard URL'"
     )
-
-
-@dataclass(frozen=True)
-class Pod:
-    """One pod: its queue Redis, its database shard, and whether it takes new tenants."""
-
-    name: str
-    redis_url: str
-    shard_url: str
-    state: PodState = PodState.ACTIVE
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "redis_url": self.redis_url,
-            "shard_url": self.shard_url,
-            "state": self.state.value,
-        }
-
-    @classmethod
-    def from_json(cls, name: str, obj: dict[str, Any]) -> Pod:
-        """From a pods/{name} node; `ValueError` if a field is missing or wrong."""
-        try:
-            return cls(
-                name=name,
-                redis_url=str(obj["redis_url"]),
-                shard_url=str(obj["shard_url"]),
-                state=PodState(obj.get("state", PodState.ACTIVE)),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc
 
 
 @dataclass(frozen=True)
@@ -474,14 +441,14 @@ class TopologyStore:
 
 
 def register_topology(zk: ZK, topology: Topology, replace: bool = True) -> list[str]:
-    """Add every pod of an `infra.topology.Topology`; returns the pods that changed.
+    """Add every pod of an `infra.topofile.Topology`; returns the pods that changed.
 
     With `replace` (the default, for `podjobs dev up`, whose ports may change
     across restarts) a pod already registered with other URLs is updated.
     """
     store = TopologyStore(zk)
     changed = []
-    for info in topology.pods:
-        if store.add_pod(Pod(info.name, info.redis_url, info.shard_url), replace=replace):
-            changed.append(info.name)
+    for pod in topology.pods:
+        if store.add_pod(pod, replace=replace):
+            changed.append(pod.name)
     return changed

@@ -37,10 +37,11 @@ is known to every pod worker. One run:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, KazooException, LockTimeout
 from sqlalchemy import text
@@ -60,6 +61,10 @@ from .leader import fence_of
 from .revisions import Revisions, apply, current_revision
 from .runs import RunStore, ShardLog, ensure_tables
 from .runstate import OPEN, STOPPED, IllegalTransition, Run, RunState, transition
+
+if TYPE_CHECKING:
+    from podjobs.pods.podworker import PodWorker
+    from podjobs.worker import WorkerConfig
 from .shardlock import ShardLock, StaleFence, UnsupportedShard
 
 log = logging.getLogger(__name__)
@@ -333,7 +338,7 @@ def _start_backfill(ctx: Any, store: RunStore, run: Run, pod: str, revision: str
 def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
     """Enqueue a revision's backfill on `backend` (the pod's Redis) with the id `job_id`, and
     register it as an iteration job (so its progress is readable from the start)."""
-    from podjobs.iteration import keys as iter_keys
+    from podjobs.iteration import iterkeys as iter_keys
     from podjobs.iteration.store import lua_for
 
     p = call.payload(time.time_ns() // 1_000_000, None, pod)
@@ -343,3 +348,15 @@ def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
         lua_for(backend).run("iter_register", "record an iteration job",
                              [iter_keys.job(job_id), iter_keys.INDEX],
                              [job_id, call.job.name, p["queue"], ""])
+
+
+def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
+    """A pod's worker that also runs this migration job (`podjobs.migrate`), in
+    process-isolation children too: what `podjobs worker --pod` runs. (The pods package
+    knows nothing of the scheduler; this is where the two meet.)"""
+    from podjobs.pods.podworker import PodWorker
+
+    apps = list(config.app_modules)
+    if __name__ not in apps:
+        apps.append(__name__)
+    return PodWorker(zk, pod, dataclasses.replace(config, app_modules=apps))

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import pytest
 
 from podjobs.infra.cluster import Cluster
-from podjobs.infra.topology import PodInfo, Topology
+from podjobs.infra.topofile import Pod, Topology
 
 N_PODS = 3
 LOG_LINES = 40
@@ -162,7 +162,7 @@ class ContainerServers:
             for pod, name in zip(pods, names, strict=True):
                 r = self.containers[f"redis {pod}"]
                 infos.append(
-                    PodInfo(
+                    Pod(
                         name=pod,
                         redis_url=f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0",
                         shard_url=f"mysql+pymysql://root:podjobs@{db_host}:{db_port}/{name}",

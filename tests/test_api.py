@@ -26,11 +26,11 @@ import pytest
 import redis
 
 from podjobs import keys
-from podjobs.api.auth import digest
 from podjobs.infra.ports import free_port
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
+from podjobs.surface.api.auth import digest
 from tests.apps import api_app  # noqa: F401 - the workers run its jobs
 from tests.helpers import REPO, fast_config, stop_proc, wait_until
 

@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from podjobs import keys
-from podjobs.api.app import create_app
-from podjobs.api.auth import Principal, TokenStore, digest
-from podjobs.api.service import ApiError, Service
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
+from podjobs.surface.api.app import create_app
+from podjobs.surface.api.auth import Principal, TokenStore, digest
+from podjobs.surface.api.service import ApiError, Service
 from tests.apps import api_app  # noqa: F401 - the jobs the API enqueues
 from tests.helpers import wait_until
 from tests.test_api_tracking import OnePodRouter

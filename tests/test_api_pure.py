@@ -13,23 +13,12 @@ import pytest
 
 import podjobs
 from podjobs import status
-from podjobs.api.auth import Principal, TokenStore, digest, entry_for, parse_tokens
-from podjobs.api.monitor import (
-    BadRequest,
-    Demand,
-    EnqueueRequest,
-    Mode,
-    Unprocessable,
-    final_answer,
-    iso,
-    job_view,
-    monitor_answer,
-    parse_demand,
-    parse_enqueue,
-    refusal,
-    valid_job_id,
-)
 from podjobs.errors import ConfigurationError
+from podjobs.surface.api.answers import final_answer, monitor_answer
+from podjobs.surface.api.auth import Principal, TokenStore, digest, entry_for, parse_tokens
+from podjobs.surface.api.body import BadRequest, EnqueueRequest, Unprocessable, parse_enqueue
+from podjobs.surface.api.negotiation import Demand, Mode, parse_demand, refusal
+from podjobs.surface.api.views import iso, job_view, valid_job_id
 
 # -- the enqueue body ---------------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ import pytest
 import redis
 
 from podjobs import keys, status
-from podjobs.api.auth import Principal
-from podjobs.api.service import ApiError, Service
 from podjobs.backend import RedisBackend
 from podjobs.client import Client, Target
 from podjobs.jobs import Call, JobDef
 from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.pods.topology import PodState
+from podjobs.surface.api.auth import Principal
+from podjobs.surface.api.service import ApiError, Service
 from tests.apps import api_app
 from tests.helpers import wait_until, worker
 
@@ -247,8 +247,8 @@ def test_a_late_start_never_overwrites_what_happened_since(redis_url: str, r: re
 
 def test_a_paused_iteration_job_is_queued_not_succeeded_and_cancellable_once_resumed(
         redis_url: str, r: redis.Redis) -> None:
-    from podjobs.api.monitor import job_view
     from podjobs.iteration.admin import Iterations
+    from podjobs.surface.api.views import job_view
 
     b = RedisBackend(redis_url)
     jid = Client(b).enqueue_call(Call(api_app.Steps.definition, (), {"n": 400, "sleep": 0.02},
@@ -334,9 +334,9 @@ def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
 def test_a_forwarded_job_is_tracked_on_its_tenants_pod(cluster: Any, zk: Any, pods: Any) -> None:
     """A tracked job found on the wrong pod is forwarded with its record: queued on the
     tenant's pod (where DELETE cancels it), reason moved on the pod it left."""
+    from podjobs.pods.podworker import PodWorker
     from podjobs.pods.router import connect
     from podjobs.pods.topology import TopologyStore, register_topology
-    from podjobs.pods.worker import PodWorker
     from tests.helpers import fast_config
 
     register_topology(zk, pods)

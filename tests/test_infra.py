@@ -39,7 +39,7 @@ from podjobs.infra.servers import (
     pid_alive,
     read_cmdline,
 )
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -16,8 +16,7 @@ import redis
 import podjobs
 from podjobs.backend import RedisBackend
 from podjobs.cli import main
-from podjobs.iteration import IterationJob, State
-from podjobs.iteration import keys as ikeys
+from podjobs.iteration import IterationJob, State, iterkeys
 from podjobs.iteration.admin import GroupProgress, Iterations
 from podjobs.iteration.state import Progress
 from podjobs.ops import Inspector
@@ -192,7 +191,7 @@ def test_pause_resume_and_cancel_running_jobs_through_the_cli(
         assert (r.llen("rec:order:p"), r.llen("rec:order:c")) == (na, nb)  # both stopped
         shown = cli(capsys, redis_url, "show", a.id)
         assert (shown["state"], shown["cursor"], shown["done"]) == ("paused", na - 1, na)
-        assert r.hexists(ikeys.job(a.id), "parked")
+        assert r.hexists(iterkeys.job(a.id), "parked")
         assert cli(capsys, redis_url, "resume", a.id) == {a.id: "enqueued"}
         wait_until(lambda: state(adm, a.id) is State.SUCCEEDED, what="the resumed job")
     assert items(r, "p") == {i: 1 for i in range(150)}
@@ -207,7 +206,7 @@ def test_pause_and_cancel_jobs_still_in_the_queue(r: redis.Redis, redis_url: str
     assert adm.pause(a.id) == {a.id: "paused"}
     assert adm.cancel(b.id) == {b.id: "cancelled"}
     with worker(redis_url):
-        wait_until(lambda: r.hexists(ikeys.job(a.id), "parked"), what="the job to be parked")
+        wait_until(lambda: r.hexists(iterkeys.job(a.id), "parked"), what="the job to be parked")
         wait_until(lambda: r.llen("pj:q:default") == 0
                    and all(r.hlen(k) == 0 for k in r.keys("pj:inflight:*")), what="the queue to drain")
         assert not items(r, "wa") and not items(r, "wb")

@@ -14,12 +14,12 @@ from sqlalchemy import create_engine, select
 
 import podjobs
 from podjobs import keys
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods import moves
 from podjobs.pods.moves import MoveError, Mover
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.router import PodClient, connect
 from podjobs.pods.topology import TenantState, TopologyStore, register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from tests.apps import moves_app
 from tests.helpers import fast_config, wait_until

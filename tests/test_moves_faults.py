@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from podjobs import keys
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.moves import Mover
 from podjobs.pods.router import PodClient
 from podjobs.pods.topology import TopologyStore

@@ -21,7 +21,7 @@ import redis
 from podjobs import cron as pc
 from podjobs import keys
 from podjobs.backend import RedisBackend
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.directory import Directory
 from podjobs.pods.router import Router
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology

@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, func, select
 import podjobs
 from podjobs import keys
 from podjobs.errors import PodDraining, UnknownPod, UnknownTenant
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.router import PodClient, connect
 from podjobs.pods.topology import PodState, TopologyStore, register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from tests.apps import pods_app
 from tests.helpers import fast_config, wait_until

@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
-from podjobs.scheduler import status as status_mod
-from podjobs.scheduler.cli import pod_worker
+from podjobs.scheduler import report
 from podjobs.scheduler.leader import contenders, leader_info
-from podjobs.scheduler.migrate import close_zk_clients
+from podjobs.scheduler.migrate import close_zk_clients, pod_worker
 from podjobs.scheduler.runs import RunStore, shard_history
 from tests.apps import migration_probe
 from tests.helpers import REPO, fast_config, stop_proc, wait_until
@@ -151,7 +150,7 @@ def test_five_revisions_reach_head_in_order_on_every_shard_one_at_a_time(
         for other in ("p1", "p3"):
             start = next(t for r, e, t in ev[other] if r == rev and e == "start")
             assert start > p2_end, f"{other} started {rev} before the canary p2 finished it"
-    st = status_mod.collect(zk)
+    st = report.collect(zk)
     assert st["head"] == "0005" and st["leader"]["id"] == "s1"
     assert all(s["current"] == "0005" and not s["pending"] and not s["running"]
                for s in st["shards"])
@@ -313,7 +312,7 @@ def test_a_data_migration_runs_its_backfill_and_completes_only_when_it_is_done(
     seen_progress = []
 
     def done() -> bool:
-        st = status_mod.collect(zk)
+        st = report.collect(zk)
         for s in st["shards"]:
             for r in s["running"]:
                 if r["backfill_job"]:

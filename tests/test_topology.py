@@ -31,8 +31,7 @@ from kazoo.client import KazooClient
 
 from podjobs.errors import ConfigurationError, PodDraining, UnknownPod, UnknownTenant
 from podjobs.infra.ports import free_port
-from podjobs.infra.topology import Topology
-from podjobs.pods import cli as podscli
+from podjobs.infra.topofile import Topology
 from podjobs.pods.directory import Change, Directory
 from podjobs.pods.registration import WorkerRegistration, fleet
 from podjobs.pods.topology import (
@@ -52,6 +51,7 @@ from podjobs.pods.zk import (
     reconnect_retry,
     zk_from_env,
 )
+from podjobs.surface import cmd_moves, cmd_pods, cmd_tenants, options
 
 # Seconds: short sessions so expiry tests are quick (the test server allows >= 1 s).
 SESSION_TIMEOUT = 2.0
@@ -184,10 +184,18 @@ def expire_session(zk: ZK) -> int:
     return int(session_id)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    """Run `podjobs ARGV --json` through the pods CLI's own parser; returns the JSON."""
+def topology_parser() -> argparse.ArgumentParser:
+    """A parser with the pods, fleet and tenants commands only (as `podjobs.cli` adds them)."""
     parser = argparse.ArgumentParser(prog="podjobs")
-    podscli.register(parser.add_subparsers(dest="command"))
+    cmds = options.Commands(parser.add_subparsers(dest="command"))
+    for module in (cmd_pods, cmd_tenants, cmd_moves):
+        module.register(cmds)
+    return parser
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    """Run `podjobs ARGV --json` through the pods and tenants commands alone; returns the JSON."""
+    parser = topology_parser()
     args = parser.parse_args([*argv, "--json"])
     capsys.readouterr()
     assert args.func(args) == 0
@@ -241,13 +249,13 @@ def test_validate_name(name: str, ok: bool) -> None:
 
 def test_read_assignments() -> None:
     lines = ["tenant,pod", "# comment", "", "t1, p1", "t2,p2", "t1,p1"]
-    assert podscli.read_assignments(lines) == {"t1": "p1", "t2": "p2"}
+    assert cmd_tenants.read_assignments(lines) == {"t1": "p1", "t2": "p2"}
     with pytest.raises(ConfigurationError, match="line 2: tenant 't1' is listed for both"):
-        podscli.read_assignments(["t1,p1", "t1,p2"])
+        cmd_tenants.read_assignments(["t1,p1", "t1,p2"])
     with pytest.raises(ConfigurationError, match="line 1: expected 'tenant,pod'"):
-        podscli.read_assignments(["t1"])
+        cmd_tenants.read_assignments(["t1"])
     with pytest.raises(ConfigurationError, match="line 1: pod name 'p 1' is invalid"):
-        podscli.read_assignments(["t1,p 1"])
+        cmd_tenants.read_assignments(["t1,p 1"])
 
 
 # -- ZK wrapper -------------------------------------------------------------------------
@@ -616,8 +624,7 @@ def test_cli_commands(
         zk.stop()
 
     # Errors are PodjobsErrors (printed as one line by the main CLI).
-    parser = argparse.ArgumentParser()
-    podscli.register(parser.add_subparsers())
+    parser = topology_parser()
     with pytest.raises(UnknownTenant, match="assign it with 'podjobs tenants assign nobody POD'"):
         args = parser.parse_args(["tenants", "where", "nobody", *zk_arg])
         args.func(args)
@@ -635,11 +642,11 @@ def test_cli_zk_address_fallbacks(monkeypatch: pytest.MonkeyPatch, tmp_path: Any
     monkeypatch.delenv("PODJOBS_ZK", raising=False)
     monkeypatch.setenv("PODJOBS_TOPOLOGY", str(tmp_path / "missing.json"))
     with pytest.raises(ConfigurationError, match="pass --zk HOST:PORT.*podjobs dev up"):
-        podscli.resolve_zk_spec(None)
+        options.resolve_zk_spec(None)
     topo = tmp_path / "topology.json"
     Topology(zookeeper="127.0.0.1:2999", pods=[]).save(topo)
     monkeypatch.setenv("PODJOBS_TOPOLOGY", str(topo))
-    assert podscli.resolve_zk_spec(None) == "127.0.0.1:2999/podjobs"
+    assert options.resolve_zk_spec(None) == "127.0.0.1:2999/podjobs"
     monkeypatch.setenv("PODJOBS_ZK", "h:1/r")
-    assert podscli.resolve_zk_spec(None) == "h:1/r"
-    assert podscli.resolve_zk_spec("x:2") == "x:2"
+    assert options.resolve_zk_spec(None) == "h:1/r"
+    assert options.resolve_zk_spec("x:2") == "x:2"

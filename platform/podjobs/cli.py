@@ -1,15 +1,16 @@
-"""The `podjobs` command line: the composition root of the commands.
+"""The `podjobs` program (`python -m podjobs.cli` is the same): one argparse parser built
+from the command modules of `podjobs.surface`, then the chosen command.
 
-1. Builds one argparse parser; each command group lives in its own module and
-   exposes `register(subparsers)`, which adds its parsers and sets `func`.
-2. Wires the layers: the core's `--pod NAME` (podjobs.opscli.use_pods) and `dev up`'s
-   registration in ZooKeeper (infra's devcli) come from the pods and scheduler packages,
-   which the core and infra do not import.
-3. Runs the chosen command; a `podjobs.errors.PodjobsError` is printed as
+1. The one registration point: `COMMANDS` lists the command modules in the order
+   `podjobs --help` shows them; each has `register(cmds: surface.options.Commands)`,
+   which adds its commands (or a group of them) and their `func(args) -> exit code`.
+   A new command group is a new `surface/cmd_<group>.py` and a line here.
+2. Runs the chosen command; a `podjobs.errors.PodjobsError` is printed as
    `podjobs: <message>` with exit code 2 instead of a traceback.
 
-Command modules import at module level only what building the parser needs; Alembic,
-SQLAlchemy, FastAPI and the worker load inside the commands that use them.
+Command modules import at module level only what building the parser needs; Redis,
+kazoo, Alembic, SQLAlchemy, FastAPI and the worker load inside the commands that use
+them (bench/startup.py measures it).
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from podjobs import opscli
-from podjobs.api import cli as apicli
 from podjobs.errors import PodjobsError
-from podjobs.infra import devcli
-from podjobs.iteration import cli as itercli
-from podjobs.pods import cli as podscli
-from podjobs.pods import movecli
-from podjobs.scheduler import cli as schedcli
+from podjobs.surface import (
+    cmd_api,
+    cmd_dev,
+    cmd_iterations,
+    cmd_migrations,
+    cmd_moves,
+    cmd_pods,
+    cmd_queues,
+    cmd_scheduler,
+    cmd_tenants,
+    cmd_worker,
+)
+from podjobs.surface.options import Commands
+
+COMMANDS = (cmd_dev, cmd_queues, cmd_worker, cmd_iterations, cmd_pods, cmd_tenants, cmd_moves,
+            cmd_scheduler, cmd_migrations, cmd_api)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,15 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="podjobs",
         description="podjobs: a sharded, pod-aware background-job platform.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    devcli.register(sub, publish=podscli.publish_topology)
-    opscli.use_pods(podscli.pod_redis_url, schedcli.run_pod_worker)
-    opscli.register(sub)
-    itercli.register(sub)
-    groups = podscli.register(sub)
-    schedcli.register(sub)
-    movecli.register(groups["tenants"], podscli._common())
-    apicli.register(sub)
+    cmds = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    for module in COMMANDS:
+        module.register(cmds)
     return parser
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
+from podjobs.pods.podworker import PodWorker
 from podjobs.pods.router import connect
 from podjobs.pods.topology import TopologyStore, register_topology
-from podjobs.pods.worker import PodWorker
 from podjobs.pods.zk import ZK
 from podjobs.scheduler.leader import contenders
 from podjobs.scheduler.migrate import close_zk_clients

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from podjobs.infra.topology import Topology
+from podjobs.infra.topofile import Topology
 from podjobs.pods.zk import ZK
 from tests.chaos import runner
 from tests.chaos.checker import check

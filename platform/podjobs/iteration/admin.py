@@ -15,7 +15,7 @@ from typing import Any
 from podjobs import keys as core_keys
 from podjobs.backend import RedisBackend, text
 from podjobs.errors import JobNotFound
-from podjobs.iteration import keys
+from podjobs.iteration import iterkeys
 from podjobs.iteration.parallel import group_state
 from podjobs.iteration.state import Progress, State
 from podjobs.iteration.store import FINISHED_TTL_S, lua_for
@@ -61,7 +61,7 @@ class Iterations:
 
     def get(self, job_id: str) -> Progress | None:
         with self.backend._errors("read an iteration"):
-            h = _strs(self.r.hgetall(keys.job(job_id)))
+            h = _strs(self.r.hgetall(iterkeys.job(job_id)))
         return Progress.from_hash(job_id, h, self._now_ms()) if h else None
 
     def jobs(self, state: str | None = None, limit: int = 50) -> list[Progress]:
@@ -71,13 +71,13 @@ class Iterations:
         start, chunk = 0, max(limit, 100)
         with self.backend._errors("list iterations"):
             while len(out) < limit:
-                raw_ids: Any = self.r.zrevrange(keys.INDEX, start, start + chunk - 1)
+                raw_ids: Any = self.r.zrevrange(iterkeys.INDEX, start, start + chunk - 1)
                 ids = [text(x) for x in raw_ids]
                 if not ids:
                     break
                 pipe = self.r.pipeline(transaction=False)
                 for jid in ids:
-                    pipe.hgetall(keys.job(jid))
+                    pipe.hgetall(iterkeys.job(jid))
                 gone = []
                 for jid, raw in zip(ids, pipe.execute(), strict=True):
                     h = _strs(raw)
@@ -88,19 +88,19 @@ class Iterations:
                     if state is None or p.state.value == state:
                         out.append(p)
                 if gone:
-                    self.r.zrem(keys.INDEX, *gone)
+                    self.r.zrem(iterkeys.INDEX, *gone)
                 start += chunk - len(gone)
         return out[:limit]
 
     def group(self, group_id: str) -> GroupProgress | None:
         with self.backend._errors("read a parallel iteration"):
-            g = _strs(self.r.hgetall(keys.group(group_id)))
+            g = _strs(self.r.hgetall(iterkeys.group(group_id)))
             if not g:
                 return None
             ids = [i for i in g.get("ids", "").split(",") if i]
             pipe = self.r.pipeline(transaction=False)
             for jid in ids:
-                pipe.hgetall(keys.job(jid))
+                pipe.hgetall(iterkeys.job(jid))
             raws = pipe.execute()
         now = self._now_ms()
         parts = [Progress.from_hash(jid, _strs(raw), now) if raw else
@@ -134,9 +134,9 @@ class Iterations:
 
     def _ids(self, job_or_group_id: str) -> list[str]:
         with self.backend._errors("read an iteration"):
-            if self.r.exists(keys.job(job_or_group_id)):
+            if self.r.exists(iterkeys.job(job_or_group_id)):
                 return [job_or_group_id]
-            ids = self.r.hget(keys.group(job_or_group_id), "ids")
+            ids = self.r.hget(iterkeys.group(job_or_group_id), "ids")
         if ids:
             return [i for i in text(ids).split(",") if i]
         raise JobNotFound(
@@ -145,21 +145,21 @@ class Iterations:
 
     def pause(self, job_or_group_id: str) -> dict[str, str]:
         """Pause (at the next item boundary when running); job id -> state afterwards."""
-        return {jid: text(self.lua.run("iter_pause", "pause an iteration", [keys.job(jid)], []))
+        return {jid: text(self.lua.run("iter_pause", "pause an iteration", [iterkeys.job(jid)], []))
                 for jid in self._ids(job_or_group_id)}
 
     def resume(self, job_or_group_id: str) -> dict[str, str]:
         out = {}
         for jid in self._ids(job_or_group_id):
             with self.backend._errors("read an iteration"):
-                q = text(self.r.hget(keys.job(jid), "queue") or b"default")
+                q = text(self.r.hget(iterkeys.job(jid), "queue") or b"default")
             out[jid] = text(self.lua.run(
                 "iter_resume", "resume an iteration",
-                [keys.job(jid), core_keys.queue(q), core_keys.wake(q), core_keys.QUEUES,
+                [iterkeys.job(jid), core_keys.queue(q), core_keys.wake(q), core_keys.QUEUES,
                  core_keys.status(jid)], [q, PENDING_TTL_S]))
         return out
 
     def cancel(self, job_or_group_id: str) -> dict[str, str]:
-        return {jid: text(self.lua.run("iter_cancel", "cancel an iteration", [keys.job(jid)],
+        return {jid: text(self.lua.run("iter_cancel", "cancel an iteration", [iterkeys.job(jid)],
                                        [FINISHED_TTL_S]))
                 for jid in self._ids(job_or_group_id)}

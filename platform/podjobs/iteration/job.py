@@ -227,13 +227,13 @@ def _register(h: JobHandle) -> None:
     try:
         from podjobs.backend import RedisBackend
         from podjobs.client import get_client
-        from podjobs.iteration import keys
+        from podjobs.iteration import iterkeys
         from podjobs.iteration.store import lua_for
 
         backend = get_client()._target(h.tenant, h.pod).backend
         if isinstance(backend, RedisBackend):
             lua_for(backend).run("iter_register", "record an iteration job",
-                                 [keys.job(h.id), keys.INDEX], [h.id, h.job, h.queue, h.tenant or ""])
+                                 [iterkeys.job(h.id), iterkeys.INDEX], [h.id, h.job, h.queue, h.tenant or ""])
     except Exception as exc:  # the job is enqueued; only its `enqueued` row is missing
         log.warning("iteration job %s %s was enqueued but not recorded as enqueued: %s",
                     h.job, h.id, exc)

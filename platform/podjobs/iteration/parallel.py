@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError
 from podjobs.ids import new_id
-from podjobs.iteration import keys
+from podjobs.iteration import iterkeys
 from podjobs.iteration.state import State, split_range
 from podjobs.iteration.store import lua_for
 from podjobs.jobs import Call, JobDef, JobHandle
@@ -96,7 +96,7 @@ def enqueue_parallel(job: type[IterationJob], parts: int | Sequence[dict[str, An
         handles.append(JobHandle(p["id"], jd.name, jd.options.queue, target.pod, tenant))
     lua = lua_for(backend)
     lua.run("iter_group", "record a parallel iteration",
-            [keys.group(gid), keys.GROUPS, keys.INDEX, *(keys.job(h.id) for h in handles)],
+            [iterkeys.group(gid), iterkeys.GROUPS, iterkeys.INDEX, *(iterkeys.job(h.id) for h in handles)],
             [gid, jd.name, jd.options.queue, tenant or "", cb_text, cbq, *(h.id for h in handles)])
     backend.enqueue(jd.options.queue, texts)
     return ParallelHandle(gid, handles, bounds)

@@ -32,7 +32,7 @@ from podjobs import keys as core_keys
 from podjobs.backend import RedisBackend, text
 from podjobs.context import Context
 from podjobs.errors import PayloadError
-from podjobs.iteration import keys
+from podjobs.iteration import iterkeys
 from podjobs.payload import check_value
 
 #: seconds the hash of a succeeded or cancelled job is kept (7 days)
@@ -134,7 +134,7 @@ class RedisStore:
     def start(self, ctx: Context, token: str, payload: str) -> Start:
         pc = ctx.payload.get("cursor")
         res = self.lua.run("iter_start", "start an iteration job",
-                           [keys.job(ctx.job_id), keys.INDEX],
+                           [iterkeys.job(ctx.job_id), iterkeys.INDEX],
                            [ctx.job_id, ctx.job_name, ctx.queue, ctx.tenant or "", token,
                             ctx.worker_id or "", payload, "" if pc is None else dump_cursor(pc),
                             FINISHED_TTL_S])
@@ -144,34 +144,34 @@ class RedisStore:
         return Start(decision, load_cursor(res[1]), int(res[2]), bool(int(res[3])))
 
     def checkpoint(self, ctx: Context, token: str, cursor: Any, delta: int, total: int | None) -> str:
-        return text(self.lua.run("iter_checkpoint", "checkpoint an iteration", [keys.job(ctx.job_id)],
+        return text(self.lua.run("iter_checkpoint", "checkpoint an iteration", [iterkeys.job(ctx.job_id)],
                                  [token, dump_cursor(cursor), delta, _total(total)]))
 
     def poll(self, ctx: Context, token: str) -> str:
         with self.lua.backend._errors("read an iteration's requests"):
-            run, control = self.lua.redis.hmget(keys.job(ctx.job_id), ["run", "control"])
+            run, control = self.lua.redis.hmget(iterkeys.job(ctx.job_id), ["run", "control"])
         if run is None or text(run) != token:
             return "lost"
         return text(control) if control else ""
 
     def interrupt(self, ctx: Context, token: str, cursor: Any, delta: int, total: int | None,
                   reason: str) -> str:
-        return text(self.lua.run("iter_interrupt", "interrupt an iteration", [keys.job(ctx.job_id)],
+        return text(self.lua.run("iter_interrupt", "interrupt an iteration", [iterkeys.job(ctx.job_id)],
                                  [token, dump_cursor(cursor), delta, _total(total), reason]))
 
     def park(self, ctx: Context, token: str, cursor: Any, delta: int, total: int | None,
              payload: str) -> str:
-        return text(self.lua.run("iter_park", "pause an iteration", [keys.job(ctx.job_id)],
+        return text(self.lua.run("iter_park", "pause an iteration", [iterkeys.job(ctx.job_id)],
                                  [token, dump_cursor(cursor), delta, _total(total), payload]))
 
     def finish(self, ctx: Context, token: str, cursor: Any, delta: int, total: int | None,
                state: str) -> str:
-        ks = [keys.job(ctx.job_id)]
+        ks = [iterkeys.job(ctx.job_id)]
         part = ctx.payload.get("part")
         args: list[Any] = [token, dump_cursor(cursor), delta, _total(total), state, FINISHED_TTL_S]
         if isinstance(part, dict) and part.get("group"):
             gid, cbq = str(part["group"]), str(part.get("cbq") or "")
-            ks += [keys.group(gid), keys.group_done(gid), core_keys.queue(cbq or "default"),
+            ks += [iterkeys.group(gid), iterkeys.group_done(gid), core_keys.queue(cbq or "default"),
                    core_keys.wake(cbq or "default"), core_keys.QUEUES]
             args += [int(part.get("index", 0)), cbq or "default"]
         else:
@@ -180,7 +180,7 @@ class RedisStore:
 
     def error(self, ctx: Context, token: str, cursor: Any, delta: int, message: str,
               keep_cursor: bool) -> str:
-        return text(self.lua.run("iter_error", "record an iteration error", [keys.job(ctx.job_id)],
+        return text(self.lua.run("iter_error", "record an iteration error", [iterkeys.job(ctx.job_id)],
                                  [token, "" if keep_cursor else dump_cursor(cursor), delta,
                                   message[:2000]]))
 

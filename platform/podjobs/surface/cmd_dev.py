@@ -7,45 +7,40 @@
    exit code 0 if all run, 1 if any is down or nothing is recorded.
 3. `podjobs dev down [--dir var/] [--purge]` stops exactly those servers.
 
-`register(subparsers, publish=...)` adds the `dev` group to the `podjobs` parser; every
-command sets `func(args) -> int`. `publish(topology) -> message` registers the pods of
-`up` in ZooKeeper: the command line passes podjobs.pods.cli.publish_topology (infra is
-a tool layer below pods and imports none of it).
+`up` ends by registering the pods in ZooKeeper (`publish_topology`, with the pods
+package: the surface sits above both infra and pods, so no hook is needed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cluster import DB_KINDS, Cluster
-from .topology import Topology
+from .options import DEFAULT_ROOT, Commands
+
+if TYPE_CHECKING:
+    from podjobs.infra.topofile import Topology
 
 DEFAULT_DIR = "var"
+DB_KINDS = ("sqlite", "mysql")  # podjobs.infra.cluster.DB_KINDS (not imported for --help)
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-    return "\n".join(lines)
+def publish_topology(topology: Topology) -> str:
+    """Put the pods of a local cluster into its ZooKeeper; what to print."""
+    from podjobs.pods.topology import register_topology
+    from podjobs.pods.zk import ZK
 
-
-def format_topology(topology: Topology) -> str:
-    rows = [[p.name, p.redis_url, p.shard_url] for p in topology.pods]
-    table = format_table(["pod", "redis", "shard"], rows)
-    return f"{table}\n\nzookeeper  {topology.zookeeper}"
+    with ZK(topology.zookeeper, DEFAULT_ROOT).start(timeout=10) as zk:
+        names = register_topology(zk, topology)
+    return (f"registered pods {', '.join(names)} in ZooKeeper at {topology.zookeeper}{DEFAULT_ROOT} "
+            f"(PODJOBS_ZK={topology.zookeeper}{DEFAULT_ROOT})")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from podjobs.infra.cluster import Cluster
+    from podjobs.infra.topofile import format_topology
+
     cluster = Cluster(args.dir)
     topology = cluster.up(
         args.pods, db=args.db, mysql_url=args.mysql_url, base_port=args.base_port,
@@ -53,12 +48,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(format_topology(topology))
     print(f"\ntopology: {cluster.topology_file}")
-    if args.publish is not None:  # the pods layer registers the pods in ZooKeeper
-        print(args.publish(topology))
+    print(publish_topology(topology))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from podjobs.infra.cluster import Cluster
+    from podjobs.infra.topofile import format_table
+
     cluster = Cluster(args.dir)
     statuses = cluster.status()
     if args.json:
@@ -81,6 +78,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    from podjobs.infra.cluster import Cluster
+
     cluster = Cluster(args.dir)
     if cluster.load_state() is None:
         print(f"no cluster recorded in {cluster.dir}; nothing to stop")
@@ -95,16 +94,13 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, publish: Callable[[Topology], str] | None = None) -> None:
-    """Add `dev up|status|down` to the podjobs parser's subparsers; `up` ends with
-    `publish(topology)` (printed) when given."""
-    dev = subparsers.add_parser(
-        "dev",
-        help="run a local cluster (ZooKeeper, Redis per pod, shards)",
-        description="Start, inspect and stop a local podjobs cluster.",
-    )
-    dev.set_defaults(func=lambda _args: (dev.print_help(sys.stderr), 2)[1])
-    sub = dev.add_subparsers(dest="dev_command", metavar="COMMAND")
+def register(cmds: Commands) -> None:
+    """`dev up|status|down`."""
+    cmds.group("dev", "run a local cluster (ZooKeeper, Redis per pod, shards)",
+               description="Start, inspect and stop a local podjobs cluster.")
+
+    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        return cmds.command(name, help_, func, under="dev", description=None)
 
     def add_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -112,7 +108,7 @@ def register(subparsers: Any, publish: Callable[[Topology], str] | None = None) 
             help=f"cluster directory: state, logs, data (default: {DEFAULT_DIR}/)",
         )  # fmt: skip
 
-    up = sub.add_parser("up", help="start the cluster (keeps servers already running)")
+    up = command("up", "start the cluster (keeps servers already running)", _cmd_up)
     up.add_argument("--pods", type=int, required=True, metavar="N", help="number of pods")
     up.add_argument(
         "--db", choices=DB_KINDS, default=None,
@@ -129,14 +125,11 @@ def register(subparsers: Any, publish: Callable[[Topology], str] | None = None) 
     )  # fmt: skip
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for servers")
     add_dir(up)
-    up.set_defaults(func=_cmd_up, publish=publish)
 
-    status = sub.add_parser("status", help="show the recorded servers and whether they run")
+    status = command("status", "show the recorded servers and whether they run", _cmd_status)
     add_dir(status)
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(func=_cmd_status)
 
-    down = sub.add_parser("down", help="stop the servers this cluster started")
+    down = command("down", "stop the servers this cluster started", _cmd_down)
     add_dir(down)
     down.add_argument("--purge", action="store_true", help="also delete their data (shards, logs)")
-    down.set_defaults(func=_cmd_down)

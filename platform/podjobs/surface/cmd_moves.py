@@ -9,25 +9,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
-import sys
-from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.table import render
 
-from .cli import connect
+from .options import Commands, app_modules, connect, import_apps, zk_options
+
+# (`tenants move` joins the `tenants` group of cmd_tenants through `Commands`; the
+# docstring above is its --help.)
 
 
 def cmd_move(args: argparse.Namespace) -> int:
-    sys.path.insert(0, os.getcwd())
-    for m in [m for a in (args.app or []) for m in a.split(",") if m]:
-        importlib.import_module(m)
+    import_apps(app_modules(args.app))
     with connect(args) as zk:
         if args.status:
-            from .moves import moves_in_progress  # SQLAlchemy: in the command, not for --help
+            from podjobs.pods.moves import (
+                moves_in_progress,  # SQLAlchemy: in the command, not for --help
+            )
 
             rows = [e for e in moves_in_progress(zk) if not args.tenant or e.tenant == args.tenant]
             if args.json:
@@ -43,7 +42,7 @@ def cmd_move(args: argparse.Namespace) -> int:
             return 0
         if not args.tenant:
             raise ConfigurationError("name the tenant to move (or use --status)")
-        from .moves import Mover
+        from podjobs.pods.moves import Mover
 
         mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=print)
         if args.rollback:
@@ -57,10 +56,10 @@ def cmd_move(args: argparse.Namespace) -> int:
         return 0
 
 
-def register(tenants: Any, common: argparse.ArgumentParser) -> None:
-    p: argparse.ArgumentParser = tenants.add_parser(
-        "move", parents=[common], help="move a tenant to another pod (jobs held, none lost)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def register(cmds: Commands) -> None:
+    p = cmds.command("move", "move a tenant to another pod (jobs held, none lost)", cmd_move,
+                     under="tenants", parents=[zk_options()], description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tenant", nargs="?", metavar="TENANT")
     p.add_argument("--to", metavar="POD", help="the destination pod")
     p.add_argument("--app", action="append", metavar="MODULE",
@@ -71,4 +70,3 @@ def register(tenants: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--status", action="store_true", help="show moves in progress")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for the old pod's workers to finish the tenant's jobs")
-    p.set_defaults(func=cmd_move)

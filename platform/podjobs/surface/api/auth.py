@@ -62,7 +62,7 @@ def digest(token: str) -> bytes:
 def parse_tokens(doc: Any, where: str = "token file") -> dict[bytes, Principal]:
     """The entries of a token file's JSON, by token digest; ConfigurationError names the entry."""
     if not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
-        raise ConfigurationError(f'{where}: expected {{"tokens": [...]}} (see podjobs.api.auth)')
+        raise ConfigurationError(f'{where}: expected {{"tokens": [...]}} (see podjobs.surface.api.auth)')
     out: dict[bytes, Principal] = {}
     for i, e in enumerate(doc["tokens"]):
         at = f"{where}: tokens[{i}]"

@@ -1,34 +1,69 @@
-"""The topology file (`topology.json`) that tells podjobs where its servers are.
+"""The topology file (`topology.json`) that tells podjobs where its servers are, and the
+`Pod` it lists (the one pod type: the pods package keeps the same `Pod` in ZooKeeper).
 
-1. `PodInfo(name, redis_url, shard_url)`: one pod's Redis and database shard.
+1. `Pod(name, redis_url, shard_url, state)`: one pod's Redis and database shard, and
+   whether it takes new tenants (`PodState`; the file holds active pods only);
+   `to_json` / `from_json` are its ZooKeeper node (pods/{name}).
 2. `Topology(zookeeper, pods, db)`: the ZooKeeper address ("host:port") and the
    pods in order; `pod(name)` finds one, `pod_names` lists them.
 3. `Topology.load(path)` / `.save(path)` / `from_dict` / `to_dict` read and write
    the JSON format written by `podjobs dev up`:
    {"zookeeper": "127.0.0.1:PORT", "db": "sqlite",
     "pods": [{"name": "p1", "redis_url": "redis://...", "shard_url": "sqlite:///..."}]}
+4. `format_topology(topology)`: the table `podjobs dev up` prints (`format_table`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from podjobs.errors import ConfigurationError
 
 
+class PodState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+
+
 @dataclass(frozen=True)
-class PodInfo:
-    """Where one pod's queue (Redis) and data (database shard) live."""
+class Pod:
+    """One pod: its queue Redis, its database shard, and whether it takes new tenants."""
 
     name: str
     redis_url: str
     shard_url: str
+    state: PodState = PodState.ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        """The pods/{name} node in ZooKeeper."""
+        return {
+            "name": self.name,
+            "redis_url": self.redis_url,
+            "shard_url": self.shard_url,
+            "state": self.state.value,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, obj: dict[str, Any]) -> Pod:
+        """From a pods/{name} node; `ValueError` if a field is missing or wrong."""
+        try:
+            return cls(
+                name=name,
+                redis_url=str(obj["redis_url"]),
+                shard_url=str(obj["shard_url"]),
+                state=PodState(obj.get("state", PodState.ACTIVE)),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc
 
     def to_dict(self) -> dict[str, str]:
+        """Its entry in topology.json."""
         return {"name": self.name, "redis_url": self.redis_url, "shard_url": self.shard_url}
 
 
@@ -37,10 +72,10 @@ class Topology:
     """ZooKeeper plus the pods, as written to topology.json."""
 
     zookeeper: str
-    pods: list[PodInfo] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
     db: str = "sqlite"
 
-    def pod(self, name: str) -> PodInfo:
+    def pod(self, name: str) -> Pod:
         """The pod called `name`; `ConfigurationError` listing the known pods if none."""
         for pod in self.pods:
             if pod.name == name:
@@ -63,7 +98,7 @@ class Topology:
     def from_dict(cls, data: dict[str, Any], source: str = "topology") -> Topology:
         try:
             pods = [
-                PodInfo(name=str(p["name"]), redis_url=str(p["redis_url"]),
+                Pod(name=str(p["name"]), redis_url=str(p["redis_url"]),
                         shard_url=str(p["shard_url"]))
                 for p in data["pods"]
             ]  # fmt: skip
@@ -104,3 +139,21 @@ class Topology:
         tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         tmp.replace(p)
         return p
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def format_topology(topology: Topology) -> str:
+    rows = [[p.name, p.redis_url, p.shard_url] for p in topology.pods]
+    table = format_table(["pod", "redis", "shard"], rows)
+    return f"{table}\n\nzookeeper  {topology.zookeeper}"

@@ -14,23 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from podjobs.backend import RedisBackend
-from podjobs.iteration.admin import GroupProgress, Iterations
-from podjobs.iteration.state import Progress, State
-from podjobs.opscli import add_target_args, resolve_redis
+from podjobs.iteration.state import State
 from podjobs.table import render
+
+from .options import Commands, add_target_args, print_json, resolve_redis
+
+if TYPE_CHECKING:
+    from podjobs.iteration.admin import Iterations
+    from podjobs.iteration.state import Progress
 
 
 def _admin(args: argparse.Namespace) -> Iterations:
+    from podjobs.backend import RedisBackend
+    from podjobs.iteration.admin import Iterations
+
     url, _ = resolve_redis(args)
     return Iterations(RedisBackend(url, check=False))
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 def _num(v: float | None, fmt: str = "{:,.1f}") -> str:
@@ -59,16 +60,18 @@ _HEAD = ["id", "job", "state", "done", "items/s", "eta", "interrupted", "run tim
 def cmd_list(args: argparse.Namespace) -> int:
     ps = _admin(args).jobs(args.state, args.limit)
     if args.json:
-        _print_json([p.as_dict() for p in ps])
+        print_json([p.as_dict() for p in ps])
     else:
         print(render(_HEAD, _rows(ps)))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from podjobs.iteration.admin import GroupProgress
+
     found = _admin(args).show(args.id)
     if args.json:
-        _print_json(found.as_dict())
+        print_json(found.as_dict())
         return 0
     if isinstance(found, GroupProgress):
         total = f"/{found.total:,}" if found.total is not None else ""
@@ -97,7 +100,7 @@ def _control(action: str) -> Any:
         for i in args.ids:
             results.update(getattr(admin, action)(i))
         if args.json:
-            _print_json(results)
+            print_json(results)
         else:
             for jid, st in results.items():
                 print(f"{jid}: {st}")
@@ -106,23 +109,14 @@ def _control(action: str) -> Any:
     return cmd
 
 
-def register(sub: Any) -> None:
-    group: argparse.ArgumentParser = sub.add_parser(
-        "iterations", help="iteration jobs: progress, pause, resume, cancel",
-        description="Iteration jobs of one pod: progress, pause, resume, cancel.")
-
-    def usage(_args: argparse.Namespace) -> int:
-        group.print_help(sys.stderr)
-        return 2
-
-    group.set_defaults(func=usage)
-    cmds = group.add_subparsers(dest="iterations_command", metavar="COMMAND")
+def register(cmds: Commands) -> None:
+    cmds.group("iterations", "iteration jobs: progress, pause, resume, cancel",
+               description="Iteration jobs of one pod: progress, pause, resume, cancel.")
 
     def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = cmds.add_parser(name, help=help_, description=help_)
+        p = cmds.command(name, help_, func, under="iterations")
         add_target_args(p)
         p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(func=func)
         return p
 
     p = command("list", "iteration jobs, newest first, with their progress", cmd_list)

@@ -1,6 +1,6 @@
 """Pydantic models of the HTTP API's documents, for the OpenAPI description.
 
-Handlers build plain dicts (podjobs.api.monitor) and send them as they are; these models
+Handlers build plain dicts (podjobs.surface.api.views) and send them as they are; these models
 describe them (tests check the answers against the OpenAPI document with schemathesis).
 """
 
@@ -127,7 +127,7 @@ class Health(BaseModel):
 
 
 def enqueue_body_schema(job_names: list[str]) -> dict[str, Any]:
-    """The JSON schema of the enqueue body (checked by podjobs.api.monitor.parse_enqueue)."""
+    """The JSON schema of the enqueue body (checked by podjobs.surface.api.body.parse_enqueue)."""
     job: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200,
                            "description": "a registered job's name"}
     if job_names:

@@ -45,13 +45,14 @@ from podjobs.errors import (
     UnknownPod,
     UnknownTenant,
 )
-from podjobs.iteration import keys as iter_keys
+from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
 
 from .auth import Principal
-from .monitor import EnqueueRequest, job_view, monitor_path, queued_view, valid_job_id
+from .body import EnqueueRequest
+from .views import job_view, monitor_path, queued_view, valid_job_id
 
 log = logging.getLogger("podjobs.api")
 
@@ -411,7 +412,7 @@ class Service:
         """What `podjobs migrations status --json` prints (read from ZooKeeper)."""
         from kazoo.exceptions import KazooException
 
-        from podjobs.scheduler.status import collect
+        from podjobs.scheduler.report import collect
 
         try:
             status: dict[str, Any] = collect(self.directory.zk)

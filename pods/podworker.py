@@ -9,7 +9,7 @@
    (re-created after a session expiry) for as long as it runs.
 
 The jobs it runs are those of `config.app_modules`; `podjobs worker --pod` also gives
-it the scheduler's migration job (`podjobs.scheduler.cli.pod_worker`).
+it the scheduler's migration job (`podjobs.scheduler.migrate.pod_worker`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .router import Router
 from .tenantcheck import TenantCheck
 from .zk import ZK
 
-log = logging.getLogger("podjobs.pods.worker")
+log = logging.getLogger("podjobs.pods.podworker")
 
 
 class PodWorker:
@@ -48,7 +48,7 @@ class PodWorker:
         except Exception as exc:  # jobs' commits create it later (and are retried once)
             log.warning("cannot create the tenant fence table on pod %s's shard: %s", pod, exc)
         # the scheduler's migration job comes with config.app_modules: `podjobs worker --pod`
-        # adds it (podjobs.scheduler.cli.pod_worker); pods know nothing of the scheduler
+        # adds it (podjobs.scheduler.migrate.pod_worker); pods know nothing of the scheduler
         cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
         self.worker = Worker(backend, cfg)
         self.check = TenantCheck(self.router, pod, backend, self.worker.identity)

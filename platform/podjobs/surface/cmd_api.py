@@ -4,42 +4,36 @@
     podjobs api token --tenant shop-17        (or --operator) prints a token and its file entry
 
 ZooKeeper: `--zk`, else `$PODJOBS_ZK`, else the topology file of `podjobs dev up`. Tokens:
-`--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.api.auth). With `--workers N`
+`--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.surface.api.auth). With `--workers N`
 N server processes each build the app and listen on their own SO_REUSEPORT socket.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import socket
-import sys
 from dataclasses import asdict
 from typing import Any
 
 from podjobs.errors import ConfigurationError
 
+from .options import APP_HINT, Commands, app_modules, import_apps, resolve_zk_spec
+
 
 def build_app(settings_doc: dict[str, Any]) -> Any:
     """The FastAPI app from the JSON-able settings `cmd_api` made (also in uvicorn workers)."""
-    from podjobs.api.app import create_app
-    from podjobs.api.auth import TokenStore
-    from podjobs.api.service import Service, Settings
     from podjobs.pods.router import connect
+    from podjobs.surface.api.app import create_app
+    from podjobs.surface.api.auth import TokenStore
+    from podjobs.surface.api.service import Service, Settings
 
     doc = dict(settings_doc)
     zk, tokens_path = doc.pop("zk"), doc.pop("tokens")
     settings = Settings(**doc)
-    sys.path.insert(0, os.getcwd())
-    for m in settings.app_modules:
-        try:
-            importlib.import_module(m)
-        except ImportError as exc:
-            raise ConfigurationError(f"--app {m}: cannot import it ({exc}); run from the directory "
-                                     f"that holds it or put it on PYTHONPATH") from exc
+    import_apps(settings.app_modules, APP_HINT)
     tokens = TokenStore.from_env(tokens_path)
     client = connect(zk)
     service = Service(client.router, settings)
@@ -56,9 +50,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         return cmd_token(args)
     import uvicorn
 
-    from podjobs.api.auth import TokenStore
-    from podjobs.api.service import Settings
-    from podjobs.pods.cli import resolve_zk_spec
+    from podjobs.surface.api.auth import TokenStore
+    from podjobs.surface.api.service import Settings
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -66,7 +59,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings(max_body_bytes=int(args.max_body_kb * 1024), max_wait_s=args.max_wait,
                         default_wait_s=min(args.sync_wait, args.max_wait),
                         status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
-                        app_modules=[m for a in args.app or [] for m in a.split(",") if m])
+                        app_modules=app_modules(args.app))
     doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk),
            "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
     common: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level.lower(),
@@ -158,7 +151,7 @@ def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> Non
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from podjobs.api.auth import entry_for, new_token
+    from podjobs.surface.api.auth import entry_for, new_token
 
     if bool(args.tenant) == bool(args.operator):
         raise ConfigurationError("podjobs api token needs --tenant TENANT or --operator")
@@ -172,9 +165,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "api", help="serve the HTTP API (or: api token, to make a token)",
+def register(cmds: Commands) -> None:
+    p = cmds.command(
+        "api", "serve the HTTP API (or: api token, to make a token)", cmd_api,
         description="Serve the HTTP API: enqueue with 202 + status monitors, Expect/Prefer, "
                     "operator endpoints. 'podjobs api token --tenant T' makes a token.")
     p.add_argument("action", nargs="?", choices=("serve", "token"), default="serve")
@@ -204,4 +197,3 @@ def register(sub: Any) -> None:
     p.add_argument("--operator", action="store_true", help="api token: an operator token")
     p.add_argument("--name", help="api token: a name for the entry")
     p.add_argument("--json", action="store_true", help="api token: print JSON")
-    p.set_defaults(func=cmd_api)

@@ -1,0 +1,54 @@
+"""The operator routes and the health check.
+
+    GET    /v1/pods                    operator: pods, state, queue sizes, live workers
+    GET    /v1/pods/{pod}/queues       operator: one pod's queues
+    GET    /v1/migrations              operator: the migration rollout
+    GET    /healthz                    liveness (no token)
+
+(No `from __future__ import annotations`, as in routes_jobs.)
+"""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+
+from podjobs.surface.api import models
+from podjobs.surface.api.auth import Principal
+from podjobs.surface.api.responses import json_response, problem
+from podjobs.surface.api.service import Service
+
+
+def add_operator_routes(app: FastAPI, service: Service,
+                        operator: Callable[..., Principal]) -> None:
+    """The operator views on `app`; `operator` is the dependency that lets operator tokens
+    only through."""
+    Operator = Annotated[Principal, Depends(operator)]
+
+    @app.get("/v1/pods", response_model=list[models.PodInfo], summary="Pods (operator)",
+             responses={401: problem(401, "no or an unknown bearer token"),
+                        403: problem(403, "not an operator token")})
+    def list_pods(p: Operator) -> Response:
+        return json_response(200, service.pods())
+
+    @app.get("/v1/pods/{pod}/queues", response_model=list[models.QueueInfo],
+             summary="One pod's queues (operator)",
+             responses={401: problem(401, "no or an unknown bearer token"),
+                        403: problem(403, "not an operator token"),
+                        404: problem(404, "unknown pod"),
+                        503: problem(503, "the pod's Redis is unreachable")})
+    def pod_queues(pod: str, p: Operator) -> Response:
+        return json_response(200, service.pod_queues(pod))
+
+    @app.get("/v1/migrations", response_model=models.MigrationsStatus,
+             summary="Migration rollout per shard (operator): podjobs migrations status --json",
+             responses={401: problem(401, "no or an unknown bearer token"),
+                        403: problem(403, "not an operator token"),
+                        503: problem(503, "ZooKeeper is unreachable")})
+    def migrations(p: Operator) -> Response:
+        return json_response(200, service.migrations())
+
+    @app.get("/healthz", response_model=models.Health, summary="Liveness (no token needed)")
+    def healthz() -> Response:
+        return json_response(200, service.health())

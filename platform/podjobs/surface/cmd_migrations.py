@@ -1,0 +1,142 @@
+"""`podjobs migrations`: the rollout the scheduler runs, one revision at a time per shard.
+
+    podjobs migrations status [--json]         per shard: current, pending, running, failures
+    podjobs migrations wait [--revision R] --timeout S
+        exit 0 when every shard completed R (default: head), 1 when a migration
+        failed or is halted, 2 on timeout; prints progress while it waits
+    podjobs migrations retry REVISION [--pod P]    clear a failure; the leader queues it again
+    podjobs migrations cancel REVISION [--pod P]   cancel queued runs, stop running ones
+    podjobs migrations skip REVISION --pod P --migrations DIR
+        stamp the revision on one shard without running it (after a manual fix)
+
+scheduler.report (status, wait) and scheduler.control (retry, cancel, skip: Alembic,
+SQLAlchemy) load in the commands that use them, not for --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from podjobs.table import render
+
+from .options import Commands, connect, zk_options
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return "-"
+    s = max(0.0, time.time() - float(t))
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+
+
+def _control() -> Any:
+    from podjobs.scheduler import control
+
+    return control
+
+
+def _report() -> Any:
+    from podjobs.scheduler import report
+
+    return report
+
+
+# -- migrations ---------------------------------------------------------------------
+
+
+def cmd_migrations_status(args: argparse.Namespace) -> int:
+    with connect(args) as zk:
+        st = _report().collect(zk)
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True, default=str))
+        return 0
+    lead = st["leader"]
+    print(f"head: {st['head'] or '-'}   leader: {lead['id'] if lead else 'none'}")
+    rows = []
+    for s in st["shards"]:
+        running = ", ".join(
+            f"{r['revision']} {r['state']}" + (f" on {r['worker']}" if r["worker"] else "")
+            + (f" since {_ago(r['since'])}" if r["since"] else "")
+            + (f" {r['progress']['percent']:.0f}%" if (r.get("progress") or {}).get("percent")
+               is not None else "")
+            for r in s["running"]) or "-"
+        failed = "; ".join(f"{f['revision']} {f['state']}: {f['error']}" for f in s["failures"]) or "-"
+        cur = s["current"] if s["known"] else f"? ({s['read_error'] or 'not read yet'})"
+        rows.append([s["pod"], s["pod_state"], cur or "base", ",".join(s["pending"]) or "-",
+                     running, failed])
+    print(render(["POD", "STATE", "CURRENT", "PENDING", "RUNNING", "FAILED"], rows))
+    for rev, h in sorted(st["halts"].items()):
+        print(f"halted: {rev} (pod {h.get('pod')}): {h.get('error')}")
+    return 0
+
+
+def cmd_migrations_wait(args: argparse.Namespace) -> int:
+    def progress(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    code: int
+    with connect(args) as zk:
+        code, line = _report().wait(zk, args.revision, args.timeout, args.interval, progress)
+    print(line, flush=True)
+    return code
+
+
+def cmd_migrations_retry(args: argparse.Namespace) -> int:
+    with connect(args) as zk:
+        cleared = _control().retry(zk, args.revision, args.pod)
+    print(f"{args.revision}: cleared on {', '.join(cleared) or 'no shard'}; halt lifted; the leader "
+          f"queues it again")
+    return 0
+
+
+def cmd_migrations_cancel(args: argparse.Namespace) -> int:
+    with connect(args) as zk:
+        out = _control().cancel(zk, args.revision, args.pod)
+    for p, what in sorted(out.items()):
+        print(f"{p}: {what}")
+    print(f"{args.revision} is halted; 'podjobs migrations retry {args.revision}' to go on")
+    return 0
+
+
+def cmd_migrations_skip(args: argparse.Namespace) -> int:
+    with connect(args) as zk:
+        _control().skip(zk, args.revision, args.pod, args.migrations)
+    print(f"{args.pod}: {args.revision} stamped as applied (not run)")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def register(cmds: Commands) -> None:
+    common = zk_options()
+    cmds.group("migrations", "migration rollout: status, wait, retry, cancel, skip",
+               description="Migrations run by the scheduler, one at a time per shard.")
+
+    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        return cmds.command(name, help_, func, under="migrations", parents=[common],
+                            description=None)
+
+    command("status", "per shard: current, pending, running (where, since, progress), failures",
+            cmd_migrations_status)
+    s = command("wait", "wait until every shard reached a revision: exit 0 done, 1 failed, "
+                        "2 timeout", cmd_migrations_wait)
+    s.add_argument("--revision", metavar="R", help="the revision to wait for (default: head)")
+    s.add_argument("--timeout", type=float, required=True, metavar="S")
+    s.add_argument("--interval", type=float, default=1.0, metavar="S", help="poll interval")
+    for name, helptext, func in (
+            ("retry", "clear a failed or cancelled revision; the leader queues it again",
+             cmd_migrations_retry),
+            ("cancel", "cancel a revision's queued runs, stop running ones, halt it",
+             cmd_migrations_cancel)):
+        s = command(name, helptext, func)
+        s.add_argument("revision", metavar="REVISION")
+        s.add_argument("--pod", metavar="POD", help="only this pod's shard")
+    s = command("skip", "stamp a revision on one shard without running it (after a manual fix)",
+                cmd_migrations_skip)
+    s.add_argument("revision", metavar="REVISION")
+    s.add_argument("--pod", required=True, metavar="POD")
+    s.add_argument("--migrations", required=True, metavar="DIR")

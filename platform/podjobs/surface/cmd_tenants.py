@@ -1,0 +1,154 @@
+"""`podjobs tenants assign|where|list`: the tenant directory in ZooKeeper.
+
+    podjobs tenants assign TENANT POD
+    podjobs tenants assign --file CSV        (lines "tenant,pod"; "-" reads stdin)
+    podjobs tenants where TENANT
+    podjobs tenants list [--pod POD]
+
+`podjobs tenants move` joins this group from cmd_moves. Options as for `podjobs pods`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Iterable
+
+from podjobs.errors import ConfigurationError
+from podjobs.table import render
+
+from .options import Commands, connect, print_json, zk_options
+
+# -- tenants ------------------------------------------------------------------------
+
+
+def read_assignments(lines: Iterable[str], source: str = "CSV") -> dict[str, str]:
+    """tenant -> pod from "tenant,pod" lines (a "tenant,pod" header, blank lines and
+    #-comments are skipped); `ConfigurationError` naming the line if one is wrong."""
+    from podjobs.pods.topology import validate_name
+
+    out: dict[str, str] = {}
+    for n, row in enumerate(csv.reader(lines), 1):
+        cells = [c.strip() for c in row]
+        if not cells or not any(cells) or cells[0].startswith("#"):
+            continue
+        if n == 1 and [c.lower() for c in cells] == ["tenant", "pod"]:
+            continue
+        if len(cells) != 2 or not all(cells):
+            raise ConfigurationError(f"{source} line {n}: expected 'tenant,pod', got {row!r}")
+        tenant, pod = cells
+        try:
+            validate_name("tenant", tenant)
+            validate_name("pod", pod)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{source} line {n}: {exc}") from None
+        if out.get(tenant, pod) != pod:
+            raise ConfigurationError(
+                f"{source} line {n}: tenant {tenant!r} is listed for both {out[tenant]!r} and {pod!r}"
+            )
+        out[tenant] = pod
+    return out
+
+
+def _load_csv(path: str) -> dict[str, str]:
+    if path == "-":
+        return read_assignments(io.StringIO(sys.stdin.read()), "stdin")
+    try:
+        with open(path, newline="") as fh:
+            return read_assignments(fh, path)
+    except FileNotFoundError:
+        raise ConfigurationError(f"--file {path} does not exist") from None
+
+
+def cmd_tenants_assign(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
+    if args.file:
+        if args.tenant or args.pod:
+            raise ConfigurationError("give either TENANT POD or --file CSV, not both")
+        assignments = _load_csv(args.file)
+        started = time.monotonic()
+        with connect(args) as zk:
+            summary = TopologyStore(zk).assign_many(assignments)
+        took = time.monotonic() - started
+        if args.json:
+            print_json({**summary.to_dict(), "seconds": round(took, 3)}, sort_keys=True)
+        else:
+            print(
+                f"assigned {len(summary.assigned)} tenant(s), {len(summary.unchanged)} "
+                f"already on their pod, in {took:.2f}s"
+            )
+        return 0
+    if not (args.tenant and args.pod):
+        raise ConfigurationError("tenants assign needs TENANT POD (or --file CSV)")
+    with connect(args) as zk:
+        store = TopologyStore(zk)
+        before = store.tenant(args.tenant)
+        entry = store.assign(args.tenant, args.pod)
+    if args.json:
+        print_json({**entry.to_dict(), "changed": before is None}, sort_keys=True)
+    elif before is None:
+        print(f"assigned {entry.tenant} to {entry.pod}")
+    else:
+        print(f"{entry.tenant} is already on {entry.pod} (unchanged)")
+    return 0
+
+
+def cmd_tenants_where(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
+    with connect(args) as zk:
+        entry = TopologyStore(zk).where(args.tenant)
+    if args.json:
+        print_json(entry.to_dict(), sort_keys=True)
+    else:
+        move = json.dumps(entry.move, sort_keys=True) if entry.move else ""
+        print(
+            render(
+                ["tenant", "pod", "state", "move"],
+                [[entry.tenant, entry.pod, entry.state.value, move]],
+            )
+        )
+    return 0
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    from podjobs.pods.topology import TopologyStore
+
+    with connect(args) as zk:
+        entries = TopologyStore(zk).tenants(pod=args.pod)
+    if args.json:
+        print_json([e.to_dict() for e in entries], sort_keys=True)
+    elif not entries:
+        where = f" on pod {args.pod}" if args.pod else ""
+        print(f"no tenants{where} (assign one with 'podjobs tenants assign TENANT POD')")
+    else:
+        print(
+            render(["tenant", "pod", "state"], [[e.tenant, e.pod, e.state.value] for e in entries])
+        )
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def register(cmds: Commands) -> None:
+    common = zk_options()
+    cmds.group("tenants", "the tenant directory: assign, where, list")
+    p = cmds.command("assign", "put new tenants on a pod", cmd_tenants_assign, under="tenants",
+                     parents=[common])
+    p.add_argument("tenant", nargs="?", metavar="TENANT")
+    p.add_argument("pod", nargs="?", metavar="POD")
+    p.add_argument(
+        "--file", metavar="CSV", help="'tenant,pod' lines to assign in bulk ('-': stdin)"
+    )
+    p = cmds.command("where", "the pod a tenant lives on", cmd_tenants_where, under="tenants",
+                     parents=[common])
+    p.add_argument("tenant", metavar="TENANT")
+    p = cmds.command("list", "tenants and their pods", cmd_tenants_list, under="tenants",
+                     parents=[common])
+    p.add_argument("--pod", metavar="POD", help="only the tenants of this pod")

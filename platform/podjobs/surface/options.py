@@ -1,0 +1,197 @@
+"""What the command modules share: the registration point and the common options.
+
+1. `Commands`: the one way a command module adds its commands. `podjobs.cli` makes one
+   around the top-level subparsers and hands it to every module's `register(cmds)`;
+   `cmds.group(name, ...)` adds a command group (`podjobs pods ...`) and remembers it,
+   so a module can add a command to another module's group (`cmds.group_of("tenants")`,
+   how `podjobs tenants move` joins `tenants`); `cmds.command(...)` adds one command.
+2. Which Redis (`add_target_args`, `resolve_redis`): `--redis URL`, or `--pod NAME` with
+   the topology in ZooKeeper, or `$PODJOBS_REDIS_URL`.
+3. Which ZooKeeper (`zk_options`, `resolve_zk_spec`, `connect`): `--zk`, else
+   `$PODJOBS_ZK`, else the topology file of `podjobs dev up` (`$PODJOBS_TOPOLOGY` or
+   var/topology.json) with the root /podjobs.
+4. `import_apps` (`--app MODULE`), `print_json`.
+
+Nothing here imports kazoo, Redis or SQLAlchemy at module level: `podjobs --help` builds
+every parser and must stay lean (bench/startup.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from podjobs.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from podjobs.pods.zk import ZK
+
+Func = Callable[[argparse.Namespace], int]
+
+ENV_ZK = "PODJOBS_ZK"  # = podjobs.pods.zk.ENV_ZK (not imported: it loads kazoo)
+DEFAULT_ROOT = "/podjobs"  # = podjobs.pods.zk.DEFAULT_ROOT
+ENV_TOPOLOGY = "PODJOBS_TOPOLOGY"
+DEFAULT_TOPOLOGY = os.path.join("var", "topology.json")
+# Seconds a command waits for ZooKeeper before giving up with a clear error.
+CONNECT_TIMEOUT = 5.0
+
+
+# -- the registration point ---------------------------------------------------------
+
+
+class Commands:
+    """The `podjobs` parser's subcommands, as command modules add to them."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self.top = subparsers
+        self._groups: dict[str, Any] = {}
+
+    def command(self, name: str, help_: str, func: Func, *, under: str | None = None,
+                parents: list[argparse.ArgumentParser] | None = None,
+                **kwargs: Any) -> argparse.ArgumentParser:
+        """`podjobs NAME` (or `podjobs UNDER NAME`) running `func(args) -> exit code`;
+        `description` defaults to `help_`."""
+        sub = self._groups[under] if under else self.top
+        kwargs.setdefault("description", help_)
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, parents=parents or [],
+                                                     **kwargs)
+        p.set_defaults(func=func)
+        return p
+
+    def group(self, name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        """`podjobs NAME COMMAND ...`: a group whose commands are added with `under=NAME`;
+        `podjobs NAME` alone prints the group's help on stderr and exits 2."""
+        p: argparse.ArgumentParser = self.top.add_parser(name, help=help_,
+                                                         description=description or help_)
+
+        def usage(_args: argparse.Namespace) -> int:
+            p.print_help(sys.stderr)
+            return 2
+
+        p.set_defaults(func=usage)
+        self._groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+        return p
+
+    def subgroup(self, parser: argparse.ArgumentParser, name: str) -> None:
+        """Let `parser` (a command that also runs alone, like `podjobs scheduler`) take
+        commands with `under=NAME`."""
+        self._groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+
+
+# -- output and --app ---------------------------------------------------------------
+
+
+def print_json(obj: Any, *, sort_keys: bool = False) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=sort_keys, default=str))
+
+
+def app_modules(flags: list[str] | None) -> list[str]:
+    """The modules of repeated or comma-separated `--app` flags."""
+    return [m for a in flags or [] for m in a.split(",") if m]
+
+
+def import_apps(modules: list[str], hint: str = "") -> None:
+    """Import the `--app` modules from the current directory too; `ConfigurationError`
+    naming the module (and `hint`) when one cannot be imported."""
+    sys.path.insert(0, os.getcwd())
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as exc:
+            raise ConfigurationError(f"--app {m}: cannot import it ({exc}){hint}") from exc
+
+
+APP_HINT = "; run from the directory that holds it or put it on PYTHONPATH"
+
+
+# -- which Redis ----------------------------------------------------------------------
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL", help="the pod's Redis URL (default $PODJOBS_REDIS_URL)")
+    p.add_argument("--pod", metavar="NAME", help="a pod of the topology in ZooKeeper instead of --redis")
+    p.add_argument("--zk", metavar="HOSTS[/ROOT]",
+                   help="ZooKeeper for --pod (default $PODJOBS_ZK, else the topology file's)")
+
+
+def pod_redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL of pod `args.pod` in the topology in ZooKeeper."""
+    from podjobs.pods.topology import TopologyStore
+
+    with connect(args) as zk:
+        url: str = TopologyStore(zk).pod(args.pod).redis_url
+        return url
+
+
+def resolve_redis(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(redis url, pod name) from --redis, --pod + the topology in ZooKeeper, or the environment."""
+    if getattr(args, "redis", None):
+        return args.redis, getattr(args, "pod", None)
+    if getattr(args, "pod", None):
+        return pod_redis_url(args), args.pod
+    url = os.environ.get("PODJOBS_REDIS_URL")
+    if url:
+        return url, None
+    raise ConfigurationError("which Redis? pass --redis URL or --pod NAME, or set PODJOBS_REDIS_URL")
+
+
+# -- which ZooKeeper ------------------------------------------------------------------
+
+
+def zk_options() -> argparse.ArgumentParser:
+    """A parent parser with `--zk` and `--json` (the ZooKeeper commands)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--zk",
+        metavar="HOSTS[/ROOT]",
+        help=f"ZooKeeper, e.g. 127.0.0.1:2181/podjobs (default ${ENV_ZK}, else the "
+        f"topology file ${ENV_TOPOLOGY} or {DEFAULT_TOPOLOGY}, root {DEFAULT_ROOT})",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def resolve_zk_spec(flag: str | None = None) -> str:
+    """ "hosts[/root]" from --zk, `$PODJOBS_ZK`, or the topology file (root /podjobs)."""
+    if flag:
+        return flag
+    env = os.environ.get(ENV_ZK)
+    if env:
+        return env
+    path = os.environ.get(ENV_TOPOLOGY) or DEFAULT_TOPOLOGY
+    if os.path.exists(path):
+        from podjobs.infra.topofile import Topology
+
+        zookeeper: str = Topology.load(path).zookeeper
+        return zookeeper.rstrip("/") + DEFAULT_ROOT
+    raise ConfigurationError(
+        f"which ZooKeeper? pass --zk HOST:PORT[/root], set {ENV_ZK}, or start a local "
+        f"cluster with 'podjobs dev up' (its topology file {path} does not exist)"
+    )
+
+
+def open_zk(spec: str, connect_timeout: float = CONNECT_TIMEOUT,
+            session_timeout: float | None = None) -> ZK:
+    """A started `ZK` for a "hosts[/root]" spec (root /podjobs when it names none)."""
+    from podjobs.pods.zk import ZK, parse_zk_spec
+
+    hosts, root = parse_zk_spec(spec)
+    kwargs = {} if session_timeout is None else {"timeout": session_timeout}
+    zk: ZK = ZK(hosts, root=root or DEFAULT_ROOT, **kwargs).start(timeout=connect_timeout)
+    return zk
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[ZK]:
+    """A started `ZK` for the command's --zk (see `resolve_zk_spec`), stopped afterwards."""
+    zk = open_zk(resolve_zk_spec(getattr(args, "zk", None)))
+    try:
+        yield zk
+    finally:
+        zk.stop()

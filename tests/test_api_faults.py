@@ -4,8 +4,6 @@ been enqueued, no answer may tell the caller that nothing was (it would enqueue 
 
 from __future__ import annotations
 
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -104,11 +102,13 @@ def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_wr
     router._backend.redis.ping()
     router._backend._once.ping()  # the scripts' own pool (no redis-py retries) too
     svc = Service(router)
+    busy = r.connection_pool.get_connection("EVAL")
     try:
         with client_for(svc) as c:
-            busy = threading.Thread(target=r.eval, args=(BUSY, 0, 700_000))
-            busy.start()  # Redis is busy for 0.7 s: the enqueue is sent, its answer is late
-            time.sleep(0.05)
+            # Redis is busy for 2 s (under its 5 s busy-reply threshold: the others wait, no
+            # BUSY error): the script is written to Redis before the enqueue is even sent, so
+            # Redis runs it first (in the order it reads them), and the enqueue's answer is late
+            busy.send_command("EVAL", BUSY, 0, 2_000_000)
             got = post(c, {})
             assert got.status_code == 503, got.text
             body = got.json()
@@ -121,6 +121,7 @@ def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_wr
                              .status_code == 200 and g, what="the job's record")
             assert mon.json()["state"] == "queued"
             assert r.llen(keys.queue("parked")) == 1
-            busy.join()
+            assert busy.read_response() == 1
     finally:
+        r.connection_pool.release(busy)
         svc.close()

@@ -11,6 +11,7 @@ process that started them. Each test uses its own directory under tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from podjobs.infra.servers import (
     read_cmdline,
 )
 from podjobs.infra.topofile import Topology
+from tests.helpers import wait_until
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -53,13 +54,10 @@ def cluster_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """The pids still alive after waiting up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    alive = [p for p in pids if pid_alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if pid_alive(p)]
-    return alive
+    """The pids still alive after waiting up to `timeout` seconds for all of them to exit."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not any(pid_alive(p) for p in pids), timeout, "the processes to exit")
+    return [p for p in pids if pid_alive(p)]
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -366,10 +364,7 @@ def test_a_server_whose_main_thread_exited_still_runs(tmp_path: Path) -> None:
     pid = srv.start()
     try:
         srv.wait_ready(10)
-        deadline = time.monotonic() + 10
-        while main_thread_state(pid) != "Z":
-            assert time.monotonic() < deadline, "the main thread never exited"
-            time.sleep(0.01)
+        wait_until(lambda: main_thread_state(pid) == "Z", 10, "the main thread to exit")
         assert not port_is_free(srv.port)
         # As its starter sees it (a child: waitpid decides) ...
         assert pid_alive(pid) and srv.is_running()
@@ -406,7 +401,7 @@ def test_uses_the_cluster(cluster):
         json.dump(info, fh)
     os.replace(tmp, os.environ["PODJOBS_PIDS_OUT"])
     if os.environ["PODJOBS_HOW"] == "interrupt":
-        time.sleep(60)
+        time.sleep(60)  # the run being interrupted: it waits here for the test's SIGINT
     assert False, "deliberate failure"
 """
 
@@ -428,10 +423,8 @@ def test_session_servers_stop_after_a_failing_or_interrupted_run(tmp_path: Path,
     )  # fmt: skip
     try:
         if how == "interrupt":
-            deadline = time.monotonic() + 60
-            while not out_file.exists() and proc.poll() is None:
-                assert time.monotonic() < deadline, "the generated test never started"
-                time.sleep(0.05)
+            wait_until(lambda: out_file.exists() or proc.poll() is not None, 60,
+                       "the generated test to start")
             proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -463,7 +456,7 @@ def test_servers_die_when_their_starter_is_sigkilled(tmp_path: Path) -> None:
         c = Cluster({str(tmp_path / "c")!r}, die_with_parent=True)
         c.up(1, db="mysql")
         print(json.dumps([s.pid for s in c.status()]), flush=True)
-        time.sleep(120)
+        time.sleep(120)  # the starter idles until the test SIGKILLs it (the fault)
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis
 import podjobs
 from podjobs.backend import RedisBackend
 from podjobs.cli import main
+from podjobs.errors import JobNotFound
 from podjobs.iteration import IterationJob, State, iterkeys
 from podjobs.iteration.admin import GroupProgress, Iterations
 from podjobs.iteration.state import Progress
@@ -59,6 +59,19 @@ def prog(adm: Iterations, jid: str) -> Progress:
     return p
 
 
+def in_flight(redis_url: str, *ids: str) -> list[str]:
+    """Those of `ids` a worker holds (reserved, running or not yet settled)."""
+    ins = Inspector(RedisBackend(redis_url))
+
+    def held(i: str) -> bool:
+        try:
+            return ins.find_job(i).where == "in_flight"
+        except JobNotFound:
+            return False
+
+    return [i for i in ids if held(i)]
+
+
 def cli(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> Any:
     capsys.readouterr()
     assert main(["iterations", *argv, "--redis", url, "--json"]) == 0
@@ -92,15 +105,12 @@ def test_sigterm_mid_iteration_stops_within_one_item_and_resumes(
     try:
         wait_until(lambda: r.llen("rec:order:t") >= 5, timeout=15, what="some items")
         at_signal = r.llen("rec:order:t")
-        t0 = time.monotonic()
         w.send_signal(signal.SIGTERM)
-        assert w.wait(10) == 0
-        took = time.monotonic() - t0
+        assert w.wait(10) == 0  # a bound, not a figure: how soon is the item count below
     finally:
         stop_proc(w)
     n = r.llen("rec:order:t")
     assert n - at_signal <= 1, (at_signal, n)  # the item in progress, no other
-    assert took < 3.0, took
     p = prog(adm, h.id)
     assert (p.state, p.interrupted, p.reason, p.done, p.cursor) == (
         State.INTERRUPTED, 1, "shutdown", n, n - 1)
@@ -187,8 +197,9 @@ def test_pause_resume_and_cancel_running_jobs_through_the_cli(
         wait_until(lambda: state(adm, a.id) is State.PAUSED, what="the pause")
         wait_until(lambda: state(adm, b.id) is State.CANCELLED, what="the cancel")
         na, nb = r.llen("rec:order:p"), r.llen("rec:order:c")
-        time.sleep(0.2)
-        assert (r.llen("rec:order:p"), r.llen("rec:order:c")) == (na, nb)  # both stopped
+        # both stopped: settled, no longer in the worker's hands (nothing can add an item)
+        wait_until(lambda: not in_flight(redis_url, a.id, b.id), what="both jobs to settle")
+        assert (r.llen("rec:order:p"), r.llen("rec:order:c")) == (na, nb)
         shown = cli(capsys, redis_url, "show", a.id)
         assert (shown["state"], shown["cursor"], shown["done"]) == ("paused", na - 1, na)
         assert r.hexists(iterkeys.job(a.id), "parked")
@@ -285,11 +296,19 @@ def test_backfill_on_mariadb_across_interruptions_matches_an_uninterrupted_run(
     assert expected[2:5] == (ROWS, 1, 1)
     with engine.begin() as c:
         c.execute(text("UPDATE iter_items SET value = id, processed = 0"))
-    # through workers that stop (SIGTERM-like graceful stop) every 0.7 s, and 0.3 s max runtime
+    # through workers that stop (SIGTERM-like graceful stop) each time the backfill got 20
+    # batches further, and 0.3 s max runtime
     h = iter_app.Backfill.enqueue(batch=BATCH)
+
+    def done() -> int:
+        p = adm.get(h.id)
+        return p.done if p else 0
+
     for _ in range(60):
+        before = done()
         with worker(p1.redis_url, shard_url=p1.shard_url, pod=p1.name, concurrency=1):
-            time.sleep(0.7)
+            wait_until(lambda b=before: done() >= b + 20 or state(adm, h.id) is State.SUCCEEDED,
+                       timeout=60, what="20 more batches")
         if state(adm, h.id) is State.SUCCEEDED:
             break
     p = prog(adm, h.id)

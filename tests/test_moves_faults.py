@@ -132,8 +132,15 @@ def test_scheduled_jobs_coming_due_during_a_killed_rollback_run_once(
     killed(mover_cli(cluster, zk_root, "mover", "--rollback", crash_at="rollback_written"))
     ws = workers(zk, ["p1", "p2"])
     try:
-        # the stall: the scheduled jobs come due (on Redis' clock) while the rollback is stopped
-        wait_until(lambda: time.time() > due + 1.0, timeout=15, what="the scheduled jobs to come due")
+        # the stall: the scheduled jobs come due (on Redis' clock) and run on p1 while the
+        # rollback is stopped (their copies on p2 are what the rollback must not run again)
+        # the stall: the scheduled jobs come due while the rollback is stopped. Nothing moves
+        # meanwhile (they stay held on p1 and carried on p2), so the event is the due time
+        # itself, read on the clock that decides it: p1's Redis (not this process's)
+        r1 = redis.Redis.from_url(pods.pod("p1").redis_url)
+        wait_until(lambda: (lambda t: t[0] + t[1] / 1e6)(r1.time()) > due + 1.0, timeout=15,
+                   what="the scheduled jobs to come due on p1's Redis clock")
+        r1.close()
         res = mover_cli(cluster, zk_root, "mover", "--rollback")
         counts = drain(pods, 250)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -19,11 +20,13 @@ def fail(x: int) -> None:
     raise ValueError(f"bad input {x}")
 
 
+release = threading.Event()
+
+
 @podjobs.job(name="ops.slow")
 def slow(seconds: float) -> None:
-    import time
-
-    time.sleep(seconds)
+    """Runs until the test releases it (at most `seconds`): it is inspected meanwhile."""
+    release.wait(seconds)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
@@ -37,9 +40,10 @@ def test_queues_workers_dead_scheduled_and_job_show(redis_url: str, capsys: pyte
     r = redis.Redis.from_url(redis_url)
     dead = fail.enqueue(1)
     later = slow.enqueue_in(600, 0.0)
+    release.clear()
     with worker(redis_url) as w:
         wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the failing job to die")
-        running = slow.enqueue(2.0)
+        running = slow.enqueue(30.0)
 
         def reported() -> bool:
             w.heartbeat.beat()  # publish what it runs now rather than at the next beat
@@ -51,6 +55,9 @@ def test_queues_workers_dead_scheduled_and_job_show(redis_url: str, capsys: pyte
         assert shown["where"] == "in_flight" and shown["worker"] == w.id
         queued = run(capsys, "queues", "--redis", redis_url, "--json")
         assert {q["name"]: q["in_flight"] for q in queued}["default"] == 1
+        release.set()
+        wait_until(lambda: not any(r.hlen(k) for k in r.scan_iter(match=keys.inflight("*", "*"))),
+                   what="the released job to finish")
     queues = run(capsys, "queues", "--redis", redis_url, "--json")
     assert queues[0]["name"] == "default" and queues[0]["scheduled"] == 1
     text = run(capsys, "queues", "--redis", redis_url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +54,27 @@ def flaky(t: str, fails: int) -> None:
         raise ValueError(f"fail #{ran.count(t)}")
 
 
+@podjobs.job(name="q.stamp")
+def stamp(ctx: podjobs.Context, t: str) -> None:
+    """Records when it ran on Redis' clock (ms), the clock due times are kept on."""
+    sec, usec = redis.Redis.from_url(ctx.redis_url).time()
+    ran.append((t, sec * 1000 + usec // 1000))
+
+
+def reserve_replies(w: Any) -> list[Any]:
+    """What each of the worker's reservations got from Redis from now on ([] for nothing)."""
+    replies: list[Any] = []
+    reserve = w.fetcher.backend.reserve
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        got = reserve(*a, **kw)
+        replies.append(list(got) if got is not None else None)
+        return got
+
+    w.fetcher.backend.reserve = recorded
+    return replies
+
+
 @podjobs.job(name="q.unique", unique_for=60)
 def uniq(x: int) -> None:
     ran.append(("uniq", x))
@@ -94,9 +114,13 @@ def test_strict_priority_and_specialised_pool(r: redis.Redis, redis_url: str) ->
         tag_low.enqueue(f"low{i}")
         tag_default.enqueue(f"def{i}")
         tag_critical.enqueue(f"crit{i}")
-    with worker(redis_url, queues=["critical", "default"], concurrency=1, prefetch=0, batch=1):
+    with worker(redis_url, queues=["critical", "default"], concurrency=1, prefetch=0, batch=1) as w:
+        replies = reserve_replies(w)
         wait_until(lambda: len(ran) == 6, what="critical and default jobs")
-        time.sleep(0.3)  # a specialised pool must leave 'low' alone
+        # a specialised pool leaves 'low' alone: once its queues are empty it asks Redis for
+        # work and gets none, although 'low' holds three jobs
+        after = len(replies)
+        wait_until(lambda: [] in replies[after:], what="a reservation that found nothing")
     assert ran == ["crit0", "crit1", "crit2", "def0", "def1", "def2"]
     assert r.llen(keys.queue("low")) == 3
     with worker(redis_url, queues=["critical", "default", "low"], concurrency=1):
@@ -165,17 +189,19 @@ def test_unknown_job_goes_dead_and_worker_goes_on(r: redis.Redis, redis_url: str
 
 
 def test_scheduled_jobs_wait_for_their_time(r: redis.Redis, redis_url: str) -> None:
-    t0 = time.time()
-    add.enqueue_in(0.6, 1, 1)
-    add.enqueue_at(datetime.now(UTC) + timedelta(seconds=0.6), 2, 2)
+    stamp.enqueue_in(0.6, "in")
+    stamp.enqueue_at(datetime.now(UTC) + timedelta(seconds=0.6), "at")
     with pytest.raises(ConfigurationError, match="naive datetime"):
-        add.enqueue_at(datetime.now(), 3, 3)
+        stamp.enqueue_at(datetime.now(), "naive")
     assert r.zcard(keys.scheduled("default")) == 2
+    due = {json.loads(m)["args"][0]: ms
+           for m, ms in r.zrange(keys.scheduled("default"), 0, -1, withscores=True)}
     assert len(Inspector(RedisBackend(redis_url)).scheduled()) == 2
     with worker(redis_url):
         wait_until(lambda: len(ran) == 2, what="scheduled jobs")
-        elapsed = time.time() - t0
-    assert elapsed >= 0.55
+    # each ran at or after its due time, both read on Redis' clock (the one that decides)
+    assert {t for t, _ in ran} == {"in", "at"}
+    assert all(ran_ms >= due[t] for t, ran_ms in ran), (ran, due)
 
 
 def test_chain_runs_followup_only_after_success(r: redis.Redis, redis_url: str) -> None:

@@ -196,12 +196,13 @@ def test_sigkill_of_the_leader_mid_rollout_the_standby_finishes_nothing_applied_
     store = RunStore(zk)
     wait_until(lambda: store.get("p1", "0002") is not None, 30, "the rollout is under way")
     assert not all_complete(zk, sorted(shards))
+    s1_term = leader_info(zk)["term"]  # type: ignore[index]
     s1.send_signal(signal.SIGKILL)
     s1.wait(10)
-    killed_at = time.time()
+    # how fast the standby takes over is a figure of bench/scheduler.py (failover per session
+    # timeout); here: it does, in a newer term, within a bound of a few session timeouts
     wait_until(lambda: leader_is(zk, "s2"), SESSION * 3 + 5, "s2 takes over")
-    took_over = time.time() - killed_at
-    assert took_over < SESSION + 3, f"the standby took {took_over:.1f} s to lead"
+    assert leader_info(zk)["term"] > s1_term  # type: ignore[index]
     wait_until(lambda: all_complete(zk, sorted(shards)), 60, "every shard at head")
     for url in shards.values():
         check_applied_once_in_order(url)
@@ -218,7 +219,9 @@ def test_a_leader_paused_past_its_session_applies_nothing_after_it_resumes(
     s1.send_signal(signal.SIGSTOP)
     stopped_at = time.time()
     wait_until(lambda: leader_is(zk, "s2"), SESSION * 3 + 5, "s2 takes over")
-    time.sleep(0.5)  # s2 acts for a while as the only leader
+    # s2 acts as the only leader before s1 wakes: it has queued a revision itself
+    wait_until(lambda: any(r.queued_by == "s2" for p in shards for r in store.for_pod(p).values()),
+               30, "s2 to queue a revision")
     s1.send_signal(signal.SIGCONT)
     wait_until(lambda: "no longer leader" in schedulers.log("s1") or
                "stopped leading" in schedulers.log("s1"), 15, "s1 notices it lost the lead")
@@ -236,7 +239,7 @@ def test_a_leader_paused_past_its_session_applies_nothing_after_it_resumes(
 def test_killing_the_connection_that_holds_get_lock_stops_the_runner_before_its_next_step(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers,
         cluster: Any) -> None:
-    control(shards["p1"], "0002", pause=3.0)  # sleeps before its first step
+    control(shards["p1"], "0002", pause=migration_probe.HOLD)  # held before its first step
     schedulers.start("s1")
     e = create_engine(shards["p1"], isolation_level="AUTOCOMMIT")  # no snapshot: see new rows
     with e.connect() as c:
@@ -295,7 +298,7 @@ def test_a_failing_revision_halts_the_rollout_is_reported_and_retry_goes_on(
 
 def test_wait_times_out_with_exit_code_2_and_prints_progress(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
-    control(shards["p1"], "0001", pause=3.0)
+    control(shards["p1"], "0001", pause=migration_probe.HOLD)  # the rollout cannot finish
     schedulers.start("s1")
     res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "1.5", "--interval", "0.2")
     assert res.returncode == 2, res.stdout + res.stderr
@@ -344,7 +347,7 @@ def spawn_pod_worker(zk_spec: str, pod: str, log: Path) -> subprocess.Popen[byte
 
 def test_a_runner_paused_past_its_session_is_fenced_off_and_applies_nothing(
         zk: ZK, shards: dict[str, str], schedulers: Schedulers, tmp_path: Path) -> None:
-    control(shards["p1"], "0001", pause=4.0)  # the runner sleeps before its first step
+    control(shards["p1"], "0001", pause=migration_probe.HOLD)  # held before its first step
     w1 = spawn_pod_worker(schedulers.zk_spec, "p1", tmp_path / "w1.log")
     w2 = None
     try:
@@ -363,7 +366,7 @@ def test_a_runner_paused_past_its_session_is_fenced_off_and_applies_nothing(
                          and r.state == "failed" and r, 30, "the take-over fails the run")
         assert "stopped midway" in run.error, run.error
         assert "killing that stale runner's connection" in (tmp_path / "w2.log").read_text()
-        control(shards["p1"], "0001", pause=0.1)
+        control(shards["p1"], "0001", pause=0.1)  # released: a w1 that could go on would step
         w1.send_signal(signal.SIGCONT)
         wait_until(lambda: "migration 0001 on p1:" in (tmp_path / "w1.log").read_text(), 15,
                    "w1 wakes and stops")
@@ -408,6 +411,7 @@ def test_a_busy_shard_lock_puts_the_job_back_instead_of_failing(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers,
         pods: Topology) -> None:
     from podjobs.backend import RedisBackend
+    from podjobs.errors import JobNotFound
     from podjobs.ops import Inspector
     from podjobs.scheduler import paths
 
@@ -416,10 +420,20 @@ def test_a_busy_shard_lock_puts_the_job_back_instead_of_failing(
     try:
         schedulers.start("s1")
         store = RunStore(zk)
-        wait_until(lambda: store.get("p1", "0001") is not None, 20, "0001 queued on p1")
-        time.sleep(6.5)  # longer than the job's lock wait (5 s): it must be put back, not fail
+        run = wait_until(lambda: store.get("p1", "0001"), 20, "0001 queued on p1")
+        # the job waits for the lock (5 s), then must be put back (scheduled again), not fail
+        inspector = Inspector(RedisBackend(pods.pod("p1").redis_url))
+
+        def put_back() -> bool:
+            try:
+                return inspector.find_job(run.job_id).where == "scheduled"
+            except JobNotFound:
+                return False
+
+        wait_until(put_back, 30, "the migration job to be put back after its lock wait")
         run = store.get("p1", "0001")
         assert run is not None and run.state == "queued", run
+        assert inspector.stats().get("failed", 0) == 0
     finally:
         held.release()
     wait_until(lambda: all_complete(zk, sorted(shards)), 60, "every shard at head")
@@ -460,10 +474,18 @@ def test_a_backfill_that_never_arrived_is_enqueued_again_by_the_leader(
 
 def test_cancel_stops_a_running_revision_and_skip_stamps_a_fixed_one(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
-    control(shards["p1"], "0002", pause=2.0)  # sleeps before each of its two steps
+    # held before its first step until released: the cancel lands while it is held, however
+    # long the cancel command takes to start (it used to sleep 2 s, which a loaded machine
+    # could outlast: step1 then ran before the cancel was seen)
+    control(shards["p1"], "0002", pause=migration_probe.HOLD)
     control(shards["p2"], "0003", fail=1)
     schedulers.start("s1", "--wave", "2")
     store = RunStore(zk)
+    e = create_engine(shards["p1"], isolation_level="AUTOCOMMIT")
+    with e.connect() as c:
+        wait_until(lambda: ("0002", "start") in [(r, ev) for r, ev, _ in migration_probe.events(c)],
+                   30, "0002 started (and held) on p1")
+    e.dispose()
     wait_until(lambda: (r := store.get("p1", "0002")) is not None and r.state == "running",
                30, "0002 running on p1")
     res = cli(schedulers.zk_spec, "migrations", "cancel", "0002")

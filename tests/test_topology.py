@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -346,13 +345,29 @@ def test_unknown_tenant_message(store: TopologyStore) -> None:
     )
 
 
-def test_assign_many_500_is_fast(store: TopologyStore) -> None:
+def test_assign_many_500_is_one_transaction(
+    store: TopologyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes it fast is that it is batched: 500 tenants in one ZooKeeper transaction,
+    no write of its own per tenant (the time it takes is measured by bench/pods.py)."""
     wanted = {f"t{i:04d}": f"p{i % 3 + 1}" for i in range(500)}
-    started = time.monotonic()
+    transactions: list[int] = []
+    transaction_create = store.zk.transaction_create
+
+    def counted(items: list[tuple[str, dict[str, Any]]]) -> Exception | None:
+        transactions.append(len(items))
+        result: Exception | None = transaction_create(items)
+        return result
+
+    def one_by_one(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("assign_many fell back to one write per tenant")
+
+    monkeypatch.setattr(store.zk, "transaction_create", counted)
+    monkeypatch.setattr(store, "assign", one_by_one)
     summary = store.assign_many(wanted)
-    took = time.monotonic() - started
+    monkeypatch.undo()
     assert len(summary.assigned) == 500 and summary.unchanged == []
-    assert took < 2.0, f"assign_many(500) took {took:.2f}s"
+    assert transactions == [500]
     listed = store.tenants()
     assert {e.tenant: e.pod for e in listed} == wanted
     # Again: nothing changes. With one tenant on another pod: nothing is written at all.
@@ -417,14 +432,11 @@ def test_set_tenant_compare_and_set(store: TopologyStore) -> None:
 def test_directory_follows_another_client(store: TopologyStore, make_zk: Callable[[], ZK]) -> None:
     store.assign_many({f"t{i}": "p1" for i in range(500)})
     reader = make_zk()
-    started = time.monotonic()
-    directory = Directory(reader).start()
-    load_s = time.monotonic() - started
+    directory = Directory(reader).start()  # its load time: bench/pods.py
     changes: list[Change] = []
     directory.add_listener(changes.append)
     try:
         assert len(directory.tenants()) == 500 and list(directory.pods()) == ["p1", "p2", "p3"]
-        assert load_s < 5.0, f"Directory.start() with 500 tenants took {load_s:.2f}s"
         assert directory.pod_of("t7") == "p1" and not directory.stale
         with pytest.raises(UnknownTenant, match="tenant 'nope' is not in the directory"):
             directory.pod_of("nope")
@@ -497,14 +509,12 @@ def test_directory_answers_while_zookeeper_is_down_and_catches_up(
             assert directory.version == version
             restart()
             writer = make_zk()  # a fresh client, after the restart
-            restarted = time.monotonic()
             TopologyStore(writer).assign("shop-3", "p3")
+            # caught up: the write made after the restart reaches it, within the bound WAIT
             assert directory.wait_for(lambda d: d.tenant("shop-3") is not None, WAIT)
-            caught_up = time.monotonic() - restarted
         assert directory.pod_of("shop-3") == "p3"
         assert directory.wait_for(lambda d: not d.stale, WAIT)
         assert states.wait(ConnState.SUSPENDED, ConnState.CONNECTED)
-        assert caught_up < 10.0, f"catching up took {caught_up:.1f}s"
         # And the watches keep working afterwards.
         TopologyStore(writer).set_pod_state("p3", "draining")
         assert directory.wait_for(lambda d: d.pod("p3").state == PodState.DRAINING, WAIT)

@@ -67,7 +67,9 @@ def zk_frozen(base: Path, size: Size, cx: ClusterCtx) -> Observation:
                     if i == n // 3:
                         frozen_at = faults.pause(cx.zk_pid)
                     if frozen_at is not None and i > n // 3:
-                        time.sleep(FREEZE_S / (n - n // 3))  # spread the rest over the freeze
+                        # the fault's length: the rest spread over the freeze (kept: the
+                        # enqueues must happen while ZooKeeper is stopped, FREEZE_S long)
+                        time.sleep(FREEZE_S / (n - n // 3))
                     try:
                         handle = client.enqueue_call(app.work.call(0.005),
                                                      tenant=names[i % len(names)])

@@ -135,7 +135,8 @@ class Harness:
         first = self.inflight()
         last = first
         if first:  # in flight now: is it still there past the heartbeat TTL + 5 s?
-            time.sleep(ttl + 5)
+            with contextlib.suppress(AssertionError):  # (still there: that is the finding)
+                wait_until(lambda: not self.inflight(), ttl + 5, "the in-flight jobs to settle")
             last = self.inflight()
         return Observation(events=ledger_mod.read(self.ledger_dir), inflight_first=first,
                            inflight_last=last, alive_pids=self.alive_pids(), **facts)

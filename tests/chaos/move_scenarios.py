@@ -263,7 +263,8 @@ def run_move_kill9(base: Path, size: Size, cx: ClusterCtx, point: str,
             watch.saw(store.where(TENANT).move)
             gate.touch()  # p1's slots free: its workers take what reaches them
             _stale(h, urls)
-            time.sleep(STALL_S)  # the stall: workers and enqueues go on, jobs come due
+            time.sleep(STALL_S)  # the fault's length: the mover stays dead while workers and
+            #                      enqueues go on and jobs come due (kept: it is the stall itself)
 
             # the way out
             way = f"--{then}"
@@ -277,7 +278,9 @@ def run_move_kill9(base: Path, size: Size, cx: ClusterCtx, point: str,
             if res.returncode != 0:
                 notes.append(f"{way} exited {res.returncode}: {res.stderr.strip()[-300:]}")
             _stale(h, urls)
-            time.sleep(0.3)  # a few enqueues after the move, on its final pod
+            after = enq.sent  # a few enqueues after the move, on its final pod
+            wait_until(lambda: enq.sent >= after + 3 or not enq.is_alive(), 10,
+                       "3 enqueues after the move")
         finally:
             enq.stop.set()
             if enq.is_alive():

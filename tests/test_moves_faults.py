@@ -169,7 +169,10 @@ def test_a_paused_worker_of_the_old_pod_cannot_commit_after_the_move(
     try:
         wait_until(lambda: r1.scard(keys.WORKERS) == 1, timeout=15, what="the p1 worker to register")
         moves_app.record_run.enqueue(1, 2.0, tenant="mover")  # sleeps 2 s, then writes its row
-        wait_until(lambda: any(r1.hlen(k) for k in r1.scan_iter(match=keys.inflight("*", "*"))),
+        # started, not only reserved (a reserved job the worker had not started when it was
+        # paused is never started after its reap): the worker's busy list names the job
+        wait_until(lambda: any(b"record_run" in (r1.hget(k, "busy") or b"")
+                               for k in r1.scan_iter(match=keys.worker_info("*"))),
                    what="the job to start on the p1 worker")
         p1.send_signal(signal.SIGSTOP)
         ws = workers(zk, ["p2"])

@@ -198,3 +198,18 @@ def test_a_resent_enqueue_is_a_duplicate_and_a_resent_reserve_replays(
     # the reservation record goes with the worker
     assert b.recover("w1", ["default"], force=True) == 6
     assert not r.exists(keys.reservation("w1"))
+
+
+def test_a_resent_bulk_enqueue_in_chunks_is_a_duplicate_too(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk enqueue over the chunk size goes as one MULTI of scripts, each chunk with its
+    own request marker: sent again, nothing is written twice."""
+    import podjobs.backend as backend_mod
+
+    monkeypatch.setattr(backend_mod, "ENQUEUE_CHUNK", 3)
+    b = RedisBackend(redis_url)
+    payloads = [_raw("t.ledger", args=[str(i)]) for i in range(10)]
+    assert b.enqueue("default", payloads) == 10
+    assert b.enqueue("default", payloads) == 10  # the first call's answers
+    assert r.llen(keys.queue("default")) == 10

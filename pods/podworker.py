@@ -52,8 +52,7 @@ class PodWorker:
         cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
         self.worker = Worker(backend, cfg)
         self.check = TenantCheck(self.router, pod, backend, self.worker.identity)
-        self.check.stops = self.worker.stops
-        self.worker.config.route = self.check
+        self.worker.config.middleware = [self.check, *self.worker.config.middleware]
         self.registration = WorkerRegistration(zk, pod, self.worker.id, {
             "pod": pod, "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(cfg.queues), "concurrency": cfg.concurrency,

@@ -10,6 +10,12 @@ Before a job that names a tenant runs, the worker asks its cached directory:
   first, then acked here), so nothing of tenant A ever touches another shard;
 - it is unknown (deleted from the directory): dead set with the reason.
 
+It is the outermost link of a pod worker's middleware chain (podjobs.middleware): the
+check is its `before_start` (a job that must not run here ends as a FORWARD, HOLD, DEAD
+or REENQUEUE settlement), the write to the other pod its `before_settle` (written there
+first, then acked here: a crash in between duplicates, never loses), the running count's
+end its `after_settle`.
+
 Move barrier: when the directory shows a tenant moving away from this pod and
 this worker runs none of its jobs any more, the worker records an ack
 (`pj:moveack:TENANT`, field = worker id, value = the tenant's directory
@@ -21,14 +27,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.delivery import TENANT, Delivery
 from podjobs.errors import BackendUnavailable
-from podjobs.executor import Admit, Defer, Forward, Refuse
 from podjobs.identity import Identity
+from podjobs.jobs import JobDef
+from podjobs.middleware import Middleware
 from podjobs.payload import encode
+from podjobs.settlement import Kind, Settlement
 from podjobs.status import StatusWrite
 from podjobs.stops import StopSignals
 
@@ -42,7 +52,40 @@ log = logging.getLogger("podjobs.tenantcheck")
 STALE_DEFER_S = 1.0
 
 
-class TenantCheck:
+@dataclass(frozen=True)
+class Forward:
+    """The job's tenant lives on another pod: send the job there, do not run it here.
+    `hold`: the tenant is being moved to that pod; the job waits there until the move ends."""
+
+    pod: str
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class Admit:
+    """Run the job here. `version`: the directory version of the tenant's entry that
+    admitted it; its shard commits are refused once the tenant's move fence is larger."""
+
+    version: int
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The job must not run anywhere (for example its tenant is unknown): dead set."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Not now (for example the directory may be stale): put the job back for later."""
+
+    delay: float
+    reason: str
+
+
+class TenantCheck(Middleware):
     def __init__(self, router: Router, pod: str, backend: RedisBackend,
                  identity: Identity) -> None:
         self.router = router
@@ -59,8 +102,51 @@ class TenantCheck:
     def close(self) -> None:
         self.router.directory.remove_listener(self._on_change)
 
-    def check(self, data: dict[str, Any]) -> Admit | Forward | Refuse | Defer | None:
-        tenant = data["tenant"]
+    # -- the middleware link -------------------------------------------------------------
+
+    def wants(self, jd: JobDef, shape: int) -> bool:
+        return bool(shape & TENANT)
+
+    def worker_start(self, worker: Any) -> None:
+        self.stops = worker.stops  # to interrupt the running jobs of a tenant moving away
+
+    def before_start(self, d: Delivery, jd: JobDef) -> Settlement | None:
+        decision = self.check(d.tenant or "")
+        if isinstance(decision, Admit):
+            d.tenant_version = decision.version
+            return None
+        if isinstance(decision, Defer):
+            log.info("job %s %s of tenant %s deferred %.1f s: %s", d.job, d.id, d.tenant,
+                     decision.delay, decision.reason)
+            return Settlement(Kind.REENQUEUE, d.id, delay_ms=int(decision.delay * 1000),
+                              payload=encode(d.data, 1 << 30), reason="deferred")
+        if isinstance(decision, Refuse):
+            return Settlement(Kind.DEAD, d.id, reason=decision.reason,
+                              error={"class": "WrongPod", "message": decision.message, "trace": ""})
+        s = Settlement(Kind.HOLD if decision.hold else Kind.FORWARD, d.id, pod=decision.pod)
+        fwd = dict(d.data)
+        fwd["pod"] = decision.pod
+        fwd["forwarded_from"] = self.pod
+        s.remote = fwd
+        return s
+
+    def before_settle(self, d: Delivery, jd: JobDef, s: Settlement) -> Settlement:
+        if (s.kind is Kind.FORWARD or s.kind is Kind.HOLD) and s.remote is not None:
+            # written there first: a crash now duplicates, never loses. A tracked job's record
+            # is written there with it (queued), the one here says where it went (moved)
+            self.forward(Forward(s.pod, s.kind is Kind.HOLD), d.queue, s.remote, s.remote_status)
+            log.info("job %s %s of tenant %s %s from pod %s to %s", d.job, d.id, d.tenant,
+                     "held for a move" if s.kind is Kind.HOLD else "forwarded", self.pod, s.pod)
+        return s
+
+    def after_settle(self, d: Delivery, jd: JobDef) -> None:
+        if d.tenant_version is not None and d.tenant is not None:
+            self.done(d.tenant)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def check(self, tenant: str) -> Admit | Forward | Refuse | Defer:
+        """Where a job of `tenant` belongs; an Admit counts it as running here until `done`."""
         if self.router.directory.stale:
             # cut off from ZooKeeper: the tenant may have moved meanwhile; do not guess
             return Defer(STALE_DEFER_S, "the tenant directory is stale (ZooKeeper unreachable)")
@@ -78,8 +164,8 @@ class TenantCheck:
             self._running[tenant] += 1
             return Admit(entry.version)  # its shard commits check the move fence (pods/fence.py)
 
-    def done(self, data: dict[str, Any]) -> None:
-        tenant = data["tenant"]
+    def done(self, tenant: str) -> None:
+        """A job `check` admitted has been settled."""
         with self._lock:
             self._running[tenant] -= 1
             if self._running[tenant] > 0:

@@ -14,6 +14,7 @@ from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
 from podjobs.ops import Inspector
+from podjobs.settlement import Kind
 from tests.helpers import wait_until, worker
 
 ran: list[Any] = []
@@ -316,3 +317,62 @@ def test_bulk_payloads_are_the_same_json_as_single_ones(r: redis.Redis) -> None:
         p.pop("enqueued_at")
     assert bulk == single == {"job": "q.add", "queue": "default", "args": [1, {"k": "é"}],
                               "kwargs": {}, "attempt": 0}
+
+
+# -- the middleware chain (podjobs.middleware) ------------------------------------------------
+
+
+class Quarantine(podjobs.Middleware):
+    """An app's worker-side link: refuses jobs whose first argument is "poison" before they
+    run, and turns any failure of q.flaky into dead at once with its own reason."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def wants(self, jd: podjobs.JobDef, shape: int) -> bool:
+        return jd.name in ("q.flaky", "q.tag")
+
+    def worker_start(self, worker: Any) -> None:
+        self.events.append("start")
+
+    def worker_stop(self, worker: Any) -> None:
+        self.events.append("stop")
+
+    def before_start(self, d: podjobs.Delivery, jd: podjobs.JobDef) -> podjobs.Settlement | None:
+        if d.args and d.args[0] == "poison":
+            return podjobs.Settlement(Kind.DEAD, d.id, reason="quarantined",
+                                      error={"class": "Quarantine", "message": "poison", "trace": ""})
+        return None
+
+    def on_failure(self, d: podjobs.Delivery, jd: podjobs.JobDef, out: Any,
+                   s: podjobs.Settlement) -> podjobs.Settlement:
+        self.events.append(f"failed {d.args[0]} as {s.kind.name}")
+        return podjobs.Settlement(Kind.DEAD, d.id, reason="no_second_chance", error=s.error)
+
+    def after_settle(self, d: podjobs.Delivery, jd: podjobs.JobDef) -> None:
+        self.events.append(f"settled {d.args[0]}")
+
+
+def test_app_middleware_shapes_settlements_on_a_real_worker(r: redis.Redis, redis_url: str) -> None:
+    """A link added with add_middleware takes part in the workers started after: it may end
+    a delivery before the run (dead, reason its own), and replace the settlement the chain
+    made (a retry becomes dead); its hooks see start, every settlement and stop."""
+    q = Quarantine()
+    podjobs.add_middleware(q)
+    try:
+        tag_default.enqueue("poison")
+        tag_default.enqueue("fine")
+        flaky.enqueue("once", 1)
+        with worker(redis_url) as w:
+            wait_until(lambda: r.zcard(keys.DEAD) == 2 and "fine" in ran, what="two dead, one ran")
+            assert w.chain.index(q) < len(w.chain) - 1  # inside tracking, outside nothing else
+        dead = {json.loads(m)["args"][0]: json.loads(m) for m in r.zrange(keys.DEAD, 0, -1)}
+        assert dead["poison"]["dead_reason"] == "quarantined"
+        assert dead["once"]["dead_reason"] == "no_second_chance" and ran.count("once") == 1
+        assert "poison" not in ran
+        assert q.events[0] == "start" and q.events[-1] == "stop"
+        # the retries link (outer) saw the app's DEAD after the app link (inner) ran first
+        assert "failed once as DEAD" in q.events
+        assert {"settled poison", "settled fine", "settled once"} <= set(q.events)
+    finally:
+        podjobs.middleware.middleware().remove(q)

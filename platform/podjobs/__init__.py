@@ -28,6 +28,7 @@ from podjobs.backoff import constant, exponential
 from podjobs.client import Client, configure, get_client
 from podjobs.context import Context, current
 from podjobs.cron import periodic
+from podjobs.delivery import Delivery
 from podjobs.errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -41,8 +42,9 @@ from podjobs.errors import (
     UnknownTenant,
 )
 from podjobs.invoke import Reenqueue
-from podjobs.jobs import Call, Delivery, Job, JobDef, JobHandle, job
+from podjobs.jobs import Call, DeliveryMode, Job, JobDef, JobHandle, job
 from podjobs.middleware import Middleware, SkipJob, add_middleware
+from podjobs.settlement import Settlement
 from podjobs.status import Created
 
 if TYPE_CHECKING:
@@ -95,8 +97,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Created",
-    "Delivery", "IterationJob", "Job", "JobDef", "JobHandle", "JobNotFound", "Middleware",
-    "PayloadError", "PodDraining", "PodjobsError", "Reenqueue", "SkipJob", "TenantMoving",
+    "Delivery", "DeliveryMode", "IterationJob", "Job", "JobDef", "JobHandle", "JobNotFound", "Middleware",
+    "PayloadError", "PodDraining", "PodjobsError", "Reenqueue", "Settlement", "SkipJob", "TenantMoving",
     "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
     "current", "enqueue", "enqueue_all_pods", "exponential", "get_client", "job", "periodic",
 ]

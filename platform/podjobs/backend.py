@@ -1,8 +1,9 @@
 """The queue backend: the small interface workers and enqueuers use, and its
 Redis implementation (one Redis per pod).
 
-1. `Backend` is the interface (enqueue, reserve, ack, retry, dead, recover and
-   the few helpers around them); job code and the worker only see this.
+1. `Backend` is the interface (enqueue, reserve, ack a batch, `settle` one delivery as a
+   typed podjobs.settlement.Settlement, recover and the few helpers around them); job code
+   and the worker only see this.
 2. `RedisBackend` implements it with one Lua script per state change, each
    loaded once (`lua/*.lua`), so every transition is one round trip.
 3. Redis errors become `BackendUnavailable` naming the server and what to do
@@ -34,6 +35,7 @@ from podjobs import keys
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
+from podjobs.settlement import Kind, Settlement
 from podjobs.status import PENDING_TTL_S, StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
@@ -74,36 +76,7 @@ class Backend(Protocol):
             starts: Sequence[tuple[str, str, bool, StatusWrite]] = (),
             tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int: ...
 
-    def ack_one(
-        self,
-        worker_id: str,
-        queue: str,
-        job_id: str,
-        unique_key: str | None,
-        children: Sequence[tuple[str, str]],
-        in_flight: bool = True,
-        status: StatusWrite | None = None,
-    ) -> bool: ...
-
-    def retry(
-        self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True,
-        status: StatusWrite | None = None,
-    ) -> bool: ...
-
-    def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
-                  in_flight: bool = True, status: StatusWrite | None = None) -> bool: ...
-
-    def dead(
-        self,
-        worker_id: str,
-        queue: str,
-        job_id: str,
-        payload: str,
-        in_flight: bool = True,
-        unique_key: str | None = None,
-        status: StatusWrite | None = None,
-    ) -> bool: ...
-
+    def settle(self, worker_id: str, queue: str, s: Settlement) -> bool: ...
 
     def recover(self, worker_id: str, queues: Sequence[str], force: bool = False) -> int: ...
 
@@ -431,6 +404,21 @@ class RedisBackend:
                                  "0" if in_flight else "1", "1" if unique_key else "0"]
         _add_status(ks, args, status)
         return bool(self._run("dead", "move a job to the dead set", ks, args))
+
+    def settle(self, worker_id: str, queue: str, s: Settlement) -> bool:
+        """End one delivery of worker `worker_id` from `queue` as `s` says (one script, one
+        round trip; see podjobs.settlement). False when the job was no longer in flight."""
+        k = s.kind
+        if k is Kind.ACK or k is Kind.FORWARD or k is Kind.HOLD:
+            return self.ack_one(worker_id, queue, s.job_id, s.unique, s.children, s.in_flight, s.status)
+        if k is Kind.RETRY:
+            return self.retry(worker_id, queue, s.job_id, s.delay_ms, s.payload, s.in_flight, s.status)
+        if k is Kind.REENQUEUE:
+            return self.reenqueue(worker_id, queue, s.job_id, s.delay_ms, s.payload, s.in_flight,
+                                  s.status)
+        if k is Kind.DEAD:
+            return self.dead(worker_id, queue, s.job_id, s.payload, s.in_flight, s.unique, s.status)
+        raise ValueError(f"settlement {s!r} has nothing to send")
 
     def _ack_tracked(self, worker_id: str, acks: Mapping[str, Sequence[str]],
                      starts: Sequence[tuple[str, str, bool, StatusWrite]],

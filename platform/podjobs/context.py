@@ -44,6 +44,7 @@ class Context:
         attempt: int,
         queue: str,
         enqueued_at_ms: int,
+        *,
         tenant: str | None = None,
         pod: str | None = None,
         worker_id: str | None = None,

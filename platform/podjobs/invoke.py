@@ -8,13 +8,14 @@ The same code runs in a worker thread and inside a process-isolation child.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from podjobs.context import Context, _set_current
 from podjobs.jobs import JobDef
-from podjobs.middleware import SkipJob, middleware
+from podjobs.middleware import Middleware, SkipJob, perform_middleware
 
 
 class Failure(str, Enum):
@@ -89,9 +90,12 @@ def _trace(exc: BaseException) -> str:
     return "".join(lines[-12:])[-4000:]
 
 
-def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
-    """Run the job; never raises (except KeyboardInterrupt/SystemExit)."""
-    mws = middleware()
+def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any],
+           mws: Sequence[Middleware] | None = None) -> Outcome:
+    """Run the job with the job-side hooks of `mws` around it (default: the middleware
+    added with podjobs.add_middleware); never raises (except KeyboardInterrupt/SystemExit)."""
+    if mws is None:
+        mws = perform_middleware()
     _set_current(ctx)
     try:
         try:
@@ -141,6 +145,6 @@ def _rollback(ctx: Context) -> None:
         pass
 
 
-def _after(mws: list[Any], ctx: Context, ok: bool, exc: BaseException | None) -> None:
+def _after(mws: Sequence[Middleware], ctx: Context, ok: bool, exc: BaseException | None) -> None:
     for m in reversed(mws):
         m.after_perform(ctx, ok, exc)

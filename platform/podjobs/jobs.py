@@ -29,7 +29,7 @@ from podjobs.ids import new_id
 from podjobs.payload import check_value
 
 
-class Delivery(str, Enum):
+class DeliveryMode(str, Enum):
     """at_least_once: acked after it ran, re-run if its worker dies (the default).
     at_most_once: acked before it runs, never re-run, not retried."""
 
@@ -51,7 +51,7 @@ class JobOptions:
     backoff: backoff_mod.Backoff = backoff_mod.exponential
     #: seconds a run may take before it is stopped and retried; None = no limit
     timeout: float | None = None
-    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    delivery: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
     #: seconds an identical enqueue (same job, queue, args, kwargs, tenant) is refused while
     #: one is pending
     unique_for: float | None = None
@@ -227,7 +227,7 @@ def job(
     retries: int = 25,
     backoff: backoff_mod.Backoff = backoff_mod.exponential,
     timeout: float | None = None,
-    delivery: Delivery | str = Delivery.AT_LEAST_ONCE,
+    delivery: DeliveryMode | str = DeliveryMode.AT_LEAST_ONCE,
     unique_for: float | timedelta | None = None,
     max_memory_mb: float | None = None,
     async_only: bool = False,
@@ -243,15 +243,15 @@ def job(
 
 
 def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
-                 delivery: Delivery | str, unique_for: float | timedelta | None,
+                 delivery: DeliveryMode | str, unique_for: float | timedelta | None,
                  max_memory_mb: float | None, async_only: bool = False) -> JobOptions:
     if not queue or "," in queue or ":" in queue or queue != queue.strip():
         raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
     try:
-        dl = Delivery(delivery)
+        dl = DeliveryMode(delivery)
     except ValueError:
         raise ConfigurationError(
-            f"delivery {delivery!r} is not one of {[d.value for d in Delivery]}") from None
+            f"delivery {delivery!r} is not one of {[d.value for d in DeliveryMode]}") from None
     if retries < 0:
         raise ConfigurationError(f"retries={retries} must be >= 0")
     uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
@@ -294,7 +294,7 @@ class Job:
     retries: ClassVar[int] = 25
     backoff: ClassVar[backoff_mod.Backoff] = staticmethod(backoff_mod.exponential)
     timeout: ClassVar[float | None] = None
-    delivery: ClassVar[Delivery | str] = Delivery.AT_LEAST_ONCE
+    delivery: ClassVar[DeliveryMode | str] = DeliveryMode.AT_LEAST_ONCE
     unique_for: ClassVar[float | None] = None
     max_memory_mb: ClassVar[float | None] = None
     async_only: ClassVar[bool] = False

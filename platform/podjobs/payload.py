@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+from podjobs.delivery import Delivery
 from podjobs.errors import PayloadError, PayloadTooLarge
 
 #: largest encoded payload accepted at enqueue, in bytes (512 KiB)
@@ -102,6 +103,12 @@ def decode(raw: bytes | str) -> dict[str, Any]:
             f"payload does not start with '{{\"id\":\"<26 letters or digits>\"' (id "
             f"{_short(data['id'])}); podjobs' client writes payloads that way: enqueue through it")
     return data
+
+
+def open_delivery(raw: bytes | str, queue: str, owner: str) -> Delivery:
+    """The typed `Delivery` of a payload reserved from `queue` by worker id `owner`, checked
+    as `decode` checks it (raises BadPayload)."""
+    return Delivery(decode(raw), raw, queue, owner)
 
 
 def _check(data: Any, where: str) -> None:

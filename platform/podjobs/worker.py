@@ -36,8 +36,10 @@ from typing import Any
 
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
+from podjobs.chain import worker_chain
+from podjobs.chain.timeouts import Timeouts
 from podjobs.context import Context
-from podjobs.executor import Executor, TenantRoute
+from podjobs.executor import Executor
 from podjobs.fetcher import Fetcher, Reserved
 from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.identity import Identity
@@ -45,8 +47,10 @@ from podjobs.ids import new_id
 from podjobs.invoke import JobTimeout, Outcome, invoke
 from podjobs.isolation import Child, ChildStopped, stop_children
 from podjobs.jobs import JobDef
+from podjobs.middleware import Middleware, perform_middleware
 from podjobs.payload import inflight_field
 from podjobs.poller import Poller
+from podjobs.settler import Settler
 from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S, ExitGuard, SignalDispatch, dump
 from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
@@ -80,8 +84,9 @@ class WorkerConfig:
     #: the pod this worker serves, and that pod's database shard (jobs' ctx.db)
     pod: str | None = None
     shard_url: str | None = None
-    #: pod-aware workers: where a tenant's job belongs, and how to send it there
-    route: TenantRoute | None = None
+    #: links a worker adds to the outside of its middleware chain (a pod worker's tenant
+    #: check, podjobs.pods.tenantcheck); see podjobs.chain.worker_chain
+    middleware: Sequence[Middleware] = ()
 
 
 class Worker:
@@ -94,6 +99,11 @@ class Worker:
         self.started_at = time.time()
         self._running: dict[int, tuple[str, str, str, float]] = {}
         self.acker = Acker(backend)
+        self.settler = Settler(backend, self.acker, lambda: self.identity.id)
+        #: the middleware chain (made at start, so that links added before then count)
+        self.chain: list[Middleware] = []
+        #: thread isolation: the job-side hooks of each job definition (with its timeout)
+        self._perform: dict[str, list[Middleware]] = {}
         prefetch = config.prefetch if config.prefetch is not None else config.concurrency
         self.heartbeat = Heartbeat(backend, self.identity, config.heartbeat_ttl, self._info)
         self.fetcher = Fetcher(backend, self.identity, config.queues,
@@ -129,6 +139,9 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
+        self.chain = worker_chain(self.settler, self.acker, self.config.middleware)
+        for m in self.chain:
+            m.worker_start(self)
         self.heartbeat.register()
         self.heartbeat.reap()
         self.poller.poll_once()
@@ -206,6 +219,8 @@ class Worker:
             log.warning("worker %s: %d jobs still running after %.1f s were given back to their queues",
                         self.id, n, self.config.shutdown_timeout)
         self.watchdog.stop()
+        for m in reversed(self.chain):
+            m.worker_stop(self)
         log.info("worker %s stopped", self.id)
 
     def _give_back(self, items: list[Reserved]) -> None:
@@ -229,10 +244,10 @@ class Worker:
             child.warm()  # imports the app now, not on the first job
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
-        ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,
-                      shard_url=cfg.shard_url, route=cfg.route, stops=self.stops,
+        ex = Executor(self.settler, self.chain, runner=runner, pod=cfg.pod,
+                      shard_url=cfg.shard_url, stops=self.stops,
                       interrupt=child.interrupt if child is not None else None,
-                      current_id=lambda: self.identity.id, may_start=self._may_start)
+                      may_start=self._may_start)
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()
@@ -256,7 +271,7 @@ class Worker:
                 except ChildStopped:
                     pass  # stopped at the shutdown deadline: stop() gives the job back
                 except (Exception, JobTimeout) as exc:
-                    ex.unsettled(queue, raw, exc)
+                    ex.unsettled(queue, raw, owner, exc)
                 finally:
                     running.pop(me, None)
                     self.fetcher.done_one()
@@ -286,14 +301,10 @@ class Worker:
 
     def _run_inline(self, jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
         self._running[threading.get_ident()] = (ctx.job_id, jd.name, ctx.queue, time.time())
-        timeout = jd.options.timeout
-        if not timeout:
-            return invoke(jd, ctx, args, kwargs)
-        self.watchdog.arm(timeout)
-        try:
-            return invoke(jd, ctx, args, kwargs)
-        finally:
-            try:
-                self.watchdog.disarm()
-            except JobTimeout:
-                pass
+        mws = self._perform.get(jd.name)
+        if mws is None:
+            mws = list(perform_middleware())
+            if jd.options.timeout:
+                mws.append(Timeouts(self.watchdog, jd.options.timeout))  # innermost
+            self._perform[jd.name] = mws
+        return invoke(jd, ctx, args, kwargs, mws)

@@ -32,7 +32,9 @@ from podjobs.ids import new_id
 from podjobs.invoke import Reenqueue, Unfinished
 from podjobs.iteration.state import checkpoint_due
 from podjobs.iteration.store import MemoryStore, RedisStore, Store
+from podjobs.iteration.unfinished import IterationUnfinished
 from podjobs.jobs import Job, JobHandle
+from podjobs.middleware import add_middleware
 from podjobs.payload import encode
 
 log = logging.getLogger("podjobs.iteration")
@@ -438,3 +440,7 @@ class _Run:
         except Exception as store_exc:  # the job's own error matters more
             log.warning("iteration job %s %s: could not record its error: %s",
                         self.ctx.job_name, self.ctx.job_id, store_exc)
+
+
+#: a cancelled iteration job releases its unique key (see podjobs.iteration.unfinished)
+add_middleware(IterationUnfinished())

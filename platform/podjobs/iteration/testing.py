@@ -71,8 +71,8 @@ def iterate(job: type[IterationJob], *args: Any, iterations: int | None = None,
         payload["cursor"] = cursor
     if tenant is not None:
         payload["tenant"] = tenant
-    ctx = Context(jid, jd.name, 1, jd.options.queue, payload["enqueued_at"], tenant, None, "inline",
-                  payload, shard_url, stopping)
+    ctx = Context(jid, jd.name, 1, jd.options.queue, payload["enqueued_at"], tenant=tenant,
+                  worker_id="inline", payload=payload, shard_url=shard_url, stopping=stopping)
     if db is not None:
         ctx._db = db
     ctx.extras[STORE_EXTRA] = store

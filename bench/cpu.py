@@ -6,6 +6,7 @@ far less, so a change to the job path is judged by it. One worker runs in this p
 on a private redis-server and drains N jobs of each kind:
 
 - plain: a no-op job (the path every job takes);
+- metrics: the same with `--metrics-port` (the metrics link, podjobs.chain.metrics);
 - tracked: a no-op job enqueued with status tracking (podjobs.status);
 - chained: a no-op job with one follow-up (the follow-up counts as a job too);
 - failing: a job that raises and is retried later (the failure path, retries settled).
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = ("plain", "tracked", "chained", "failing")
+KINDS = ("plain", "metrics", "tracked", "chained", "failing")
 
 
 def _cpu() -> float:
@@ -64,7 +65,7 @@ def measure(url: str, kind: str, n: int) -> dict[str, float]:
     r.flushall()
     podjobs.configure(url)
     jobs = n
-    if kind == "plain":
+    if kind in ("plain", "metrics"):
         for i in range(0, n, 10_000):
             noop.enqueue_many([(j,) for j in range(i, min(n, i + 10_000))])
     elif kind == "tracked":
@@ -83,7 +84,8 @@ def measure(url: str, kind: str, n: int) -> dict[str, float]:
     staging = keys.queue("cpu") + ":staging"
     r.rename(keys.queue("cpu"), staging)
     w = Worker(backend, WorkerConfig(queues=["cpu"], concurrency=10, batch=200, prefetch=200,
-                                     poll_interval=3600.0))
+                                     poll_interval=3600.0,
+                                     metrics_port=0 if kind == "metrics" else None))
     w.start()
     counter = keys.stat("failed" if kind == "failing" else "processed")
     c0, rc0, t0 = _cpu(), _redis_cpu(r), time.perf_counter()

@@ -35,6 +35,7 @@ from podjobs.backend import RedisBackend
 from podjobs.delivery import TENANT, Delivery
 from podjobs.errors import BackendUnavailable
 from podjobs.identity import Identity
+from podjobs.invoke import Outcome
 from podjobs.jobs import JobDef
 from podjobs.middleware import Middleware
 from podjobs.payload import encode
@@ -139,7 +140,8 @@ class TenantCheck(Middleware):
                      "held for a move" if s.kind is Kind.HOLD else "forwarded", self.pod, s.pod)
         return s
 
-    def after_settle(self, d: Delivery, jd: JobDef) -> None:
+    def after_settle(self, d: Delivery, jd: JobDef, out: Outcome | None,
+                     s: Settlement | None) -> None:
         if d.tenant_version is not None and d.tenant is not None:
             self.done(d.tenant)
 

@@ -614,6 +614,17 @@ def test_migrations_endpoint_serves_what_migrations_status_json_prints(env: Env)
              f"{zk.hosts}{zk.root}"], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == got
+        # the same rollout, and every pod's gauges, for Prometheus (no token, as exporters go)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        m = httpx.get(env.url + "/metrics", timeout=10)
+        assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+        vals = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(m.text) for s in f.samples}
+        assert {vals[("podjobs_pod_up", (("pod", p),))] for p in ("p1", "p2", "p3")} == {1.0}
+        assert vals[("podjobs_migration_pending", (("pod", "p3"),))] == 1
+        assert vals[("podjobs_migration_runs", (("pod", "p2"), ("revision", "0002"), ("state", "failed")))] == 1
+        assert vals[("podjobs_migration_halts", ())] == 1
     finally:
         zk.delete(zk.path("migrations"), recursive=True)
 

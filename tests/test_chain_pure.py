@@ -11,7 +11,7 @@ import pytest
 
 import podjobs
 from podjobs.acker import Acker
-from podjobs.chain import AtMostOnce, FollowUps, Retries, Tracking, worker_chain
+from podjobs.chain import AtMostOnce, FollowUps, JobLog, Retries, Tracking, worker_chain
 from podjobs.delivery import FOLLOWUPS, TENANT, TRACKED, UNIQUE, Delivery
 from podjobs.invoke import Failure, Outcome, failed
 from podjobs.iteration.unfinished import IterationUnfinished
@@ -65,7 +65,7 @@ def test_plan_chooses_hooks_once_in_order(jd: JobDef, extra: dict[str, Any], bef
                                           on_failure: list[str], before_settle: list[str],
                                           plain: bool) -> None:
     d = delivery(**extra)
-    plan = Plan([m for m in chain() if not isinstance(m, IterationUnfinished)], jd, d.shape)
+    plan = Plan([m for m in chain() if not isinstance(m, IterationUnfinished | JobLog)], jd, d.shape)
     assert names(plan.before_start) == before_start  # outermost first
     assert names(plan.on_failure) == on_failure  # inner first
     assert names(plan.before_settle) == before_settle

@@ -349,8 +349,9 @@ class Quarantine(podjobs.Middleware):
         self.events.append(f"failed {d.args[0]} as {s.kind.name}")
         return podjobs.Settlement(Kind.DEAD, d.id, reason="no_second_chance", error=s.error)
 
-    def after_settle(self, d: podjobs.Delivery, jd: podjobs.JobDef) -> None:
-        self.events.append(f"settled {d.args[0]}")
+    def after_settle(self, d: podjobs.Delivery, jd: podjobs.JobDef, out: Any,
+                     s: podjobs.Settlement | None) -> None:
+        self.events.append(f"settled {d.args[0]} {s.kind.name if s else 'batched'}")
 
 
 def test_app_middleware_shapes_settlements_on_a_real_worker(r: redis.Redis, redis_url: str) -> None:
@@ -373,6 +374,6 @@ def test_app_middleware_shapes_settlements_on_a_real_worker(r: redis.Redis, redi
         assert q.events[0] == "start" and q.events[-1] == "stop"
         # the retries link (outer) saw the app's DEAD after the app link (inner) ran first
         assert "failed once as DEAD" in q.events
-        assert {"settled poison", "settled fine", "settled once"} <= set(q.events)
+        assert {"settled poison DEAD", "settled fine batched", "settled once DEAD"} <= set(q.events)
     finally:
         podjobs.middleware.middleware().remove(q)

@@ -23,6 +23,7 @@ from podjobs.errors import PodjobsError
 from podjobs.surface import (
     cmd_api,
     cmd_dev,
+    cmd_exporter,
     cmd_iterations,
     cmd_migrations,
     cmd_moves,
@@ -35,7 +36,7 @@ from podjobs.surface import (
 from podjobs.surface.options import Commands
 
 COMMANDS = (cmd_dev, cmd_queues, cmd_worker, cmd_iterations, cmd_pods, cmd_tenants, cmd_moves,
-            cmd_scheduler, cmd_migrations, cmd_api)
+            cmd_scheduler, cmd_migrations, cmd_api, cmd_exporter)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@
    the job asked for it), shaped by `on_success` / `on_failure` and `before_settle`
    hooks, inner first (retries turn DEAD into RETRY, follow-ups join an ACK, tracking adds
    the status write), then sent (podjobs.settler).
-6. `after_settle` hooks, always.
+6. `after_settle` hooks, always, with the outcome (None: not run) and the settlement sent
+   (None: a plain success acked in a batch, or nothing settled).
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ class Executor:
                 self._unknown_job(d)
                 return None
         plan = self.plan(jd, d.shape)
+        out: Outcome | None = None
+        s: Settlement | None = None
         try:
             for start in plan.before_start:
-                early = start(d, jd)
-                if early is not None:
-                    self._settle(d, jd, plan, early)
+                s = start(d, jd)
+                if s is not None:
+                    s = self._settle(d, jd, plan, s)
                     return None
             out = self._run(d, jd)
             if out is None:
@@ -117,11 +120,11 @@ class Executor:
                 s = self._failed(d, out)
                 for shape_failed in plan.on_failure:
                     s = shape_failed(d, jd, out, s)
-            self._settle(d, jd, plan, s)
+            s = self._settle(d, jd, plan, s)
             return out
         finally:
             for after in plan.after_settle:
-                after(d, jd)
+                after(d, jd, out, s)
 
     def _run(self, d: Delivery, jd: JobDef) -> Outcome | None:
         stopping = self.stops.register(d.id, d.tenant, self.interrupt)
@@ -139,7 +142,10 @@ class Executor:
                             "is stopping without an answer from Redis)", d.id, d.queue, d.owner)
                 return None
             ctx.claimed_at = claimed
-            return self.runner(jd, ctx, d.args, d.kwargs)
+            t0 = time.perf_counter()
+            out = self.runner(jd, ctx, d.args, d.kwargs)
+            out.duration = time.perf_counter() - t0
+            return out
         finally:
             self.stops.unregister(d.id)
 
@@ -156,12 +162,13 @@ class Executor:
         return Settlement(Kind.DEAD, d.id, d.in_flight,
                           reason=out.failure.value if out.failure else "error", error=out.error_dict())
 
-    def _settle(self, d: Delivery, jd: JobDef, plan: Plan, s: Settlement) -> None:
+    def _settle(self, d: Delivery, jd: JobDef, plan: Plan, s: Settlement) -> Settlement:
         if s.kind is Kind.NONE:
-            return
+            return s
         for hook in plan.before_settle:
             s = hook(d, jd, s)
         self.settler.settle(d, s)
+        return s
 
     def _unknown_job(self, d: Delivery) -> None:
         s = Settlement(Kind.DEAD, d.id, reason="unknown_job", error={
@@ -170,10 +177,10 @@ class Executor:
                        f"that defines it, then retry from the dead set"})
         plan = self.plan(UNKNOWN, d.shape)
         try:
-            self._settle(d, UNKNOWN, plan, s)
+            s = self._settle(d, UNKNOWN, plan, s)
         finally:
             for after in plan.after_settle:
-                after(d, UNKNOWN)
+                after(d, UNKNOWN, None, s)
 
     def unsettled(self, queue: str, raw: bytes, owner: str, exc: BaseException) -> None:
         """`execute` raised: see podjobs.settler.Settler.unsettled."""

@@ -76,6 +76,8 @@ class Outcome:
     updates: dict[str, Any] | None = None
     #: ok, but the job has not finished (the state of `Unfinished`); "" when it has
     unfinished: str = ""
+    #: seconds the run took (set by the executor around the runner)
+    duration: float = 0.0
 
     def error_dict(self) -> dict[str, str]:
         return {"class": self.error_class, "message": self.message[:2000], "trace": self.trace}

@@ -16,8 +16,9 @@ Worker side, in the executor thread (`podjobs.executor` runs the chain):
   settlement the run's `Outcome` gave (follow-ups on a success, a retry instead of dead).
 - `before_settle(d, jd, s)`, inner first, for every settlement (also one made before the
   job ran): the last look (a tracked job's status write).
-- `after_settle(d, jd)`, inner first: always, once the delivery is over (also when
-  settling failed).
+- `after_settle(d, jd, out, s)`, inner first: always, once the delivery is over (also
+  when settling failed), with the outcome (None: not run) and the settlement sent (None: a
+  plain success acked in a batch).
 - `worker_start(worker)` / `worker_stop(worker)`: when a worker starts and stops.
 
 Job side, in the thread (or process-isolation child) that runs the job function:
@@ -78,8 +79,10 @@ class Middleware:
         """The settlement about to be sent."""
         return s
 
-    def after_settle(self, d: Delivery, jd: JobDef) -> None:
-        """The delivery is over."""
+    def after_settle(self, d: Delivery, jd: JobDef, out: Outcome | None,
+                     s: Settlement | None) -> None:
+        """The delivery is over: `out` is the run's outcome (None: not run), `s` the
+        settlement sent (None: a plain success acked in a batch, or nothing settled)."""
 
     def before_perform(self, ctx: Context) -> None:
         """Job side, before the job function; raise SkipJob to refuse the job."""
@@ -114,7 +117,7 @@ class Plan:
             m.on_failure for m in inner if overrides(m, "on_failure"))
         self.before_settle: tuple[Callable[[Delivery, JobDef, Settlement], Settlement], ...] = tuple(
             m.before_settle for m in inner if overrides(m, "before_settle"))
-        self.after_settle: tuple[Callable[[Delivery, JobDef], None], ...] = tuple(
+        self.after_settle: tuple[Callable[[Delivery, JobDef, Outcome | None, Settlement | None], None], ...] = tuple(
             m.after_settle for m in inner if overrides(m, "after_settle"))
         #: a success needs no hook: the executor acks it in a batch at once
         self.plain = not self.on_success and not self.before_settle

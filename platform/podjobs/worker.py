@@ -87,6 +87,9 @@ class WorkerConfig:
     #: links a worker adds to the outside of its middleware chain (a pod worker's tenant
     #: check, podjobs.pods.tenantcheck); see podjobs.chain.worker_chain
     middleware: Sequence[Middleware] = ()
+    #: serve /metrics and /healthz on this port (0: any free port; None: not at all)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class Worker:
@@ -124,11 +127,42 @@ class Worker:
         #: process isolation: every executor slot's child
         self._children: list[Child] = []
         self._quiet = False
+        self._probe: Any = None
 
     @property
     def id(self) -> str:
         """The worker's current id in Redis (host:pid:token, then .2, .3 ... after reaps)."""
         return self.identity.id
+
+    def _start_metrics(self, port: int) -> Middleware:
+        """The metrics link and the probe server (prometheus-client loads only here)."""
+        from prometheus_client.registry import CollectorRegistry
+
+        from podjobs.chain.metrics import JobCollector, JobMetrics
+        from podjobs.probe import ProbeServer
+
+        link = JobMetrics()
+        registry = CollectorRegistry()
+        registry.register(JobCollector(link, self.config.pod or "", lambda: len(self._running),
+                                       self.config.concurrency))
+        self._probe = ProbeServer(registry, self.health, self.config.metrics_host, port).start()
+        return link
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics and /healthz are served on (None: not served)."""
+        return self._probe.port if self._probe is not None else None
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while heartbeats reach Redis (the last confirmed one is younger than 0.9
+        of the heartbeat TTL) and the worker is not stopping."""
+        if self._stopping:
+            return False, f"worker {self.id} is stopping"
+        age = time.monotonic() - self.heartbeat.last_ok
+        if self.heartbeat.stale():
+            return False, (f"worker {self.id}: no heartbeat confirmed by Redis for {age:.1f} s "
+                           f"(TTL {self.config.heartbeat_ttl:g} s)")
+        return True, f"worker {self.id}: ok, last heartbeat {age:.1f} s ago, {len(self._running)} running"
 
     def _info(self) -> dict[str, str]:
         return {"host": socket.gethostname(), "pid": str(os.getpid()),
@@ -139,7 +173,10 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self.chain = worker_chain(self.settler, self.acker, self.config.middleware)
+        outer = list(self.config.middleware)
+        if self.config.metrics_port is not None:
+            outer.insert(0, self._start_metrics(self.config.metrics_port))
+        self.chain = worker_chain(self.settler, self.acker, outer, self.config.pod)
         for m in self.chain:
             m.worker_start(self)
         self.heartbeat.register()
@@ -221,6 +258,8 @@ class Worker:
         self.watchdog.stop()
         for m in reversed(self.chain):
             m.worker_stop(self)
+        if self._probe is not None:
+            self._probe.stop()
         log.info("worker %s stopped", self.id)
 
     def _give_back(self, items: list[Reserved]) -> None:

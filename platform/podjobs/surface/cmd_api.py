@@ -20,7 +20,15 @@ from typing import Any
 
 from podjobs.errors import ConfigurationError
 
-from .options import APP_HINT, Commands, app_modules, import_apps, resolve_zk_spec
+from .options import (
+    APP_HINT,
+    Commands,
+    add_log_args,
+    app_modules,
+    import_apps,
+    resolve_zk_spec,
+    setup_logs,
+)
 
 
 def build_app(settings_doc: dict[str, Any]) -> Any:
@@ -32,6 +40,7 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
 
     doc = dict(settings_doc)
     zk, tokens_path = doc.pop("zk"), doc.pop("tokens")
+    doc.pop("log_format", None)
     settings = Settings(**doc)
     import_apps(settings.app_modules, APP_HINT)
     tokens = TokenStore.from_env(tokens_path)
@@ -53,14 +62,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     from podjobs.surface.api.auth import TokenStore
     from podjobs.surface.api.service import Settings
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logs(args)
     TokenStore.from_env(args.tokens)  # fail here, with the message, not in a worker
     settings = Settings(max_body_bytes=int(args.max_body_kb * 1024), max_wait_s=args.max_wait,
                         default_wait_s=min(args.sync_wait, args.max_wait),
                         status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
                         app_modules=app_modules(args.app))
-    doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk),
+    doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk), "log_format": args.log_format,
            "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
     common: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level.lower(),
                                   access_log=args.access_log, server_header=False,
@@ -104,8 +112,9 @@ def _server_process(doc: dict[str, Any], common: dict[str, Any], parent: int) ->
     if os.getppid() != parent:
         return
 
-    logging.basicConfig(level=getattr(logging, str(common["log_level"]).upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from podjobs import logs
+
+    logs.setup(str(common["log_level"]), str(doc.get("log_format", "text")))
     sock = _listen(common["host"], common["port"])
     uvicorn.Server(uvicorn.Config(build_app(doc), **common)).run(sockets=[sock])
 
@@ -192,7 +201,7 @@ def register(cmds: Commands) -> None:
                         "(default 1)")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--log-level", default="info")
+    add_log_args(p)
     p.add_argument("--tenant", help="api token: the tenant the token is for")
     p.add_argument("--operator", action="store_true", help="api token: an operator token")
     p.add_argument("--name", help="api token: a name for the entry")

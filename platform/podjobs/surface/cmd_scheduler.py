@@ -21,11 +21,14 @@ from podjobs.errors import ConfigurationError
 from .options import (
     DEFAULT_ROOT,
     Commands,
+    add_log_args,
+    add_metrics_args,
     app_modules,
     connect,
     import_apps,
     open_zk,
     resolve_zk_spec,
+    setup_logs,
     zk_options,
 )
 
@@ -50,8 +53,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from podjobs.scheduler.periodic import PeriodicDuty
     from podjobs.scheduler.process import Duty, Scheduler
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logs(args)
     import_apps(app_modules(args.app))
     spec = resolve_zk_spec(args.zk)
     hosts, root = parse_zk_spec(spec)
@@ -87,9 +89,23 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     logging.getLogger(__name__).info(
         "scheduler %s started: duties=%s, zk=%s", sched.id, ",".join(d.name for d in duties), spec)
+    probe = None
+    if args.metrics_port is not None:  # the rollout's gauges and a health probe (ZooKeeper)
+        from prometheus_client.registry import CollectorRegistry
+
+        from podjobs.probe import ProbeServer
+        from podjobs.scheduler.metrics import MigrationCollector
+
+        registry = CollectorRegistry()
+        registry.register(MigrationCollector(zk))
+        probe = ProbeServer(registry, lambda: (not directory.stale, "ZooKeeper disconnected"
+                                               if directory.stale else f"scheduler {sched.id}: ok"),
+                            args.metrics_host, args.metrics_port).start()
     try:
         sched.run(stop)
     finally:
+        if probe is not None:
+            probe.stop()
         directory.stop()
         zk.stop()
     return 0
@@ -143,7 +159,8 @@ def register(cmds: Commands) -> None:
     p.add_argument("--lock-wait-timeout", type=int, default=60, metavar="S",
                    help="seconds a DDL may wait for a table's metadata lock (default 60)")
     p.add_argument("--id", help="this scheduler's name in 'scheduler status' (default host:pid)")
-    p.add_argument("--log-level", default="info")
+    add_log_args(p)
+    add_metrics_args(p)
     cmds.subgroup(p, "scheduler")
     cmds.command("status", "who leads, since when, who stands by", cmd_scheduler_status,
                  under="scheduler", parents=[common], description=None)

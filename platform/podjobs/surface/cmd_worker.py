@@ -12,19 +12,21 @@ runs the scheduler's migration job (podjobs.scheduler.migrate.pod_worker).
 from __future__ import annotations
 
 import argparse
-import logging
 
 from podjobs.errors import ConfigurationError
 
 from .options import (
     APP_HINT,
     Commands,
+    add_log_args,
+    add_metrics_args,
     add_target_args,
     app_modules,
     import_apps,
     open_zk,
     resolve_redis,
     resolve_zk_spec,
+    setup_logs,
 )
 
 
@@ -32,8 +34,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from podjobs.backend import RedisBackend
     from podjobs.worker import Worker, WorkerConfig
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logs(args)
     apps = app_modules(args.app)
     import_apps(apps, APP_HINT)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -44,7 +45,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        poll_interval=args.poll_interval, batch=args.batch, prefetch=args.prefetch,
                        idle_wait=min(1.0, args.heartbeat_ttl / 3),
                        max_jobs_per_child=args.max_jobs_per_child, max_memory_mb=args.max_memory_mb,
-                       app_modules=apps)
+                       app_modules=apps, metrics_port=args.metrics_port,
+                       metrics_host=args.metrics_host)
     if args.pod and not args.redis:
         from podjobs.scheduler.migrate import pod_worker
 
@@ -79,4 +81,5 @@ def register(cmds: Commands) -> None:
                    help="jobs buffered beyond --concurrency (default: = concurrency)")
     w.add_argument("--max-jobs-per-child", type=int, default=1000, help="process isolation: recycle after N jobs")
     w.add_argument("--max-memory-mb", type=float, default=None, help="process isolation: kill a child above this RSS")
-    w.add_argument("--log-level", default="info")
+    add_log_args(w, job_log=True)
+    add_metrics_args(w)

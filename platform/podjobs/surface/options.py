@@ -113,6 +113,31 @@ APP_HINT = "; run from the directory that holds it or put it on PYTHONPATH"
 # -- which Redis ----------------------------------------------------------------------
 
 
+def add_log_args(p: argparse.ArgumentParser, job_log: bool = False) -> None:
+    """--log-level and --log-format (text or json); --job-log for a process that runs jobs."""
+    p.add_argument("--log-level", default="info", help="debug, info (default), warning, error")
+    p.add_argument("--log-format", default="text", choices=("text", "json"),
+                   help="text (default) or json: one JSON object a line (podjobs.logs)")
+    if job_log:
+        p.add_argument("--job-log", default="on", choices=("on", "off"),
+                       help="one INFO line per job start and end (default on)")
+
+
+def setup_logs(args: argparse.Namespace) -> None:
+    """Configure logging from add_log_args' flags (podjobs.logs)."""
+    from podjobs import logs
+
+    logs.setup(args.log_level, args.log_format, getattr(args, "job_log", "on") == "on")
+
+
+def add_metrics_args(p: argparse.ArgumentParser) -> None:
+    """--metrics-port and --metrics-host: the process' /metrics and /healthz (podjobs.probe)."""
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics and /healthz on this port (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 in a container)")
+
+
 def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", metavar="URL", help="the pod's Redis URL (default $PODJOBS_REDIS_URL)")
     p.add_argument("--pod", metavar="NAME", help="a pod of the topology in ZooKeeper instead of --redis")

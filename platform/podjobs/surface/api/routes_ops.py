@@ -3,13 +3,14 @@
     GET    /v1/pods                    operator: pods, state, queue sizes, live workers
     GET    /v1/pods/{pod}/queues       operator: one pod's queues
     GET    /v1/migrations              operator: the migration rollout
+    GET    /metrics                    Prometheus gauges of every pod and the rollout (no token)
     GET    /healthz                    liveness (no token)
 
 (No `from __future__ import annotations`, as in routes_jobs.)
 """
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
@@ -48,6 +49,18 @@ def add_operator_routes(app: FastAPI, service: Service,
                         503: problem(503, "ZooKeeper is unreachable")})
     def migrations(p: Operator) -> Response:
         return json_response(200, service.migrations())
+
+    registry: list[Any] = []
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus gauges of every pod and of the migration rollout (no token needed, as
+        exporters go; podjobs.podmetrics, podjobs.scheduler.metrics)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if not registry:
+            registry.append(service.metrics_registry())
+        return Response(generate_latest(registry[0]), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", response_model=models.Health, summary="Liveness (no token needed)")
     def healthz() -> Response:

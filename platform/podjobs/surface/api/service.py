@@ -422,6 +422,19 @@ class Service:
             raise ApiError(503, "ZooKeeper is unreachable; migration status unknown",
                            {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
 
+    def metrics_registry(self) -> Any:
+        """A prometheus_client registry of every pod's gauges (read with this service's
+        short-timeout readers) and of the migration rollout."""
+        from prometheus_client.registry import CollectorRegistry
+
+        from podjobs.podmetrics import PodCollector
+        from podjobs.scheduler.metrics import MigrationCollector
+
+        registry = CollectorRegistry()
+        registry.register(PodCollector(lambda: {p: self.reader(p) for p in self.directory.pods()}))
+        registry.register(MigrationCollector(self.directory.zk))
+        return registry
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "zookeeper": "disconnected" if self.directory.stale else "connected",
                 "pods": len(self.directory.pods())}

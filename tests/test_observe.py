@@ -80,7 +80,7 @@ def test_healthz_says_503_while_heartbeats_fail(r: redis.Redis, redis_url: str) 
 def test_pod_gauges_read_each_pod_once(r: redis.Redis, redis_url: str) -> None:
     """Queue size, scheduled, dead and live workers of a pod; a pod whose Redis does not
     answer is down and the others still report."""
-    for i in range(4):
+    for _ in range(4):
         api_app.noop.enqueue()
     api_app.noop.enqueue_in(3600)
     reg = CollectorRegistry()

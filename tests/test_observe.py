@@ -131,3 +131,24 @@ def test_job_log_lines_in_json(r: redis.Redis, redis_url: str) -> None:
         logging.getLogger("podjobs.jobs").setLevel(logging.NOTSET)
         for h in list(root.handlers):
             root.removeHandler(h)
+
+
+def test_iteration_gauges_show_progress(r: redis.Redis, redis_url: str) -> None:
+    """A paused iteration job shows its items done and total; states are counted."""
+    from prometheus_client import generate_latest
+
+    from podjobs.iteration.admin import Iterations
+    from podjobs.iteration.metrics import IterationCollector
+
+    h = api_app.Steps.enqueue(n=5)
+    b = RedisBackend(redis_url)
+    Iterations(b).pause(h.id)  # parked when a worker takes it: progress 0 of 5 known later
+    with worker(redis_url, app_modules=["tests.apps.api_app"]):
+        wait_until(lambda: (p := Iterations(b).get(h.id)) is not None and p.state.value == "paused",
+                   what="paused")
+    reg = CollectorRegistry()
+    reg.register(IterationCollector(lambda: {"p1": b}))
+    vals = {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    assert vals[("podjobs_iteration_jobs", (("pod", "p1"), ("state", "paused")))] == 1
+    assert vals[("podjobs_iteration_items_done", (("id", h.id), ("job", "api.steps"), ("pod", "p1")))] == 0

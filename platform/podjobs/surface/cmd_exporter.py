@@ -34,6 +34,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     from prometheus_client.registry import CollectorRegistry
 
     from podjobs.backend import RedisBackend
+    from podjobs.iteration.metrics import IterationCollector
     from podjobs.podmetrics import PodCollector
     from podjobs.probe import Health, ProbeServer
 
@@ -45,6 +46,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         backend = RedisBackend(args.redis, check=False, socket_timeout=READ_TIMEOUT_S,
                                connect_timeout=READ_TIMEOUT_S)
         registry.register(PodCollector(lambda: {args.pod_name: backend}))
+        registry.register(IterationCollector(lambda: {args.pod_name: backend}))
 
         def health() -> tuple[bool, str]:
             return True, "ok"
@@ -67,6 +69,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
             return {n: b for n, b in clients.items() if n in directory.pods()}
 
         registry.register(PodCollector(backends))
+        registry.register(IterationCollector(backends))
         registry.register(MigrationCollector(zk))
 
         def health() -> tuple[bool, str]:

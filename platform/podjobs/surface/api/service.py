@@ -427,11 +427,14 @@ class Service:
         short-timeout readers) and of the migration rollout."""
         from prometheus_client.registry import CollectorRegistry
 
+        from podjobs.iteration.metrics import IterationCollector
         from podjobs.podmetrics import PodCollector
         from podjobs.scheduler.metrics import MigrationCollector
 
         registry = CollectorRegistry()
-        registry.register(PodCollector(lambda: {p: self.reader(p) for p in self.directory.pods()}))
+        pods = lambda: {p: self.reader(p) for p in self.directory.pods()}  # noqa: E731
+        registry.register(PodCollector(pods))
+        registry.register(IterationCollector(pods))
         registry.register(MigrationCollector(self.directory.zk))
         return registry
 

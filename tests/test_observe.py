@@ -152,3 +152,18 @@ def test_iteration_gauges_show_progress(r: redis.Redis, redis_url: str) -> None:
             for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
     assert vals[("podjobs_iteration_jobs", (("pod", "p1"), ("state", "paused")))] == 1
     assert vals[("podjobs_iteration_items_done", (("id", h.id), ("job", "api.steps"), ("pod", "p1")))] == 0
+
+
+def test_top_tenants_are_opt_in(r: redis.Redis, redis_url: str) -> None:
+    """No tenant label by default; --metrics-top-tenants N exports the N busiest only."""
+    for tenant, n in (("big", 3), ("mid", 2), ("small", 1)):
+        for i in range(n):
+            api_app.add.enqueue(i, 0, tenant=tenant)
+    with worker(redis_url, app_modules=["tests.apps.api_app"], metrics_port=0,
+                metrics_top_tenants=2) as w:
+        wait_until(lambda: r.get(keys.stat("processed")) == b"6", what="six jobs")
+        got = scrape(w.metrics_port)
+    tenants = {dict(k[1])["tenant"]: v for k, v in got.items() if k[0] == "podjobs_tenant_jobs_total"}
+    assert tenants == {"big": 3, "mid": 2}
+    with worker(redis_url, app_modules=["tests.apps.api_app"], metrics_port=0) as w:
+        assert not [k for k in scrape(w.metrics_port) if "tenant" in dict(k[1])]

@@ -90,6 +90,8 @@ class WorkerConfig:
     #: serve /metrics and /healthz on this port (0: any free port; None: not at all)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: export the N busiest tenants' job counts (0: no tenant label at all)
+    metrics_top_tenants: int = 0
 
 
 class Worker:
@@ -141,7 +143,7 @@ class Worker:
         from podjobs.chain.metrics import JobCollector, JobMetrics
         from podjobs.probe import ProbeServer
 
-        link = JobMetrics()
+        link = JobMetrics(self.config.metrics_top_tenants)
         registry = CollectorRegistry()
         registry.register(JobCollector(link, self.config.pod or "", lambda: len(self._running),
                                        self.config.concurrency))

@@ -9,7 +9,9 @@ Series (labels: pod, queue, job; no tenant label, for cardinality):
 - `podjobs_job_duration_seconds`: how long runs took (a histogram);
 - `podjobs_job_wait_seconds`: enqueue to start of first runs (a histogram; the enqueuer's
   clock against the worker's);
-- `podjobs_worker_busy` / `podjobs_worker_concurrency`: jobs running now, and slots.
+- `podjobs_worker_busy` / `podjobs_worker_concurrency`: jobs running now, and slots;
+- opt-in (`--metrics-top-tenants N`): `podjobs_tenant_jobs_total{tenant}` for the N tenants
+  with the most deliveries on this worker (the only series with a tenant label).
 
 With process isolation the parent's chain settles its children's jobs: they count here.
 
@@ -57,9 +59,11 @@ _ROW = _WAIT_SUM + 1
 class _Tally:
     """One executor thread's counts (only that thread writes them)."""
 
-    __slots__ = ("rows", "dead")
+    __slots__ = ("rows", "dead", "tenants")
 
     def __init__(self) -> None:
+        #: tenant -> deliveries settled (only with a top-N tenant view)
+        self.tenants: dict[str, int] = {}
         #: (queue, job) -> a row (see _ROW)
         self.rows: dict[tuple[str, str], list[float]] = {}
         #: (queue, job, reason) -> count
@@ -69,7 +73,9 @@ class _Tally:
 class JobMetrics(Middleware):
     """The metrics link (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, top_tenants: int = 0) -> None:
+        #: export the N tenants with the most deliveries (0: no tenant series at all)
+        self.top_tenants = top_tenants
         self._local = threading.local()
         self._tallies: list[_Tally] = []
         self._lock = threading.Lock()
@@ -102,6 +108,8 @@ class JobMetrics(Middleware):
         if row is None:
             row = t.rows[key] = [0.0] * _ROW
         row[i] += 1
+        if self.top_tenants and d.tenant is not None:
+            t.tenants[d.tenant] = t.tenants.get(d.tenant, 0) + 1
         if i == 3 and s is not None:
             dkey = (key[0], key[1], s.reason)
             t.dead[dkey] = t.dead.get(dkey, 0) + 1
@@ -185,6 +193,14 @@ class JobCollector(Collector):
         for (queue, job, reason), n in sorted(_sum_counts([t.dead for t in tallies]).items()):
             dead.add_metric([self.pod, queue, job, reason], n)
         yield dead
+        if self.metrics.top_tenants:
+            per = _sum_counts([t.tenants for t in tallies])
+            top = sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))[: self.metrics.top_tenants]
+            fam = CounterMetricFamily("podjobs_tenant_jobs", "Deliveries settled for the busiest "
+                                      "tenants (the top N of this worker)", labels=["pod", "tenant"])
+            for tenant, n in top:
+                fam.add_metric([self.pod, tenant], n)
+            yield fam
         yield _hist_family("podjobs_job_duration_seconds", "Run time of jobs", self.pod, rows,
                            DURATION_BUCKETS, _DUR)
         yield _hist_family("podjobs_job_wait_seconds", "Enqueue to start of first runs", self.pod,

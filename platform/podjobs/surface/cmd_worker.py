@@ -46,7 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        idle_wait=min(1.0, args.heartbeat_ttl / 3),
                        max_jobs_per_child=args.max_jobs_per_child, max_memory_mb=args.max_memory_mb,
                        app_modules=apps, metrics_port=args.metrics_port,
-                       metrics_host=args.metrics_host)
+                       metrics_host=args.metrics_host, metrics_top_tenants=args.metrics_top_tenants)
     if args.pod and not args.redis:
         from podjobs.scheduler.migrate import pod_worker
 
@@ -83,3 +83,5 @@ def register(cmds: Commands) -> None:
     w.add_argument("--max-memory-mb", type=float, default=None, help="process isolation: kill a child above this RSS")
     add_log_args(w, job_log=True)
     add_metrics_args(w)
+    w.add_argument("--metrics-top-tenants", type=int, default=0, metavar="N",
+                   help="also export job counts of the N busiest tenants (default 0: no tenant label)")

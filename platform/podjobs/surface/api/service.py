@@ -409,8 +409,7 @@ class Service:
 
     def migrations(self) -> dict[str, Any]:
         """What `podjobs migrations status --json` prints (read from ZooKeeper)."""
-        from kazoo.exceptions import KazooException
-
+        from podjobs.pods.zk import KazooException
         from podjobs.scheduler.report import collect
 
         try:

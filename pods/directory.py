@@ -29,13 +29,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from kazoo.exceptions import KazooException
-from kazoo.recipe.watchers import ChildrenWatch, DataWatch
-
 from podjobs.errors import ConfigurationError
 
 from .topology import PODS, TENANTS, Pod, TenantEntry, unknown_pod, unknown_tenant
-from .zk import ZK, ConnState, decode_json
+from .zk import ZK, ConnState, KazooException, Watch, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +70,8 @@ class Directory:
         self._names: dict[Kind, set[str]] = {"pod": set(), "tenant": set()}
         self._tokens: dict[Kind, dict[str, object]] = {"pod": {}, "tenant": {}}
         # The kazoo recipes themselves (DataWatch by token), released on removal and stop().
-        self._watches: dict[object, Any] = {}
-        self._children_watches: list[Any] = []
+        self._watches: dict[object, Watch] = {}
+        self._children_watches: list[Watch] = []
         self._version = 0
         self._listeners: list[Callable[[Change], None]] = []
         self._state = ConnState.LOST
@@ -98,14 +95,11 @@ class Directory:
             self._started = True
             self._state = self.zk.state
         self.zk.add_listener(self._on_state)
-        client = self.zk.client
         kinds: tuple[tuple[Kind, str], ...] = (("pod", PODS), ("tenant", TENANTS))
         for kind, parent in kinds:
             self.zk.ensure_path(self.zk.path(parent))
             # The first call happens here, synchronously: so does each new node's DataWatch.
-            watch = ChildrenWatch(
-                client, self.zk.path(parent), func=partial(self._on_children, kind)
-            )
+            watch = self.zk.children_watch(self.zk.path(parent), partial(self._on_children, kind))
             self._children_watches.append(watch)
         return self
 
@@ -121,19 +115,10 @@ class Directory:
         for watch in watches:
             self._release(watch)
 
-    def _release(self, watch: Any) -> None:
-        """End a kazoo watch recipe now.
-
-        Kazoo has no public way: a recipe ends when its function returns False,
-        which only happens at its next event, and until then its session
-        listener re-reads the node on every reconnect. This does what that
-        return does (`_stopped`, drop the listener); the server-side watch is
-        one-shot and goes at its next event.
-        """
-        watch._stopped = True
-        listener = getattr(watch, "_session_watcher", None)
-        if listener is not None:
-            self.zk.client.remove_listener(listener)
+    @staticmethod
+    def _release(watch: Watch) -> None:
+        """End a watch recipe now (see `pods.zk.Watch.release`)."""
+        watch.release()
 
     def __enter__(self) -> Directory:
         return self.start()
@@ -279,11 +264,8 @@ class Directory:
         `_preload` has filled the cache before. Spreading them over threads
         was measured to gain little (the GIL).
         """
-        client = self.zk.client
         for name, token in new:
-            watch = DataWatch(
-                client, self._path(kind, name), func=partial(self._on_data, kind, name, token)
-            )
+            watch = self.zk.data_watch(self._path(kind, name), partial(self._on_data, kind, name, token))
             with self._cond:
                 current = not self._stopped and self._tokens[kind].get(name) is token
                 if current:

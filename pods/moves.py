@@ -63,8 +63,9 @@ from enum import StrEnum
 from typing import Any
 
 from podjobs import keys
-from podjobs.backend import RedisBackend, text
+from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError, PodjobsError
+from podjobs.gateway import text
 from podjobs.ids import new_id
 
 from . import fence
@@ -145,8 +146,8 @@ class Mover:
                 "with @podjobs.pods.moves.copy_hook, or --jobs-only to move only the jobs")
         move: dict[str, Any] = {"id": new_id(), "from": entry.pod, "to": to, "step": MoveStep.QUIESCE.value,
                 "started": _now(), "updated": _now(), "error": None, "jobs_only": self.jobs_only}
-        self.backend(to).redis.set(keys.moving(tenant), move["id"])
-        self.backend(entry.pod).redis.delete(keys.move_acks(tenant))
+        self.backend(to).mark_moving(tenant, move["id"])
+        self.backend(entry.pod).clear_move_acks(tenant)
         entry = self.store.set_tenant(replace(entry, state=TenantState.MOVING, move=move))
         # workers ack with the version they saw; acks older than this move's start do not count
         entry = self.store.set_tenant(replace(entry, move={**move, "since_version": entry.version}))
@@ -192,7 +193,7 @@ class Mover:
             raise MoveError(
                 f"rollback of the move of {tenant!r} stopped: {exc}; fix the cause, then run "
                 f"'podjobs tenants move {tenant} --rollback' again") from exc
-        self.backend(str(move["from"])).redis.delete(keys.move_acks(tenant))
+        self.backend(str(move["from"])).clear_move_acks(tenant)
         entry = self.store.set_tenant(replace(self.store.where(tenant), move=None))
         self.progress(f"{tenant}: move rolled back; {back} job(s) returned to {move['from']}")
         return entry
@@ -258,10 +259,9 @@ class Mover:
             self._fence(entry)
         for wid, queues in dead:
             src.recover(wid, queues)
-        r = src.redis
-        workers = {text(w) for w in r.smembers(keys.WORKERS)}
+        workers = src.worker_ids()
         since = int((entry.move or {}).get("since_version", 0))
-        acks = {text(k) for k, v in r.hgetall(keys.move_acks(entry.tenant)).items() if int(v) >= since}
+        acks = {w for w, v in src.move_acks(entry.tenant).items() if v >= since}
         return workers - acks
 
     def _fence(self, entry: TenantEntry) -> None:
@@ -311,7 +311,7 @@ class Mover:
                 break
         else:
             raise MoveError("jobs kept arriving in the held set; try --resume again")
-        self.backend(str(entry.move["from"])).redis.delete(keys.move_acks(entry.tenant))
+        self.backend(str(entry.move["from"])).clear_move_acks(entry.tenant)
         entry = self.store.set_tenant(replace(entry, move=None))
         self.progress(f"{entry.tenant}: released {total} held job(s) on {entry.pod}; move done")
         return entry
@@ -340,8 +340,8 @@ class Mover:
 
     def _stage_all(self, tenant: str, b: RedisBackend) -> None:
         """The tenant's queued, scheduled and retrying jobs on a pod -> its staging hash."""
-        for q in sorted(text(x) for x in b.redis.smembers(keys.QUEUES)):
-            ready = [(d["id"], text(raw), 0.0) for raw in b.redis.lrange(keys.queue(q), 0, -1)
+        for q in b.queue_names():
+            ready = [(d["id"], text(raw), 0.0) for raw in b.queued(q)
                      if (d := self._mine(tenant, raw)) is not None]
             self._stage(b, tenant, keys.queue(q), "queue", q, ready)
             for kind, zkey in (("sched", keys.scheduled(q)), ("retry", keys.retry(q))):
@@ -352,15 +352,12 @@ class Mover:
     def _stage(src: RedisBackend, tenant: str, key: str, kind: str, queue: str,
                rows: list[tuple[str, str, float]]) -> None:
         for i in range(0, len(rows), 300):
-            args: list[Any] = [kind, queue]
-            for jid, payload, score in rows[i : i + 300]:
-                args += (jid, payload, score)
-            src._run("carry", "take jobs off the source pod", [key, keys.carry(tenant)], args)
+            src.carry(tenant, key, kind, queue, rows[i : i + 300])
 
     def _send(self, tenant: str, frm: RedisBackend, to: RedisBackend, point: str) -> int:
         """Hold `frm`'s staged jobs on `to` (by job id: sending twice holds once), then
         clear them from the staging. Nothing sent can run before `_release_held`."""
-        staged = {text(k): json.loads(v) for k, v in frm.redis.hgetall(keys.carry(tenant)).items()}
+        staged = {k: json.loads(v) for k, v in frm.staged(tenant).items()}
         if not staged:
             return 0
         ids = sorted(staged)  # ids sort by enqueue time
@@ -372,8 +369,7 @@ class Mover:
 
     def _zrows(self, b: RedisBackend, zkey: str, tenant: str) -> list[tuple[str, float]]:
         """Members of a sorted set that belong to the tenant, with their scores."""
-        raw: Any = b.redis.zrange(zkey, 0, -1, withscores=True)
-        return [(text(m), float(s)) for m, s in raw if self._mine(tenant, m) is not None]
+        return [(text(m), s) for m, s in b.due_set(zkey) if self._mine(tenant, m) is not None]
 
     def _release_held(self, tenant: str, dst: RedisBackend) -> int:
         """Release the tenant's held jobs on a pod, oldest first, atomically per batch."""
@@ -405,7 +401,7 @@ class Mover:
            holds nothing and its marker is gone. Each write is by job id or atomic on one
            Redis, so a rollback killed anywhere and run again does each job once."""
         dst, src = self.backend(dst_name), self.backend(src_name)
-        staged = [text(k) for k in src.redis.hkeys(keys.carry(tenant))]
+        staged = list(src.staged(tenant))
         for i in range(0, len(staged), 500):
             dst.take(keys.held(tenant), "hash", staged[i : i + 500])
             dst.take(keys.held_due(tenant), "hash", staged[i : i + 500])

@@ -35,12 +35,10 @@ import threading
 import time
 from typing import Any
 
-from kazoo.exceptions import KazooException
-
 from podjobs.errors import ConfigurationError
 
 from .topology import CAS_ATTEMPTS, TopologyConflict, validate_name
-from .zk import ZK, ConnState, NodeExistsError
+from .zk import ZK, ConnState, KazooException, NodeExistsError
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +120,8 @@ class WorkerRegistration:
             self._cond.notify_all()
         self.zk.remove_listener(self._on_state)
         try:
-            stat = self.zk.client.exists(self.path)
-            if stat is not None and stat.ephemeralOwner == self.zk.session_id:
+            stat = self.zk.stat(self.path)
+            if stat is not None and stat.ephemeral_owner == self.zk.session_id:
                 self.zk.delete(self.path, version=stat.version)
         except KazooException:
             log.warning("could not delete %s; ZooKeeper drops it with the session", self.path)
@@ -139,9 +137,9 @@ class WorkerRegistration:
             with self._cond:
                 if not self._running:
                     return True  # stopped meanwhile: do not register again
-            stat = self.zk.client.exists(self.path)
+            stat = self.zk.stat(self.path)
             if stat is not None:
-                return bool(stat.ephemeralOwner == self.zk.session_id)
+                return stat.ephemeral_owner == self.zk.session_id
             try:
                 self.zk.create_json(self.path, self.info, ephemeral=True)
             except NodeExistsError:

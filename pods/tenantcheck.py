@@ -30,7 +30,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.delivery import TENANT, Delivery
 from podjobs.errors import BackendUnavailable
@@ -205,7 +204,7 @@ class TenantCheck(Middleware):
                 return
             version = entry.version
         try:
-            self.backend.redis.hset(keys.move_acks(tenant), self.identity.id, version)
+            self.backend.ack_move(tenant, self.identity.id, version)
         except Exception as exc:  # the mover keeps waiting; the next change or job retries
             log.warning("could not ack the move of tenant %s: %s", tenant, exc)
 

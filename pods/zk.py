@@ -12,9 +12,15 @@
    reads pipelined in one go, for listings and bulk checks) and
    `transaction_create` (many creates in one all-or-nothing transaction).
 4. `add_listener(cb)` / `remove_listener(cb)`: `cb(ConnState)` on every
-   connection state change (see the state machine below); `session_id` and
-   `client` (the raw `KazooClient`) for recipes and tests.
-5. `parse_zk_spec("h1:p1,h2:p2/root/path")` and `zk_from_env(hosts, root)`:
+   connection state change (see the state machine below); `session_id`.
+5. Typed wrappers of the kazoo pieces podjobs uses, so that nothing else imports
+   kazoo (import-linter's `zk` contract): `stat(path)` -> `NodeStat` (version,
+   ephemeral owner); `lock(path, identifier)` -> `Lock` (kazoo's Lock recipe:
+   acquire, release, cancel, contenders, node); `transaction()` -> `Transaction`
+   (check, create, set_data, delete, commit: all or nothing); `children_watch`
+   / `data_watch` -> `Watch` (kazoo's recipes, with `release()` ending one now);
+   kazoo's exceptions re-exported (`KazooException`, `NoNodeError`, ...).
+6. `parse_zk_spec("h1:p1,h2:p2/root/path")` and `zk_from_env(hosts, root)`:
    settings from flags or `$PODJOBS_ZK` ("host:port[,host:port...][/root]").
 
 Connection states (kazoo's `KazooState`, as `ConnState`):
@@ -40,18 +46,22 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError,
+    KazooException,
+    LockTimeout,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
 from podjobs.errors import ConfigurationError
@@ -76,9 +86,16 @@ __all__ = [
     "ConnState",
     "DEFAULT_ROOT",
     "ENV_ZK",
+    "KazooException",
+    "Lock",
+    "LockTimeout",
     "NoNodeError",
     "NodeExistsError",
+    "NodeStat",
     "NotEmptyError",
+    "RolledBackError",
+    "Transaction",
+    "Watch",
     "ZK",
     "decode_json",
     "parse_zk_spec",
@@ -120,6 +137,94 @@ def _encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class NodeStat:
+    """What podjobs reads of a node's kazoo `ZnodeStat`."""
+
+    version: int
+    #: the session id holding an ephemeral node (0 for a persistent node)
+    ephemeral_owner: int
+
+
+class Lock:
+    """kazoo's `Lock` recipe (sequential contender nodes under `path`), typed.
+
+    `acquire(timeout)`: True once held, False when `blocking` is off and it is taken,
+    `LockTimeout` after `timeout` seconds (None: wait for ever; `cancel()` from another
+    thread ends the wait). `node`: our contender node's name once acquired (its sequence
+    number is the holder's fencing token)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    @property
+    def path(self) -> str:
+        return str(self._raw.path)
+
+    @property
+    def node(self) -> str | None:
+        node = self._raw.node
+        return None if node is None else str(node)
+
+    def acquire(self, timeout: float | None = None, blocking: bool = True) -> bool:
+        return bool(self._raw.acquire(blocking=blocking, timeout=timeout))
+
+    def release(self) -> bool:
+        return bool(self._raw.release())
+
+    def cancel(self) -> None:
+        self._raw.cancel()
+
+    def contenders(self) -> list[str]:
+        """The identifiers of every contender, the holder first."""
+        return [str(c) for c in self._raw.contenders()]
+
+
+class Transaction:
+    """A kazoo transaction: operations collected, then `commit()` applies all or none.
+
+    `commit()` returns one result per operation, in order: the created path, the new
+    `ZnodeStat`, True, or the exception the server gave (the first refused operation's
+    own, `RolledBackError` for every other)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def check(self, path: str, version: int) -> None:
+        self._raw.check(path, version)
+
+    def create(self, path: str, value: bytes = b"", ephemeral: bool = False) -> None:
+        self._raw.create(path, value, ephemeral=ephemeral)
+
+    def set_data(self, path: str, value: bytes, version: int = -1) -> None:
+        self._raw.set_data(path, value, version=version)
+
+    def delete(self, path: str, version: int = -1) -> None:
+        self._raw.delete(path, version=version)
+
+    def commit(self) -> list[Any]:
+        return list(self._raw.commit())
+
+
+class Watch:
+    """A kazoo watch recipe (`ChildrenWatch` or `DataWatch`) that `release()` ends now.
+
+    Kazoo has no public way: a recipe ends when its function returns False, which only
+    happens at its next event, and until then its session listener re-reads the node on
+    every reconnect. `release()` does what that return does (`_stopped`, drop the
+    listener); the server-side watch is one-shot and goes at its next event."""
+
+    def __init__(self, raw: Any, client: Any) -> None:
+        self._raw = raw
+        self._client = client
+
+    def release(self) -> None:
+        self._raw._stopped = True
+        listener = getattr(self._raw, "_session_watcher", None)
+        if listener is not None:
+            self._client.remove_listener(listener)
+
+
 class ZK:
     """One ZooKeeper session with JSON helpers under a root path (see module doc)."""
 
@@ -153,8 +258,9 @@ class ZK:
     # -- session -------------------------------------------------------------
 
     @property
-    def client(self) -> Any:
-        """The raw `kazoo.client.KazooClient`, for recipes (watches, locks, elections)."""
+    def kazoo_client(self) -> Any:
+        """The raw `kazoo.client.KazooClient`, for tests only (expiring a session, counting
+        listeners): podjobs itself goes through the typed methods above and below."""
         return self._client
 
     @property
@@ -229,6 +335,11 @@ class ZK:
     def ensure_path(self, path: str) -> None:
         self._client.ensure_path(path)
 
+    def stat(self, path: str) -> NodeStat | None:
+        """The node's version and ephemeral owner, or None if it does not exist."""
+        st = self._client.exists(path)
+        return None if st is None else NodeStat(int(st.version), int(st.ephemeralOwner))
+
     def get_json(self, path: str) -> tuple[dict[str, Any], int] | None:
         """(object, version) of a JSON node, or None if it does not exist."""
         try:
@@ -295,6 +406,26 @@ class ZK:
             return False
         return True
 
+    def transaction(self) -> Transaction:
+        """An empty transaction (see `Transaction`)."""
+        return Transaction(self._client.transaction())
+
+    def lock(self, path: str, identifier: str = "") -> Lock:
+        """kazoo's Lock recipe on `path` (see `Lock`); `identifier` names the contender."""
+        return Lock(self._client.Lock(path, identifier))
+
+    def children_watch(self, path: str, func: Callable[[list[str]], bool | None]) -> Watch:
+        """kazoo's `ChildrenWatch`: `func(children)` now (synchronously) and after each
+        change of the children, in a kazoo thread, until it returns False or the watch is
+        released."""
+        return Watch(ChildrenWatch(self._client, path, func=func), self._client)
+
+    def data_watch(self, path: str, func: Callable[..., bool | None]) -> Watch:
+        """kazoo's `DataWatch`: `func(data, stat, event)` now (synchronously) and after each
+        change of the node, in a kazoo thread, until it returns False or the watch is
+        released."""
+        return Watch(DataWatch(self._client, path, func=func), self._client)
+
     def transaction_create(self, items: list[tuple[str, dict[str, Any]]]) -> Exception | None:
         """Create `items` atomically; None on success, else the first node's error.
 
@@ -302,7 +433,7 @@ class ZK:
         refused (`NodeExistsError`, `NoNodeError`); every other operation in
         the transaction reports `RolledBackError` and nothing was written.
         """
-        txn = self._client.transaction()
+        txn = self.transaction()
         for path, obj in items:
             txn.create(path, _encode(obj))
         results = txn.commit()

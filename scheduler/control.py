@@ -19,13 +19,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kazoo.exceptions import BadVersionError
-
 from podjobs import db as shards
 from podjobs.errors import PodjobsError
 from podjobs.ids import new_id
 from podjobs.pods.topology import TopologyStore
-from podjobs.pods.zk import ZK
+from podjobs.pods.zk import ZK, BadVersionError
 
 from . import paths
 from .revisions import Revisions, current_revision, stamp
@@ -113,7 +111,7 @@ def skip(zk: ZK, revision: str, pod: str, directory: str) -> Run:
     rev = revisions.get(revision)
     store = RunStore(zk)
     _pods(zk, pod)
-    lock = zk.client.Lock(paths.lock(zk, pod), "operator skip")
+    lock = zk.lock(paths.lock(zk, pod), "operator skip")
     if not lock.acquire(timeout=10):
         raise PodjobsError(f"a migration runner holds the lock of {pod}; wait or cancel it first")
     try:

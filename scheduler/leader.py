@@ -33,10 +33,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
-
 from podjobs.errors import PodjobsError
-from podjobs.pods.zk import ZK, ConnState
+from podjobs.pods.zk import (
+    ZK,
+    ConnState,
+    KazooException,
+    Lock,
+    NodeExistsError,
+    NoNodeError,
+    Transaction,
+)
 
 from . import paths
 
@@ -77,10 +83,10 @@ class Term:
         if not self.active:
             raise NotLeader(f"scheduler {self.identity['id']} does not lead now (term {self.fence})")
 
-    def transaction(self) -> Any:
-        """A kazoo transaction that only commits while our contender node exists."""
+    def transaction(self) -> Transaction:
+        """A transaction that only commits while our contender node exists."""
         self.check()
-        txn = self.zk.client.transaction()
+        txn = self.zk.transaction()
         txn.check(self.node_path, 0)
         return txn
 
@@ -118,7 +124,7 @@ class Leadership:
         self.identity.setdefault("id", f"{host}:{pid}")
         self.identity.setdefault("host", host)
         self.identity.setdefault("pid", pid)
-        self._lock: Any = None
+        self._lock: Lock | None = None
 
     def run(self, on_lead: Callable[[Term], None], stop: threading.Event) -> None:
         """Contend and lead until `stop` is set."""
@@ -126,8 +132,7 @@ class Leadership:
                                    name="scheduler-election-stop")
         watcher.start()
         while not stop.is_set():
-            self._lock = self.zk.client.Lock(paths.election(self.zk),
-                                             json.dumps(self.identity, sort_keys=True))
+            self._lock = self.zk.lock(paths.election(self.zk), json.dumps(self.identity, sort_keys=True))
             if stop.is_set():  # set before the stop watcher could see this lock to cancel it
                 break
             try:
@@ -147,7 +152,9 @@ class Leadership:
                 self._release()
 
     def _lead(self, on_lead: Callable[[Term], None], stop: threading.Event) -> None:
-        node_path = f"{self._lock.path}/{self._lock.node}"
+        lock = self._lock
+        assert lock is not None  # held: run() acquired it
+        node_path = f"{lock.path}/{lock.node}"
         term = Term(self.zk, node_path, self.identity)
         self.zk.add_listener(term._on_state)
         stopper = threading.Thread(target=self._end_on_stop, args=(stop, term), daemon=True,
@@ -242,7 +249,7 @@ def leader_info(zk: ZK) -> dict[str, Any] | None:
 
 def contenders(zk: ZK) -> list[dict[str, Any]]:
     """Every scheduler process in the election, the leader first."""
-    lock = zk.client.Lock(paths.election(zk))
+    lock = zk.lock(paths.election(zk))
     out = []
     for ident in lock.contenders():
         try:

@@ -43,7 +43,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import BadVersionError, KazooException, LockTimeout
 from sqlalchemy import text
 
 from podjobs import db as shards
@@ -54,7 +53,14 @@ from podjobs.invoke import Reenqueue
 from podjobs.jobs import job
 from podjobs.payload import encode
 from podjobs.pods.topology import TopologyStore
-from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
+from podjobs.pods.zk import (
+    ZK,
+    BadVersionError,
+    ConnState,
+    KazooException,
+    LockTimeout,
+    parse_zk_spec,
+)
 
 from . import paths
 from .leader import fence_of
@@ -175,7 +181,7 @@ def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout:
         return {"result": run.state.value}
     if ctx.stopping.is_set():  # a deploy stops this worker: let the next one start the revision
         raise Reenqueue(delay=0.0, reason="worker stopping")
-    lock = zk.client.Lock(paths.lock(zk, pod), ctx.worker_id or "")
+    lock = zk.lock(paths.lock(zk, pod), ctx.worker_id or "")
     try:
         got = lock.acquire(timeout=LOCK_WAIT)
     except LockTimeout:

@@ -22,18 +22,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from podjobs import db as shard_engines
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
+from podjobs.gateway import RedisError
 from podjobs.ids import new_id
 from podjobs.jobs import lookup
 from podjobs.payload import encode
 from podjobs.pods.topology import TopologyStore
-from podjobs.pods.zk import ZK
+from podjobs.pods.zk import ZK, BadVersionError, NodeExistsError
 
 from . import migrate as migrate_job  # noqa: F401 - registers podjobs.migrate
 from . import paths

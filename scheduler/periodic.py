@@ -41,8 +41,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from podjobs import keys
 from podjobs.cron import (
     MARKER_TTL_MIN,
@@ -54,6 +52,7 @@ from podjobs.cron import (
     registered,
 )
 from podjobs.errors import BackendUnavailable
+from podjobs.gateway import RedisError
 from podjobs.payload import dumps, encode
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ class PeriodicDuty:
             term.check()
             try:
                 self._enqueue(spec, pod, d.enqueue, d.missed)
-            except (BackendUnavailable, redis.RedisError) as exc:
+            except (BackendUnavailable, RedisError) as exc:
                 self.stats["unreachable"] += 1
                 log.warning("periodic %s: pod %s unreachable, tick %s not enqueued (tried again "
                             "next time): %s", spec.name, pod, _iso(d.enqueue), exc)
@@ -181,7 +180,7 @@ class PeriodicDuty:
 
     def _advance(self, term: Term, path: str, new: dict[str, Any], version: int | None) -> bool:
         """Write the state in the term's transaction; NotLeader if our term ended."""
-        from kazoo.exceptions import RolledBackError
+        from podjobs.pods.zk import RolledBackError
 
         from .leader import NotLeader
 

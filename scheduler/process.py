@@ -19,9 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from kazoo.exceptions import KazooException
-
-from podjobs.pods.zk import ZK
+from podjobs.pods.zk import ZK, KazooException
 
 from .leader import Leadership, NotLeader, Term
 

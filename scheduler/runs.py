@@ -17,11 +17,10 @@ import json
 import time
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from podjobs.pods.zk import ZK
+from podjobs.pods.zk import ZK, NodeExistsError, NoNodeError, RolledBackError
 
 from . import paths
 from .runstate import Run, RunState

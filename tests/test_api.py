@@ -113,7 +113,7 @@ def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
             w.stop()
         stop_proc(proc)
         out.close()
-        zk.client.delete(root, recursive=True)
+        zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
 
 
@@ -420,8 +420,8 @@ def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:
             g = c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV")
             assert g.status_code == 503
     finally:
-        env.zk.client.delete(env.zk.path("tenants", "shop-z"))
-        env.zk.client.delete(env.zk.path("pods", "p9"))
+        env.zk.kazoo_client.delete(env.zk.path("tenants", "shop-z"))
+        env.zk.kazoo_client.delete(env.zk.path("pods", "p9"))
     with env.client("operator") as c:
         wait_until(lambda: c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404,
                    timeout=10, what="p9 gone from the API's directory")
@@ -538,7 +538,7 @@ def test_unresponsive_pods_are_read_at_once_and_not_for_a_tenants_own_job(env: E
             assert a.delete(r.headers["location"]).status_code == 200
     finally:
         for name in ("p8", "p9"):
-            env.zk.client.delete(env.zk.path("pods", name))
+            env.zk.kazoo_client.delete(env.zk.path("pods", name))
         silent.close()
 
 

@@ -97,10 +97,8 @@ def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_wr
         redis_url: str, r: redis.Redis) -> None:
     router = OnePodRouter(redis_url)
     router._backend = RedisBackend(redis_url, socket_timeout=0.2)
-    for script in router._backend._scripts.values():  # connected, scripts loaded: the
-        r.script_load(script.script)                   # enqueue is sent and runs when Redis can
-    router._backend.redis.ping()
-    router._backend._once.ping()  # the scripts' own pool (no redis-py retries) too
+    router._backend.load_scripts()  # connected, scripts loaded: the enqueue is sent and
+    router._backend.ping()          # runs when Redis can (both pools, the scripts' own too)
     svc = Service(router)
     busy = r.connection_pool.get_connection("EVAL")
     try:

@@ -66,7 +66,7 @@ def routing(zk: ZK, check_backends: bool = True) -> Iterator[Router]:
 def make_term(zk: ZK) -> Term:
     """A Term on an election node of our own (as if this session won the election)."""
     base = zk.path("scheduler", "election")
-    node = zk.client.create(f"{base}/test__lock__", b"{}", ephemeral=True, sequence=True,
+    node = zk.kazoo_client.create(f"{base}/test__lock__", b"{}", ephemeral=True, sequence=True,
                             makepath=True)
     return Term(zk, node, {"id": "test"})
 

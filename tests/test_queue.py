@@ -377,3 +377,25 @@ def test_app_middleware_shapes_settlements_on_a_real_worker(r: redis.Redis, redi
         assert {"settled poison DEAD", "settled fine batched", "settled once DEAD"} <= set(q.events)
     finally:
         podjobs.middleware.middleware().remove(q)
+
+
+def test_every_lua_script_compiles_on_redis_with_its_includes_expanded(redis_url: str,
+                                                                       r: redis.Redis) -> None:
+    """The loader's output (podjobs.gateway) is what Redis runs: each expanded script
+    compiles (SCRIPT LOAD) under the SHA-1 EVALSHA sends, and the clock include answers
+    Redis' own clock."""
+    from podjobs import gateway
+
+    b = RedisBackend(redis_url)
+    try:
+        b.load_scripts()
+        loaded = gateway.scripts()
+        assert all(r.script_exists(*[s.sha for s in loaded]))
+        before = b.now_ms()
+        assert b.run("promote", "promote due jobs", [keys.scheduled("q"), keys.retry("q"),
+                                                      keys.queue("q"), keys.wake("q")], [10]) == 0
+        r.zadd(keys.scheduled("q"), {"due-now": before, "later": before + 60_000})
+        b.promote(["q"])  # due means score <= now_ms() on Redis' clock
+        assert r.lrange(keys.queue("q"), 0, -1) == [b"due-now"]
+    finally:
+        b.close()

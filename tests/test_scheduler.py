@@ -418,7 +418,7 @@ def test_a_busy_shard_lock_puts_the_job_back_instead_of_failing(
     from podjobs.ops import Inspector
     from podjobs.scheduler import paths
 
-    held = zk.client.Lock(paths.lock(zk, "p1"), "an operator")
+    held = zk.kazoo_client.Lock(paths.lock(zk, "p1"), "an operator")
     assert held.acquire(timeout=5)
     try:
         schedulers.start("s1")

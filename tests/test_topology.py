@@ -174,7 +174,7 @@ def expire_session(zk: ZK) -> int:
     connection) and closes it; the first client then reconnects to a session
     the server no longer knows, and kazoo reports LOST.
     """
-    session_id, password = zk.client.client_id
+    session_id, password = zk.kazoo_client.client_id
     other = KazooClient(hosts=zk.hosts, client_id=(session_id, password), timeout=SESSION_TIMEOUT)
     other.start(timeout=10)
     assert other.client_id[0] == session_id
@@ -474,18 +474,18 @@ def test_directory_stop_releases_its_watches(
 ) -> None:
     store.assign_many({f"t{i}": "p1" for i in range(20)})
     reader = make_zk()
-    before = len(reader.client.state_listeners)
+    before = len(reader.kazoo_client.state_listeners)
     directory = Directory(reader).start()
     # Kazoo's recipes each listen for reconnects: 2 ChildrenWatch, 23 DataWatch, 1 state.
-    assert len(reader.client.state_listeners) == before + 2 + 23 + 1
+    assert len(reader.kazoo_client.state_listeners) == before + 2 + 23 + 1
     store.zk.delete(store.zk.path("tenants", "t0"))
     # The deleted node's watch is released (when the children list shows it gone).
     assert directory.wait_for(
-        lambda d: len(reader.client.state_listeners) == before + 2 + 22 + 1, WAIT
+        lambda d: len(reader.kazoo_client.state_listeners) == before + 2 + 22 + 1, WAIT
     )
     assert directory.tenant("t0") is None
     directory.stop()
-    assert len(reader.client.state_listeners) == before
+    assert len(reader.kazoo_client.state_listeners) == before
     store.assign("late", "p1")  # no longer followed, the last values stay
     assert not directory.wait_for(lambda d: d.tenant("late") is not None, 0.5)
     assert directory.pod_of("t1") == "p1"
@@ -541,7 +541,7 @@ def test_session_expiry_reestablishes_watches_and_registration(
         assert worker_zk.session_id not in (None, old_session)
         # The ephemeral node went with the old session and is back under the new one.
         assert reg.wait_registered(2, WAIT)
-        stat = worker_zk.client.exists(reg.path)
+        stat = worker_zk.kazoo_client.exists(reg.path)
         assert stat is not None and stat.ephemeralOwner == worker_zk.session_id
         assert [w["worker_id"] for w in fleet(store.zk)["p1"]] == ["w-1"]
         # The directory saw the change made around the expiry, and sees new ones.

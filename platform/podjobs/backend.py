@@ -4,8 +4,10 @@ Redis implementation (one Redis per pod).
 1. `Backend` is the interface (enqueue, reserve, ack a batch, `settle` one delivery as a
    typed podjobs.settlement.Settlement, recover and the few helpers around them); job code
    and the worker only see this.
-2. `RedisBackend` implements it with one Lua script per state change, each
-   loaded once (`lua/*.lua`), so every transition is one round trip.
+2. `RedisBackend` implements it on the Redis gateway (`podjobs.gateway.Gateway`: pools,
+   the one Lua loader with its includes, `run`, `errors`) with one Lua script per state
+   change (`lua/*.lua`), so every transition is one round trip; it also holds the typed
+   state changes and reads of tenant moves (hold, carry, release, move acks ...).
 3. Redis errors become `BackendUnavailable` naming the server and what to do
    (`BackendTimeout` when a command was sent but not answered: it may have run).
 4. A state-changing script is sent again after a dropped connection only because each is
@@ -19,20 +21,15 @@ Redis implementation (one Redis per pod).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from importlib import resources
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.commands.core import Script
-from redis.retry import Retry
+from redis.commands.core import Script as RedisScript
 
 from podjobs import keys
-from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
+from podjobs.errors import ConfigurationError
+from podjobs.gateway import Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
 from podjobs.settlement import Kind, Settlement
@@ -47,8 +44,6 @@ ENQUEUE_CHUNK = 10_000
 MAX_RESERVE = 1000
 #: milliseconds an enqueue's request marker is kept (a re-send within it is a duplicate)
 REQUEST_MARKER_MS = 30_000
-#: attempts of one script call on dropped connections (10 ms growing to 1 s between them)
-SCRIPT_ATTEMPTS = 8
 
 _SAFE_POLICIES = ("noeviction",)
 
@@ -94,27 +89,6 @@ class Backend(Protocol):
              status: StatusWrite | None = None) -> bool: ...
 
 
-def _retry() -> Retry:
-    """redis-py's retries (10, 10 ms growing to 1 s), on connection errors only. By default
-    redis-py also sends a command again after a timeout: a script that was only slow would
-    then run twice (an enqueue would push its job twice). A timeout raises BackendTimeout."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10,
-                 supported_errors=(redis.ConnectionError,))
-
-
-def _script_retry() -> Retry:
-    """No retries inside redis-py for script calls: RedisBackend._run retries them itself,
-    knowing whether each attempt got as far as sending."""
-    return Retry(NoBackoff(), 0)
-
-
-def _never_sent(exc: redis.ConnectionError) -> bool:
-    """True when a connection error came from connecting (refused, unreachable): the
-    command was not sent. redis-py words these 'Error N connecting to HOST:PORT' and
-    'Timeout connecting to server'."""
-    return "connecting to" in str(exc)
-
-
 def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:
     """Append a tracked job's status key and (fields, TTL) to a script call."""
     if status is not None:
@@ -122,125 +96,24 @@ def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None
         args += (status.fields, status.ttl_s)
 
 
-def text(v: bytes | str) -> str:
-    """A Redis reply as str."""
-    return v.decode() if isinstance(v, bytes) else v
+class RedisBackend(Gateway):
+    """The Redis implementation of `Backend` for one pod (its transport: `Gateway`)."""
 
-
-def _load(name: str) -> str:
-    return resources.files("podjobs").joinpath("lua", f"{name}.lua").read_text()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
-class RedisBackend:
-    """The Redis implementation of `Backend` for one pod."""
-
-    SCRIPTS = (
-        "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
-        "promote", "heartbeat", "recover", "requeue", "dead_retry",
-        "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
-        "accept", "stage_held",
-    )
+    #: the queue's scripts called through redis-py's Script (the acker's batch, the bulk
+    #: enqueue's MULTI); every other script is sent by name with `run`
+    SCRIPTS = ("enqueue", "ack_many")
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
                  connect_timeout: float = 5.0) -> None:
-        self.url = url
-        self.redis: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30, retry=_retry(),
-        )
-        self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in self.SCRIPTS}
-        #: the scripts' own pool, without redis-py's retries (see _run)
-        self._once: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30, retry=_script_retry(),
-        )
+        super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+        self._scripts: dict[str, RedisScript] = {
+            n: self.redis.register_script(script(n).text) for n in self.SCRIPTS}
         if check:
             self.check()
 
-    # -- errors ---------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self, what: str, sent: bool = False) -> Iterator[None]:
-        """Redis errors as BackendUnavailable (nothing was changed) or BackendTimeout (the
-        change may or may not have been made: a timeout after the command was sent, or a
-        dropped connection when `sent` says an attempt may have reached Redis)."""
-        try:
-            yield
-        except redis.ConnectionError as exc:
-            if sent:
-                raise BackendTimeout(
-                    f"cannot {what}: the connection to Redis at {redacted(self.url)} broke "
-                    f"({exc}); the change may or may not have been made. Check the pod's Redis "
-                    f"('podjobs dev status'); repeating the same call is safe"
-                ) from exc
-            raise BackendUnavailable(
-                f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
-                f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
-            ) from exc
-        except redis.TimeoutError as exc:
-            if "connecting" in str(exc) and not sent:
-                raise BackendUnavailable(
-                    f"cannot {what}: Redis at {redacted(self.url)} did not accept a connection "
-                    f"in time ({exc}); nothing was changed. Check the pod's Redis "
-                    f"('podjobs dev status')"
-                ) from exc
-            raise BackendTimeout(
-                f"cannot {what}: Redis at {redacted(self.url)} did not answer in time ({exc}); "
-                f"the change may or may not have been made. Check the pod's Redis (its load, "
-                f"'podjobs dev status')"
-            ) from exc
-        except redis.ResponseError as exc:
-            if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
-                raise BackendUnavailable(
-                    f"cannot {what}: Redis at {redacted(self.url)} is out of memory ({exc}); "
-                    f"nothing was written. Raise maxmemory or drain the queues"
-                ) from exc
-            raise
-
-    def _run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any],
-             repeatable: bool = True) -> Any:
-        """Run a script in one round trip. After a dropped connection it is sent again (up
-        to SCRIPT_ATTEMPTS times) when it never got through, or when it is `repeatable`
-        (safe to run twice, see the module docstring); a timeout is never sent again. The
-        error says "may or may not" once any attempt may have reached Redis."""
-        script = self._scripts[name]
-        sent = False
-        delay = 0.01
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                try:
-                    return self._once.execute_command(  # type: ignore[no-untyped-call]
-                        "EVALSHA", script.sha, len(keys_), *keys_, *args)
-                except redis.exceptions.NoScriptError:
-                    self._once.script_load(script.script)
-                    return self._once.execute_command(  # type: ignore[no-untyped-call]
-                        "EVALSHA", script.sha, len(keys_), *keys_, *args)
-            except redis.ConnectionError as exc:
-                sent = sent or not _never_sent(exc)
-                if attempt < SCRIPT_ATTEMPTS and (repeatable or not sent):
-                    time.sleep(delay)
-                    delay = min(1.0, delay * 2)
-                    continue
-                with self._errors(what, sent):
-                    raise
-            except redis.RedisError:
-                with self._errors(what, sent):
-                    raise
-
     def check(self) -> None:
         """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
-        with self._errors("connect"):
+        with self.errors("connect"):
             info = self.redis.info("memory")
         policy = str(info.get("maxmemory_policy", "noeviction"))
         if policy not in _SAFE_POLICIES:
@@ -281,10 +154,10 @@ class RedisBackend:
             if len(payloads) != 1:
                 raise ValueError("a tracked enqueue carries one job")
             ks.append(status.key)
-            return int(self._run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, status.fields,
+            return int(self.run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, status.fields,
                                                              status.ttl_s, REQUEST_MARKER_MS, payloads[0]]))
         if len(payloads) <= ENQUEUE_CHUNK:
-            return int(self._run("enqueue", "enqueue", ks,
+            return int(self.run("enqueue", "enqueue", ks,
                                  [queue, when, ms, uttl, owner, "", 0, REQUEST_MARKER_MS, *payloads]))
         if unique:
             raise ValueError("a unique enqueue carries one job")
@@ -298,10 +171,10 @@ class RedisBackend:
         try:
             results = pipe.execute()
         except redis.ConnectionError as exc:
-            with self._errors("enqueue", not _never_sent(exc)):
+            with self.errors("enqueue", not never_sent(exc)):
                 raise
         except redis.RedisError:
-            with self._errors("enqueue", True):
+            with self.errors("enqueue", True):
                 raise
         for n in results:
             written += int(n)
@@ -320,7 +193,7 @@ class RedisBackend:
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
         ks += (keys.WORKERS, keys.reservation(worker_id))
-        flat = self._run("reserve", "reserve jobs", ks,
+        flat = self.run("reserve", "reserve jobs", ks,
                          [min(n, MAX_RESERVE), worker_id, request_id or new_id()])
         if flat and flat[0] == -1:
             return None
@@ -338,7 +211,7 @@ class RedisBackend:
         of jobs acked."""
         if starts or tracked:
             return self._ack_tracked(worker_id, acks, starts, tracked or {})
-        with self._errors("ack jobs"):
+        with self.errors("ack jobs"):
             if len(acks) == 1:
                 ((q, ids),) = acks.items()
                 return int(self._scripts["ack_many"](
@@ -370,7 +243,7 @@ class RedisBackend:
         for cq, payload in children:
             ks += (keys.queue(cq), keys.wake(cq))
             args += (cq, payload)
-        return bool(self._run("ack_one", "ack a job", ks, args, repeatable=in_flight))
+        return bool(self.run("ack_one", "ack a job", ks, args, repeatable=in_flight))
 
     def retry(
         self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str, in_flight: bool = True,
@@ -379,7 +252,7 @@ class RedisBackend:
         ks = [keys.inflight(worker_id, queue), keys.retry(queue), keys.stat("failed")]
         args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
         _add_status(ks, args, status)
-        return bool(self._run("retry", "schedule a retry", ks, args, repeatable=in_flight))
+        return bool(self.run("retry", "schedule a retry", ks, args, repeatable=in_flight))
 
     def reenqueue(self, worker_id: str, queue: str, job_id: str, delay_ms: int, payload: str,
                   in_flight: bool = True, status: StatusWrite | None = None) -> bool:
@@ -387,7 +260,7 @@ class RedisBackend:
         ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue), keys.scheduled(queue)]
         args: list[str | int] = [job_id, max(0, delay_ms), payload, "0" if in_flight else "1"]
         _add_status(ks, args, status)
-        return bool(self._run("reenqueue", "put a job back", ks, args, repeatable=in_flight))
+        return bool(self.run("reenqueue", "put a job back", ks, args, repeatable=in_flight))
 
     def dead(
         self,
@@ -403,7 +276,7 @@ class RedisBackend:
         args: list[str | int] = [job_id, payload, DEAD_MAX_JOBS, DEAD_MAX_AGE_MS,
                                  "0" if in_flight else "1", "1" if unique_key else "0"]
         _add_status(ks, args, status)
-        return bool(self._run("dead", "move a job to the dead set", ks, args))
+        return bool(self.run("dead", "move a job to the dead set", ks, args))
 
     def settle(self, worker_id: str, queue: str, s: Settlement) -> bool:
         """End one delivery of worker `worker_id` from `queue` as `s` says (one script, one
@@ -439,7 +312,7 @@ class RedisBackend:
             for jid, in_flight, st in items:
                 ks.append(st.key)
                 args += (jid, "0" if in_flight else "1", st.fields, st.ttl_s)
-            n += int(self._run("ack_status", "ack tracked jobs", ks, args))
+            n += int(self.run("ack_status", "ack tracked jobs", ks, args))
             starts = ()
         return n
 
@@ -449,7 +322,7 @@ class RedisBackend:
         sk = keys.status(job_id)
         ks = [sk, keys.queue(queue), keys.scheduled(queue), keys.retry(queue),
               keys.held(tenant) if tenant else sk, unique_key or sk]
-        res = self._run("cancel", "cancel a job", ks,
+        res = self.run("cancel", "cancel a job", ks,
                         [job_id, queue, ttl_s, "1" if tenant else "0", "1" if unique_key else "0"])
         return text(res[0]), text(res[1])
 
@@ -460,7 +333,7 @@ class RedisBackend:
               keys.reservation(worker_id)]
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        return int(self._run("recover", "recover in-flight jobs", ks,
+        return int(self.run("recover", "recover in-flight jobs", ks,
                              [worker_id, "1" if force else "0", keys.status(""), PENDING_TTL_S]))
 
     def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int:
@@ -471,7 +344,7 @@ class RedisBackend:
         for jid, payload in items:
             args += (jid, payload)
         ks = [keys.inflight(worker_id, queue), keys.queue(queue), keys.wake(queue)]
-        return int(self._run("requeue", "give jobs back", ks, args))
+        return int(self.run("requeue", "give jobs back", ks, args))
 
     def promote(self, queues: Sequence[str], limit: int = 1000) -> int:
         """Move due scheduled and retry jobs of these queues into the queues."""
@@ -480,7 +353,7 @@ class RedisBackend:
             ks += (keys.scheduled(q), keys.retry(q), keys.queue(q), keys.wake(q))
         if not ks:
             return 0
-        return int(self._run("promote", "promote due jobs", ks, [limit]))
+        return int(self.run("promote", "promote due jobs", ks, [limit]))
 
     def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool:
         """Beat; False when the worker had been reaped since the last beat."""
@@ -488,7 +361,7 @@ class RedisBackend:
         for k, v in info.items():
             args += (k, v)
         ks = [keys.heartbeat(worker_id), keys.WORKERS, keys.worker_info(worker_id)]
-        return bool(self._run("heartbeat", "send a heartbeat", ks, args))
+        return bool(self.run("heartbeat", "send a heartbeat", ks, args))
 
     # -- tenant moves ----------------------------------------------------------------
 
@@ -507,10 +380,10 @@ class RedisBackend:
         ks = [keys.held(tenant), keys.moving(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES]
         if status is not None:
             ks.append(status.key)
-        return bool(self._run("hold", "hold jobs", ks, args))
+        return bool(self.run("hold", "hold jobs", ks, args))
 
     def held(self, tenant: str) -> dict[str, str]:
-        with self._errors("read held jobs"):
+        with self.errors("read held jobs"):
             raw = self.redis.hgetall(keys.held(tenant))
         return {text(k): text(v) for k, v in raw.items()}
 
@@ -519,11 +392,11 @@ class RedisBackend:
         lua/release.lua), in the given order; ids no longer held are skipped."""
         ks = [keys.held(tenant), keys.queue(queue), keys.wake(queue), keys.QUEUES,
               keys.held_due(tenant), keys.scheduled(queue), keys.retry(queue)]
-        return int(self._run("release", "release held jobs", ks, [queue, *job_ids]))
+        return int(self.run("release", "release held jobs", ks, [queue, *job_ids]))
 
     def end_hold(self, tenant: str) -> int:
         ks = [keys.held(tenant), keys.moving(tenant), keys.held_due(tenant)]
-        return int(self._run("end_hold", "end holding", ks, []))
+        return int(self.run("end_hold", "end holding", ks, []))
 
     def accept(self, tenant: str, entries: Sequence[tuple[str, str, str, str]]) -> int:
         """Hold jobs carried from another pod, keyed by id (idempotent): (job id, kind
@@ -533,29 +406,90 @@ class RedisBackend:
             args += (jid, kind, score, payload)
         if not args:
             return 0
-        return int(self._run("accept", "hold carried jobs", [keys.held(tenant), keys.held_due(tenant)], args))
+        return int(self.run("accept", "hold carried jobs", [keys.held(tenant), keys.held_due(tenant)], args))
 
     def stage_held(self, tenant: str, job_ids: Sequence[str]) -> int:
         """Take held jobs into this pod's staging hash (a rollback sends them back)."""
         if not job_ids:
             return 0
         ks = [keys.held(tenant), keys.held_due(tenant), keys.carry(tenant)]
-        return int(self._run("stage_held", "stage held jobs", ks, list(job_ids)))
+        return int(self.run("stage_held", "stage held jobs", ks, list(job_ids)))
 
-    def take(self, key: str, kind: str, members: Sequence[str | bytes]) -> int:
+    def take(self, key: str, kind: str, members: Sequence[str | bytes], what: str = "remove moved jobs") -> int:
+        """Remove members from a list ("list"), sorted set ("zset") or hash ("hash", by
+        field) in one step (lua/take.lua); returns how many were there."""
         if not members:
             return 0
-        return int(self._run("take", "remove moved jobs", [key], [kind, *members]))
+        return int(self.run("take", what, [key], [kind, *members]))
+
+    def carry(self, tenant: str, key: str, kind: str, queue: str,
+              rows: Sequence[tuple[str, str, float]]) -> int:
+        """Take (job id, payload as stored, score) rows of a moving tenant off `key` (its
+        queue list, kind "queue", or scheduled/retry set, "sched"/"retry") into this pod's
+        staging hash, atomically (see lua/carry.lua); rows no longer there are skipped."""
+        if not rows:
+            return 0
+        args: list[Any] = [kind, queue]
+        for jid, payload, score in rows:
+            args += (jid, payload, score)
+        return int(self.run("carry", "take jobs off the source pod", [key, keys.carry(tenant)], args))
+
+    def mark_moving(self, tenant: str, move_id: str) -> None:
+        """Hold the tenant's new jobs on this pod (the destination) from now on."""
+        self.run("mark_moving", "mark a tenant moving", [keys.moving(tenant)], [move_id])
+
+    def clear_move_acks(self, tenant: str) -> None:
+        """Forget the workers' acks of a tenant's move on this pod (the source)."""
+        self.run("clear_move_acks", "clear a move's acks", [keys.move_acks(tenant)], [])
+
+    def ack_move(self, tenant: str, worker_id: str, version: int) -> None:
+        """Worker `worker_id` of this pod runs none of the moving tenant's jobs (having
+        seen its directory entry at `version`)."""
+        self.run("ack_move", "ack a tenant's move", [keys.move_acks(tenant)], [worker_id, version])
+
+    def move_acks(self, tenant: str) -> dict[str, int]:
+        """Worker id -> directory version, of the workers that acked the tenant's move."""
+        with self.errors("read a move's acks"):
+            raw = self.redis.hgetall(keys.move_acks(tenant))
+        return {text(k): int(v) for k, v in raw.items()}
+
+    def staged(self, tenant: str) -> dict[str, str]:
+        """Job id -> staged entry (JSON [kind, queue, score, payload]) of a move's staging."""
+        with self.errors("read staged jobs"):
+            raw = self.redis.hgetall(keys.carry(tenant))
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def worker_ids(self) -> set[str]:
+        """The registered workers of this pod."""
+        with self.errors("list workers"):
+            return {text(w) for w in self.redis.smembers(keys.WORKERS)}
+
+    def queue_names(self) -> list[str]:
+        """Every queue ever enqueued to on this pod, sorted."""
+        with self.errors("list queues"):
+            return sorted(text(x) for x in self.redis.smembers(keys.QUEUES))
+
+    def queued(self, queue: str) -> list[bytes]:
+        """The payloads waiting in a queue (as stored), newest first."""
+        with self.errors("read a queue"):
+            raw: Any = self.redis.lrange(keys.queue(queue), 0, -1)
+        return list(raw)
+
+    def due_set(self, key: str) -> list[tuple[bytes, float]]:
+        """Members and scores (due ms) of a scheduled or retry set, soonest first."""
+        with self.errors("read a scheduled or retry set"):
+            raw: Any = self.redis.zrange(key, 0, -1, withscores=True)
+        return [(m, float(sc)) for m, sc in raw]
 
     def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block until a wake token arrives for one of the queues (or the timeout)."""
-        with self._errors("wait for jobs"):
+        with self.errors("wait for jobs"):
             got = self.redis.blpop([keys.wake(q) for q in queues], timeout=timeout_s)
         return got is not None
 
     def dead_worker_ids(self) -> list[tuple[str, list[str]]]:
         """Registered workers whose heartbeat is gone, with their queue lists."""
-        with self._errors("list workers"):
+        with self.errors("list workers"):
             members = [text(m) for m in self.redis.smembers(keys.WORKERS)]
             if not members:
                 return []

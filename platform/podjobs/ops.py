@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from podjobs import keys
-from podjobs.backend import RedisBackend, text
+from podjobs.backend import RedisBackend
 from podjobs.errors import JobNotFound
+from podjobs.gateway import text
 from podjobs.ids import ID_LENGTH
 
 
@@ -203,7 +204,7 @@ class Inspector:
             st = status.revived(data)  # a tracked job's record says queued again
             ks.append(st.key)
             args += (st.fields, st.ttl_s)
-        res = self.backend._run("dead_retry", "retry a dead job", ks, args)
+        res = self.backend.run("dead_retry", "retry a dead job", ks, args)
         return bool(res)
 
     def dead_retry_all(self) -> int:
@@ -217,12 +218,10 @@ class Inspector:
         found = self._zfind(keys.DEAD, job_id)
         if found is None:
             raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
-        return bool(self.r.zrem(keys.DEAD, found[0]))
+        return bool(self.backend.take(keys.DEAD, "zset", [found[0]], "delete a dead job"))
 
     def dead_clear(self) -> int:
-        n = int(self.r.zcard(keys.DEAD))
-        self.r.delete(keys.DEAD)
-        return n
+        return int(self.backend.run("dead_clear", "clear the dead set", [keys.DEAD], []))
 
     # -- finding one job ------------------------------------------------------------
 

@@ -53,8 +53,8 @@ from sqlalchemy import create_engine, text
 
 from podjobs import keys
 from podjobs.backend import RedisBackend
-from podjobs.backend import text as text_of
 from podjobs.errors import PodjobsError
+from podjobs.gateway import text as text_of
 from podjobs.payload import encode
 from podjobs.pods import crashpoints, fence
 from podjobs.pods.directory import Change, Directory

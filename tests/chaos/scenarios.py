@@ -17,6 +17,7 @@ from pathlib import Path
 
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.gateway import script
 from podjobs.ids import new_id
 from tests.chaos import app, faults
 from tests.chaos import ledger as ledger_mod
@@ -219,9 +220,8 @@ def poison_entries(base: Path, size: Size) -> Observation:
 def _sha(name: str, url: str) -> bytes:
     b = RedisBackend(url)
     try:
-        for s in b._scripts.values():  # loaded now, so the first EVALSHA is the one dropped
-            b.redis.script_load(s.script)
-        return b._scripts[name].sha.encode()
+        b.load_scripts()  # loaded now, so the first EVALSHA is the one dropped
+        return script(name).sha.encode()
     finally:
         b.close()
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from podjobs import keys as core_keys
-from podjobs.backend import RedisBackend, text
+from podjobs.backend import RedisBackend
 from podjobs.errors import JobNotFound
+from podjobs.gateway import text
 from podjobs.iteration import iterkeys
 from podjobs.iteration.parallel import group_state
 from podjobs.iteration.state import Progress, State
@@ -60,7 +61,7 @@ class Iterations:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, job_id: str) -> Progress | None:
-        with self.backend._errors("read an iteration"):
+        with self.backend.errors("read an iteration"):
             h = _strs(self.r.hgetall(iterkeys.job(job_id)))
         return Progress.from_hash(job_id, h, self._now_ms()) if h else None
 
@@ -69,7 +70,7 @@ class Iterations:
         out: list[Progress] = []
         now = self._now_ms()
         start, chunk = 0, max(limit, 100)
-        with self.backend._errors("list iterations"):
+        with self.backend.errors("list iterations"):
             while len(out) < limit:
                 raw_ids: Any = self.r.zrevrange(iterkeys.INDEX, start, start + chunk - 1)
                 ids = [text(x) for x in raw_ids]
@@ -88,12 +89,12 @@ class Iterations:
                     if state is None or p.state.value == state:
                         out.append(p)
                 if gone:
-                    self.r.zrem(iterkeys.INDEX, *gone)
+                    self.backend.take(iterkeys.INDEX, "zset", gone, "prune the iteration index")
                 start += chunk - len(gone)
         return out[:limit]
 
     def group(self, group_id: str) -> GroupProgress | None:
-        with self.backend._errors("read a parallel iteration"):
+        with self.backend.errors("read a parallel iteration"):
             g = _strs(self.r.hgetall(iterkeys.group(group_id)))
             if not g:
                 return None
@@ -133,7 +134,7 @@ class Iterations:
     # -- control ---------------------------------------------------------------------
 
     def _ids(self, job_or_group_id: str) -> list[str]:
-        with self.backend._errors("read an iteration"):
+        with self.backend.errors("read an iteration"):
             if self.r.exists(iterkeys.job(job_or_group_id)):
                 return [job_or_group_id]
             ids = self.r.hget(iterkeys.group(job_or_group_id), "ids")
@@ -151,7 +152,7 @@ class Iterations:
     def resume(self, job_or_group_id: str) -> dict[str, str]:
         out = {}
         for jid in self._ids(job_or_group_id):
-            with self.backend._errors("read an iteration"):
+            with self.backend.errors("read an iteration"):
                 q = text(self.r.hget(iterkeys.job(jid), "queue") or b"default")
             out[jid] = text(self.lua.run(
                 "iter_resume", "resume an iteration",

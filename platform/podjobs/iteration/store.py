@@ -18,20 +18,15 @@ payload of a parked job), run (token of the current run), worker, group, part.
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
-import redis
-from redis.commands.core import Script
-
 from podjobs import keys as core_keys
-from podjobs.backend import RedisBackend, text
+from podjobs.backend import RedisBackend
 from podjobs.context import Context
 from podjobs.errors import PayloadError
+from podjobs.gateway import text
 from podjobs.iteration import iterkeys
 from podjobs.payload import check_value
 
@@ -87,38 +82,21 @@ class Store(Protocol):
               keep_cursor: bool) -> str: ...
 
 
-def _load(name: str) -> str:
-    return resources.files("podjobs").joinpath("lua", f"{name}.lua").read_text()
-
-
 class Lua:
-    """The iteration scripts on one RedisBackend, each loaded once (EVALSHA)."""
+    """The iteration scripts (`lua/iter_*.lua`) on one RedisBackend, sent through its
+    gateway (`podjobs.gateway`: one loader, one EVALSHA each)."""
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
-        self.redis: redis.Redis = backend.redis
-        self._scripts: dict[str, Script] = {n: self.redis.register_script(_load(n)) for n in SCRIPTS}
 
     def run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-        script = self._scripts[name]
-        with self.backend._errors(what):
-            try:
-                return self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", script.sha, len(keys_), *keys_, *args)
-            except redis.exceptions.NoScriptError:
-                return script(keys=keys_, args=args)
-
-
-_lua: weakref.WeakKeyDictionary[RedisBackend, Lua] = weakref.WeakKeyDictionary()
-_lua_lock = threading.Lock()
+        if name not in SCRIPTS:
+            raise ValueError(f"{name!r} is not an iteration script ({', '.join(SCRIPTS)})")
+        return self.backend.run(name, what, keys_, args)
 
 
 def lua_for(backend: RedisBackend) -> Lua:
-    with _lua_lock:
-        lua = _lua.get(backend)
-        if lua is None:
-            lua = _lua[backend] = Lua(backend)
-        return lua
+    return Lua(backend)
 
 
 def _total(total: int | None) -> str:
@@ -148,8 +126,8 @@ class RedisStore:
                                  [token, dump_cursor(cursor), delta, _total(total)]))
 
     def poll(self, ctx: Context, token: str) -> str:
-        with self.lua.backend._errors("read an iteration's requests"):
-            run, control = self.lua.redis.hmget(iterkeys.job(ctx.job_id), ["run", "control"])
+        with self.lua.backend.errors("read an iteration's requests"):
+            run, control = self.lua.backend.redis.hmget(iterkeys.job(ctx.job_id), ["run", "control"])
         if run is None or text(run) != token:
             return "lost"
         return text(control) if control else ""

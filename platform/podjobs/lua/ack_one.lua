@@ -16,6 +16,8 @@
 --         ("" = always)
 -- ARGV[7..] per child: queue name, payload
 -- Returns: 1 when acked now, 0 when the job was not in flight.
+--! include clock
+--! include status
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then
   return 0
 end
@@ -34,12 +36,8 @@ for i = 7, #ARGV, 2 do
 end
 if ARGV[4] ~= '' and (ARGV[6] == '' or (redis.call('HGET', KEYS[5], 'state') == 'running'
     and redis.call('HGET', KEYS[5], 'worker') == ARGV[6])) then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local a = {'updated_ms', now, 'finished_ms', now}
-  for f, v in pairs(cjson.decode(ARGV[4])) do a[#a + 1] = f; a[#a + 1] = v end
-  redis.call('HSET', KEYS[5], unpack(a))
-  redis.call('HDEL', KEYS[5], 'payload', 'worker', 'run_at_ms')
-  redis.call('EXPIRE', KEYS[5], ARGV[5])
+  local now = now_ms()
+  write_status(KEYS[5], {'updated_ms', now, 'finished_ms', now}, ARGV[4],
+    {'payload', 'worker', 'run_at_ms'}, ARGV[5])
 end
 return 1

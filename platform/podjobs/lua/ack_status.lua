@@ -17,8 +17,9 @@
 -- ARGV then four values per acked job: job id; "1" when it need not be in flight
 --      (at-most-once: acked before it ran); its status fields; its status TTL in seconds
 -- Returns: number of jobs acked now.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--! include clock
+--! include status
+local now = now_ms()
 local s = tonumber(ARGV[1])
 local final = {succeeded = true, failed = true, dead = true, cancelled = true}
 local waiting = {[''] = true, queued = true, retrying = true}
@@ -34,11 +35,7 @@ for i = 1, s do
   end
   if ok then
     redis.call('HSETNX', k, 'started_ms', now)
-    local a = {'updated_ms', now}
-    for f, v in pairs(cjson.decode(ARGV[j + 2])) do a[#a + 1] = f; a[#a + 1] = v end
-    redis.call('HSET', k, unpack(a))
-    redis.call('HDEL', k, 'payload', 'run_at_ms')
-    redis.call('EXPIRE', k, ARGV[j + 3])
+    write_status(k, {'updated_ms', now}, ARGV[j + 2], {'payload', 'run_at_ms'}, ARGV[j + 3])
   end
 end
 local n = 0
@@ -48,11 +45,8 @@ for i = 1, #KEYS - 2 - 2 * s do
   if redis.call('HDEL', KEYS[1], ARGV[j]) == 1 or ARGV[j + 1] == '1' then
     n = n + 1
     local k = KEYS[2 + 2 * s + i]
-    local a = {'updated_ms', now, 'finished_ms', now}
-    for f, v in pairs(cjson.decode(ARGV[j + 2])) do a[#a + 1] = f; a[#a + 1] = v end
-    redis.call('HSET', k, unpack(a))
-    redis.call('HDEL', k, 'payload', 'worker', 'run_at_ms')
-    redis.call('EXPIRE', k, ARGV[j + 3])
+    write_status(k, {'updated_ms', now, 'finished_ms', now}, ARGV[j + 2],
+      {'payload', 'worker', 'run_at_ms'}, ARGV[j + 3])
   end
 end
 if n > 0 then redis.call('INCRBY', KEYS[2], n) end

@@ -16,6 +16,7 @@
 --          "unknown" (no record); "stale" (the record names another queue now: read it
 --          again); "refused" (it runs, ran, or a worker has just taken it); state is the
 --          record's state afterwards.
+--! include clock
 local s = KEYS[1]
 local st = redis.call('HGET', s, 'state')
 if not st then return {'unknown', ''} end
@@ -32,8 +33,7 @@ if n == 0 then return {'refused', st} end
 if ARGV[5] == '1' and redis.call('GET', KEYS[6]) == ARGV[1] then
   redis.call('DEL', KEYS[6])
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', s, 'state', 'cancelled', 'reason', 'cancelled', 'updated_ms', now,
   'finished_ms', now)
 redis.call('HDEL', s, 'payload', 'run_at_ms', 'worker')

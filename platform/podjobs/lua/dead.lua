@@ -13,11 +13,12 @@
 -- ARGV[7] status fields as a JSON object of strings (with KEYS[5])
 -- ARGV[8] status TTL in seconds (with KEYS[5])
 -- Returns: 1 when the job is now dead, 0 when it was not in flight.
+--! include clock
+--! include status
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[5] ~= '1' then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZADD', KEYS[2], now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
@@ -26,10 +27,7 @@ if ARGV[6] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
   redis.call('DEL', KEYS[4])
 end
 if #KEYS >= 5 then
-  local a = {'updated_ms', now, 'finished_ms', now}
-  for f, v in pairs(cjson.decode(ARGV[7])) do a[#a + 1] = f; a[#a + 1] = v end
-  redis.call('HSET', KEYS[5], unpack(a))
-  redis.call('HDEL', KEYS[5], 'payload', 'worker', 'run_at_ms')
-  redis.call('EXPIRE', KEYS[5], ARGV[8])
+  write_status(KEYS[5], {'updated_ms', now, 'finished_ms', now}, ARGV[7],
+    {'payload', 'worker', 'run_at_ms'}, ARGV[8])
 end
 return 1

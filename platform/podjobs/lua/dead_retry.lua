@@ -10,6 +10,8 @@
 -- ARGV[4] status fields as a JSON object of strings (with KEYS[5])
 -- ARGV[5] status TTL in seconds (with KEYS[5])
 -- Returns: 1 when moved, 0 when the member was not there (already retried or deleted).
+--! include clock
+--! include status
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
@@ -19,11 +21,8 @@ if redis.call('LLEN', KEYS[3]) == 0 then
   redis.call('LPUSH', KEYS[3], '1')
 end
 if #KEYS >= 5 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local a = {'updated_ms', now, 'run_at_ms', now, 'payload', ARGV[2]}
-  for f, v in pairs(cjson.decode(ARGV[4])) do a[#a + 1] = f; a[#a + 1] = v end
-  redis.call('HSET', KEYS[5], unpack(a))
-  redis.call('EXPIRE', KEYS[5], ARGV[5])
+  local now = now_ms()
+  write_status(KEYS[5], {'updated_ms', now, 'run_at_ms', now, 'payload', ARGV[2]}, ARGV[4], {},
+    ARGV[5])
 end
 return 1

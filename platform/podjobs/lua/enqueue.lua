@@ -19,6 +19,8 @@
 -- ARGV[9..] payloads
 -- Returns: number of payloads written, or 0 when the unique key is already held (a re-send:
 -- the first call's answer).
+--! include clock
+--! include status
 local seen = redis.call('GET', KEYS[6])
 if seen then return tonumber(seen) end
 if tonumber(ARGV[4]) > 0 then
@@ -28,10 +30,8 @@ if tonumber(ARGV[4]) > 0 then
   end
 end
 local function track(due, now)
-  local a = {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[9], 'run_at_ms', due}
-  for k, v in pairs(cjson.decode(ARGV[6])) do a[#a + 1] = k; a[#a + 1] = v end
-  redis.call('HSET', KEYS[7], unpack(a))
-  redis.call('EXPIRE', KEYS[7], tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
+  write_status(KEYS[7], {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[9], 'run_at_ms', due},
+    ARGV[6], {}, tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 local n = #ARGV - 8
@@ -44,14 +44,12 @@ if ARGV[2] == 'now' then
     redis.call('LPUSH', KEYS[2], '1')
   end
   if ARGV[6] ~= '' then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local now = now_ms()
     track(now, now)
   end
   return n
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = tonumber(ARGV[3])
 if ARGV[2] == 'in' then
   due = now + due

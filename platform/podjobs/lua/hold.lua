@@ -12,13 +12,12 @@
 -- ARGV[3] status TTL in seconds
 -- ARGV[4..] pairs: job id, payload
 -- Returns: 1 when held, 0 when enqueued because the move had finished.
+--! include clock
+--! include status
 if ARGV[2] ~= '' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local a = {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[5], 'run_at_ms', now}
-  for k, v in pairs(cjson.decode(ARGV[2])) do a[#a + 1] = k; a[#a + 1] = v end
-  redis.call('HSET', KEYS[6], unpack(a))
-  redis.call('EXPIRE', KEYS[6], ARGV[3])
+  local now = now_ms()
+  write_status(KEYS[6], {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[5], 'run_at_ms', now},
+    ARGV[2], {}, ARGV[3])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   for i = 4, #ARGV, 1000 do

@@ -4,6 +4,7 @@
 -- KEYS[1] job hash (pj:iter:ID)
 -- ARGV[1] seconds a finished job's hash is kept
 -- Returns: the job's state afterwards ("" when the job is unknown).
+--! include clock
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return '' end
@@ -12,8 +13,7 @@ if st == 'running' then
   redis.call('HSET', h, 'control', 'cancel', 'state', 'cancelling')
   return 'cancelling'
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HDEL', h, 'parked', 'run')
 redis.call('HSET', h, 'state', 'cancelled', 'control', '', 'finished_ms', now, 'updated_ms', now)
 redis.call('EXPIRE', h, ARGV[1])

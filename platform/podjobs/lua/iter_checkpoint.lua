@@ -6,12 +6,12 @@
 -- ARGV[4] total items ("" when unknown)
 -- Returns: the pending request ("" | "pause" | "cancel"), or "lost" when another run of
 --          the job has started since (nothing written: this run must stop).
+--! include clock
+--! include iter_run
 local h = KEYS[1]
-if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
-redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+if not is_current_run(h, ARGV[1]) then return 'lost' end
+local now = now_ms()
+add_elapsed(h, now)
 redis.call('HINCRBY', h, 'done', ARGV[3])
 redis.call('HSET', h, 'cursor', ARGV[2], 'tick_ms', now, 'updated_ms', now)
 if ARGV[4] ~= '' then redis.call('HSET', h, 'total', ARGV[4]) end

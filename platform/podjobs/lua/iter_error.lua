@@ -6,12 +6,12 @@
 -- ARGV[3] items processed since the last checkpoint (counted only with a cursor)
 -- ARGV[4] the error, "Class: message"
 -- Returns: "errored", or "lost" when another run has started since (nothing written).
+--! include clock
+--! include iter_run
 local h = KEYS[1]
-if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
-redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+if not is_current_run(h, ARGV[1]) then return 'lost' end
+local now = now_ms()
+add_elapsed(h, now)
 if ARGV[2] ~= '' then
   redis.call('HINCRBY', h, 'done', ARGV[3])
   redis.call('HSET', h, 'cursor', ARGV[2])

@@ -17,12 +17,12 @@
 -- ARGV[8] callback queue name ("" when not in a group)
 -- Returns: "lost" (another run has started since; nothing written), "done", or "fired"
 --          (the group's last part: its callback was enqueued).
+--! include clock
+--! include iter_run
 local h = KEYS[1]
-if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
-redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+if not is_current_run(h, ARGV[1]) then return 'lost' end
+local now = now_ms()
+add_elapsed(h, now)
 redis.call('HINCRBY', h, 'done', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', h, 'total', ARGV[4]) end
 redis.call('HSET', h, 'state', ARGV[5], 'reason', ARGV[5], 'cursor', ARGV[2], 'control', '', 'tick_ms', now,

@@ -11,8 +11,8 @@
 -- ARGV[6] the callback's queue name ("" for none)
 -- ARGV[7..] the parts' job ids, in part order
 -- Returns: the number of parts.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--! include clock
+local now = now_ms()
 local n = #KEYS - 3
 local ids = {}
 for i = 1, n do ids[i] = ARGV[6 + i] end

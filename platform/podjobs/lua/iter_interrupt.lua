@@ -8,12 +8,12 @@
 -- ARGV[4] total items ("" when unknown)
 -- ARGV[5] why it stopped (shutdown | max_runtime | throttled | ...)
 -- Returns: the new state, or "lost" when another run has started since (nothing written).
+--! include clock
+--! include iter_run
 local h = KEYS[1]
-if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
-redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+if not is_current_run(h, ARGV[1]) then return 'lost' end
+local now = now_ms()
+add_elapsed(h, now)
 redis.call('HINCRBY', h, 'done', ARGV[3])
 redis.call('HINCRBY', h, 'interrupted', 1)
 if ARGV[4] ~= '' then redis.call('HSET', h, 'total', ARGV[4]) end

@@ -8,14 +8,14 @@
 -- ARGV[5] the payload to park (with the cursor in it)
 -- Returns: "parked"; "lost" when another run has started since; otherwise the pending
 --          request ("" when the pause was withdrawn, "cancel") and nothing was written.
+--! include clock
+--! include iter_run
 local h = KEYS[1]
-if redis.call('HGET', h, 'run') ~= ARGV[1] then return 'lost' end
+if not is_current_run(h, ARGV[1]) then return 'lost' end
 local control = redis.call('HGET', h, 'control') or ''
 if control ~= 'pause' then return control end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tick = tonumber(redis.call('HGET', h, 'tick_ms') or now)
-redis.call('HINCRBY', h, 'elapsed_ms', math.max(0, now - tick))
+local now = now_ms()
+add_elapsed(h, now)
 redis.call('HINCRBY', h, 'done', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', h, 'total', ARGV[4]) end
 redis.call('HSET', h, 'state', 'paused', 'control', '', 'parked', ARGV[5], 'cursor', ARGV[2],

@@ -7,9 +7,9 @@
 -- ARGV[3] queue name
 -- ARGV[4] tenant ("" for none)
 -- Returns: 1 when recorded, 0 when the job was already known.
+--! include clock
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', KEYS[1], 'state', 'enqueued', 'job', ARGV[2], 'queue', ARGV[3],
   'tenant', ARGV[4], 'created_ms', now, 'done', 0)
 redis.call('ZADD', KEYS[2], now, ARGV[1])

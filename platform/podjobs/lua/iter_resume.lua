@@ -10,13 +10,13 @@
 -- ARGV[1] queue name
 -- ARGV[2] seconds an unfinished job's status record is kept
 -- Returns: the job's state afterwards ("" when the job is unknown).
+--! include clock
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return '' end
 local parked = redis.call('HGET', h, 'parked')
 if parked then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('LPUSH', KEYS[2], parked)
   if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end

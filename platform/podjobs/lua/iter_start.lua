@@ -15,8 +15,8 @@
 -- ARGV[9] seconds a finished job's hash is kept
 -- Returns: {decision, cursor JSON or "", items done, 1 on the first run else 0}
 --          decision: "run" | "paused" | "cancelled" | "succeeded"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--! include clock
+local now = now_ms()
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then

@@ -4,8 +4,8 @@
 --       (pj:sched:NAME, pj:retry:NAME, pj:q:NAME, pj:wake:NAME)
 -- ARGV[1] most jobs to move per set in one call
 -- Returns: number of jobs moved.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--! include clock
+local now = now_ms()
 local limit = tonumber(ARGV[1])
 local moved = 0
 for i = 1, #KEYS, 4 do

@@ -15,6 +15,7 @@
 -- ARGV[3] prefix of status records (pj:status:), the job id appended; "" = none
 -- ARGV[4] seconds an unfinished job's status record is kept
 -- Returns: number of jobs given back, or -1 when the worker is alive.
+--! include clock
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end
@@ -41,8 +42,7 @@ for i = 6, #KEYS, 3 do
           local k = prefix .. flat[j]
           if redis.call('EXISTS', k) == 1 then
             if not now then
-              local t = redis.call('TIME')
-              now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+              now = now_ms()
             end
             redis.call('HSET', k, 'state', 'queued', 'reason', 'recovered', 'payload', p,
               'run_at_ms', now, 'updated_ms', now)

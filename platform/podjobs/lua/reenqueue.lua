@@ -13,12 +13,13 @@
 -- ARGV[5] status fields as a JSON object of strings (with KEYS[5])
 -- ARGV[6] status TTL in seconds (with KEYS[5])
 -- Returns: 1 when put back, 0 when the job was no longer in flight.
+--! include clock
+--! include status
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[4] ~= '1' then
   return 0
 end
 local delay = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if delay > 0 then
   redis.call('ZADD', KEYS[4], now + delay, ARGV[3])
 else
@@ -26,10 +27,7 @@ else
   if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
 end
 if #KEYS >= 5 then
-  local a = {'updated_ms', now, 'run_at_ms', now + delay, 'payload', ARGV[3]}
-  for f, v in pairs(cjson.decode(ARGV[5])) do a[#a + 1] = f; a[#a + 1] = v end
-  redis.call('HSET', KEYS[5], unpack(a))
-  redis.call('HDEL', KEYS[5], 'worker')
-  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]) + math.ceil(delay / 1000))
+  write_status(KEYS[5], {'updated_ms', now, 'run_at_ms', now + delay, 'payload', ARGV[3]},
+    ARGV[5], {'worker'}, tonumber(ARGV[6]) + math.ceil(delay / 1000))
 end
 return 1

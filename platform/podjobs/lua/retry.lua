@@ -10,19 +10,17 @@
 -- ARGV[5] status fields as a JSON object of strings (with KEYS[4])
 -- ARGV[6] status TTL in seconds (with KEYS[4])
 -- Returns: 1 when scheduled, 0 when the job was not in flight (nothing changed).
+--! include clock
+--! include status
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[4] ~= '1' then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[2], due, ARGV[3])
 redis.call('INCR', KEYS[3])
 if #KEYS >= 4 then
-  local a = {'updated_ms', now, 'run_at_ms', due, 'payload', ARGV[3]}
-  for f, v in pairs(cjson.decode(ARGV[5])) do a[#a + 1] = f; a[#a + 1] = v end
-  redis.call('HSET', KEYS[4], unpack(a))
-  redis.call('HDEL', KEYS[4], 'worker')
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]) + math.ceil(tonumber(ARGV[2]) / 1000))
+  write_status(KEYS[4], {'updated_ms', now, 'run_at_ms', due, 'payload', ARGV[3]}, ARGV[5],
+    {'worker'}, tonumber(ARGV[6]) + math.ceil(tonumber(ARGV[2]) / 1000))
 end
 return 1

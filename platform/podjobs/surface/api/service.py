@@ -29,10 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import redis
-
 from podjobs import keys, status
-from podjobs.backend import RedisBackend, text
+from podjobs.backend import RedisBackend
 from podjobs.client import Client
 from podjobs.errors import (
     BackendTimeout,
@@ -45,6 +43,7 @@ from podjobs.errors import (
     UnknownPod,
     UnknownTenant,
 )
+from podjobs.gateway import RedisError, text
 from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
@@ -254,7 +253,7 @@ class Service:
         """The record on `pod` when there is one the principal may see; nothing more is read
         for another tenant's record."""
         b = self.reader(pod)
-        with b._errors("read a job's status"):
+        with b.errors("read a job's status"):
             pipe = b.redis.pipeline(transaction=False)
             pipe.hgetall(keys.status(job_id))
             pipe.hgetall(iter_keys.job(job_id))
@@ -271,7 +270,7 @@ class Service:
             progress = Progress.from_hash(job_id, _strs(it), now_ms).as_dict()
         alive = None
         if rec.get("state") == "running" and rec.get("worker"):
-            with b._errors("read a worker's heartbeat"):
+            with b.errors("read a worker's heartbeat"):
                 alive = bool(b.redis.exists(keys.heartbeat(rec["worker"])))
         return Found(pod, rec, progress, alive)
 
@@ -284,7 +283,7 @@ class Service:
         found: list[Found] = []
         for group in self._pods_to_search(principal):
             for pod, f in self._each(lambda p: self._read(p, job_id, principal), group):
-                if isinstance(f, BackendUnavailable | redis.RedisError | ConfigurationError):
+                if isinstance(f, BackendUnavailable | RedisError | ConfigurationError):
                     log.warning("pod %s could not be searched for job %s: %s", pod, job_id, f)
                     unreachable.append(pod)
                     continue
@@ -315,7 +314,7 @@ class Service:
     def read_state(self, pod: str, job_id: str) -> str:
         """The record's state on `pod` ("" when none): the cheap read a waiting request polls."""
         b = self.router.backend(pod)
-        with b._errors("read a job's status"):
+        with b.errors("read a job's status"):
             st = b.redis.hget(keys.status(job_id), "state")
         return text(st) if st else ""
 
@@ -388,7 +387,7 @@ class Service:
         for name, got in self._each(self._pod_row, list(pods)):
             row: dict[str, Any] = {"name": name, "state": str(pods[name].state.value),
                                    "reachable": True, "queues": [], "workers": [], "error": None}
-            if isinstance(got, BackendUnavailable | redis.RedisError | ConfigurationError):
+            if isinstance(got, BackendUnavailable | RedisError | ConfigurationError):
                 row["reachable"] = False
                 row["error"] = f"Redis unreachable: {str(got)[:200]}"
             elif isinstance(got, Exception):
@@ -403,15 +402,14 @@ class Service:
             raise ApiError(404, f"no pod {pod!r}")
         try:
             return [q.__dict__ for q in Inspector(self.reader(pod)).queues()]
-        except (BackendUnavailable, redis.RedisError, UnknownPod) as exc:
+        except (BackendUnavailable, RedisError, UnknownPod) as exc:
             log.warning("pod %s queues unreadable: %s", pod, exc)
             raise ApiError(503, f"pod {pod}'s Redis is unreachable",
                            {"Retry-After": str(self.settings.retry_after_unavailable_s)}) from None
 
     def migrations(self) -> dict[str, Any]:
         """What `podjobs migrations status --json` prints (read from ZooKeeper)."""
-        from kazoo.exceptions import KazooException
-
+        from podjobs.pods.zk import KazooException
         from podjobs.scheduler.report import collect
 
         try:

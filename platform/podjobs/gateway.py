@@ -1,0 +1,281 @@
+"""The one Redis gateway: every package (core, iteration, pods, scheduler, surface) talks
+to a pod's Redis through it, never through redis-py directly.
+
+1. `script(name)` is the one Lua loader: it reads `lua/<name>.lua` once per process and
+   expands its include lines. A line `--! include clock` is replaced by the text of
+   `lua/include/clock.lua` (each include at most once per script; includes may include
+   others), so the shared pieces (the Redis clock, the status-record write, the
+   iteration run fence) exist once. The expanded text is still one script: one EVALSHA,
+   one round trip, atomic. A missing include or an unknown `--!` line is a
+   `ScriptError` naming the file and line.
+2. `Gateway(url)` holds the pod's two connection pools: `redis` (redis-py's retries on
+   connection errors, for reads) and the scripts' own pool without them (see `run`).
+3. `run(name, what, keys, args, repeatable)` sends one script (loading it on NOSCRIPT).
+   After a dropped connection it is sent again (up to SCRIPT_ATTEMPTS) when it never got
+   through, or when it is `repeatable` (safe to run twice); a timeout is never sent again.
+4. `errors(what, sent)` turns Redis errors into `BackendUnavailable` ("nothing was
+   changed") or `BackendTimeout` ("may or may not": an attempt may have reached Redis);
+   every read outside this module runs inside it.
+
+State rules: a state change is one Lua script in `lua/` sent with `run`; Lua never
+builds a key name (callers pass keys from `podjobs.keys` / `iteration.iterkeys` in KEYS,
+or a key prefix from them in ARGV where a script must address a per-job key it only
+learns inside Redis). Reads may use `redis` inside `errors(...)`, with keys from those
+modules only.
+
+Why a base class of `RedisBackend` rather than methods on it: the transport (pools,
+scripts, error wording, the re-send rule) is shared by every package, while the
+backend's typed methods are the queue's own state changes; `RedisBackend(Gateway)`
+keeps `backend.run(...)` one call for the packages that add their own typed methods
+(iteration's store, pods' moves) without any of them reaching a private member.
+import-linter (pyproject) allows `redis` in this module and `podjobs.backend` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
+
+__all__ = ["SCRIPT_ATTEMPTS", "Gateway", "RedisError", "Script", "ScriptError", "redacted",
+           "script", "scripts", "text"]
+
+#: attempts of one script call on dropped connections (10 ms growing to 1 s between them)
+SCRIPT_ATTEMPTS = 8
+
+_INCLUDE = re.compile(r"^--!\s*include\s+([A-Za-z0-9_]+)\s*$")
+
+
+class ScriptError(ConfigurationError):
+    """A Lua script that cannot be loaded (a missing include, an unknown directive)."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """One loaded script: its name, its text with the includes expanded, and its SHA-1."""
+
+    name: str
+    text: str
+    sha: str
+
+
+def _lua_dir() -> Any:
+    return resources.files("podjobs").joinpath("lua")
+
+
+def _read(rel: str) -> str | None:
+    f = _lua_dir().joinpath(rel)
+    return f.read_text() if f.is_file() else None
+
+
+def expand(name: str, source: str, read: Any = _read) -> str:
+    """`source` (the text of lua/<name>.lua) with every `--! include X` line replaced by
+    lua/include/X.lua (expanded in turn, each include once). ScriptError names the file
+    and line of a missing include or an unknown `--!` line."""
+    seen: set[str] = set()
+
+    def walk(rel: str, text_: str) -> list[str]:
+        out: list[str] = []
+        for n, line in enumerate(text_.splitlines(), 1):
+            if not line.startswith("--!"):
+                out.append(line)
+                continue
+            m = _INCLUDE.match(line)
+            if m is None:
+                raise ScriptError(f"lua/{rel} line {n}: {line.strip()!r} is not a directive "
+                                  f"podjobs knows; write '--! include NAME' (lua/include/NAME.lua)")
+            inc = m.group(1)
+            if inc in seen:
+                continue
+            body = read(f"include/{inc}.lua")
+            if body is None:
+                raise ScriptError(f"lua/{rel} line {n}: include {inc!r} not found: there is no "
+                                  f"lua/include/{inc}.lua (available: {', '.join(includes()) or 'none'})")
+            seen.add(inc)
+            out += walk(f"include/{inc}.lua", body)
+        return out
+
+    return "\n".join(walk(f"{name}.lua", source)) + "\n"
+
+
+def includes() -> list[str]:
+    d = _lua_dir().joinpath("include")
+    return sorted(f.name[:-4] for f in d.iterdir() if f.name.endswith(".lua")) if d.is_dir() else []
+
+
+_cache: dict[str, Script] = {}
+_cache_lock = threading.Lock()
+
+
+def script(name: str) -> Script:
+    """The script lua/<name>.lua, includes expanded, loaded once per process."""
+    got = _cache.get(name)
+    if got is not None:
+        return got
+    source = _read(f"{name}.lua")
+    if source is None:
+        raise ScriptError(f"no Lua script lua/{name}.lua in podjobs")
+    body = expand(name, source)
+    s = Script(name, body, hashlib.sha1(body.encode()).hexdigest())
+    with _cache_lock:
+        return _cache.setdefault(name, s)
+
+
+def scripts() -> list[Script]:
+    """Every script of lua/ (core, iteration and pods alike), loaded."""
+    return [script(f.name[:-4]) for f in sorted(_lua_dir().iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".lua")]
+
+
+def text(v: bytes | str) -> str:
+    """A Redis reply as str."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _retry() -> Retry:
+    """redis-py's retries (10, 10 ms growing to 1 s), on connection errors only. By default
+    redis-py also sends a command again after a timeout: a script that was only slow would
+    then run twice (an enqueue would push its job twice). A timeout raises BackendTimeout."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10,
+                 supported_errors=(redis.ConnectionError,))
+
+
+def _script_retry() -> Retry:
+    """No retries inside redis-py for script calls: Gateway.run retries them itself,
+    knowing whether each attempt got as far as sending."""
+    return Retry(NoBackoff(), 0)
+
+
+def never_sent(exc: redis.ConnectionError) -> bool:
+    """True when a connection error came from connecting (refused, unreachable): the
+    command was not sent. redis-py words these 'Error N connecting to HOST:PORT' and
+    'Timeout connecting to server'."""
+    return "connecting to" in str(exc)
+
+
+class Gateway:
+    """One pod's Redis: its pools, its scripts and its error wording (see the module doc)."""
+
+    def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        #: reads (and the acker's batch): redis-py retries connection errors
+        self.redis: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+            health_check_interval=30, retry=_retry(),
+        )
+        #: the scripts' own pool, without redis-py's retries (see run)
+        self._once: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+            health_check_interval=30, retry=_script_retry(),
+        )
+
+    @contextmanager
+    def errors(self, what: str, sent: bool = False) -> Iterator[None]:
+        """Redis errors as BackendUnavailable (nothing was changed) or BackendTimeout (the
+        change may or may not have been made: a timeout after the command was sent, or a
+        dropped connection when `sent` says an attempt may have reached Redis)."""
+        try:
+            yield
+        except redis.ConnectionError as exc:
+            if sent:
+                raise BackendTimeout(
+                    f"cannot {what}: the connection to Redis at {redacted(self.url)} broke "
+                    f"({exc}); the change may or may not have been made. Check the pod's Redis "
+                    f"('podjobs dev status'); repeating the same call is safe"
+                ) from exc
+            raise BackendUnavailable(
+                f"cannot {what}: Redis at {redacted(self.url)} is unreachable ({exc}); "
+                f"nothing was changed. Check that the pod's Redis runs ('podjobs dev status')"
+            ) from exc
+        except redis.TimeoutError as exc:
+            if "connecting" in str(exc) and not sent:
+                raise BackendUnavailable(
+                    f"cannot {what}: Redis at {redacted(self.url)} did not accept a connection "
+                    f"in time ({exc}); nothing was changed. Check the pod's Redis "
+                    f"('podjobs dev status')"
+                ) from exc
+            raise BackendTimeout(
+                f"cannot {what}: Redis at {redacted(self.url)} did not answer in time ({exc}); "
+                f"the change may or may not have been made. Check the pod's Redis (its load, "
+                f"'podjobs dev status')"
+            ) from exc
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+                raise BackendUnavailable(
+                    f"cannot {what}: Redis at {redacted(self.url)} is out of memory ({exc}); "
+                    f"nothing was written. Raise maxmemory or drain the queues"
+                ) from exc
+            raise
+
+    def run(self, name: str, what: str, keys_: Sequence[str], args: Sequence[Any],
+            repeatable: bool = True) -> Any:
+        """Run script `name` (lua/<name>.lua) in one round trip. After a dropped connection
+        it is sent again (up to SCRIPT_ATTEMPTS times) when it never got through, or when it
+        is `repeatable` (safe to run twice); a timeout is never sent again. The error says
+        "may or may not" once any attempt may have reached Redis."""
+        s = script(name)
+        sent = False
+        delay = 0.01
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                try:
+                    return self._once.execute_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", s.sha, len(keys_), *keys_, *args)
+                except redis.exceptions.NoScriptError:
+                    self._once.script_load(s.text)
+                    return self._once.execute_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", s.sha, len(keys_), *keys_, *args)
+            except redis.ConnectionError as exc:
+                sent = sent or not never_sent(exc)
+                if attempt < SCRIPT_ATTEMPTS and (repeatable or not sent):
+                    time.sleep(delay)
+                    delay = min(1.0, delay * 2)
+                    continue
+                with self.errors(what, sent):
+                    raise
+            except redis.RedisError:
+                with self.errors(what, sent):
+                    raise
+
+    def load_scripts(self) -> None:
+        """Load every script into this Redis now (so a first EVALSHA finds it)."""
+        with self.errors("load the Lua scripts"):
+            for s in scripts():
+                self._once.script_load(s.text)
+
+    def now_ms(self) -> int:
+        """Redis' clock in milliseconds."""
+        with self.errors("read Redis' clock"):
+            sec, usec = self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def ping(self) -> None:
+        """Ping on both pools (the scripts' own one too)."""
+        with self.errors("connect"):
+            self.redis.ping()
+            self._once.ping()

@@ -85,7 +85,7 @@ def test_errors_are_one_line_with_what_to_do(redis_url: str, capsys: pytest.Capt
     monkeypatch.delenv("PODJOBS_ZK", raising=False)
     assert main(["queues"]) == 2
     assert "pass --redis URL or --pod NAME" in capsys.readouterr().err
-    assert main(["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00", "--redis", redis_url]) == 2
+    assert main(["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00", "--redis", redis_url]) == 1
     assert "is not queued, scheduled, retrying, running or dead" in capsys.readouterr().err
     assert main(["dead", "retry", "--redis", redis_url]) == 2
     assert "needs job ids or --all" in capsys.readouterr().err

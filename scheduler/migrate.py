@@ -22,6 +22,11 @@ is known to every pod worker. One run:
    leader sees it succeed (the leader enqueues it again if it never arrived);
    else complete.
 6. Errors:
+   - the revision is not in this worker's directory: it is read again when its
+     contents changed since (a deploy added the revision after the worker
+     started); still missing (the worker runs the code before the deploy): the
+     job is put back for another worker, never failed, so restarting schedulers
+     before workers does not halt the rollout;
    - before the DDL, while the run is still queued: one that no retry can fix
      (the revision does not load, the shard is not at the revision before) fails
      the run; any other is written into the record and raised, so the job's
@@ -58,7 +63,7 @@ from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
 
 from . import paths
 from .leader import fence_of
-from .revisions import Revisions, apply, current_revision
+from .revisions import Revisions, apply, current_revision, directory_fingerprint
 from .runs import RunStore, ShardLog, ensure_tables
 from .runstate import OPEN, STOPPED, IllegalTransition, Run, RunState, transition
 
@@ -102,10 +107,26 @@ def close_zk_clients() -> None:
 
 
 def revisions_in(directory: str) -> Revisions:
+    """The revisions of `directory` as this process last read them (read on first use)."""
     rv = _revisions.get(directory)
     if rv is None:
         rv = _revisions[directory] = Revisions(directory)
     return rv
+
+
+def revisions_with(directory: str, revision: str) -> Revisions | None:
+    """The revisions of `directory`, read again when `revision` is not among those this
+    process read (a deploy added it after the worker started) and the directory's contents
+    changed since; None when the directory still lacks it (this worker runs older code)."""
+    rv = revisions_in(directory)
+    if revision in rv.by_id:
+        return rv
+    with _zk_lock:
+        if rv.fingerprint == directory_fingerprint(directory):
+            return None
+        rv = _revisions[directory] = Revisions(directory)
+    log.info("migrations in %s read again: %s", directory, ", ".join(rv.order))
+    return rv if revision in rv.by_id else None
 
 
 class _Watch:
@@ -213,9 +234,14 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
     eng: Any = None
     try:
         try:
-            revisions = revisions_in(directory)
+            found = revisions_with(directory, revision)
+            if found is None:
+                return _not_here_yet(ctx, store, run, revision, directory)
+            revisions = found
             rev = revisions.get(revision)
             call = revisions.backfill_call(revision)
+        except Reenqueue:
+            raise
         except Exception as exc:
             raise _Permanent(f"cannot load revision {revision} from {directory}: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -258,6 +284,8 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
         _finish(store, run, RunState.COMPLETE)
         log.info("migration %s on %s: complete", revision, pod)
         return {"result": RunState.COMPLETE.value}
+    except Reenqueue:
+        raise  # put back (this worker lacks the revision): not a failure
     except Exception as exc:
         if applied:
             # the revision is on the shard; recording it (or its backfill) failed: the job's
@@ -266,6 +294,27 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                         exc)
             raise
         return _failed(ctx, store, pod, revision, fence, exc, shard_log, eng)
+
+
+#: seconds before a worker that lacks a revision (older code) puts its job back for another
+NOT_HERE_DELAY = 2.0
+
+
+def _not_here_yet(ctx: Any, store: RunStore, run: Run, revision: str,
+                  directory: str) -> dict[str, Any]:
+    """This worker's copy of `directory` lacks `revision` (it runs the code before the
+    deploy): say so in the still-queued record and put the job back for a worker that has
+    it. Never a failure: restart order must not halt a rollout."""
+    note = (f"worker {ctx.worker_id or '?'} has no revision {revision} in {directory} (older "
+            f"code?); put back for a worker that has it")
+    log.warning("migration %s on %s: %s", revision, run.pod, note)
+    if run.state == RunState.QUEUED and run.error != note:
+        run.error = note
+        try:
+            store.update(run)
+        except BadVersionError:
+            pass
+    raise Reenqueue(delay=NOT_HERE_DELAY, reason=f"no revision {revision} here yet")
 
 
 def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc: Exception,

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,26 @@ from sqlalchemy.engine import Connection
 from podjobs.errors import ConfigurationError
 
 VERSION_TABLE = "alembic_version"
+
+
+def directory_fingerprint(directory: str) -> str:
+    """A digest of the revision files in `directory`/versions (names and contents): what a
+    worker compares to know whether a deploy changed them since it read them."""
+    versions = os.path.join(os.path.abspath(directory), "versions")
+    h = hashlib.sha256()
+    try:
+        names = sorted(n for n in os.listdir(versions) if n.endswith(".py"))
+    except OSError:
+        return ""
+    for name in names:
+        h.update(name.encode() + b"\0")
+        try:
+            with open(os.path.join(versions, name), "rb") as f:
+                h.update(f.read())
+        except OSError:
+            continue
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,8 @@ class Revisions:
                 f"migrations directory {directory!r} has no versions/ folder; point --migrations "
                 f"at an Alembic script directory (the one holding versions/)")
         self.directory = directory
+        #: the contents the revisions were read from (see `directory_fingerprint`)
+        self.fingerprint = directory_fingerprint(directory)
         self.script = ScriptDirectory(directory)
         heads = self.script.get_heads()
         if len(heads) > 1:

@@ -296,12 +296,12 @@ def test_a_failing_revision_halts_the_rollout_is_reported_and_retry_goes_on(
     assert at_head(shards)
 
 
-def test_wait_times_out_with_exit_code_2_and_prints_progress(
+def test_wait_times_out_with_exit_code_3_and_prints_progress(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
     control(shards["p1"], "0001", pause=migration_probe.HOLD)  # the rollout cannot finish
     schedulers.start("s1")
     res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "1.5", "--interval", "0.2")
-    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.returncode == 3, res.stdout + res.stderr
     assert "timed out" in res.stdout
 
 

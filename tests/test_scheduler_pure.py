@@ -81,8 +81,10 @@ def test_wait_outcome_done_failed_or_waiting() -> None:
     assert wait_outcome(ORDER, [sv("p1", "b", c="failed")], {"c": "x"}, "b") == ("done", [])
     # applied but the backfill still runs: waiting, not done
     assert wait_outcome(ORDER, [sv("p1", "b", b="running")], {}, "b") == ("waiting", [])
-    with pytest.raises(ValueError):
-        wait_outcome(ORDER, [], {}, "zz")
+    # a revision the leader has not published yet (the old leader still leads): waited for
+    out, why = wait_outcome(ORDER, [sv("p1", "c")], {}, "d")
+    assert out == "unpublished" and why == ["d is not published by the leader yet (it knows a, b, c)"]
+    assert wait_outcome([], [], {}, "a")[0] == "unpublished"
 
 
 def test_fence_is_the_lock_node_sequence_number() -> None:

@@ -1,9 +1,10 @@
 """`podjobs migrations`: the rollout the scheduler runs, one revision at a time per shard.
 
     podjobs migrations status [--json]         per shard: current, pending, running, failures
-    podjobs migrations wait [--revision R] --timeout S
-        exit 0 when every shard completed R (default: head), 1 when a migration
-        failed or is halted, 2 on timeout; prints progress while it waits
+    podjobs migrations wait [--migrations DIR] [--revision R] --timeout S
+        exit 0 when every shard completed R (default: the head of DIR, else the
+        published head), 1 when a migration failed or is halted, 3 on timeout,
+        4 when ZooKeeper is unreachable; prints progress while it waits
     podjobs migrations retry REVISION [--pod P]    clear a failure; the leader queues it again
     podjobs migrations cancel REVISION [--pod P]   cancel queued runs, stop running ones
     podjobs migrations skip REVISION --pod P --migrations DIR
@@ -20,9 +21,19 @@ import json
 import time
 from typing import Any
 
+from podjobs.errors import ConfigurationError
+from podjobs.exits import Exit
 from podjobs.table import render
 
-from .options import Commands, connect, zk_options
+from .options import (
+    Commands,
+    connect,
+    open_zk,
+    print_json,
+    resolve_zk_spec,
+    stop_quietly,
+    zk_options,
+)
 
 
 def _ago(t: float | None) -> str:
@@ -73,15 +84,47 @@ def cmd_migrations_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def wait_target(revision: str | None, directory: str | None) -> str | None:
+    """The revision a wait is for: `--revision`, else the head of `--migrations DIR` (the
+    revisions the deploy ships), else None (the head the leader published)."""
+    if directory is None:
+        return revision
+    from podjobs.scheduler.revisions import Revisions
+
+    revs = Revisions(directory)
+    head: str | None = revs.head
+    if revision is not None:
+        revs.get(revision)  # ConfigurationError naming the directory's revisions
+        return revision
+    if head is None:
+        raise ConfigurationError(f"--migrations {directory}: no revision in its versions/ "
+                                 f"folder; nothing to wait for")
+    return head
+
+
 def cmd_migrations_wait(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+        if not args.json:
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
-    code: int
-    with connect(args) as zk:
-        code, line = _report().wait(zk, args.revision, args.timeout, args.interval, progress)
-    print(line, flush=True)
-    return code
+    target = wait_target(args.revision, args.migrations)
+    zk = open_zk(resolve_zk_spec(args.zk))
+    report = _report()
+    res = report.wait(zk, target, args.timeout, args.interval, progress, zk_grace=args.zk_grace,
+                      read_timeout=min(report.READ_TIMEOUT, args.zk_grace))
+    if res.code == Exit.UNREACHABLE:
+        stop_quietly(zk)  # a frozen ZooKeeper can hold a clean close
+    else:
+        zk.stop()
+    if args.json:
+        print_json({"outcome": res.outcome, "exit_code": int(res.code), "revision": res.target,
+                    "message": res.message, "reasons": res.reasons,
+                    "shards": [] if res.status is None else [
+                        {"pod": s["pod"], "current": s["current"],
+                         "pending": s["pending"]} for s in res.status["shards"]]})
+    else:
+        print(res.message, flush=True)
+    return int(res.code)
 
 
 def cmd_migrations_retry(args: argparse.Namespace) -> int:
@@ -122,11 +165,18 @@ def register(cmds: Commands) -> None:
 
     command("status", "per shard: current, pending, running (where, since, progress), failures",
             cmd_migrations_status)
-    s = command("wait", "wait until every shard reached a revision: exit 0 done, 1 failed, "
-                        "2 timeout", cmd_migrations_wait)
-    s.add_argument("--revision", metavar="R", help="the revision to wait for (default: head)")
+    s = command("wait", "wait until every shard has a revision: exit 0 done, 1 failed or "
+                        "halted, 3 timeout, 4 ZooKeeper unreachable", cmd_migrations_wait)
+    s.add_argument("--migrations", metavar="DIR",
+                   help="wait for the head of this migrations directory (the revisions the "
+                        "deploy ships; a revision the leader has not published yet is waited "
+                        "for); without it, the head the leader published, which may be the "
+                        "old one right after a deploy")
+    s.add_argument("--revision", metavar="R", help="the revision to wait for (default: the head)")
     s.add_argument("--timeout", type=float, required=True, metavar="S")
     s.add_argument("--interval", type=float, default=1.0, metavar="S", help="poll interval")
+    s.add_argument("--zk-grace", type=float, default=10.0, metavar="S",
+                   help="seconds ZooKeeper may stay unreachable before exit 4 (default 10)")
     for name, helptext, func in (
             ("retry", "clear a failed or cancelled revision; the leader queues it again",
              cmd_migrations_retry),

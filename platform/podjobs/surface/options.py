@@ -187,6 +187,16 @@ def open_zk(spec: str, connect_timeout: float = CONNECT_TIMEOUT,
     return zk
 
 
+def stop_quietly(zk: ZK, timeout: float = 2.0) -> None:
+    """Stop `zk` without waiting more than `timeout` seconds (a frozen server can hold
+    kazoo's close; the process is about to exit anyway)."""
+    import threading
+
+    t = threading.Thread(target=zk.stop, name="podjobs-zk-stop", daemon=True)
+    t.start()
+    t.join(timeout)
+
+
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator[ZK]:
     """A started `ZK` for the command's --zk (see `resolve_zk_spec`), stopped afterwards."""

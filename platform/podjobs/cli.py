@@ -37,6 +37,7 @@ from podjobs.surface import (
     cmd_worker,
 )
 from podjobs.surface.options import Commands
+from podjobs.table import one_line
 
 COMMANDS = (cmd_dev, cmd_queues, cmd_worker, cmd_iterations, cmd_pods, cmd_tenants, cmd_moves,
             cmd_scheduler, cmd_migrations, cmd_api)
@@ -63,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMANDS:
         module.register(cmds)
     return parser
-
-
-def one_line(text: str) -> str:
-    """An error message on one line (a multi-line SQL error, a traceback's repr)."""
-    return " ".join(str(text).split())
 
 
 def unreachable(exc: BaseException) -> str | None:

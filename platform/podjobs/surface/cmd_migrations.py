@@ -17,16 +17,16 @@ SQLAlchemy) load in the commands that use them, not for --help.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.exits import Exit
-from podjobs.table import render
+from podjobs.table import iso_times, render
 
 from .options import (
     Commands,
+    action_result,
     connect,
     open_zk,
     print_json,
@@ -49,6 +49,12 @@ def _control() -> Any:
     return control
 
 
+def _runs() -> Any:
+    from podjobs.scheduler import runs
+
+    return runs
+
+
 def _report() -> Any:
     from podjobs.scheduler import report
 
@@ -62,7 +68,7 @@ def cmd_migrations_status(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         st = _report().collect(zk)
     if args.json:
-        print(json.dumps(st, indent=2, sort_keys=True, default=str))
+        print_json(iso_times(st), sort_keys=True)
         return 0
     lead = st["leader"]
     print(f"head: {st['head'] or '-'}   leader: {lead['id'] if lead else 'none'}")
@@ -130,25 +136,34 @@ def cmd_migrations_wait(args: argparse.Namespace) -> int:
 def cmd_migrations_retry(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         cleared = _control().retry(zk, args.revision, args.pod)
-    print(f"{args.revision}: cleared on {', '.join(cleared) or 'no shard'}; halt lifted; the leader "
-          f"queues it again")
-    return 0
+        halted = args.revision in _runs().RunStore(zk).halts()
+    halt = (f"still halted: a shard has a failed or cancelled run of {args.revision} left"
+            if halted else "halt lifted")
+    return action_result(args, "migrations retry", list(cleared),
+                         f"{args.revision}: cleared on {', '.join(cleared) or 'no shard'}; {halt}; "
+                         f"the leader queues it again", revision=args.revision,
+                         halted=halted)
 
 
 def cmd_migrations_cancel(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         out = _control().cancel(zk, args.revision, args.pod)
-    for p, what in sorted(out.items()):
-        print(f"{p}: {what}")
-    print(f"{args.revision} is halted; 'podjobs migrations retry {args.revision}' to go on")
-    return 0
+    lines = [f"{p}: {what}" for p, what in sorted(out.items())]
+    lines.append(f"{args.revision} is halted; 'podjobs migrations retry {args.revision}' to go on")
+    return action_result(args, "migrations cancel", sorted(out), "\n".join(lines),
+                         revision=args.revision, pods=out, halted=True)
 
 
 def cmd_migrations_skip(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         _control().skip(zk, args.revision, args.pod, args.migrations)
-    print(f"{args.pod}: {args.revision} stamped as applied (not run)")
-    return 0
+        halted = args.revision in _runs().RunStore(zk).halts()
+    halt = (f"the halt of {args.revision} stays (another shard has a failed or cancelled run "
+            f"of it)" if halted else f"the halt of {args.revision} is lifted: the leader goes "
+            f"on with the rollout")
+    return action_result(args, "migrations skip", [args.pod],
+                         f"{args.pod}: {args.revision} stamped as applied (not run); {halt}",
+                         revision=args.revision, halted=halted)
 
 
 # -- parser -------------------------------------------------------------------------
@@ -159,14 +174,14 @@ def register(cmds: Commands) -> None:
     cmds.group("migrations", "migration rollout: status, wait, retry, cancel, skip",
                description="Migrations run by the scheduler, one at a time per shard.")
 
-    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    def command(name: str, help_: str, func: Any, noun: str = "action") -> argparse.ArgumentParser:
         return cmds.command(name, help_, func, under="migrations", parents=[common],
-                            description=None)
+                            description=None, noun=noun)
 
     command("status", "per shard: current, pending, running (where, since, progress), failures",
-            cmd_migrations_status)
+            cmd_migrations_status, "rollout")
     s = command("wait", "wait until every shard has a revision: exit 0 done, 1 failed or "
-                        "halted, 3 timeout, 4 ZooKeeper unreachable", cmd_migrations_wait)
+                        "halted, 3 timeout, 4 ZooKeeper unreachable", cmd_migrations_wait, "wait")
     s.add_argument("--migrations", metavar="DIR",
                    help="wait for the head of this migrations directory (the revisions the "
                         "deploy ships; a revision the leader has not published yet is waited "

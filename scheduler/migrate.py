@@ -62,9 +62,10 @@ from podjobs.pods.topology import TopologyStore
 from podjobs.pods.zk import ZK, ConnState, parse_zk_spec
 
 from . import paths
+from .applied import HalfApplied, StatementLog, plan
 from .leader import fence_of
-from .revisions import Revisions, apply, current_revision, directory_fingerprint
-from .runs import RunStore, ShardLog, ensure_tables
+from .revisions import Revisions, apply, current_revision, directory_fingerprint, resumable
+from .runs import RunStore, ShardLog, ensure_tables, last_run
 from .runstate import OPEN, STOPPED, IllegalTransition, Run, RunState, transition
 
 if TYPE_CHECKING:
@@ -258,22 +259,33 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                 at = current_revision(conn)
                 if revisions.reached(at, revision):
                     return _already_applied(ctx, store, run, pod, revision, call, fence, worker)
+                prev = last_run(conn, revision)
+                earlier = prev["applied"] if prev and prev["state"] != RunState.COMPLETE else []
                 if run.state == RunState.RUNNING:
                     error = (f"an earlier run (worker {run.worker or '?'}) stopped midway; the "
-                             f"shard is at {at or 'base'}, the revision may be half applied: "
-                             f"check the shard, then 'podjobs migrations retry' or 'skip'")
-                    _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
+                             f"shard is at {at or 'base'}, the revision may be half applied "
+                             f"({len(earlier)} statement(s) recorded as applied): check the "
+                             f"shard, then 'podjobs migrations retry' or 'skip'")
+                    _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker,
+                            extra={**run.extra, "applied": earlier})
                     return {"result": RunState.FAILED.value, "error": error}
                 if at != rev.down:
                     raise _Permanent(f"shard {pod} is at {at or 'base'} but {revision} follows "
                                      f"{rev.down or 'base'}: run the revisions in between first")
+                try:
+                    skip = plan(revision, earlier, resumable(revisions, revision))
+                except HalfApplied as exc:
+                    raise _Permanent(str(exc)) from exc
                 now = time.time()
+                extra = {**run.extra, "resumed_after": skip} if skip else run.extra
                 store.update(transition(run, RunState.RUNNING, now=now, started_at=now,
-                                        worker=worker, fence=fence))
+                                        worker=worker, fence=fence, extra=extra))
                 shard_log.start(revision, worker, ctx.job_id, fence)
                 slock.install()
-                log.info("migration %s on %s: running (fence %d)", revision, pod, fence)
-                apply(conn, revisions, revision)
+                log.info("migration %s on %s: running (fence %d%s)", revision, pod, fence,
+                         f", resuming after {skip} applied statement(s)" if skip else "")
+                statements = StatementLog(conn, shard_log, revision, earlier, skip)
+                apply(conn, revisions, revision, statements)
                 applied = True
                 slock.uninstall()
                 shard_log.finish(RunState.COMPLETE)
@@ -329,7 +341,8 @@ def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc:
     if ours and fresh is not None and fresh.state == RunState.RUNNING and fresh.fence == fence:
         if shard_log is not None and shard_log.row_id is not None:
             _log_failure(shard_log, eng, state, error)
-        _finish(store, fresh, state, error)
+        applied = shard_log.applied if shard_log is not None else []
+        _finish(store, fresh, state, error, extra={**fresh.extra, "applied": applied})
         return {"result": state.value, "error": error}
     if ours and fresh is not None and fresh.state == RunState.QUEUED:
         if isinstance(exc, _Permanent | StaleFence | UnsupportedShard):

@@ -64,11 +64,12 @@ def collect(zk: ZK) -> dict[str, Any]:
         running = [
             {"revision": r.revision, "state": r.state.value, "worker": r.worker,
              "queued_at": r.queued_at, "since": r.started_at, "job_id": r.job_id,
-             "backfill_job": r.backfill_job or None, "progress": r.extra.get("progress")}
+             "backfill_job": r.backfill_job or None, "progress": r.extra.get("progress"),
+             "resumed_after": r.extra.get("resumed_after", 0)}
             for r in runs.values() if r.state in OPEN]
         failures = [
             {"revision": r.revision, "state": r.state.value, "error": r.error,
-             "at": r.finished_at, "worker": r.worker}
+             "at": r.finished_at, "worker": r.worker, "applied": r.extra.get("applied", [])}
             for r in runs.values() if r.state in STOPPED]
         shards.append({
             "pod": name, "pod_state": pod.state.value, "known": isinstance(seen, tuple) and "current" in info,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,16 +152,25 @@ def current_revision(conn: Connection) -> str | None:
 _op_lock = threading.Lock()
 
 
-def apply(conn: Connection, revisions: Revisions, revision: str) -> None:
-    """Run `revision`'s upgrade() on `conn` and record it in alembic_version.
+def apply(conn: Connection, revisions: Revisions, revision: str,
+          statements: AbstractContextManager[Any] | None = None) -> None:
+    """Run `revision`'s upgrade() on `conn` and record it in alembic_version; `statements`,
+    when given, is entered around upgrade() alone (applied.StatementLog: recording and
+    skipping the revision's own statements, not the stamp).
 
     One at a time per process (see `_op_lock`)."""
     rev = revisions.get(revision)
     with _op_lock:
         ctx = MigrationContext.configure(conn)
-        with Operations.context(ctx):
+        with Operations.context(ctx), statements or nullcontext():
             rev.module.upgrade()
         stamp(conn, revisions, revision)
+
+
+def resumable(revisions: Revisions, revision: str) -> bool:
+    """The revision declares `resumable = True`: its statements are the same, in the same
+    order, on every run, so a retry may skip those an earlier run applied."""
+    return getattr(revisions.get(revision).module, "resumable", False) is True
 
 
 def stamp(conn: Connection, revisions: Revisions, revision: str) -> None:

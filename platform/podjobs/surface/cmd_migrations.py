@@ -22,7 +22,7 @@ from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.exits import Exit
-from podjobs.table import iso_times, render
+from podjobs.table import iso_times, one_line, render
 
 from .options import (
     Commands,
@@ -80,13 +80,20 @@ def cmd_migrations_status(args: argparse.Namespace) -> int:
             + (f" {r['progress']['percent']:.0f}%" if (r.get("progress") or {}).get("percent")
                is not None else "")
             for r in s["running"]) or "-"
-        failed = "; ".join(f"{f['revision']} {f['state']}: {f['error']}" for f in s["failures"]) or "-"
+        failed = "; ".join(
+            f"{f['revision']} {f['state']}"
+            + (f" ({len(f['applied'])} statement(s) applied)" if f.get("applied") else "")
+            + f": {one_line(f['error'] or '')[:120]}" for f in s["failures"]) or "-"
         cur = s["current"] if s["known"] else f"? ({s['read_error'] or 'not read yet'})"
         rows.append([s["pod"], s["pod_state"], cur or "base", ",".join(s["pending"]) or "-",
                      running, failed])
     print(render(["POD", "STATE", "CURRENT", "PENDING", "RUNNING", "FAILED"], rows))
     for rev, h in sorted(st["halts"].items()):
-        print(f"halted: {rev} (pod {h.get('pod')}): {h.get('error')}")
+        print(f"halted: {rev} (pod {h.get('pod')}): {one_line(h.get('error') or '')}")
+    for s in st["shards"]:
+        for f in s["failures"]:
+            for i, stmt in enumerate(f.get("applied") or [], 1):
+                print(f"  {s['pod']} {f['revision']} applied {i}: {one_line(stmt)[:150]}")
     return 0
 
 

@@ -59,7 +59,8 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
     return [
         ("dev status", ["--dir", ctx["dir"]], 1),  # no cluster recorded there: 1
         ("dev down", ["--dir", ctx["dir"]], 0),
-        ("queues", zk, 0), ("workers", zk, 0), ("stats", zk, 0),
+        ("queues", ["pause", "low", *zk], 0), ("queues", zk, 0), ("queues", ["resume", "low", *zk], 0),
+        ("workers", zk, 0), ("stats", zk, 0),
         ("job", ["show", d, *zk], 0),
         ("dead", ["list", *zk], 0), ("scheduled", ["list", *zk], 0), ("retries", ["list", *zk], 0),
         ("dead", ["retry", d, *zk], 0), ("dead", ["delete", "--all", "--yes", *zk], 0),
@@ -130,6 +131,7 @@ def test_every_command_prints_json_that_follows_its_schema(
     (job,) = seen["dead list"]
     assert job["job_id"] == dead.id and job["pod"] == "p1" and job["reason"] == "retries_exhausted"
     assert {q["pod"] for q in seen["queues --zk"]} >= {"p1", "p2"}
+    assert seen["queues pause"]["changed"] == ["p1", "p2", "p3"]
     assert [s["pod"] for s in seen["stats --zk"]] == ["p1", "p2", "p3"]
     (sched,) = seen["scheduled list"]
     assert sched["pod"] == "p2" and sched["at"].endswith("Z")

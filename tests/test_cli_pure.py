@@ -12,7 +12,7 @@ from podjobs.surface.schema import check, iso, redact
 from podjobs.table import ago, duration, iso_times, one_line
 
 QUEUE = {"pod": "p1", "queue": "default", "size": 1, "latency_s": 0.5, "scheduled": 0,
-         "retrying": 0, "in_flight": 0}
+         "retrying": 0, "in_flight": 0, "paused": False}
 
 
 @pytest.mark.parametrize(("value", "errors"), [

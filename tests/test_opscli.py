@@ -93,3 +93,33 @@ def test_errors_are_one_line_with_what_to_do(redis_url: str, capsys: pytest.Capt
     assert "is not queued, scheduled, retrying, running or dead" in capsys.readouterr().err
     assert main(["dead", "retry", "--redis", redis_url]) == 2
     assert "needs job ids or --all" in capsys.readouterr().err
+
+
+@podjobs.job(name="ops.mark_critical", queue="critical")
+def mark_critical(url: str, tag: str) -> None:
+    redis.Redis.from_url(url).rpush("ops:marks", tag)
+
+
+@podjobs.job(name="ops.mark_default")
+def mark_default(url: str, tag: str) -> None:
+    redis.Redis.from_url(url).rpush("ops:marks", tag)
+
+
+def test_a_paused_queue_is_passed_over_and_its_jobs_wait_until_resumed(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    podjobs.configure(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    out = run(capsys, "queues", "pause", "critical", "--redis", redis_url, "--json")
+    assert out["action"] == "queues pause" and out["count"] == 1
+    mark_critical.enqueue(redis_url, "first")  # first in the worker's priority, but paused
+    mark_default.enqueue(redis_url, "second")
+    with worker(redis_url, queues=["critical", "default"]):
+        wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second"], what="the default job")
+        # strict priority: a critical job the worker could take would have run before it
+        (crit,) = [q for q in run(capsys, "queues", "--redis", redis_url, "--json")
+                   if q["queue"] == "critical"]
+        assert crit["size"] == 1 and crit["paused"] is True
+        assert "PAUSED" in run(capsys, "queues", "--redis", redis_url)
+        run(capsys, "queues", "resume", "critical", "--redis", redis_url)
+        wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second", b"first"],
+                   what="the critical job once resumed")

@@ -174,7 +174,7 @@ class RedisBackend:
         "enqueue", "reserve", "ack_many", "ack_one", "retry", "dead",
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
         "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
-        "accept", "stage_held",
+        "accept", "stage_held", "queue_pause", "queue_resume",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
@@ -346,7 +346,7 @@ class RedisBackend:
         ks: list[str] = []
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        ks += (keys.WORKERS, keys.reservation(worker_id))
+        ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id))
         flat = self._run("reserve", "reserve jobs", ks,
                          [min(n, MAX_RESERVE), worker_id, request_id or new_id()])
         if flat and flat[0] == -1:

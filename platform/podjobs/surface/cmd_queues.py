@@ -1,6 +1,7 @@
 """`podjobs queues|workers|stats|dead|scheduled|retries|job`: the queues of every pod.
 
     podjobs queues | workers | stats
+    podjobs queues pause NAME | resume NAME      (workers pass a paused queue over)
     podjobs dead list | retry ID... | retry --all | delete ID... | delete --all --yes
     podjobs scheduled list
     podjobs retries list
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from podjobs.errors import BackendUnavailable, ConfigurationError, JobNotFound
 from podjobs.exits import Exit
-from podjobs.table import ago, one_line, render
+from podjobs.table import ago, duration, one_line, render
 
 from .options import (
     Commands,
@@ -72,7 +73,8 @@ def each_pod(args: argparse.Namespace, fn: Callable[[Inspector], T]) -> tuple[li
 
 def queue_row(pod: str | None, q: QueueStats) -> dict[str, Any]:
     return {"pod": pod, "queue": q.name, "size": q.size, "latency_s": q.latency_s,
-            "scheduled": q.scheduled, "retrying": q.retrying, "in_flight": q.in_flight}
+            "scheduled": q.scheduled, "retrying": q.retrying, "in_flight": q.in_flight,
+            "paused": q.paused}
 
 
 def worker_row(pod: str | None, w: WorkerInfo) -> dict[str, Any]:
@@ -129,14 +131,39 @@ def _error_text(err: dict[str, Any] | None, width: int = 80) -> str:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
+    if args.action in ("pause", "resume"):
+        return _pause(args)
+    if args.name:
+        raise ConfigurationError(f"'podjobs queues' lists every queue; did you mean "
+                                 f"'podjobs queues pause {args.name}' or 'resume {args.name}'?")
     got, code = each_pod(args, lambda ins: ins.queues())
     rows = [queue_row(pod, q) for pod, qs in got for q in qs]
     if args.json:
         print_json(rows)
     else:
-        print(render(["pod", "queue", "size", "latency", "scheduled", "retrying", "in flight"],
-                     [[r["pod"] or "-", r["queue"], r["size"], f"{r['latency_s']:.1f}s",
-                       r["scheduled"], r["retrying"], r["in_flight"]] for r in rows]))
+        print(render(["pod", "queue", "size", "latency", "scheduled", "retrying", "in flight",
+                      "state"],
+                     [[r["pod"] or "-", r["queue"], r["size"], duration(r["latency_s"]),
+                       r["scheduled"], r["retrying"], r["in_flight"],
+                       "PAUSED" if r["paused"] else "running"] for r in rows]))
+    return code
+
+
+def _pause(args: argparse.Namespace) -> int:
+    """`queues pause|resume NAME`: on every pod of the view (or `--pod`)."""
+    if not args.name:
+        raise ConfigurationError(f"queues {args.action} needs the queue's NAME")
+    pause = args.action == "pause"
+    got, code = each_pod(args, lambda ins: ins.pause(args.name) if pause
+                         else ins.resume(args.name))
+    changed = [str(pod) for pod, did in got if did]
+    where = ", ".join(str(p) for p, _ in got) or "no pod"
+    if pause:
+        msg = (f"queue {args.name} paused on {where}: workers take nothing from it, jobs still "
+               f"arrive; 'podjobs queues resume {args.name}' to go on")
+    else:
+        msg = f"queue {args.name} running again on {where}"
+    action_result(args, f"queues {args.action}", changed, msg, queue=args.name)
     return code
 
 
@@ -310,7 +337,12 @@ def register(cmds: Commands) -> None:
         p.add_argument("--job", metavar="NAME", help="only jobs of this name (e.g. app.resize)")
         p.add_argument("--limit", type=int, default=50, help="at most this many per pod (50)")
 
-    listing("queues", "size and oldest-job latency of each queue, on every pod", cmd_queues, "queue")
+    p = listing("queues", "each queue on every pod: size, oldest job's latency, paused; or "
+                          "'queues pause|resume NAME'", cmd_queues, "queue")
+    p.add_argument("action", nargs="?", choices=["list", "pause", "resume"], default="list",
+                   help="list (default); pause NAME: workers take nothing from it (jobs keep "
+                        "arriving); resume NAME")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the queue to pause or resume")
     listing("workers", "live workers and what they run, on every pod", cmd_workers, "worker")
     listing("stats", "processed, failed, dead and recovered counters per pod", cmd_stats, "stats")
 

@@ -33,7 +33,7 @@ _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 # noun -> key -> allowed types (a tuple), or TIME
 NOUNS: dict[str, dict[str, Any]] = {
     "queue": {"pod": (STR, NULL), "queue": (STR,), "size": (INT,), "latency_s": NUM,
-              "scheduled": (INT,), "retrying": (INT,), "in_flight": (INT,)},
+              "scheduled": (INT,), "retrying": (INT,), "in_flight": (INT,), "paused": (BOOL,)},
     "worker": {"pod": (STR, NULL), "worker": (STR,), "alive": (BOOL,), "host": (STR, NULL),
                "pid": (INT, NULL), "queues": (LIST,), "concurrency": (INT, NULL),
                "isolation": (STR, NULL), "started_at": TIME, "busy": (LIST,)},

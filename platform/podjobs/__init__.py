@@ -29,6 +29,7 @@ from podjobs.client import Client, configure, get_client
 from podjobs.context import Context, current
 from podjobs.cron import periodic
 from podjobs.errors import (
+    ArgumentsMismatch,
     BackendUnavailable,
     ConfigurationError,
     JobNotFound,
@@ -64,6 +65,14 @@ def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -
     return handles
 
 
+def find(job_id: str) -> JobHandle:
+    """The handle of a tracked job (`job.call(...).tracked().enqueue()`), looked for on every
+    pod the client knows; `JobNotFound` otherwise."""
+    from podjobs import handles
+
+    return handles.find(job_id)
+
+
 def _connect_zk(spec: str) -> Client:
     """`configure(zk=spec)`: a client routing through the directory in ZooKeeper."""
     from podjobs.pods.router import connect
@@ -94,9 +103,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Created",
+    "ArgumentsMismatch", "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Created",
     "Delivery", "IterationJob", "Job", "JobDef", "JobHandle", "JobNotFound", "Middleware",
     "PayloadError", "PodDraining", "PodjobsError", "Reenqueue", "SkipJob", "TenantMoving",
     "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
-    "current", "enqueue", "enqueue_all_pods", "exponential", "get_client", "job", "periodic",
+    "current", "enqueue", "enqueue_all_pods", "exponential", "find", "get_client", "job",
+    "periodic",
 ]

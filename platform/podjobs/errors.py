@@ -54,6 +54,10 @@ class BackendTimeout(BackendUnavailable):
     job_id: str | None = None
 
 
+class ArgumentsMismatch(PodjobsError, TypeError):
+    """Arguments that do not bind to the job's function; nothing was enqueued."""
+
+
 class UnknownJob(PodjobsError, LookupError):
     """A job name that is not registered in this process."""
 

@@ -282,7 +282,7 @@ class TopologyStore:
     def _refuse_reassign(self, entry: TenantEntry, pod: str) -> TopologyConflict:
         return TopologyConflict(
             f"tenant {entry.tenant!r} is already on pod {entry.pod!r} (state {entry.state.value}); "
-            f"to put it on {pod!r} use 'podjobs tenants move {entry.tenant} {pod}', "
+            f"to put it on {pod!r} use 'podjobs tenants move {entry.tenant} --to {pod}', "
             f"which moves its data and jobs"
         )
 
@@ -353,7 +353,7 @@ class TopologyStore:
             )
             raise TopologyConflict(
                 f"{len(conflicts)} tenant(s) already live on another pod: {shown}; nothing was "
-                f"assigned. Move them with 'podjobs tenants move TENANT POD' or leave them out"
+                f"assigned. Move them with 'podjobs tenants move TENANT --to POD' or leave them out"
             )
         skip = set(unchanged)
         todo = [(t, p) for t, p in assignments.items() if t not in skip]

@@ -64,7 +64,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
-from podjobs.errors import ConfigurationError
+from podjobs.errors import ConfigurationError, ServerUnreachable
 
 log = logging.getLogger(__name__)
 # Kazoo's client logs every failed connect attempt as a WARNING; with no logging
@@ -280,14 +280,15 @@ class ZK:
     def start(self, timeout: float = 10.0) -> ZK:
         """Connect (waiting up to `timeout` seconds); returns self.
 
-        Raises `ConfigurationError` naming the hosts if no server answered.
+        Raises `ServerUnreachable` (a `ConfigurationError`) naming the hosts if no server
+        answered.
         """
         try:
             self._client.start(timeout=timeout)
         except KazooTimeoutError as exc:
             self._client.stop()
             self._client.close()
-            raise ConfigurationError(
+            raise ServerUnreachable(
                 f"cannot reach ZooKeeper at {self.hosts} within {timeout:g}s; "
                 f"start it with 'podjobs dev up' or set {ENV_ZK} (or --zk) to a "
                 f"running ZooKeeper"

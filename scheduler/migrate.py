@@ -22,6 +22,11 @@ is known to every pod worker. One run:
    leader sees it succeed (the leader enqueues it again if it never arrived);
    else complete.
 6. Errors:
+   - the revision is not in this worker's directory: it is read again when its
+     contents changed since (a deploy added the revision after the worker
+     started); still missing (the worker runs the code before the deploy): the
+     job is put back for another worker, never failed, so restarting schedulers
+     before workers does not halt the rollout;
    - before the DDL, while the run is still queued: one that no retry can fix
      (the revision does not load, the shard is not at the revision before) fails
      the run; any other is written into the record and raised, so the job's
@@ -63,9 +68,10 @@ from podjobs.pods.zk import (
 )
 
 from . import paths
+from .applied import HalfApplied, StatementLog, plan
 from .leader import fence_of
-from .revisions import Revisions, apply, current_revision
-from .runs import RunStore, ShardLog, ensure_tables
+from .revisions import Revisions, apply, current_revision, directory_fingerprint, resumable
+from .runs import RunStore, ShardLog, ensure_tables, last_run
 from .runstate import OPEN, STOPPED, IllegalTransition, Run, RunState, transition
 
 if TYPE_CHECKING:
@@ -108,10 +114,26 @@ def close_zk_clients() -> None:
 
 
 def revisions_in(directory: str) -> Revisions:
+    """The revisions of `directory` as this process last read them (read on first use)."""
     rv = _revisions.get(directory)
     if rv is None:
         rv = _revisions[directory] = Revisions(directory)
     return rv
+
+
+def revisions_with(directory: str, revision: str) -> Revisions | None:
+    """The revisions of `directory`, read again when `revision` is not among those this
+    process read (a deploy added it after the worker started) and the directory's contents
+    changed since; None when the directory still lacks it (this worker runs older code)."""
+    rv = revisions_in(directory)
+    if revision in rv.by_id:
+        return rv
+    with _zk_lock:
+        if rv.fingerprint == directory_fingerprint(directory):
+            return None
+        rv = _revisions[directory] = Revisions(directory)
+    log.info("migrations in %s read again: %s", directory, ", ".join(rv.order))
+    return rv if revision in rv.by_id else None
 
 
 class _Watch:
@@ -219,9 +241,14 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
     eng: Any = None
     try:
         try:
-            revisions = revisions_in(directory)
+            found = revisions_with(directory, revision)
+            if found is None:
+                return _not_here_yet(ctx, store, run, revision, directory)
+            revisions = found
             rev = revisions.get(revision)
             call = revisions.backfill_call(revision)
+        except Reenqueue:
+            raise
         except Exception as exc:
             raise _Permanent(f"cannot load revision {revision} from {directory}: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -238,22 +265,33 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                 at = current_revision(conn)
                 if revisions.reached(at, revision):
                     return _already_applied(ctx, store, run, pod, revision, call, fence, worker)
+                prev = last_run(conn, revision)
+                earlier = prev["applied"] if prev and prev["state"] != RunState.COMPLETE else []
                 if run.state == RunState.RUNNING:
                     error = (f"an earlier run (worker {run.worker or '?'}) stopped midway; the "
-                             f"shard is at {at or 'base'}, the revision may be half applied: "
-                             f"check the shard, then 'podjobs migrations retry' or 'skip'")
-                    _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker)
+                             f"shard is at {at or 'base'}, the revision may be half applied "
+                             f"({len(earlier)} statement(s) recorded as applied): check the "
+                             f"shard, then 'podjobs migrations retry' or 'skip'")
+                    _finish(store, run, RunState.FAILED, error, fence=fence, worker=worker,
+                            extra={**run.extra, "applied": earlier})
                     return {"result": RunState.FAILED.value, "error": error}
                 if at != rev.down:
                     raise _Permanent(f"shard {pod} is at {at or 'base'} but {revision} follows "
                                      f"{rev.down or 'base'}: run the revisions in between first")
+                try:
+                    skip = plan(revision, earlier, resumable(revisions, revision))
+                except HalfApplied as exc:
+                    raise _Permanent(str(exc)) from exc
                 now = time.time()
+                extra = {**run.extra, "resumed_after": skip} if skip else run.extra
                 store.update(transition(run, RunState.RUNNING, now=now, started_at=now,
-                                        worker=worker, fence=fence))
+                                        worker=worker, fence=fence, extra=extra))
                 shard_log.start(revision, worker, ctx.job_id, fence)
                 slock.install()
-                log.info("migration %s on %s: running (fence %d)", revision, pod, fence)
-                apply(conn, revisions, revision)
+                log.info("migration %s on %s: running (fence %d%s)", revision, pod, fence,
+                         f", resuming after {skip} applied statement(s)" if skip else "")
+                statements = StatementLog(conn, shard_log, revision, earlier, skip)
+                apply(conn, revisions, revision, statements)
                 applied = True
                 slock.uninstall()
                 shard_log.finish(RunState.COMPLETE)
@@ -264,6 +302,8 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
         _finish(store, run, RunState.COMPLETE)
         log.info("migration %s on %s: complete", revision, pod)
         return {"result": RunState.COMPLETE.value}
+    except Reenqueue:
+        raise  # put back (this worker lacks the revision): not a failure
     except Exception as exc:
         if applied:
             # the revision is on the shard; recording it (or its backfill) failed: the job's
@@ -272,6 +312,27 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
                         exc)
             raise
         return _failed(ctx, store, pod, revision, fence, exc, shard_log, eng)
+
+
+#: seconds before a worker that lacks a revision (older code) puts its job back for another
+NOT_HERE_DELAY = 2.0
+
+
+def _not_here_yet(ctx: Any, store: RunStore, run: Run, revision: str,
+                  directory: str) -> dict[str, Any]:
+    """This worker's copy of `directory` lacks `revision` (it runs the code before the
+    deploy): say so in the still-queued record and put the job back for a worker that has
+    it. Never a failure: restart order must not halt a rollout."""
+    note = (f"worker {ctx.worker_id or '?'} has no revision {revision} in {directory} (older "
+            f"code?); put back for a worker that has it")
+    log.warning("migration %s on %s: %s", revision, run.pod, note)
+    if run.state == RunState.QUEUED and run.error != note:
+        run.error = note
+        try:
+            store.update(run)
+        except BadVersionError:
+            pass
+    raise Reenqueue(delay=NOT_HERE_DELAY, reason=f"no revision {revision} here yet")
 
 
 def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc: Exception,
@@ -286,7 +347,8 @@ def _failed(ctx: Any, store: RunStore, pod: str, revision: str, fence: int, exc:
     if ours and fresh is not None and fresh.state == RunState.RUNNING and fresh.fence == fence:
         if shard_log is not None and shard_log.row_id is not None:
             _log_failure(shard_log, eng, state, error)
-        _finish(store, fresh, state, error)
+        applied = shard_log.applied if shard_log is not None else []
+        _finish(store, fresh, state, error, extra={**fresh.extra, "applied": applied})
         return {"result": state.value, "error": error}
     if ours and fresh is not None and fresh.state == RunState.QUEUED:
         if isinstance(exc, _Permanent | StaleFence | UnsupportedShard):

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,26 @@ from sqlalchemy.engine import Connection
 from podjobs.errors import ConfigurationError
 
 VERSION_TABLE = "alembic_version"
+
+
+def directory_fingerprint(directory: str) -> str:
+    """A digest of the revision files in `directory`/versions (names and contents): what a
+    worker compares to know whether a deploy changed them since it read them."""
+    versions = os.path.join(os.path.abspath(directory), "versions")
+    h = hashlib.sha256()
+    try:
+        names = sorted(n for n in os.listdir(versions) if n.endswith(".py"))
+    except OSError:
+        return ""
+    for name in names:
+        h.update(name.encode() + b"\0")
+        try:
+            with open(os.path.join(versions, name), "rb") as f:
+                h.update(f.read())
+        except OSError:
+            continue
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,8 @@ class Revisions:
                 f"migrations directory {directory!r} has no versions/ folder; point --migrations "
                 f"at an Alembic script directory (the one holding versions/)")
         self.directory = directory
+        #: the contents the revisions were read from (see `directory_fingerprint`)
+        self.fingerprint = directory_fingerprint(directory)
         self.script = ScriptDirectory(directory)
         heads = self.script.get_heads()
         if len(heads) > 1:
@@ -128,16 +152,25 @@ def current_revision(conn: Connection) -> str | None:
 _op_lock = threading.Lock()
 
 
-def apply(conn: Connection, revisions: Revisions, revision: str) -> None:
-    """Run `revision`'s upgrade() on `conn` and record it in alembic_version.
+def apply(conn: Connection, revisions: Revisions, revision: str,
+          statements: AbstractContextManager[Any] | None = None) -> None:
+    """Run `revision`'s upgrade() on `conn` and record it in alembic_version; `statements`,
+    when given, is entered around upgrade() alone (applied.StatementLog: recording and
+    skipping the revision's own statements, not the stamp).
 
     One at a time per process (see `_op_lock`)."""
     rev = revisions.get(revision)
     with _op_lock:
         ctx = MigrationContext.configure(conn)
-        with Operations.context(ctx):
+        with Operations.context(ctx), statements or nullcontext():
             rev.module.upgrade()
         stamp(conn, revisions, revision)
+
+
+def resumable(revisions: Revisions, revision: str) -> bool:
+    """The revision declares `resumable = True`: its statements are the same, in the same
+    order, on every run, so a retry may skip those an earlier run applied."""
+    return getattr(revisions.get(revision).module, "resumable", False) is True
 
 
 def stamp(conn: Connection, revisions: Revisions, revision: str) -> None:

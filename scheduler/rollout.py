@@ -10,10 +10,13 @@
    - the revision is not halted and has no record on that shard yet;
    - every pod of the earlier waves has completed the revision (the canary
      first, then wave after wave).
-3. `wait_outcome(order, shards, halted, target)`: "done" when every shard has
-   completed `target`; "failed" (with the reasons) when a shard cannot get
-   there without an operator (a failed or cancelled run, or a halt, on a
-   revision up to `target` it has not applied); else "waiting".
+3. `wait_outcome(order, shards, halted, target)`: "unpublished" when the
+   leader has not published `target` yet (a deploy's new revision before the
+   restarted scheduler leads: waited for, never a failure, never done);
+   "done" when every shard has completed `target`; "failed" (with the
+   reasons) when a shard cannot get there without an operator (a failed or
+   cancelled run, or a halt, on a revision up to `target` it has not
+   applied); else "waiting".
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def plan(order: Sequence[str], shards: Sequence[ShardView], halted: set[str] | f
 def wait_outcome(order: Sequence[str], shards: Sequence[ShardView],
                  halted: Mapping[str, str], target: str) -> tuple[str, list[str]]:
     if target not in order:
-        raise ValueError(f"revision {target!r} is unknown (known: {', '.join(order)})")
+        return "unpublished", [f"{target} is not published by the leader yet (it knows "
+                               f"{', '.join(order) or 'no revision'})"]
     t = order.index(target)
     reasons = []
     for sv in shards:

@@ -7,8 +7,10 @@
    the halts at migrations/halts/{revision}: a failed revision is halted on
    every shard that has not applied it yet.
 3. `ShardLog` writes each run as a row of `podjobs_migrations` on the shard
-   itself (revision, state, started, finished, worker, job id, fence, error):
-   the shard's own history, kept with its data.
+   itself (revision, state, started, finished, worker, job id, fence, error, and
+   `applied`: the statements it applied, written after each one, see applied.py):
+   the shard's own history, kept with its data. `last_run(conn, revision)` reads
+   the newest row of a revision (what a retry resumes after).
 """
 
 from __future__ import annotations
@@ -136,7 +138,13 @@ def ensure_tables(conn: Connection) -> None:
         " job_id VARCHAR(64) NOT NULL,"
         " fence BIGINT NOT NULL,"
         " error TEXT NULL,"
+        " applied MEDIUMTEXT NULL,"
         " KEY revision_idx (revision))"))
+    has_applied = conn.execute(text(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        f"AND TABLE_NAME = '{SHARD_TABLE}' AND COLUMN_NAME = 'applied'")).scalar()
+    if not has_applied:  # a table made before the column existed
+        conn.execute(text(f"ALTER TABLE {SHARD_TABLE} ADD COLUMN applied MEDIUMTEXT NULL"))
     conn.execute(text(
         f"CREATE TABLE IF NOT EXISTS {FENCE_TABLE} ("
         " name VARCHAR(64) PRIMARY KEY,"
@@ -151,6 +159,8 @@ class ShardLog:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.row_id: int | None = None
+        #: the statements this run's row records as applied (record_applied)
+        self.applied: list[str] = []
 
     def start(self, revision: str, worker: str, job_id: str, fence: int) -> None:
         res = self.conn.execute(
@@ -160,12 +170,38 @@ class ShardLog:
              "j": job_id, "f": fence})
         self.row_id = int(res.lastrowid)
 
+    def record_applied(self, statements: list[str]) -> None:
+        """The statements applied so far (applied.StatementLog calls it after each one),
+        written through the raw connection: no SQLAlchemy event sees this write."""
+        self.applied = list(statements)
+        if self.row_id is None:
+            return
+        raw: Any = self.conn.connection.dbapi_connection
+        cur = raw.cursor()
+        try:
+            cur.execute(f"UPDATE {SHARD_TABLE} SET applied = %s WHERE id = %s",
+                        (json.dumps(statements), self.row_id))
+        finally:
+            cur.close()
+
     def finish(self, state: RunState, error: str = "") -> None:
         if self.row_id is None:
             return
         self.conn.execute(
             text(f"UPDATE {SHARD_TABLE} SET state=:s, finished=:t, error=:e WHERE id=:i"),
             {"s": state.value, "t": time.time(), "e": error or None, "i": self.row_id})
+
+
+def last_run(conn: Connection, revision: str) -> dict[str, Any] | None:
+    """The newest row of `revision` on the shard (state, error, applied: a list), or None."""
+    row = conn.execute(text(
+        f"SELECT id, state, error, applied FROM {SHARD_TABLE} WHERE revision = :r "
+        f"ORDER BY id DESC LIMIT 1"), {"r": revision}).mappings().first()
+    if row is None:
+        return None
+    from .applied import parse
+
+    return {**dict(row), "applied": parse(row["applied"])}
 
 
 def shard_history(conn: Connection) -> list[dict[str, Any]]:
@@ -175,6 +211,8 @@ def shard_history(conn: Connection) -> list[dict[str, Any]]:
     if not sa_inspect(conn).has_table(SHARD_TABLE):
         return []
     rows = conn.execute(text(
-        f"SELECT id, revision, state, started, finished, worker, job_id, fence, error"
+        f"SELECT id, revision, state, started, finished, worker, job_id, fence, error, applied"
         f" FROM {SHARD_TABLE} ORDER BY id")).mappings()
-    return [dict(r) for r in rows]
+    from .applied import parse
+
+    return [{**dict(r), "applied": parse(r["applied"])} for r in rows]

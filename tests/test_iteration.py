@@ -90,10 +90,11 @@ def test_runs_to_completion_with_progress_and_cli(r: redis.Redis, redis_url: str
     assert items(r, "a") == {i: 1 for i in range(50)}
     assert hooks(r, "a") == ["start", "complete", "shutdown:49"]
     listed = cli(capsys, redis_url, "list")
-    assert [(x["id"], x["state"], x["done"]) for x in listed] == [(h.id, "succeeded", 50)]
+    assert [(x["job_id"], x["state"], x["done"]) for x in listed] == [(h.id, "succeeded", 50)]
+    assert listed[0]["finished_at"].endswith("Z")
     shown = cli(capsys, redis_url, "show", h.id)
     assert shown["percent"] == 100.0 and shown["job"] == "it.count"
-    assert main(["iterations", "show", "NOPE", "--redis", redis_url]) == 2
+    assert main(["iterations", "show", "NOPE", "--redis", redis_url]) == 1
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
@@ -192,8 +193,8 @@ def test_pause_resume_and_cancel_running_jobs_through_the_cli(
     b = Count.enqueue(tag="c", n=150, sleep=0.01)
     with worker(redis_url, concurrency=2):
         wait_until(lambda: r.llen("rec:order:p") >= 5 and r.llen("rec:order:c") >= 5, what="items")
-        assert cli(capsys, redis_url, "pause", a.id) == {a.id: "running"}  # stops at the boundary
-        assert cli(capsys, redis_url, "cancel", b.id) == {b.id: "cancelling"}
+        assert cli(capsys, redis_url, "pause", a.id)["states"] == {a.id: "running"}  # stops at the boundary
+        assert cli(capsys, redis_url, "cancel", b.id)["states"] == {b.id: "cancelling"}
         wait_until(lambda: state(adm, a.id) is State.PAUSED, what="the pause")
         wait_until(lambda: state(adm, b.id) is State.CANCELLED, what="the cancel")
         na, nb = r.llen("rec:order:p"), r.llen("rec:order:c")
@@ -203,7 +204,7 @@ def test_pause_resume_and_cancel_running_jobs_through_the_cli(
         shown = cli(capsys, redis_url, "show", a.id)
         assert (shown["state"], shown["cursor"], shown["done"]) == ("paused", na - 1, na)
         assert r.hexists(iterkeys.job(a.id), "parked")
-        assert cli(capsys, redis_url, "resume", a.id) == {a.id: "enqueued"}
+        assert cli(capsys, redis_url, "resume", a.id)["states"] == {a.id: "enqueued"}
         wait_until(lambda: state(adm, a.id) is State.SUCCEEDED, what="the resumed job")
     assert items(r, "p") == {i: 1 for i in range(150)}
     assert f"resume:{na - 1}:1" in hooks(r, "p")

@@ -48,25 +48,26 @@ def test_queues_workers_dead_scheduled_and_job_show(redis_url: str, capsys: pyte
         def reported() -> bool:
             w.heartbeat.beat()  # publish what it runs now rather than at the next beat
             listed = run(capsys, "workers", "--redis", redis_url, "--json")
-            return any(b["id"] == running.id for wk in listed for b in wk["busy"])
+            return any(b["job_id"] == running.id for wk in listed for b in wk["busy"])
 
         wait_until(reported, timeout=10, what="the worker to report its running job")
         shown = run(capsys, "job", "show", running.id, "--redis", redis_url, "--json")
         assert shown["where"] == "in_flight" and shown["worker"] == w.id
         queued = run(capsys, "queues", "--redis", redis_url, "--json")
-        assert {q["name"]: q["in_flight"] for q in queued}["default"] == 1
+        assert {q["queue"]: q["in_flight"] for q in queued}["default"] == 1
         release.set()
         wait_until(lambda: not any(r.hlen(k) for k in r.scan_iter(match=keys.inflight("*", "*"))),
                    what="the released job to finish")
     queues = run(capsys, "queues", "--redis", redis_url, "--json")
-    assert queues[0]["name"] == "default" and queues[0]["scheduled"] == 1
+    assert queues[0]["queue"] == "default" and queues[0]["scheduled"] == 1
     text = run(capsys, "queues", "--redis", redis_url)
-    assert "latency_s" in text and "default" in text
+    assert "latency" in text and "default" in text
     (d,) = run(capsys, "dead", "list", "--redis", redis_url, "--json")
-    assert d["id"] == dead.id and d["dead_reason"] == "retries_exhausted"
+    assert d["job_id"] == dead.id and d["reason"] == "retries_exhausted" and d["where"] == "dead"
+    assert d["error"]["message"] == "bad input 1" and d["at"].endswith("Z")
     assert "bad input 1" in run(capsys, "dead", "list", "--redis", redis_url)
     (s,) = run(capsys, "scheduled", "list", "--redis", redis_url, "--json")
-    assert s["id"] == later.id
+    assert s["job_id"] == later.id
     assert run(capsys, "job", "show", later.id, "--redis", redis_url, "--json")["where"] == "scheduled"
     assert run(capsys, "job", "show", dead.id, "--redis", redis_url, "--json")["where"] == "dead"
     assert "1 dead job(s) put back" in run(capsys, "dead", "retry", dead.id, "--redis", redis_url)
@@ -74,8 +75,11 @@ def test_queues_workers_dead_scheduled_and_job_show(redis_url: str, capsys: pyte
     r.lpush(keys.queue("default"), b"junk")
     with worker(redis_url):
         wait_until(lambda: r.zcard(keys.DEAD) == 2, what="both to die")
-    assert "2 dead job(s) deleted" in run(capsys, "dead", "delete", "--all", "--redis", redis_url)
-    stats = run(capsys, "stats", "--redis", redis_url, "--json")
+    assert main(["dead", "delete", "--all", "--redis", redis_url]) == 2  # not confirmed
+    assert "pass --yes" in capsys.readouterr().err
+    assert "2 dead job(s) deleted" in run(capsys, "dead", "delete", "--all", "--yes", "--redis",
+                                          redis_url)
+    (stats,) = run(capsys, "stats", "--redis", redis_url, "--json")
     assert stats["dead"] == 3 and stats["processed"] >= 1
 
 
@@ -84,8 +88,38 @@ def test_errors_are_one_line_with_what_to_do(redis_url: str, capsys: pytest.Capt
     monkeypatch.delenv("PODJOBS_REDIS_URL", raising=False)
     monkeypatch.delenv("PODJOBS_ZK", raising=False)
     assert main(["queues"]) == 2
-    assert "pass --redis URL or --pod NAME" in capsys.readouterr().err
-    assert main(["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00", "--redis", redis_url]) == 2
+    assert "pass --pod NAME or --redis URL" in capsys.readouterr().err
+    assert main(["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00", "--redis", redis_url]) == 1
     assert "is not queued, scheduled, retrying, running or dead" in capsys.readouterr().err
     assert main(["dead", "retry", "--redis", redis_url]) == 2
     assert "needs job ids or --all" in capsys.readouterr().err
+
+
+@podjobs.job(name="ops.mark_critical", queue="critical")
+def mark_critical(url: str, tag: str) -> None:
+    redis.Redis.from_url(url).rpush("ops:marks", tag)
+
+
+@podjobs.job(name="ops.mark_default")
+def mark_default(url: str, tag: str) -> None:
+    redis.Redis.from_url(url).rpush("ops:marks", tag)
+
+
+def test_a_paused_queue_is_passed_over_and_its_jobs_wait_until_resumed(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    podjobs.configure(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    out = run(capsys, "queues", "pause", "critical", "--redis", redis_url, "--json")
+    assert out["action"] == "queues pause" and out["count"] == 1
+    mark_critical.enqueue(redis_url, "first")  # first in the worker's priority, but paused
+    mark_default.enqueue(redis_url, "second")
+    with worker(redis_url, queues=["critical", "default"]):
+        wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second"], what="the default job")
+        # strict priority: a critical job the worker could take would have run before it
+        (crit,) = [q for q in run(capsys, "queues", "--redis", redis_url, "--json")
+                   if q["queue"] == "critical"]
+        assert crit["size"] == 1 and crit["paused"] is True
+        assert "PAUSED" in run(capsys, "queues", "--redis", redis_url)
+        run(capsys, "queues", "resume", "critical", "--redis", redis_url)
+        wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second", b"first"],
+                   what="the critical job once resumed")

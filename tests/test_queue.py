@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
 from podjobs.ops import Inspector
+from podjobs.payload import encode
 from podjobs.settlement import Kind
 from tests.helpers import wait_until, worker
 
@@ -152,8 +154,10 @@ def test_dead_retry_and_delete(r: redis.Redis, redis_url: str) -> None:
         wait_until(lambda: "d1" in ran and ran.count("d1") == 2, what="d1 to succeed on retry")
     assert r.zcard(keys.DEAD) == 0
     r.lpush(keys.queue("default"), b"garbage")
-    add.enqueue("x", "y")  # str + str works, so send one that fails arguments instead
-    add.enqueue(1)  # missing an argument: dead at once
+    # missing an argument: enqueue refuses it now, so write it as an older client would
+    with pytest.raises(podjobs.ArgumentsMismatch, match="missing a required argument"):
+        add.enqueue(1)
+    r.lpush(keys.queue("default"), encode(add.call(1).payload(int(time.time() * 1000))))
     with worker(redis_url):
         wait_until(lambda: r.zcard(keys.DEAD) == 2, what="two dead jobs")
     ins = Inspector(b)
@@ -399,3 +403,31 @@ def test_every_lua_script_compiles_on_redis_with_its_includes_expanded(redis_url
         assert r.lrange(keys.queue("q"), 0, -1) == [b"due-now"]
     finally:
         b.close()
+def test_enqueue_refuses_arguments_that_do_not_fit_before_writing(r: redis.Redis) -> None:
+    for bad in (lambda: add.enqueue(1, 2, 3), lambda: add.enqueue(1, c=2),
+                lambda: add.call(1, 2).then(tag_default).enqueue(),  # a follow-up misses t
+                lambda: add.enqueue_many([(1, 2), (1,)])):
+        with pytest.raises(podjobs.ArgumentsMismatch, match=r"q\.add|q\.tag.*nothing was enqueued"):
+            bad()
+    assert r.dbsize() == 0  # nothing written anywhere
+
+
+def test_handle_status_cancel_and_find(r: redis.Redis, redis_url: str) -> None:
+    plain = tag_default.enqueue("plain")
+    assert plain.status().state == "queued" and not plain.status().tracked
+    with pytest.raises(podjobs.PodjobsError, match="only tracked jobs can be cancelled"):
+        plain.cancel()
+    later = tag_default.call("later").tracked().enqueue(delay=600)
+    assert later.status().state == "queued" and later.status().tracked
+    assert podjobs.find(later.id) == later
+    assert later.cancel() is True and later.status().state == "cancelled"
+    assert later.cancel() is True  # cancelled before: still True
+    done = add.call(2, 3).tracked().enqueue()
+    with worker(redis_url):
+        wait_until(lambda: done.status().finished, what="the tracked job to finish")
+        wait_until(lambda: plain.status().state == "unknown", what="the plain job to be gone")
+    st = done.status()
+    assert (st.state, st.attempts, st.result) == ("succeeded", 1, 5)
+    assert done.cancel() is False  # it ran
+    with pytest.raises(podjobs.JobNotFound):
+        podjobs.find(plain.id)

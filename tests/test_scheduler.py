@@ -299,12 +299,12 @@ def test_a_failing_revision_halts_the_rollout_is_reported_and_retry_goes_on(
     assert at_head(shards)
 
 
-def test_wait_times_out_with_exit_code_2_and_prints_progress(
+def test_wait_times_out_with_exit_code_3_and_prints_progress(
         zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
     control(shards["p1"], "0001", pause=migration_probe.HOLD)  # the rollout cannot finish
     schedulers.start("s1")
     res = cli(schedulers.zk_spec, "migrations", "wait", "--timeout", "1.5", "--interval", "0.2")
-    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.returncode == 3, res.stdout + res.stderr
     assert "timed out" in res.stdout
 
 
@@ -547,3 +547,40 @@ def test_a_dead_backfill_fails_the_revision_and_retry_runs_a_new_one(
         labels = c.execute(text("SELECT id, label FROM items ORDER BY id")).all()
     e.dispose()
     assert len(labels) == 200 and all(lbl == f"item-{i}" for i, lbl in labels)
+
+
+def test_a_half_applied_revision_is_shown_resumed_when_resumable_and_refused_when_not(
+        zk: ZK, shards: dict[str, str], workers: list[PodWorker], schedulers: Schedulers) -> None:
+    """MySQL commits each DDL statement: h002 and h003 fail after their first one on p1."""
+    control(shards["p1"], "h002", fail=2)
+    control(shards["p1"], "h003", fail=2)
+    schedulers.start("s1", "--migrations", str(REPO / "tests" / "apps" / "migrations_half"),
+                     "--canary", "p1", "--wave", "2")
+    store = RunStore(zk)
+    wait_until(lambda: (r := store.get("p1", "h002")) is not None and r.state == "failed", 40,
+               "h002 fails on p1 after its first statement")
+    st = json.loads(cli(schedulers.zk_spec, "migrations", "status", "--json").stdout)
+    (failure,) = next(s for s in st["shards"] if s["pod"] == "p1")["failures"]
+    applied = failure["applied"]
+    assert len(applied) == 3 and "ALTER TABLE gadgets ADD" in applied[1], applied  # start, DDL, step1
+    assert "h002 applied 2: ALTER TABLE gadgets ADD" in cli(schedulers.zk_spec, "migrations",
+                                                            "status").stdout
+    # fixed: the retry resumes after the three statements (h002 declares resumable = True)
+    control(shards["p1"], "h002", fail=0)
+    assert cli(schedulers.zk_spec, "migrations", "retry", "h002").returncode == 0
+    wait_until(lambda: all((r := store.get(p, "h002")) is not None and r.state == "complete"
+                           for p in shards), 40, "h002 complete everywhere")
+    assert store.get("p1", "h002").extra["resumed_after"] == 3  # type: ignore[union-attr]
+    _, events, history = shard_state(shards["p1"])
+    assert [e for r, e, _ in events if r == "h002"] == ["start", "step1", "step2", "end"]
+    h002 = [h for h in history if h["revision"] == "h002"]
+    assert [len(h["applied"]) for h in h002] == [3, 6], h002
+    # h003 is not resumable: its retry refuses to run it again and says what to do
+    wait_until(lambda: (r := store.get("p1", "h003")) is not None and r.state == "failed", 40,
+               "h003 fails on p1 after its first statement")
+    control(shards["p1"], "h003", fail=0)
+    assert cli(schedulers.zk_spec, "migrations", "retry", "h003").returncode == 0
+    run = wait_until(lambda: (r := store.get("p1", "h003")) is not None and r.state == "failed"
+                     and "half applied" in r.error and r, 40, "the retry refuses h003")
+    assert "resumable = True" in run.error and "migrations skip h003" in run.error
+    assert [e for r, e, _ in shard_state(shards["p1"])[1] if r == "h003"] == ["start", "step1"]

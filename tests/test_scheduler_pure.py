@@ -81,8 +81,10 @@ def test_wait_outcome_done_failed_or_waiting() -> None:
     assert wait_outcome(ORDER, [sv("p1", "b", c="failed")], {"c": "x"}, "b") == ("done", [])
     # applied but the backfill still runs: waiting, not done
     assert wait_outcome(ORDER, [sv("p1", "b", b="running")], {}, "b") == ("waiting", [])
-    with pytest.raises(ValueError):
-        wait_outcome(ORDER, [], {}, "zz")
+    # a revision the leader has not published yet (the old leader still leads): waited for
+    out, why = wait_outcome(ORDER, [sv("p1", "c")], {}, "d")
+    assert out == "unpublished" and why == ["d is not published by the leader yet (it knows a, b, c)"]
+    assert wait_outcome([], [], {}, "a")[0] == "unpublished"
 
 
 def test_fence_is_the_lock_node_sequence_number() -> None:
@@ -184,3 +186,39 @@ def test_run_states_are_their_wire_strings() -> None:
     assert run.to_json()["state"] == "failed"
     assert Run.from_json(run.to_json(), 4).state is F
     assert Run.from_json({"pod": "p1", "revision": "a"}, 0).state is Q
+
+
+# -- half-applied revisions (scheduler/applied.py) -------------------------------------
+
+
+@pytest.mark.parametrize(("sql", "writes_"), [
+    ("ALTER TABLE t ADD COLUMN x INT", True), ("  create index i on t (x)", True),
+    ("INSERT INTO t VALUES (1)", True), ("UPDATE t SET x = 1", True),
+    ("SELECT 1", False), ("select fail from mig_control", False), ("SHOW TABLES", False),
+    ("SET SESSION lock_wait_timeout = 60", False), ("DO 0", False), ("WITH a AS (SELECT 1) SELECT * FROM a", False),
+])
+def test_only_statements_that_change_the_shard_are_recorded(sql: str, writes_: bool) -> None:
+    from podjobs.scheduler.applied import writes
+
+    assert writes(sql) is writes_
+
+
+@pytest.mark.parametrize(("earlier", "resumable", "skip"), [
+    ([], False, 0), ([], True, 0), (["ALTER TABLE t ADD x INT"], True, 1),
+    (["INSERT ...", "ALTER TABLE t ADD x INT", "INSERT ..."], True, 3),
+])
+def test_plan_skips_what_a_resumable_revision_applied(earlier: list[str], resumable: bool,
+                                                       skip: int) -> None:
+    from podjobs.scheduler.applied import plan
+
+    assert plan("r1", earlier, resumable) == skip
+
+
+def test_plan_refuses_a_half_applied_revision_that_is_not_resumable() -> None:
+    from podjobs.scheduler.applied import HalfApplied, plan
+
+    with pytest.raises(HalfApplied, match=r"r1 is half applied .* 1 DDL statement\(s\) \(ALTER "
+                                          r"TABLE t ADD x INT\).*migrations skip r1 --pod POD.*resumable"):
+        plan("r1", ["INSERT INTO log VALUES (1)", "ALTER TABLE t\n   ADD x INT"], False)
+    # only row writes applied: run again from the start, as before
+    assert plan("r1", ["INSERT INTO log VALUES (1)"], False) == 0

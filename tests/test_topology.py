@@ -318,7 +318,7 @@ def test_assign_where_list(store: TopologyStore) -> None:
     )
     assert store.assign("shop-1", "p1") == entry  # same pod: nothing to do
     with pytest.raises(
-        TopologyConflict, match="already on pod 'p1'.*'podjobs tenants move shop-1 p2'"
+        TopologyConflict, match="already on pod 'p1'.*'podjobs tenants move shop-1 --to p2'"
     ):
         store.assign("shop-1", "p2")
     store.assign("shop-2", "p2")
@@ -599,7 +599,7 @@ def test_cli_commands(
         out = run_cli(
             capsys, "pods", "add", p.name, "--redis", p.redis_url, "--shard", p.shard_url, *zk_arg
         )
-        assert out["changed"] is True and out["pod"]["state"] == "active"
+        assert out["changed"] == [p.name] and out["pod"]["state"] == "active"
     out = run_cli(
         capsys,
         "pods",
@@ -611,16 +611,17 @@ def test_cli_commands(
         pods.pods[0].shard_url,
         *zk_arg,
     )
-    assert out["changed"] is False
-    assert [p["name"] for p in run_cli(capsys, "pods", "list", *zk_arg)] == ["p1", "p2", "p3"]
-    assert run_cli(capsys, "pods", "set-state", "p3", "draining", *zk_arg)["state"] == "draining"
+    assert out["changed"] == [] and out["count"] == 0
+    assert [p["pod"] for p in run_cli(capsys, "pods", "list", *zk_arg)] == ["p1", "p2", "p3"]
+    out = run_cli(capsys, "pods", "set-state", "p3", "draining", *zk_arg)
+    assert out["pod"]["state"] == "draining"
 
     out = run_cli(capsys, "tenants", "assign", "shop-1", "p1", *zk_arg)
-    assert (out["tenant"], out["pod"], out["changed"]) == ("shop-1", "p1", True)
+    assert (out["tenant"]["tenant"], out["tenant"]["pod"], out["changed"]) == ("shop-1", "p1", ["shop-1"])
     csv_file = tmp_path / "tenants.csv"
     csv_file.write_text("tenant,pod\n" + "".join(f"bulk-{i},p{i % 2 + 1}\n" for i in range(100)))
     out = run_cli(capsys, "tenants", "assign", "--file", str(csv_file), *zk_arg)
-    assert (out["assigned"], out["unchanged"]) == (100, 0)
+    assert (out["count"], out["unchanged"]) == (100, 0)
     assert run_cli(capsys, "tenants", "where", "bulk-3", *zk_arg)["pod"] == "p2"
     listed = run_cli(capsys, "tenants", "list", "--pod", "p1", *zk_arg)
     assert len(listed) == 51 and listed[0]["tenant"] == "bulk-0"
@@ -628,7 +629,8 @@ def test_cli_commands(
     zk = ZK(cluster.topology.zookeeper, root=zk_root).start()
     try:
         reg = WorkerRegistration(zk, "p1", "w-9", {"queues": ["default"], "concurrency": 3}).start()
-        assert run_cli(capsys, "fleet", *zk_arg)["p1"][0]["worker_id"] == "w-9"
+        (w,) = run_cli(capsys, "fleet", *zk_arg)
+        assert (w["pod"], w["worker"], w["queues"]) == ("p1", "w-9", ["default"])
         reg.stop()
     finally:
         zk.stop()

@@ -30,6 +30,7 @@ from podjobs.context import Context, current
 from podjobs.cron import periodic
 from podjobs.delivery import Delivery
 from podjobs.errors import (
+    ArgumentsMismatch,
     BackendUnavailable,
     ConfigurationError,
     JobNotFound,
@@ -66,6 +67,14 @@ def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -
     return handles
 
 
+def find(job_id: str) -> JobHandle:
+    """The handle of a tracked job (`job.call(...).tracked().enqueue()`), looked for on every
+    pod the client knows; `JobNotFound` otherwise."""
+    from podjobs import handles
+
+    return handles.find(job_id)
+
+
 def _connect_zk(spec: str) -> Client:
     """`configure(zk=spec)`: a client routing through the directory in ZooKeeper."""
     from podjobs.pods.router import connect
@@ -96,9 +105,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context", "Created",
-    "Delivery", "DeliveryMode", "IterationJob", "Job", "JobDef", "JobHandle", "JobNotFound", "Middleware",
-    "PayloadError", "PodDraining", "PodjobsError", "Reenqueue", "Settlement", "SkipJob", "TenantMoving",
+    "ArgumentsMismatch", "BackendUnavailable", "Call", "Client", "ConfigurationError", "Context",
+    "Created", "Delivery", "DeliveryMode", "IterationJob", "Job", "JobDef", "JobHandle",
+    "JobNotFound", "Middleware", "PayloadError", "PodDraining", "PodjobsError", "Reenqueue",
+    "Settlement", "SkipJob", "TenantMoving",
     "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
-    "current", "enqueue", "enqueue_all_pods", "exponential", "get_client", "job", "periodic",
+    "current", "enqueue", "enqueue_all_pods", "exponential", "find", "get_client", "job",
+    "periodic",
 ]

@@ -192,7 +192,7 @@ class RedisBackend(Gateway):
         ks: list[str] = []
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        ks += (keys.WORKERS, keys.reservation(worker_id))
+        ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id))
         flat = self.run("reserve", "reserve jobs", ks,
                          [min(n, MAX_RESERVE), worker_id, request_id or new_id()])
         if flat and flat[0] == -1:

@@ -5,8 +5,10 @@ from the command modules of `podjobs.surface`, then the chosen command.
    `podjobs --help` shows them; each has `register(cmds: surface.options.Commands)`,
    which adds its commands (or a group of them) and their `func(args) -> exit code`.
    A new command group is a new `surface/cmd_<group>.py` and a line here.
-2. Runs the chosen command; a `podjobs.errors.PodjobsError` is printed as
-   `podjobs: <message>` with exit code 2 instead of a traceback.
+2. Runs the chosen command; a `podjobs.errors.PodjobsError` is printed as one line,
+   `podjobs: <message>`, instead of a traceback, with its `exit_code`; a server that
+   does not answer (kazoo's, redis-py's or SQLAlchemy's connection errors) exits 4; output
+   closed early (`| head`) ends quietly. Exit codes: `podjobs.exits` (README "Exit codes").
 
 Command modules import at module level only what building the parser needs; Redis,
 kazoo, Alembic, SQLAlchemy, FastAPI and the worker load inside the commands that use
@@ -16,10 +18,12 @@ them (bench/startup.py measures it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from podjobs.errors import PodjobsError
+from podjobs.exits import Exit
 from podjobs.surface import (
     cmd_api,
     cmd_dev,
@@ -34,20 +38,50 @@ from podjobs.surface import (
     cmd_worker,
 )
 from podjobs.surface.options import Commands
+from podjobs.table import one_line
 
 COMMANDS = (cmd_dev, cmd_queues, cmd_worker, cmd_iterations, cmd_pods, cmd_tenants, cmd_moves,
             cmd_scheduler, cmd_migrations, cmd_api, cmd_exporter)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("podjobs")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="podjobs",
         description="podjobs: a sharded, pod-aware background-job platform.",
+        epilog="exit codes: 0 done, 1 failed or halted, 2 usage, 3 timeout, 4 a server "
+               "unreachable",
     )
+    parser.add_argument("--version", action="version", version=f"podjobs {_version()}")
     cmds = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     for module in COMMANDS:
         module.register(cmds)
     return parser
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """A one-line message when `exc` says a server did not answer, else None. Matched by the
+    exception's module and name: importing kazoo, redis or SQLAlchemy here would load them
+    for every command."""
+    for cls in type(exc).__mro__:
+        mod, name = cls.__module__, cls.__name__
+        if mod.startswith("kazoo") and name in ("ConnectionLoss", "SessionExpiredError",
+                                                "KazooTimeoutError", "ConnectionClosedError",
+                                                "OperationTimeoutError"):
+            return f"ZooKeeper unreachable ({name}: {exc}); try again once it answers"
+        if mod.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
+            return f"Redis unreachable ({name}: {exc}); check the pod's Redis"
+        if mod.startswith("sqlalchemy") and name == "OperationalError":
+            return f"a shard database did not answer ({one_line(str(exc))[:300]})"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,15 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return int(Exit.USAGE)
     try:
         rc = func(args)
+        sys.stdout.flush()
     except PodjobsError as exc:
-        print(f"podjobs: {exc}", file=sys.stderr)
-        return 2
+        print(f"podjobs: {one_line(str(exc))}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`podjobs dead list | head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        msg = unreachable(exc)
+        if msg is None:
+            raise
+        print(f"podjobs: {msg}", file=sys.stderr)
+        return int(Exit.UNREACHABLE)
     return int(rc or 0)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from podjobs.errors import BackendTimeout, ConfigurationError
+from podjobs.errors import ArgumentsMismatch, BackendTimeout, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
 
@@ -41,6 +41,61 @@ class JobHandle:
     tenant: str | None = None
     #: False when a unique enqueue found an identical job already pending
     enqueued: bool = True
+
+    def status(self) -> Any:
+        """The job's `podjobs.handles.JobStatus`: a tracked job's status record, else where
+        it is in its pod's Redis ("unknown" once an untracked job is done)."""
+        from podjobs import handles
+
+        return handles.status(self)
+
+    def cancel(self) -> bool:
+        """Cancel a tracked job that has not started: True when cancelled (now or before),
+        False when it started or finished (see podjobs.handles)."""
+        from podjobs import handles
+
+        return handles.cancel(self)
+
+
+#: JobDef -> (fewest, most) positional arguments its function takes when they alone are
+#: given (None: bind every call), so a bulk enqueue checks a count, not a full bind (3 us)
+_ARITY: dict[int, tuple[JobDef, tuple[int, int] | None]] = {}
+
+
+def _arity(jd: JobDef) -> tuple[int, int] | None:
+    import inspect
+
+    got = _ARITY.get(id(jd))
+    if got is not None and got[0] is jd:
+        return got[1]
+    params = list(jd._signature.parameters.values())[1 if jd.takes_ctx else 0:]
+    plain = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    arity = (required, len(params)) if plain else None
+    _ARITY[id(jd)] = (jd, arity)  # holds jd: its id is never reused while cached
+    return arity
+
+
+def _fits(jd: JobDef, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    if not kwargs:
+        arity = _arity(jd)
+        if arity is not None and arity[0] <= len(args) <= arity[1]:
+            return
+    why = jd.arguments_fit(args, kwargs)
+    if why is not None:
+        raise ArgumentsMismatch(
+            f"job {jd.name!r}: arguments {list(args)!r}, {kwargs!r} do not fit "
+            f"{jd.name}{jd._signature} ({why}); nothing was enqueued")
+
+
+def check_arguments(call: Call) -> None:
+    """`ArgumentsMismatch` before anything is written when the arguments of `call` (or of a
+    chained follow-up) do not bind to the job's function, as a worker would call it."""
+    stack = [call]
+    while stack:
+        c = stack.pop()
+        _fits(c.job, c.args, c.kwargs)
+        stack.extend(c.followups)
 
 
 @dataclass(frozen=True)
@@ -81,6 +136,7 @@ class Client:
     def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
                      delay: float | timedelta | None = None,
                      at: datetime | float | None = None) -> JobHandle:
+        check_arguments(call)
         target = self._target(tenant, pod)
         pod_name, backend = target.pod, target.backend
         now_ms = time.time_ns() // 1_000_000
@@ -143,6 +199,7 @@ class Client:
             tail += f',"pod":{dumps(pod_name)}'
         tail += "}"
         for args, kwargs in arg_sets:
+            _fits(jd, args, kwargs)
             if args:
                 check_value(args, where)
             if kwargs:

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 
 class PodjobsError(Exception):
-    """Base class: the CLI prints these as one line, without a traceback."""
+    """Base class: the CLI prints these as one line, without a traceback, and exits with
+    `exit_code` (see `podjobs.exits`: 1 failed, 2 usage, 4 a server unreachable)."""
+
+    exit_code = 1
 
 
 class ConfigurationError(PodjobsError):
     """A setting, flag or server configuration podjobs cannot work with."""
+
+    exit_code = 2
+
+
+class ServerUnreachable(ConfigurationError):
+    """A server (ZooKeeper, a pod's Redis, a shard) did not answer: nothing is known about
+    what was asked (exit code 4). A `ConfigurationError` too, for the callers that catch
+    those around `ZK.start`."""
+
+    exit_code = 4
 
 
 class MissingBinary(ConfigurationError):
@@ -31,12 +44,18 @@ class PayloadTooLarge(PayloadError):
 class BackendUnavailable(PodjobsError):
     """The queue backend (Redis) could not be reached or refused the write."""
 
+    exit_code = 4
+
 
 class BackendTimeout(BackendUnavailable):
     """The queue backend did not answer in time: the command was sent, so the change may or
     may not have been made. `job_id`: the job an enqueue was writing (when known)."""
 
     job_id: str | None = None
+
+
+class ArgumentsMismatch(PodjobsError, TypeError):
+    """Arguments that do not bind to the job's function; nothing was enqueued."""
 
 
 class UnknownJob(PodjobsError, LookupError):

@@ -51,8 +51,11 @@ from redis.retry import Retry
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 
-__all__ = ["SCRIPT_ATTEMPTS", "Gateway", "RedisError", "Script", "ScriptError", "redacted",
+__all__ = ["SCRIPT_ATTEMPTS", "UNREACHABLE", "Gateway", "RedisError", "Script", "ScriptError", "redacted",
            "script", "scripts", "text"]
+
+#: redis-py's errors that mean the server could not be reached or did not answer
+UNREACHABLE: tuple[type[RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
 
 #: attempts of one script call on dropped connections (10 ms growing to 1 s between them)
 SCRIPT_ATTEMPTS = 8

@@ -202,6 +202,12 @@ class Call:
             p["track"] = int(self.track)
         return p
 
+    def tracked(self, keep_s: int = 86400) -> Call:
+        """This call with a status record, kept `keep_s` seconds after it finished: what
+        `handle.status()`, `handle.cancel()` and `podjobs.find(id)` read; returns self."""
+        self.track = int(keep_s)
+        return self
+
     def unique_key(self, tenant: str | None = None) -> str:
         """The key that makes this call unique: job, queue, arguments and tenant (two tenants
         enqueuing the same job with the same arguments do not collide). A call without a

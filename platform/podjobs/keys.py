@@ -14,6 +14,8 @@ QUEUES = PREFIX + "queues"
 WORKERS = PREFIX + "workers"
 #: sorted set of dead jobs: score = time of death in ms, member = payload
 DEAD = PREFIX + "dead"
+#: set of the list keys (queue(name)) of paused queues: reserve passes them over
+PAUSED = PREFIX + "paused"
 
 
 def queue(name: str) -> str:

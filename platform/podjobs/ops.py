@@ -1,6 +1,7 @@
 """What operators see and do on one pod's queue: the read side of the CLI.
 
-1. `queues()`: size, oldest-job latency, scheduled, retrying and in-flight counts.
+1. `queues()`: size, oldest-job latency, scheduled, retrying and in-flight counts, paused;
+   `pause(queue)` / `resume(queue)`: workers pass a paused queue over (reserve.lua).
 2. `workers()`: live workers, their queues and the jobs they run.
 3. Dead set: list, retry (back to the queue with attempts reset), delete.
 4. Scheduled and retry sets: list.
@@ -30,6 +31,8 @@ class QueueStats:
     scheduled: int
     retrying: int
     in_flight: int
+    #: workers take nothing from it (`podjobs queues pause`); jobs still arrive
+    paused: bool = False
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Inspector:
             for (_, _, q), n in zip(ik, pipe.execute(), strict=True):
                 inflight[q] = inflight.get(q, 0) + int(n)
         now_ms = self._redis_ms()
+        paused = {text(m) for m in self.r.smembers(keys.PAUSED)}
         out = []
         for i, q in enumerate(names):
             size, oldest, sched, retry = res[4 * i : 4 * i + 4]
@@ -119,8 +123,21 @@ class Inspector:
                 if isinstance(enq, int):
                     latency = max(0.0, (now_ms - enq) / 1000)
             out.append(QueueStats(q, int(size), round(latency, 3), int(sched), int(retry),
-                                  inflight.get(q, 0)))
+                                  inflight.get(q, 0), keys.queue(q) in paused))
         return out
+
+    # -- pausing a queue --------------------------------------------------------------
+
+    def pause(self, queue: str) -> bool:
+        """Workers stop taking jobs from `queue` (jobs keep arriving); False if it was
+        paused already."""
+        return bool(self.backend.run("queue_pause", f"pause queue {queue!r}",
+                                      [keys.PAUSED, keys.queue(queue)], []))
+
+    def resume(self, queue: str) -> bool:
+        """Workers take jobs from `queue` again; False if it was not paused."""
+        return bool(self.backend.run("queue_resume", f"resume queue {queue!r}",
+                                      [keys.PAUSED, keys.queue(queue), keys.wake(queue)], []))
 
     def _redis_ms(self) -> int:
         sec, usec = self.r.time()

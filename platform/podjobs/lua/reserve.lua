@@ -7,6 +7,8 @@
 -- and takes nothing more, so a lost reply never strands jobs in a live worker.
 -- KEYS: triples in priority order: in-flight hash, queue list, wake list
 --       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME)
+-- KEYS[#KEYS - 2] paused queues (pj:paused: a set of queue list keys); a paused queue is
+--                passed over (its jobs stay; later queues are served as if it were empty)
 -- KEYS[#KEYS - 1] workers set (pj:workers)
 -- KEYS[#KEYS] the worker's last reservation (pj:rsv:WORKER): "request id|#i,id,id,#j,id,..."
 --            (#i: the 1-based queue index of the ids after it)
@@ -15,12 +17,12 @@
 -- ARGV[3] request id (fresh per reservation; the same when asking again after a lost reply)
 -- Returns: flat list of (queue index, payload) pairs; index is 1-based into the triples;
 -- {-1} when the worker was reaped.
-local nk = #KEYS - 2
-if redis.call('SISMEMBER', KEYS[nk + 1], ARGV[2]) == 0 then
+local nk = #KEYS - 3
+if redis.call('SISMEMBER', KEYS[nk + 2], ARGV[2]) == 0 then
   return {-1}
 end
 local out = {}
-local last = redis.call('GET', KEYS[nk + 2])
+local last = redis.call('GET', KEYS[nk + 3])
 if last and string.sub(last, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then
   local idx = 1
   for item in string.gmatch(string.sub(last, #ARGV[3] + 2), '[^,]+') do
@@ -38,9 +40,13 @@ if last and string.sub(last, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then
 end
 local want = tonumber(ARGV[1])
 local taken = {}
+local any_paused = redis.call('SCARD', KEYS[nk + 1]) > 0
 for i = 1, nk, 3 do
   if want <= 0 then break end
-  local items = redis.call('RPOP', KEYS[i + 1], want)
+  local items = false
+  if not (any_paused and redis.call('SISMEMBER', KEYS[nk + 1], KEYS[i + 1]) == 1) then
+    items = redis.call('RPOP', KEYS[i + 1], want)
+  end
   if items then
     local args = {}
     local idx = (i + 2) / 3
@@ -70,6 +76,6 @@ for i = 1, nk, 3 do
 end
 if #out > 0 then
   taken[1] = ARGV[3] .. '|' .. taken[1]
-  redis.call('SET', KEYS[nk + 2], table.concat(taken, ','))
+  redis.call('SET', KEYS[nk + 3], table.concat(taken, ','))
 end
 return out

@@ -26,6 +26,8 @@ from .options import (
     add_log_args,
     app_modules,
     import_apps,
+    open_zk,
+    print_json,
     resolve_zk_spec,
     setup_logs,
 )
@@ -159,15 +161,35 @@ def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> Non
                 p.kill()
 
 
+def _check_tenant(args: argparse.Namespace) -> None:
+    """`UnknownTenant` unless the tenant is in the directory (a token for a tenant that
+    does not exist would answer 404 to everything)."""
+    from podjobs.pods.topology import TopologyStore
+
+    try:
+        spec = resolve_zk_spec(args.zk)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"api token --tenant {args.tenant}: which ZooKeeper holds the directory? pass --zk "
+            f"(or set PODJOBS_ZK), or --no-check to make the token without looking") from None
+    zk = open_zk(spec)
+    try:
+        TopologyStore(zk).where(args.tenant)  # UnknownTenant naming how to assign it
+    finally:
+        zk.stop()
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from podjobs.surface.api.auth import entry_for, new_token
 
     if bool(args.tenant) == bool(args.operator):
         raise ConfigurationError("podjobs api token needs --tenant TENANT or --operator")
+    if args.tenant and not args.no_check:
+        _check_tenant(args)
     token = new_token()
     entry = entry_for(token, tenant=args.tenant, operator=args.operator, name=args.name)
     if args.json:
-        print(json.dumps({"token": token, "entry": entry}))
+        print_json({"token": token, "entry": entry})
     else:
         print(f"token (give it to the client; it is not stored): {token}")
         print(f'entry (add it to the "tokens" list of the token file): {json.dumps(entry)}')
@@ -178,7 +200,8 @@ def register(cmds: Commands) -> None:
     p = cmds.command(
         "api", "serve the HTTP API (or: api token, to make a token)", cmd_api,
         description="Serve the HTTP API: enqueue with 202 + status monitors, Expect/Prefer, "
-                    "operator endpoints. 'podjobs api token --tenant T' makes a token.")
+                    "operator endpoints. 'podjobs api token --tenant T' makes a token.",
+        noun="token")
     p.add_argument("action", nargs="?", choices=("serve", "token"), default="serve")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -205,4 +228,5 @@ def register(cmds: Commands) -> None:
     p.add_argument("--tenant", help="api token: the tenant the token is for")
     p.add_argument("--operator", action="store_true", help="api token: an operator token")
     p.add_argument("--name", help="api token: a name for the entry")
-    p.add_argument("--json", action="store_true", help="api token: print JSON")
+    p.add_argument("--no-check", action="store_true",
+                   help="api token: do not check that the tenant is in the directory")

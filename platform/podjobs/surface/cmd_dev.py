@@ -14,10 +14,9 @@ package: the surface sits above both infra and pods, so no hook is needed).
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
-from .options import DEFAULT_ROOT, Commands
+from .options import DEFAULT_ROOT, Commands, action_result, print_json
 
 if TYPE_CHECKING:
     from podjobs.infra.topofile import Topology
@@ -46,10 +45,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
         args.pods, db=args.db, mysql_url=args.mysql_url, base_port=args.base_port,
         timeout=args.timeout,
     )  # fmt: skip
+    published = publish_topology(topology)
+    if args.json:
+        print_json(cluster_doc(cluster))
+        return 0
     print(format_topology(topology))
     print(f"\ntopology: {cluster.topology_file}")
-    print(publish_topology(topology))
+    print(published)
     return 0
+
+
+def cluster_doc(cluster: Any) -> dict[str, Any]:
+    """The `cluster` noun: its directory, topology file and servers."""
+    return {"dir": str(cluster.dir),
+            "topology": str(cluster.topology_file) if cluster.topology_file.exists() else None,
+            "servers": [s.to_dict() for s in cluster.status()]}
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -59,12 +69,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     cluster = Cluster(args.dir)
     statuses = cluster.status()
     if args.json:
-        out: dict[str, Any] = {
-            "dir": str(cluster.dir),
-            "topology": str(cluster.topology_file) if cluster.topology_file.exists() else None,
-            "servers": [s.to_dict() for s in statuses],
-        }
-        print(json.dumps(out, indent=2))
+        print_json(cluster_doc(cluster))
     elif not statuses:
         print(f"no cluster recorded in {cluster.dir} (start one with 'podjobs dev up --pods N')")
     else:
@@ -82,16 +87,16 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
     cluster = Cluster(args.dir)
     if cluster.load_state() is None:
-        print(f"no cluster recorded in {cluster.dir}; nothing to stop")
-        return 0
+        return action_result(args, "dev down", [],
+                             f"no cluster recorded in {cluster.dir}; nothing to stop")
     stopped = cluster.down(purge=args.purge)
-    for s in stopped:
-        print(f"stopped {s.kind} {s.name} (pid {s.pid}, port {s.port})")
+    lines = [f"stopped {s.kind} {s.name} (pid {s.pid}, port {s.port})" for s in stopped]
     if not stopped:
-        print("no recorded server was running")
+        lines.append("no recorded server was running")
     if args.purge:
-        print(f"removed the data under {cluster.dir}")
-    return 0
+        lines.append(f"removed the data under {cluster.dir}")
+    return action_result(args, "dev down", [f"{s.kind}:{s.name}" for s in stopped],
+                         "\n".join(lines))
 
 
 def register(cmds: Commands) -> None:
@@ -99,8 +104,8 @@ def register(cmds: Commands) -> None:
     cmds.group("dev", "run a local cluster (ZooKeeper, Redis per pod, shards)",
                description="Start, inspect and stop a local podjobs cluster.")
 
-    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
-        return cmds.command(name, help_, func, under="dev", description=None)
+    def command(name: str, help_: str, func: Any, noun: str) -> argparse.ArgumentParser:
+        return cmds.command(name, help_, func, under="dev", description=None, noun=noun)
 
     def add_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -108,7 +113,7 @@ def register(cmds: Commands) -> None:
             help=f"cluster directory: state, logs, data (default: {DEFAULT_DIR}/)",
         )  # fmt: skip
 
-    up = command("up", "start the cluster (keeps servers already running)", _cmd_up)
+    up = command("up", "start the cluster (keeps servers already running)", _cmd_up, "cluster")
     up.add_argument("--pods", type=int, required=True, metavar="N", help="number of pods")
     up.add_argument(
         "--db", choices=DB_KINDS, default=None,
@@ -126,10 +131,10 @@ def register(cmds: Commands) -> None:
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for servers")
     add_dir(up)
 
-    status = command("status", "show the recorded servers and whether they run", _cmd_status)
+    status = command("status", "show the recorded servers and whether they run", _cmd_status,
+                     "cluster")
     add_dir(status)
-    status.add_argument("--json", action="store_true", help="print JSON")
 
-    down = command("down", "stop the servers this cluster started", _cmd_down)
+    down = command("down", "stop the servers this cluster started", _cmd_down, "action")
     add_dir(down)
     down.add_argument("--purge", action="store_true", help="also delete their data (shards, logs)")

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from podjobs.iteration.state import State
 from podjobs.table import render
 
-from .options import Commands, add_target_args, print_json, resolve_redis
+from .options import Commands, action_result, add_target_args, print_json, resolve_redis
+from .schema import iso
 
 if TYPE_CHECKING:
     from podjobs.iteration.admin import Iterations
@@ -57,10 +58,26 @@ def _rows(ps: list[Progress]) -> list[list[Any]]:
 _HEAD = ["id", "job", "state", "done", "items/s", "eta", "interrupted", "run time", "group"]
 
 
+def iteration_row(d: dict[str, Any]) -> dict[str, Any]:
+    """The `iteration` noun from a Progress's (or a group's) `as_dict()`: `job_id` for its id,
+    epoch-millisecond times as ISO 8601 `*_at`, a group's parts likewise."""
+    out: dict[str, Any] = {"job_id": d.get("id")}
+    for k, v in d.items():
+        if k == "id":
+            continue
+        if k.endswith("_ms") and (v is None or isinstance(v, int | float)):
+            out[k[:-3] + "_at"] = iso(v or None, ms=True)
+        elif k == "parts" and isinstance(v, list):
+            out[k] = [iteration_row(x) for x in v]
+        else:
+            out[k] = v
+    return out
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     ps = _admin(args).jobs(args.state, args.limit)
     if args.json:
-        print_json([p.as_dict() for p in ps])
+        print_json([iteration_row(p.as_dict()) for p in ps])
     else:
         print(render(_HEAD, _rows(ps)))
     return 0
@@ -71,7 +88,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     found = _admin(args).show(args.id)
     if args.json:
-        print_json(found.as_dict())
+        print_json(iteration_row(found.as_dict()))
         return 0
     if isinstance(found, GroupProgress):
         total = f"/{found.total:,}" if found.total is not None else ""
@@ -99,12 +116,9 @@ def _control(action: str) -> Any:
         results: dict[str, str] = {}
         for i in args.ids:
             results.update(getattr(admin, action)(i))
-        if args.json:
-            print_json(results)
-        else:
-            for jid, st in results.items():
-                print(f"{jid}: {st}")
-        return 0
+        return action_result(args, f"iterations {action}", list(results),
+                             "\n".join(f"{jid}: {st}" for jid, st in results.items()),
+                             states=results)
 
     return cmd
 
@@ -113,16 +127,15 @@ def register(cmds: Commands) -> None:
     cmds.group("iterations", "iteration jobs: progress, pause, resume, cancel",
                description="Iteration jobs of one pod: progress, pause, resume, cancel.")
 
-    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
-        p = cmds.command(name, help_, func, under="iterations")
+    def command(name: str, help_: str, func: Any, noun: str = "action") -> argparse.ArgumentParser:
+        p = cmds.command(name, help_, func, under="iterations", noun=noun)
         add_target_args(p)
-        p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
-    p = command("list", "iteration jobs, newest first, with their progress", cmd_list)
+    p = command("list", "iteration jobs, newest first, with their progress", cmd_list, "iteration")
     p.add_argument("--state", choices=[s.value for s in State])
     p.add_argument("--limit", type=int, default=50)
-    p = command("show", "one iteration job, or a parallel group and its parts", cmd_show)
+    p = command("show", "one iteration job, or a parallel group and its parts", cmd_show, "iteration")
     p.add_argument("id", metavar="ID")
     for action, help_ in (("pause", "pause: a running job stops at its next item boundary and "
                                     "keeps its cursor"),

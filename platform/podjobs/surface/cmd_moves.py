@@ -9,12 +9,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from podjobs.errors import ConfigurationError
 from podjobs.table import render
 
-from .options import Commands, app_modules, connect, import_apps, zk_options
+from .options import (
+    Commands,
+    action_result,
+    app_modules,
+    connect,
+    import_apps,
+    print_json,
+    zk_options,
+)
 
 # (`tenants move` joins the `tenants` group of cmd_tenants through `Commands`; the
 # docstring above is its --help.)
@@ -30,8 +37,8 @@ def cmd_move(args: argparse.Namespace) -> int:
 
             rows = [e for e in moves_in_progress(zk) if not args.tenant or e.tenant == args.tenant]
             if args.json:
-                print(json.dumps([{"tenant": e.tenant, "pod": e.pod, "state": e.state, **(e.move or {})}
-                                  for e in rows], indent=2, default=str))
+                print_json([{"tenant": e.tenant, "pod": e.pod, "state": e.state, **(e.move or {})}
+                             for e in rows])
             elif not rows:
                 print("no move in progress" + (f" for {args.tenant}" if args.tenant else ""))
             else:
@@ -44,21 +51,34 @@ def cmd_move(args: argparse.Namespace) -> int:
             raise ConfigurationError("name the tenant to move (or use --status)")
         from podjobs.pods.moves import Mover
 
-        mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=print)
+        steps: list[str] = []
+
+        def progress(line: str) -> None:
+            steps.append(line)
+            if not args.json:
+                print(line, flush=True)
+
+        mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=progress)
         if args.rollback:
             mover.rollback(args.tenant)
+            action = "tenants move --rollback"
         elif args.resume:
             mover.resume(args.tenant)
+            action = "tenants move --resume"
         else:
             if not args.to:
                 raise ConfigurationError("--to POD is required to start a move")
             mover.move(args.tenant, args.to)
+            action = "tenants move"
+        if args.json:
+            action_result(args, action, [args.tenant], f"{action} {args.tenant}: done",
+                          steps=steps)
         return 0
 
 
 def register(cmds: Commands) -> None:
     p = cmds.command("move", "move a tenant to another pod (jobs held, none lost)", cmd_move,
-                     under="tenants", parents=[zk_options()], description=__doc__,
+                     under="tenants", parents=[zk_options()], description=__doc__, noun="move",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tenant", nargs="?", metavar="TENANT")
     p.add_argument("--to", metavar="POD", help="the destination pod")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from podjobs.infra.topofile import Pod, PodState
-from podjobs.table import render
+from podjobs.table import duration, render
 
-from .options import Commands, connect, print_json, zk_options
+from .options import Commands, action_result, connect, print_json, zk_options
+from .schema import iso, redact
 
 # -- pods ---------------------------------------------------------------------------
 
@@ -29,14 +31,21 @@ def cmd_pods_list(args: argparse.Namespace) -> int:
 
     with connect(args) as zk:
         pods = TopologyStore(zk).pods()
+    rows = [pod_row(p) for p in pods.values()]
     if args.json:
-        print_json([p.to_json() for p in pods.values()], sort_keys=True)
+        print_json(rows)
     elif not pods:
         print("no pods (add one with 'podjobs pods add NAME --redis URL --shard URL')")
     else:
-        rows = [[p.name, p.state.value, p.redis_url, p.shard_url] for p in pods.values()]
-        print(render(["pod", "state", "redis", "shard"], rows))
+        print(render(["pod", "state", "redis", "shard"],
+                     [[r["pod"], r["state"], r["redis_url"], r["shard_url"]] for r in rows]))
     return 0
+
+
+def pod_row(p: Pod) -> dict[str, Any]:
+    """The `pod` noun: its URLs without their passwords."""
+    return {"pod": p.name, "state": p.state.value, "redis_url": redact(p.redis_url),
+            "shard_url": redact(p.shard_url)}
 
 
 def cmd_pods_add(args: argparse.Namespace) -> int:
@@ -48,13 +57,11 @@ def cmd_pods_add(args: argparse.Namespace) -> int:
         existed = zk.exists(zk.path("pods", validate_name("pod", args.name)))
         changed = store.add_pod(pod, replace=args.replace)
         now = store.pod(args.name)
-    if args.json:
-        print_json({"pod": now.to_json(), "changed": changed}, sort_keys=True)
-    elif not changed:
-        print(f"pod {now.name} already exists with these URLs (unchanged, {now.state.value})")
+    if not changed:
+        msg = f"pod {now.name} already exists with these URLs (unchanged, {now.state.value})"
     else:
-        print(f"{'updated' if existed else 'added'} pod {now.name} ({now.state.value})")
-    return 0
+        msg = f"{'updated' if existed else 'added'} pod {now.name} ({now.state.value})"
+    return action_result(args, "pods add", [now.name] if changed else [], msg, pod=pod_row(now))
 
 
 def cmd_pods_set_state(args: argparse.Namespace) -> int:
@@ -62,11 +69,8 @@ def cmd_pods_set_state(args: argparse.Namespace) -> int:
 
     with connect(args) as zk:
         pod = TopologyStore(zk).set_pod_state(args.name, args.state)
-    if args.json:
-        print_json(pod.to_json(), sort_keys=True)
-    else:
-        print(f"pod {pod.name} is {pod.state.value}")
-    return 0
+    return action_result(args, "pods set-state", [pod.name], f"pod {pod.name} is {pod.state.value}",
+                         pod=pod_row(pod))
 
 
 # -- fleet --------------------------------------------------------------------------
@@ -74,13 +78,16 @@ def cmd_pods_set_state(args: argparse.Namespace) -> int:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     from podjobs.pods.registration import fleet
+    from podjobs.pods.topology import TopologyStore
 
     with connect(args) as zk:
+        if args.pod:
+            TopologyStore(zk).pod(args.pod)  # UnknownPod naming the pods there are
         workers = fleet(zk)
     if args.pod:
         workers = {p: w for p, w in workers.items() if p == args.pod}
     if args.json:
-        print_json(workers, sort_keys=True)
+        print_json([fleet_row(p, w) for p, items in sorted(workers.items()) for w in items])
         return 0
     if not workers:
         print("no live workers" + (f" on pod {args.pod}" if args.pod else ""))
@@ -91,7 +98,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         for w in items:
             queues = w.get("queues")
             started = w.get("started")
-            up = f"{now - float(started):.0f}s" if isinstance(started, int | float) else ""
+            up = duration(now - float(started)) if isinstance(started, int | float) else ""
             rows.append(
                 [
                     pod,
@@ -107,24 +114,37 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def fleet_row(pod: str, w: dict[str, Any]) -> dict[str, Any]:
+    """A worker as registered in ZooKeeper, as the `worker` noun (`podjobs workers` has the
+    same keys, read from the pod's Redis)."""
+    queues = w.get("queues")
+    started = w.get("started")
+    return {"pod": pod, "worker": w.get("worker_id"), "alive": True, "host": w.get("host"),
+            "pid": w.get("pid"), "queues": queues if isinstance(queues, list) else
+            [q for q in str(queues or "").split(",") if q],
+            "concurrency": w.get("concurrency"), "isolation": w.get("isolation"),
+            "started_at": iso(started) if isinstance(started, int | float) else None, "busy": []}
+
+
 # -- parser -------------------------------------------------------------------------
 
 
 def register(cmds: Commands) -> None:
     common = zk_options()
-    cmds.group("pods", "the pods in ZooKeeper: list, add, drain")
-    cmds.command("list", "list pods with their state, Redis and shard", cmd_pods_list,
-                 under="pods", parents=[common])
-    p = cmds.command("add", "add a pod (idempotent)", cmd_pods_add, under="pods", parents=[common])
+    cmds.group("pods", "the pods in ZooKeeper: list, add, set-state (active or draining)")
+    cmds.command("list", "list pods with their state, Redis and shard (passwords hidden)",
+                 cmd_pods_list, under="pods", parents=[common], noun="pod")
+    p = cmds.command("add", "add a pod (idempotent)", cmd_pods_add, under="pods", parents=[common],
+                     noun="action")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--redis", required=True, metavar="URL", help="the pod's Redis URL")
     p.add_argument("--shard", required=True, metavar="URL", help="the pod's database shard URL")
     p.add_argument("--replace", action="store_true", help="change the URLs of an existing pod")
     p = cmds.command("set-state", "mark a pod active or draining (takes no new tenants)",
-                     cmd_pods_set_state, under="pods", parents=[common])
+                     cmd_pods_set_state, under="pods", parents=[common], noun="action")
     p.add_argument("name", metavar="NAME")
     p.add_argument("state", choices=[s.value for s in PodState])
 
     p = cmds.command("fleet", "live workers per pod (from ZooKeeper)", cmd_fleet,
-                     description="Live workers per pod.", parents=[common])
+                     description="Live workers per pod.", parents=[common], noun="worker")
     p.add_argument("--pod", metavar="POD", help="only this pod's workers")

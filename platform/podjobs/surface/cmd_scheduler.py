@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
@@ -27,10 +26,12 @@ from .options import (
     connect,
     import_apps,
     open_zk,
+    print_json,
     resolve_zk_spec,
     setup_logs,
     zk_options,
 )
+from .schema import iso
 
 
 def _ago(t: float | None) -> str:
@@ -118,7 +119,12 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
         lead = leader_info(zk)
         who = contenders(zk)
     if args.json:
-        print(json.dumps({"leader": lead, "contenders": who}, indent=2, sort_keys=True))
+        def one(c: dict[str, Any]) -> dict[str, Any]:
+            return {**c, "since": iso(c.get("since")) if isinstance(c.get("since"), int | float)
+                    else c.get("since")}
+
+        print_json({"leader": one(lead) if lead else None,
+                    "standing_by": [one(c) for c in who if not lead or c.get("id") != lead.get("id")]})
         return 0
     if lead is None:
         print("no scheduler leads" + (" (contenders are electing one)" if who else
@@ -163,5 +169,5 @@ def register(cmds: Commands) -> None:
     add_metrics_args(p)
     cmds.subgroup(p, "scheduler")
     cmds.command("status", "who leads, since when, who stands by", cmd_scheduler_status,
-                 under="scheduler", parents=[common], description=None)
+                 under="scheduler", parents=[common], description=None, noun="scheduler")
 

@@ -17,11 +17,12 @@ import json
 import sys
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.table import render
 
-from .options import Commands, connect, print_json, zk_options
+from .options import Commands, action_result, connect, print_json, zk_options
 
 # -- tenants ------------------------------------------------------------------------
 
@@ -75,27 +76,20 @@ def cmd_tenants_assign(args: argparse.Namespace) -> int:
         with connect(args) as zk:
             summary = TopologyStore(zk).assign_many(assignments)
         took = time.monotonic() - started
-        if args.json:
-            print_json({**summary.to_dict(), "seconds": round(took, 3)}, sort_keys=True)
-        else:
-            print(
-                f"assigned {len(summary.assigned)} tenant(s), {len(summary.unchanged)} "
-                f"already on their pod, in {took:.2f}s"
-            )
-        return 0
+        return action_result(
+            args, "tenants assign", list(summary.assigned),
+            f"assigned {len(summary.assigned)} tenant(s), {len(summary.unchanged)} already on "
+            f"their pod, in {took:.2f}s", unchanged=len(summary.unchanged), seconds=round(took, 3))
     if not (args.tenant and args.pod):
         raise ConfigurationError("tenants assign needs TENANT POD (or --file CSV)")
     with connect(args) as zk:
         store = TopologyStore(zk)
         before = store.tenant(args.tenant)
         entry = store.assign(args.tenant, args.pod)
-    if args.json:
-        print_json({**entry.to_dict(), "changed": before is None}, sort_keys=True)
-    elif before is None:
-        print(f"assigned {entry.tenant} to {entry.pod}")
-    else:
-        print(f"{entry.tenant} is already on {entry.pod} (unchanged)")
-    return 0
+    msg = (f"assigned {entry.tenant} to {entry.pod}" if before is None
+           else f"{entry.tenant} is already on {entry.pod} (unchanged)")
+    return action_result(args, "tenants assign", [entry.tenant] if before is None else [], msg,
+                         tenant=tenant_row(entry))
 
 
 def cmd_tenants_where(args: argparse.Namespace) -> int:
@@ -104,7 +98,7 @@ def cmd_tenants_where(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         entry = TopologyStore(zk).where(args.tenant)
     if args.json:
-        print_json(entry.to_dict(), sort_keys=True)
+        print_json(tenant_row(entry))
     else:
         move = json.dumps(entry.move, sort_keys=True) if entry.move else ""
         print(
@@ -122,7 +116,7 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         entries = TopologyStore(zk).tenants(pod=args.pod)
     if args.json:
-        print_json([e.to_dict() for e in entries], sort_keys=True)
+        print_json([tenant_row(e) for e in entries])
     elif not entries:
         where = f" on pod {args.pod}" if args.pod else ""
         print(f"no tenants{where} (assign one with 'podjobs tenants assign TENANT POD')")
@@ -133,6 +127,12 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def tenant_row(entry: Any) -> dict[str, Any]:
+    """The `tenant` noun: tenant, pod, state, move (None unless moving), version."""
+    return {"tenant": entry.tenant, "pod": entry.pod, "state": entry.state.value,
+            "move": entry.move, "version": entry.version}
+
+
 # -- parser -------------------------------------------------------------------------
 
 
@@ -140,15 +140,15 @@ def register(cmds: Commands) -> None:
     common = zk_options()
     cmds.group("tenants", "the tenant directory: assign, where, list")
     p = cmds.command("assign", "put new tenants on a pod", cmd_tenants_assign, under="tenants",
-                     parents=[common])
+                     parents=[common], noun="action")
     p.add_argument("tenant", nargs="?", metavar="TENANT")
     p.add_argument("pod", nargs="?", metavar="POD")
     p.add_argument(
         "--file", metavar="CSV", help="'tenant,pod' lines to assign in bulk ('-': stdin)"
     )
     p = cmds.command("where", "the pod a tenant lives on", cmd_tenants_where, under="tenants",
-                     parents=[common])
+                     parents=[common], noun="tenant")
     p.add_argument("tenant", metavar="TENANT")
     p = cmds.command("list", "tenants and their pods", cmd_tenants_list, under="tenants",
-                     parents=[common])
+                     parents=[common], noun="tenant")
     p.add_argument("--pod", metavar="POD", help="only the tenants of this pod")

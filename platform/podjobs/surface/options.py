@@ -53,15 +53,20 @@ class Commands:
         self._groups: dict[str, Any] = {}
 
     def command(self, name: str, help_: str, func: Func, *, under: str | None = None,
-                parents: list[argparse.ArgumentParser] | None = None,
+                parents: list[argparse.ArgumentParser] | None = None, noun: str | None = None,
                 **kwargs: Any) -> argparse.ArgumentParser:
         """`podjobs NAME` (or `podjobs UNDER NAME`) running `func(args) -> exit code`;
-        `description` defaults to `help_`."""
+        `description` defaults to `help_`. `noun`: what its `--json` prints (a schema of
+        `surface.schema.NOUNS`); None only for the long-running servers (worker, scheduler,
+        api), which log instead."""
         sub = self._groups[under] if under else self.top
         kwargs.setdefault("description", help_)
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_, parents=parents or [],
                                                      **kwargs)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, noun=noun)
+        if noun is not None and not any("--json" in a.option_strings for a in p._actions):
+            p.add_argument("--json", action="store_true",
+                           help=f"print JSON ({noun} schema, README 'Command-line contract')")
         return p
 
     def group(self, name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -89,6 +94,31 @@ class Commands:
 
 def print_json(obj: Any, *, sort_keys: bool = False) -> None:
     print(json.dumps(obj, indent=2, sort_keys=sort_keys, default=str))
+
+
+def action_result(args: argparse.Namespace, action: str, changed: list[str], message: str,
+                  **extra: Any) -> int:
+    """Print what a command changed: `message` for people, or with `--json` the `action`
+    noun (`action`, `count`, `changed`: the ids or names it changed, `message`)."""
+    if getattr(args, "json", False):
+        print_json({"action": action, "count": len(changed), "changed": changed,
+                    "message": message, **extra})
+    else:
+        print(message)
+    return 0
+
+
+def confirm_all(args: argparse.Namespace, what: str) -> None:
+    """`--all` on a delete needs `--yes`, or a 'yes' typed at a terminal."""
+    if getattr(args, "yes", False):
+        return
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        answer = input(f"{what}? type 'yes' to go on: ")
+        if answer.strip().lower() == "yes":
+            return
+        raise ConfigurationError(f"{what}: not confirmed; nothing was changed")
+    raise ConfigurationError(f"{what}: pass --yes to confirm (no terminal to ask); nothing was "
+                             f"changed")
 
 
 def app_modules(flags: list[str] | None) -> list[str]:
@@ -154,6 +184,29 @@ def pod_redis_url(args: argparse.Namespace) -> str:
         return url
 
 
+def pod_targets(args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    """[(pod name, Redis URL)] a fleet-wide view reads: `--redis URL` (pod unknown unless
+    `--pod` names it), `--pod NAME`, `$PODJOBS_REDIS_URL`, else every pod of the topology in
+    ZooKeeper (`--zk`, `$PODJOBS_ZK`, the topology file)."""
+    if getattr(args, "redis", None) or getattr(args, "pod", None) or \
+            os.environ.get("PODJOBS_REDIS_URL"):
+        url, pod = resolve_redis(args)
+        return [(pod, url)]
+    try:
+        spec = resolve_zk_spec(getattr(args, "zk", None))
+    except ConfigurationError:
+        raise ConfigurationError(
+            "which pods? pass --pod NAME or --redis URL, or --zk HOSTS[/root] (or set PODJOBS_ZK, "
+            "or start a local cluster with 'podjobs dev up') for every pod") from None
+    from podjobs.pods.topology import TopologyStore
+
+    zk = open_zk(spec)
+    try:
+        return [(name, pod.redis_url) for name, pod in sorted(TopologyStore(zk).pods().items())]
+    finally:
+        zk.stop()
+
+
 def resolve_redis(args: argparse.Namespace) -> tuple[str, str | None]:
     """(redis url, pod name) from --redis, --pod + the topology in ZooKeeper, or the environment."""
     if getattr(args, "redis", None):
@@ -210,6 +263,16 @@ def open_zk(spec: str, connect_timeout: float = CONNECT_TIMEOUT,
     kwargs = {} if session_timeout is None else {"timeout": session_timeout}
     zk: ZK = ZK(hosts, root=root or DEFAULT_ROOT, **kwargs).start(timeout=connect_timeout)
     return zk
+
+
+def stop_quietly(zk: ZK, timeout: float = 2.0) -> None:
+    """Stop `zk` without waiting more than `timeout` seconds (a frozen server can hold
+    kazoo's close; the process is about to exit anyway)."""
+    import threading
+
+    t = threading.Thread(target=zk.stop, name="podjobs-zk-stop", daemon=True)
+    t.start()
+    t.join(timeout)
 
 
 @contextmanager

@@ -48,6 +48,7 @@ from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
+from podjobs.table import iso_times
 
 from .auth import Principal
 from .body import EnqueueRequest
@@ -413,7 +414,7 @@ class Service:
         from podjobs.scheduler.report import collect
 
         try:
-            status: dict[str, Any] = collect(self.directory.zk)
+            status: dict[str, Any] = iso_times(collect(self.directory.zk))
             return status
         except KazooException as exc:
             log.warning("migration status unreadable: %r", exc)

@@ -371,7 +371,7 @@ def interleave(units: Sequence[str], run_podjobs: Callable[[], dict[str, Any]],
         try:
             seq.append((name, fn()))
         except Exception as exc:  # noqa: BLE001 - one system's failure is a note in the table
-            b.notes.append(f"{name}: {exc}")
+            b.notes.append(f"{name}: {str(exc)[-300:]} (logs: {b.logs})")
             print(f"bench-peers: {name} failed: {exc}", file=sys.stderr, flush=True)
             seq.append((name, None))
 
@@ -458,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.start()
         try:
             server.wait_ready(10)
-            logs = Path(d) / "logs"
-            logs.mkdir()
+            logs = REPO / "var" / "peers-logs" / time.strftime("%Y%m%d-%H%M%S")
+            logs.mkdir(parents=True)
             b = Bench(f"redis://127.0.0.1:{port}/0", port, n, args.drain_timeout, probes, logs,
                       time.monotonic() + args.max_minutes * 60)
             ceiling = b.ceiling()

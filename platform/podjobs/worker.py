@@ -236,8 +236,11 @@ class Worker:
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()
+        stopping = self.stopping
         try:
             while True:
+                if child is not None and not child.ready:
+                    child.wait_ready(stopping)  # take no job while the child imports the app
                 item = inbox_get()
                 if item is None:
                     return

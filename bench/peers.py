@@ -71,12 +71,25 @@ def _venv_bin(lib: str, exe: str) -> str:
     return str(PEER_DIR / lib / "bin" / exe)
 
 
+#: --baseline TREE: another checkout of podjobs (with its own .venv, podjobs installed
+#: editable) measured beside this one as the pseudo-peer "podjobs-base": a before/after A/B
+BASELINE: list[Path] = []
+BASE = "podjobs-base"
+
+
 def _python(lib: str) -> str:
+    if lib == BASE:
+        return str(BASELINE[0] / ".venv" / "bin" / "python")
     return sys.executable if lib == "podjobs" else _venv_bin(lib, "python")
 
 
-def _podjobs(extra: list[str]) -> Callable[[str], list[str]]:
-    return lambda url: [sys.executable, "-m", "podjobs.cli", "worker", "--redis", url,
+def _app(lib: str) -> str:
+    """The bench/peerapps module a library's client and worker use."""
+    return "podjobs" if lib == BASE else lib
+
+
+def _podjobs(extra: list[str], lib: str = "podjobs") -> Callable[[str], list[str]]:
+    return lambda url: [_python(lib), "-m", "podjobs.cli", "worker", "--redis", url,
                         "--app", "bench.peerapps.podjobs_app", "--queues", "peers",
                         "--log-level", "warning", *extra]
 
@@ -84,6 +97,8 @@ def _podjobs(extra: list[str]) -> Callable[[str], list[str]]:
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("podjobs", "podjobs", _podjobs([])),
     Variant("podjobs-process", "podjobs", _podjobs(["--isolation", "process"]), isolated=True),
+    Variant(BASE, BASE, _podjobs([], BASE)),
+    Variant(f"{BASE}-process", BASE, _podjobs(["--isolation", "process"], BASE), isolated=True),
     Variant("huey", "huey", lambda url: [_venv_bin("huey", "huey_consumer"), "bench.peerapps.huey_app.huey"]),
     Variant("dramatiq", "dramatiq", lambda url: [_venv_bin("dramatiq", "dramatiq"), "bench.peerapps.dramatiq_app"]),
     Variant("rq-simple", "rq", lambda url: [_venv_bin("rq", "rq"), "worker", "-u", url,
@@ -95,7 +110,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                                                      "worker", "--pool", "prefork"], isolated=True),
     Variant("arq", "arq", lambda url: [_venv_bin("arq", "arq"), "bench.peerapps.arq_app.WorkerSettings"]),
 )}
-PEER_VARIANTS = [v for v in VARIANTS if VARIANTS[v].lib != "podjobs"]
+PEER_VARIANTS = [v for v in VARIANTS if VARIANTS[v].lib not in ("podjobs", BASE)]
 
 # column key -> (label, higher is better, unit format)
 COLUMNS: dict[str, tuple[str, bool, str]] = {
@@ -206,7 +221,7 @@ def start_worker(v: Variant, url: str, n: int, log: Path) -> subprocess.Popen[by
 
 
 def client(lib: str, mode: str, n: int, url: str) -> dict[str, Any]:
-    out = subprocess.run([_python(lib), "-m", "bench.peerdriver", lib, mode, str(n)], cwd=REPO,
+    out = subprocess.run([_python(lib), "-m", "bench.peerdriver", _app(lib), mode, str(n)], cwd=REPO,
                          env=_env(url, n), capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
     if out.returncode != 0:
         raise RuntimeError(f"{lib} {mode}: exit {out.returncode}: {out.stderr.strip()[-2000:]}")
@@ -331,9 +346,9 @@ class Bench:
             res["isolated_p99_ms"] = lat["latency_p99_ms"]
         return res
 
-    def podjobs_workers(self) -> dict[str, Any]:
-        res = self.workers(VARIANTS["podjobs"])
-        iso = self.latency(VARIANTS["podjobs-process"])
+    def podjobs_workers(self, lib: str = "podjobs") -> dict[str, Any]:
+        res = self.workers(VARIANTS[lib])
+        iso = self.latency(VARIANTS[f"{lib}-process"])
         res["isolated_p99_ms"] = iso["latency_p99_ms"]
         res["isolated_p50_ms"] = iso["latency_p50_ms"]
         return res
@@ -395,7 +410,7 @@ def summarize(seqs: dict[str, list[tuple[str, dict[str, Any] | None]]]) -> dict[
                 continue
             pj = [v for n, v in pairs if n == "podjobs" and v is not None]
             ratios = paired_ratios(pairs, higher)
-            best = best_peer(ratios)
+            best = best_peer({k: v for k, v in ratios.items() if k != BASE})
             cols[key] = {"podjobs_median": statistics.median(pj) if pj else None,
                          "podjobs_runs": pj,
                          "peers": {n: v for n, v in pairs if n != "podjobs"},
@@ -408,7 +423,7 @@ def summarize(seqs: dict[str, list[tuple[str, dict[str, Any] | None]]]) -> dict[
 def table(cols: dict[str, Any]) -> str:
     from podjobs.table import render
 
-    names = ["huey", "dramatiq", "rq", "celery", "arq"]
+    names = ["huey", "dramatiq", "rq", "celery", "arq"] + ([BASE] if BASELINE else [])
     rows = []
     for key, (label, _higher, fmt) in COLUMNS.items():
         c = cols.get(key)
@@ -424,9 +439,13 @@ def table(cols: dict[str, Any]) -> str:
             vals = [v for nm, v in peers.items() if (VARIANTS[nm].lib if nm in VARIANTS else nm) == lib]
             row.append(" / ".join(cell(v) for v in vals) if vals else "")
         row += [c["best_peer"] or "-", "-" if c["advantage"] is None else f"{c['advantage']:.2f}x"]
+        if BASELINE:
+            vs = c["ratios"].get(BASE)
+            row.append("-" if vs is None else f"{vs:.2f}x")
         rows.append(row)
     return render(["column", "podjobs", "huey", "dramatiq", "rq (simple / fork)",
-                   "celery (threads / prefork)", "arq", "best peer", "podjobs vs best"], rows)
+                   "celery (threads / prefork)", "arq"] + ([BASE] if BASELINE else [])
+                  + ["best peer", "podjobs vs best"] + (["podjobs vs base"] if BASELINE else []), rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -436,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=200, help="latency probes on an idle worker (10-2,000)")
     ap.add_argument("--max-minutes", type=float, default=40.0, help="start no measurement after this")
     ap.add_argument("--only", default="", help="comma-separated peers to include (default: all)")
+    ap.add_argument("--baseline", metavar="TREE", help="another podjobs checkout with its own .venv, "
+                    "measured interleaved as the pseudo-peer podjobs-base (a before/after A/B)")
     args = ap.parse_args(argv)
+    if args.baseline:
+        BASELINE.append(Path(args.baseline).resolve())
     n = min(max(args.n, N_BOUNDS[0]), N_BOUNDS[1])
     probes = min(max(args.probes, 10), 2_000)
     only = [x for x in args.only.split(",") if x]
@@ -449,7 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = ensure_venvs()
     import podjobs
 
-    versions["podjobs"] = f"podjobs (this tree, {_git_head()})"
+    versions["podjobs"] = f"podjobs (this tree, {_git_head(REPO)})"
+    if BASELINE:
+        versions[BASE] = f"{BASE} ({BASELINE[0]}, {_git_head(BASELINE[0])})"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="podjobs-peers-") as d:
         port = free_port()
@@ -463,11 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             b = Bench(f"redis://127.0.0.1:{port}/0", port, n, args.drain_timeout, probes, logs,
                       time.monotonic() + args.max_minutes * 60)
             ceiling = b.ceiling()
-            libs = [x for x in PEERS if not only or x in only]
+            libs = [x for x in PEERS if not only or x in only] + ([BASE] if BASELINE else [])
             variants = [x for x in PEER_VARIANTS if not only or VARIANTS[x].lib in only]
+            variants += [BASE] if BASELINE else []
             seqs = {
                 "clients": interleave(libs, lambda: b.clients("podjobs"), b.clients, b),
-                "workers": interleave(variants, b.podjobs_workers, lambda v: b.workers(VARIANTS[v]), b),
+                "workers": interleave(variants, b.podjobs_workers,
+                                      lambda v: b.podjobs_workers(BASE) if v == BASE else b.workers(VARIANTS[v]), b),
             }
             ceiling.update({f"{k} (after)": v for k, v in b.ceiling().items() if "50 clients" in k})
         finally:
@@ -496,9 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _git_head() -> str:
+def _git_head(tree: Path) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
                               text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"

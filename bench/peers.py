@@ -124,6 +124,9 @@ COLUMNS: dict[str, tuple[str, bool, str]] = {
     "latency_p99_ms": ("latency enqueue -> start p99 (ms)", False, "{:.2f}"),
     "isolated_p99_ms": ("process isolation: latency p99 (ms)", False, "{:.1f}"),
     "redis_bytes_per_job": ("Redis memory per queued job (bytes)", False, "{:,.0f}"),
+    "worker_cpu_us_per_job": ("worker CPU per job, 1 process (us)", False, "{:,.0f}"),
+    "worker_cpu_us_per_job_2": ("worker CPU per job, 2 processes (us)", False, "{:,.0f}"),
+    "redis_cpu_us_per_job": ("Redis CPU per job, 1 process (us)", False, "{:,.1f}"),
 }
 
 
@@ -200,6 +203,25 @@ def _kill_group(p: subprocess.Popen[bytes], grace: float = 3.0) -> None:
 def _kill_all() -> None:
     for p in list(_live):
         _kill_group(p, grace=0.5)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgids: Sequence[int]) -> float:
+    """CPU seconds (user + sys, with reaped children's) of every process in these groups."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:  # fields[0] is the state: pgrp is field 5 of stat
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / _TICK
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
@@ -302,11 +324,16 @@ class Bench:
             for k in range(processes):
                 procs.append(start_worker(v, self.url, self.n, self._log(f"{v.name}-drain{processes}-{k}")))
             limit = t0 + self.drain_timeout
+            pgids = [p.pid for p in procs]
+            at_first: tuple[int, float, float] | None = None  # (count, worker CPU, Redis CPU)
             while r.get("peers:last") is None and time.time() < limit:
                 if all(p.poll() is not None for p in procs):
                     raise RuntimeError(f"{v.name}: worker exited ({self._log(v.name)}-*)")
+                if at_first is None and r.exists("peers:first"):
+                    at_first = (int(r.get("peers:count") or 0), group_cpu_s(pgids), self.redis_cpu_s())
                 time.sleep(0.05)
             now = time.time()
+            cpu_end, redis_end = group_cpu_s(pgids), self.redis_cpu_s()
             last_raw, first_raw, count = r.mget("peers:last", "peers:first", "peers:count")
         finally:
             for p in procs:
@@ -318,9 +345,18 @@ class Bench:
         first = float(first_raw)
         end = float(last_raw) if last_raw is not None else now
         partial = last_raw is None
-        return {"partial": partial, "done": done, "first_job_s": first - t0,
+        cpu: dict[str, float] = {}
+        if at_first is not None and done > at_first[0]:
+            jobs = done - at_first[0]
+            cpu = {"worker_cpu_us_per_job": (cpu_end - at_first[1]) / jobs * 1e6,
+                   "redis_cpu_us_per_job": (redis_end - at_first[2]) / jobs * 1e6}
+        return {"partial": partial, "done": done, "first_job_s": first - t0, **cpu,
                 "drain_start_per_s": done / (end - t0),
                 "drain_steady_per_s": (done - 1) / (end - first) if end > first else 0.0}
+
+    def redis_cpu_s(self) -> float:
+        info = self.r().info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     def latency(self, v: Variant) -> dict[str, float]:
         self.flush()
@@ -336,7 +372,9 @@ class Bench:
         one = self.drain(v, 1)
         two = self.drain(v, 2)
         lat = self.latency(v)
-        res = {k: one[k] for k in ("drain_start_per_s", "drain_steady_per_s", "first_job_s")}
+        res = {k: one.get(k) for k in ("drain_start_per_s", "drain_steady_per_s", "first_job_s",
+                                      "worker_cpu_us_per_job", "redis_cpu_us_per_job")}
+        res["worker_cpu_us_per_job_2"] = two.get("worker_cpu_us_per_job")
         res["partial"] = one["partial"] or two["partial"]
         res["drain_steady_2_per_s"] = two["drain_steady_per_s"]
         res["two_vs_one"] = (two["drain_steady_per_s"] / one["drain_steady_per_s"]

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
@@ -43,13 +43,15 @@ from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.identity import Identity
 from podjobs.ids import new_id
 from podjobs.invoke import JobTimeout, Outcome, invoke
-from podjobs.isolation import Child, ChildStopped, stop_children
 from podjobs.jobs import JobDef
 from podjobs.payload import inflight_field
 from podjobs.poller import Poller
 from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S, ExitGuard, SignalDispatch, dump
 from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
+
+if TYPE_CHECKING:  # process isolation (multiprocessing, ctypes) loads only when it is used
+    from podjobs.isolation import Child
 
 log = logging.getLogger("podjobs.worker")
 
@@ -193,7 +195,7 @@ class Worker:
         still = [t for t in self._threads if t.is_alive()]
         # the jobs still running go back to their queues below: their children must be gone
         # first, or they would run twice at once (thread mode: the process exits right after)
-        if stop_children(self._children, CHILD_STOP_GRACE_S):
+        if self._children and _isolation().stop_children(self._children, CHILD_STOP_GRACE_S):
             for t in still:
                 t.join(1.0)
         self.poller.stop()
@@ -222,8 +224,12 @@ class Worker:
 
     def _exec_loop(self) -> None:
         child = None
+        #: ChildStopped under process isolation; nothing else raises it
+        child_stopped: tuple[type[BaseException], ...] = ()
         if self.config.isolation == "process":
-            child = Child(self.config.app_modules, self.config.max_jobs_per_child,
+            isolation = _isolation()
+            child_stopped = (isolation.ChildStopped,)
+            child = isolation.Child(self.config.app_modules, self.config.max_jobs_per_child,
                           self.config.max_memory_mb, self.stopping)
             self._children.append(child)
             child.warm()  # imports the app now, not on the first job
@@ -256,7 +262,7 @@ class Worker:
                 running[me] = (inflight_field(raw), "", queue, time.time())
                 try:
                     ex.execute(queue, raw, owner)
-                except ChildStopped:
+                except child_stopped:
                     pass  # stopped at the shutdown deadline: stop() gives the job back
                 except (Exception, JobTimeout) as exc:
                     ex.unsettled(queue, raw, exc)
@@ -300,3 +306,10 @@ class Worker:
                 self.watchdog.disarm()
             except JobTimeout:
                 pass
+
+
+def _isolation() -> Any:
+    """podjobs.isolation, imported on first use (a thread-mode worker never loads it)."""
+    import podjobs.isolation
+
+    return podjobs.isolation

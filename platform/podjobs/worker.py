@@ -6,7 +6,9 @@
    owner, and ask Redis first when the last confirmed heartbeat is too old).
 2. Starts the fetcher (reserve batches into a local inbox), `concurrency`
    executor threads (each running jobs inline, or through its own child process
-   with `isolation="process"`), the acker, the heartbeat and the poller.
+   with `isolation="process"`), the acker, the heartbeat and the poller. With process
+   isolation the fetcher starts once every child has imported the app (warm children
+   before work arrives; podjobs.isolation).
 3. Stops gracefully on SIGTERM/SIGINT: stop fetching, give unstarted jobs
    back, let running jobs finish for `shutdown_timeout` seconds, then stop the
    children of those still running (process isolation: SIGTERM, SIGKILL after
@@ -115,6 +117,9 @@ class Worker:
         self.stops = StopSignals()
         #: process isolation: every executor slot's child
         self._children: list[Child] = []
+        #: process isolation: executor slots whose child has not yet said ready (or died)
+        self._warming = 0
+        self._warm_cond = threading.Condition()
         self._quiet = False
 
     @property
@@ -135,15 +140,32 @@ class Worker:
         self.heartbeat.reap()
         self.poller.poll_once()
         self.acker.start()
+        if self.config.isolation == "process":
+            self._warming = self.config.concurrency
         for i in range(self.config.concurrency):
             t = threading.Thread(target=self._exec_loop, name=f"podjobs-exec-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        self.fetcher.start()
         self.heartbeat.start()
         self.poller.start()
+        self._wait_children_warm()
+        self.fetcher.start()
         log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
                  ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
+
+    def _wait_children_warm(self) -> None:
+        """Process isolation: reserve no job before every child has imported the app (or
+        died, or START_TIMEOUT_S passed in its slot), so that no job of the first ones waits
+        for a child's start-up or competes with ten of them for the CPU. Ends early on a
+        stop signal."""
+        with self._warm_cond:
+            while self._warming > 0 and not self._stopped.is_set():
+                self._warm_cond.wait(0.2)  # a stop signal sets _stopped without notifying
+
+    def _child_warmed(self) -> None:
+        with self._warm_cond:
+            self._warming -= 1
+            self._warm_cond.notify_all()
 
     def run(self) -> None:
         """Start, act on signals (see the module docstring) until SIGTERM/SIGINT, then stop
@@ -227,12 +249,16 @@ class Worker:
         #: ChildStopped under process isolation; nothing else raises it
         child_stopped: tuple[type[BaseException], ...] = ()
         if self.config.isolation == "process":
-            isolation = _isolation()
-            child_stopped = (isolation.ChildStopped,)
-            child = isolation.Child(self.config.app_modules, self.config.max_jobs_per_child,
-                          self.config.max_memory_mb, self.stopping)
-            self._children.append(child)
-            child.warm()  # imports the app now, not on the first job
+            try:
+                isolation = _isolation()
+                child_stopped = (isolation.ChildStopped,)
+                child = isolation.Child(self.config.app_modules, self.config.max_jobs_per_child,
+                                        self.config.max_memory_mb, self.stopping)
+                self._children.append(child)
+                child.warm()  # imports the app now, not on the first job
+                child.wait_ready(self.stopping)
+            finally:
+                self._child_warmed()  # start() reserves no job before every slot is here
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.backend, self.id, self.acker, runner=runner, pod=cfg.pod,

@@ -148,20 +148,22 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def paired_ratios(sequence: Sequence[tuple[str, float | None]], higher_is_better: bool) -> dict[str, float]:
-    """Each peer's figure against the podjobs runs measured right before and after it.
+    """Each peer's figure against the podjobs runs measured nearest to it.
 
-    `sequence` is the measurement order, ("podjobs", x) alternating with (peer, y);
-    a peer's pair is the mean of its podjobs neighbours (one at either end). Missing
-    figures (None) pair with nothing. Returns peer -> advantage of podjobs.
+    `sequence` is the measurement order, ("podjobs", x) alternating with (peer, y); a
+    peer's pair is the median of the podjobs runs up to two places either side of it (the
+    runs right before and after it, and the ones before and after those), so one podjobs
+    run caught by a load spike does not decide a ratio. Missing figures (None) pair with
+    nothing. Returns peer -> advantage of podjobs.
     """
     out: dict[str, float] = {}
     for i, (name, value) in enumerate(sequence):
         if name == "podjobs" or value is None:
             continue
-        near = [v for j in (i - 1, i + 1) if 0 <= j < len(sequence)
+        near = [v for j in (i - 3, i - 1, i + 1, i + 3) if 0 <= j < len(sequence)
                 for n, v in [sequence[j]] if n == "podjobs" and v is not None]
         if near:
-            out[name] = advantage(sum(near) / len(near), value, higher_is_better)
+            out[name] = advantage(statistics.median(near), value, higher_is_better)
     return out
 
 

@@ -30,8 +30,17 @@ def test_percentile_nearest_rank(values: list[float], q: float, want: float) -> 
 def test_each_peer_pairs_with_the_podjobs_runs_either_side() -> None:
     seq = [("podjobs", 100.0), ("huey", 50.0), ("podjobs", 300.0), ("rq", 400.0), ("podjobs", 500.0)]
     ratios = paired_ratios(seq, higher_is_better=True)
-    assert ratios == {"huey": pytest.approx(200 / 50), "rq": pytest.approx(400 / 400)}
-    assert best_peer(ratios) == ("rq", pytest.approx(1.0))
+    # huey: podjobs runs 100, 300 (and 500, three places on) -> median 300
+    assert ratios == {"huey": pytest.approx(300 / 50), "rq": pytest.approx(300 / 400)}
+    assert best_peer(ratios) == ("rq", pytest.approx(0.75))
+
+
+def test_one_podjobs_run_caught_by_a_load_spike_does_not_decide_a_ratio() -> None:
+    seq = [("podjobs", 1.0), ("a", 1.0), ("podjobs", 1.0), ("b", 2.0), ("podjobs", 40.0),
+           ("c", 1.0), ("podjobs", 1.0)]
+    ratios = paired_ratios(seq, higher_is_better=False)  # seconds: lower is better
+    assert ratios["b"] == pytest.approx(2.0)  # podjobs 1, 1, 40, 1 -> median 1
+    assert ratios["c"] == pytest.approx(1.0)
 
 
 def test_missing_figures_pair_with_what_is_there() -> None:

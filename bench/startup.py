@@ -27,9 +27,9 @@ HELP = ("import contextlib, io\nimport podjobs.cli as c\n"
 CASES = {
     "import podjobs": "import podjobs\n",
     "podjobs --help": HELP,
-    "podjobs worker --redis": "import podjobs.cli as c\nc.build_parser()\n"
+    "podjobs worker --redis": "import podjobs.cli as c\nc.build_parser(['worker'])\n"
                               "import podjobs.worker, podjobs.backend\n",
-    "podjobs worker --pod": "import podjobs.cli as c\nc.build_parser()\n"
+    "podjobs worker --pod": "import podjobs.cli as c\nc.build_parser(['worker'])\n"
                             "import podjobs.worker, podjobs.pods.podworker, podjobs.scheduler.migrate\n",
 }
 REPORT = "import sys, json\nprint(json.dumps(sorted(sys.modules)))\n"

@@ -55,3 +55,27 @@ def test_the_package_installs_its_hooks_into_the_core() -> None:
 
     assert client._zk_connect is not None
     assert context._db_guard is not None
+
+
+def test_cli_owners_name_every_command_and_only_its_modules() -> None:
+    """`podjobs.cli.OWNERS` (which modules a command needs) matches the full parser."""
+    import argparse
+
+    import podjobs.cli as c
+
+    def top_names(argv: list[str] | None) -> set[str]:
+        p = c.build_parser(argv)
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert top_names(None) == set(c.OWNERS)
+    assert {m for ms in c.OWNERS.values() for m in ms} == set(c.COMMANDS)
+    for name in c.OWNERS:
+        assert name in top_names([name])
+
+
+def test_worker_command_loads_only_the_worker_command_module() -> None:
+    mods = loaded_after("import podjobs.cli as c\nc.build_parser(['worker', '--app', 'x'])\n"
+                        "import podjobs.worker")
+    assert [m for m in mods if m.startswith("podjobs.surface.cmd_")] == ["podjobs.surface.cmd_worker"]
+    assert under(mods, ("podjobs.isolation", "multiprocessing", "podjobs.iteration")) == []

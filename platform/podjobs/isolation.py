@@ -1,9 +1,12 @@
 """Process isolation: each executor slot runs its jobs in a child process.
 
 1. A child is started with the `spawn` method as soon as its executor slot starts (and
-   again at once when it is recycled or killed), imports the app modules, and runs jobs
-   the parent sends over a pipe (JSON-safe values only). It tells the parent when a job
-   begins ("started"): the job's timeout counts from there, not from the child's start-up.
+   again at once when it is recycled or killed), imports the app modules, says "ready",
+   and runs jobs the parent sends over a pipe (JSON-safe values only). Its executor thread
+   takes no job from the inbox until its child is ready (`wait_ready`), so a job never
+   waits for a child's start-up while another child is idle. The child tells the parent
+   when a job begins ("started"): the job's timeout counts from there, not from the
+   child's start-up.
 2. The parent waits for the answer while watching the child: past the job's
    timeout, or above its memory limit (resident size read from /proc), the
    child is killed with SIGKILL and the job fails with that reason (and is
@@ -95,6 +98,7 @@ def _child_main(conn: Connection, app_modules: Sequence[str], stop_seq: Any, qui
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_BLOCKED)
     for m in app_modules:
         importlib.import_module(m)
+    conn.send(("ready",))
     while True:
         msg = conn.recv()
         if msg is None:
@@ -144,6 +148,8 @@ class Child:
         self.stopped = False
         #: name of the job running now ("" when idle)
         self.job = ""
+        #: the running child said "ready" (its app modules are imported)
+        self.ready = False
 
     @property
     def pid(self) -> int:
@@ -173,6 +179,25 @@ class Child:
         child.close()
         self.conn = parent
         self.jobs = 0
+        self.ready = False
+
+    def wait_ready(self, stop: threading.Event, timeout: float = START_TIMEOUT_S) -> bool:
+        """Wait until the child has imported the app (it said "ready"), it died, `stop` is
+        set or `timeout` passed; True when it is ready. A child that is not ready is
+        dealt with by `run` as before (started again, or the job fails as a crash)."""
+        end = time.monotonic() + timeout
+        while not self.ready and not stop.is_set() and time.monotonic() < end:
+            conn, proc = self.conn, self.proc
+            if conn is None or proc is None or not proc.is_alive():
+                return False
+            try:
+                if conn.poll(0.1):
+                    msg = conn.recv()
+                    if msg and msg[0] == "ready":
+                        self.ready = True
+            except (EOFError, OSError):
+                return False
+        return self.ready
 
     def warm(self) -> None:
         """Start the child now unless one runs or the worker stops (the next job retries)."""
@@ -222,6 +247,7 @@ class Child:
         if self.conn is not None:
             self.conn.close()
         self.proc = self.conn = None
+        self.ready = False
 
     def close(self) -> None:
         if self.conn is not None and self.proc is not None and self.proc.is_alive():
@@ -285,6 +311,9 @@ class Child:
                     msg = self.conn.recv()
                 except (EOFError, OSError):
                     return self._crashed(jd), False
+                if msg[0] == "ready":  # sent once after the imports, before any job
+                    self.ready = True
+                    continue
                 if msg[0] == "started":
                     start_by = float("inf")
                     if timeout:

@@ -6,7 +6,9 @@
    owner, and ask Redis first when the last confirmed heartbeat is too old).
 2. Starts the fetcher (reserve batches into a local inbox), `concurrency`
    executor threads (each running jobs inline, or through its own child process
-   with `isolation="process"`), the acker, the heartbeat and the poller.
+   with `isolation="process"`), the acker, the heartbeat and the poller. With process
+   isolation the fetcher starts once every child has imported the app (warm children
+   before work arrives; podjobs.isolation).
 3. Stops gracefully on SIGTERM/SIGINT: stop fetching, give unstarted jobs
    back, let running jobs finish for `shutdown_timeout` seconds, then stop the
    children of those still running (process isolation: SIGTERM, SIGKILL after
@@ -32,7 +34,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podjobs.acker import Acker
 from podjobs.backend import RedisBackend
@@ -45,7 +47,6 @@ from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.identity import Identity
 from podjobs.ids import new_id
 from podjobs.invoke import JobTimeout, Outcome, invoke
-from podjobs.isolation import Child, ChildStopped, stop_children
 from podjobs.jobs import JobDef
 from podjobs.middleware import Middleware, perform_middleware
 from podjobs.payload import inflight_field
@@ -54,6 +55,9 @@ from podjobs.settler import Settler
 from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S, ExitGuard, SignalDispatch, dump
 from podjobs.stops import StopSignals
 from podjobs.watchdog import Watchdog
+
+if TYPE_CHECKING:  # process isolation (multiprocessing, ctypes) loads only when it is used
+    from podjobs.isolation import Child
 
 log = logging.getLogger("podjobs.worker")
 
@@ -128,6 +132,9 @@ class Worker:
         self.stops = StopSignals()
         #: process isolation: every executor slot's child
         self._children: list[Child] = []
+        #: process isolation: executor slots whose child has not yet said ready (or died)
+        self._warming = 0
+        self._warm_cond = threading.Condition()
         self._quiet = False
         self._probe: Any = None
 
@@ -185,15 +192,32 @@ class Worker:
         self.heartbeat.reap()
         self.poller.poll_once()
         self.acker.start()
+        if self.config.isolation == "process":
+            self._warming = self.config.concurrency
         for i in range(self.config.concurrency):
             t = threading.Thread(target=self._exec_loop, name=f"podjobs-exec-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        self.fetcher.start()
         self.heartbeat.start()
         self.poller.start()
+        self._wait_children_warm()
+        self.fetcher.start()
         log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
                  ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
+
+    def _wait_children_warm(self) -> None:
+        """Process isolation: reserve no job before every child has imported the app (or
+        died, or START_TIMEOUT_S passed in its slot), so that no job of the first ones waits
+        for a child's start-up or competes with ten of them for the CPU. Ends early on a
+        stop signal."""
+        with self._warm_cond:
+            while self._warming > 0 and not self._stopped.is_set():
+                self._warm_cond.wait(0.2)  # a stop signal sets _stopped without notifying
+
+    def _child_warmed(self) -> None:
+        with self._warm_cond:
+            self._warming -= 1
+            self._warm_cond.notify_all()
 
     def run(self) -> None:
         """Start, act on signals (see the module docstring) until SIGTERM/SIGINT, then stop
@@ -245,7 +269,7 @@ class Worker:
         still = [t for t in self._threads if t.is_alive()]
         # the jobs still running go back to their queues below: their children must be gone
         # first, or they would run twice at once (thread mode: the process exits right after)
-        if stop_children(self._children, CHILD_STOP_GRACE_S):
+        if self._children and _isolation().stop_children(self._children, CHILD_STOP_GRACE_S):
             for t in still:
                 t.join(1.0)
         self.poller.stop()
@@ -278,11 +302,19 @@ class Worker:
 
     def _exec_loop(self) -> None:
         child = None
+        #: ChildStopped under process isolation; nothing else raises it
+        child_stopped: tuple[type[BaseException], ...] = ()
         if self.config.isolation == "process":
-            child = Child(self.config.app_modules, self.config.max_jobs_per_child,
-                          self.config.max_memory_mb, self.stopping)
-            self._children.append(child)
-            child.warm()  # imports the app now, not on the first job
+            try:
+                isolation = _isolation()
+                child_stopped = (isolation.ChildStopped,)
+                child = isolation.Child(self.config.app_modules, self.config.max_jobs_per_child,
+                                        self.config.max_memory_mb, self.stopping)
+                self._children.append(child)
+                child.warm()  # imports the app now, not on the first job
+                child.wait_ready(self.stopping)
+            finally:
+                self._child_warmed()  # start() reserves no job before every slot is here
         runner = child.run if child is not None else self._run_inline
         cfg = self.config
         ex = Executor(self.settler, self.chain, runner=runner, pod=cfg.pod,
@@ -292,8 +324,11 @@ class Worker:
         inbox_get = self.fetcher.inbox.get
         running = self._running
         me = threading.get_ident()
+        stopping = self.stopping
         try:
             while True:
+                if child is not None and not child.ready:
+                    child.wait_ready(stopping)  # take no job while the child imports the app
                 item = inbox_get()
                 if item is None:
                     return
@@ -309,7 +344,7 @@ class Worker:
                 running[me] = (inflight_field(raw), "", queue, time.time())
                 try:
                     ex.execute(queue, raw, owner)
-                except ChildStopped:
+                except child_stopped:
                     pass  # stopped at the shutdown deadline: stop() gives the job back
                 except (Exception, JobTimeout) as exc:
                     ex.unsettled(queue, raw, owner, exc)
@@ -349,3 +384,11 @@ class Worker:
                 mws.append(Timeouts(self.watchdog, jd.options.timeout))  # innermost
             self._perform[jd.name] = mws
         return invoke(jd, ctx, args, kwargs, mws)
+
+
+def _isolation() -> Any:
+    """podjobs.isolation, imported on first use (a thread-mode worker never loads it)."""
+    import podjobs.isolation
+
+    return podjobs.isolation
+

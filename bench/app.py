@@ -12,7 +12,7 @@ import podjobs
 _r: redis.Redis | None = None
 
 
-@podjobs.job(name="bench.noop", queue="bench")
+@podjobs.job(name="bench.noop", queue="bench", api=True)
 def noop(i: int) -> None:
     pass
 

@@ -35,7 +35,8 @@ from tests.apps import api_app  # noqa: F401 - the workers run its jobs
 from tests.helpers import REPO, fast_config, stop_proc, wait_until
 
 TOKENS = {"shop-a": "token-for-shop-a-0123456789", "shop-b": "token-for-shop-b-0123456789",
-          "operator": "operator-token-0123456789"}
+          "operator": "operator-token-0123456789", "reader": "reader-token-for-shop-a-0123",
+          "noop-only": "noop-only-token-for-shop-a", "expired": "expired-token-for-shop-a-012"}
 TENANTS = {"shop-a": "p1", "shop-b": "p2", "shop-c": "p3"}
 
 
@@ -81,12 +82,18 @@ def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
         {"name": "a", "tenant": "shop-a", "token": TOKENS["shop-a"]},
         {"name": "b", "tenant": "shop-b", "sha256": digest(TOKENS["shop-b"]).hex()},
         {"name": "ops", "operator": True, "token": TOKENS["operator"]},
+        {"name": "reader", "tenant": "shop-a", "token": TOKENS["reader"], "scopes": ["read"]},
+        {"name": "noop-only", "tenant": "shop-a", "token": TOKENS["noop-only"],
+         "jobs": ["api.noop"]},
+        {"name": "expired", "tenant": "shop-a", "token": TOKENS["expired"],
+         "expires": "2020-01-01T00:00:00Z"},
     ]}))
     port = free_port()
     log = d / "api.log"
     cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
            "--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.api_app",
-           "--max-wait", "5", "--sync-wait", "3", "--max-body-kb", "64", "--log-level", "warning"]
+           "--max-wait", "5", "--sync-wait", "3", "--max-body-kb", "64", "--log-level", "warning",
+           "--allow-unserved-queues"]  # the tests park jobs on a queue no worker serves
     env_vars = dict(os.environ, PYTHONPATH=str(REPO), PODJOBS_API_GHOST="1")
     out = open(log, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env_vars, stdout=out, stderr=subprocess.STDOUT)
@@ -291,9 +298,11 @@ def test_prefer_respond_async_waits_then_falls_back_to_202(env: Env) -> None:
         r = post(c, "shop-a", {"job": "api.add", "args": [1, 2]},
                  headers={"Prefer": "respond-async, wait=5"})
         assert r.status_code == 200 and r.json()["result"] == 3
-        r = post(c, "shop-a", {"job": "api.slow", "args": [2.0]},
-                 headers={"Prefer": "respond-async, wait=0.3"})
-        assert r.status_code == 202 and r.headers["preference-applied"] == "respond-async"
+        r = post(c, "shop-a", {"job": "api.slow", "args": [4.0]},
+                 headers={"Prefer": "respond-async, wait=2"})
+        assert r.status_code == 202 and r.headers["preference-applied"] == "respond-async, wait=2"
+        # the document as it is after the wait (running), not the one from enqueue (queued)
+        assert r.json()["state"] == "running" and r.json()["attempts"] == 1
         poll(c, r.headers["location"], lambda g: g.json()["state"] == "succeeded")
 
 
@@ -732,3 +741,109 @@ def test_two_server_processes_serve_one_port_and_stop_together(
                    what="the server processes to stop")
     finally:
         stop_proc(proc, timeout=5)
+
+
+# -- tenant isolation (issue 16): what a tenant token may enqueue, and small mismatches --------
+
+
+def test_only_jobs_declared_for_http_on_their_allowed_queues(env: Env) -> None:
+    """A job without @job(api=...) answers like an unknown one; a queue the job does not
+    allow is refused naming the allowed ones; nothing is written either way."""
+    with env.client() as c:
+        before = env.footprint()
+        r = post(c, "shop-a", {"job": "api.retry_later"})  # a job not declared for HTTP
+        assert r.status_code == 422 and "@podjobs.job(api=True)" in r.json()["detail"]
+        assert post(c, "shop-a", {"job": "api.nope"}).json()["detail"] == r.json()["detail"].replace(
+            "api.retry_later", "api.nope")  # indistinguishable from an unknown job
+        r = post(c, "shop-a", {"job": "api.noop", "queue": "critical"})
+        assert r.status_code == 422 and "allowed: default" in r.json()["detail"]
+        assert env.footprint() == before
+        r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})  # allowed
+        assert r.status_code == 202, r.text
+
+
+def test_token_scopes_jobs_and_expiry(env: Env) -> None:
+    with env.client("shop-a") as a:
+        r = post(a, "shop-a", {"job": "api.add", "args": [2, 2]})
+        assert r.status_code == 202
+        monitor = r.headers["location"]
+    with env.client("reader") as reader:
+        assert reader.get(monitor).status_code == 200  # may read
+        r = post(reader, "shop-a", {"job": "api.add", "args": [1, 1]})
+        assert r.status_code == 403 and "may not enqueue" in r.json()["detail"]
+        r = reader.delete(monitor)
+        assert r.status_code == 403 and "'cancel' scope" in r.json()["detail"]
+    with env.client("noop-only") as only:
+        assert post(only, "shop-a", {"job": "api.noop"}).status_code == 202
+        r = post(only, "shop-a", {"job": "api.add", "args": [1, 1]})
+        assert r.status_code == 403 and "may not enqueue 'api.add'" in r.json()["detail"]
+    with env.client("expired") as old:
+        r = old.get(monitor)
+        assert r.status_code == 401 and "expired at 2020-01-01T00:00:00Z" in r.json()["detail"]
+
+
+def test_another_tenants_record_is_never_read(env: Env) -> None:
+    """Only the record's tenant is read before the check: a job of shop-a asked for by
+    shop-b costs one HMGET, like a missing one (Redis MONITOR shows the commands)."""
+    with env.client("shop-a") as a:
+        r = post(a, "shop-a", {"job": "api.add", "args": [3, 3], "queue": "parked"})
+        jid = r.json()["id"]
+    r1 = env.redis["p1"]
+    with r1.monitor() as m, env.client("shop-b") as b:
+        assert b.get(f"/v1/jobs/{jid}").status_code == 404
+        seen: list[str] = []
+        for _ in range(200):
+            cmd = m.next_command()["command"]
+            seen.append(cmd)
+            if "HMGET" in cmd.upper() and jid in cmd:
+                break
+        assert any(jid in c for c in seen)
+    # the monitor stops at the HMGET; no HGETALL of the record may come before it
+    assert not [c for c in seen if c.upper().startswith("HGETALL") and keys.status(jid) in c]
+
+
+def test_answers_agree_with_what_follows(env: Env) -> None:
+    """enqueued_at of the 202 is the record's (Redis' clock); OPTIONS lists the methods."""
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": [4, 4], "queue": "parked"})
+        later = c.get(r.headers["location"]).json()
+        assert r.json()["enqueued_at"] == later["enqueued_at"]
+        o = c.options(r.headers["location"])
+        assert o.status_code == 204 and o.headers["allow"] == "GET, DELETE, OPTIONS"
+        assert c.options("/v1/tenants/shop-a/jobs").headers["allow"] == "POST, OPTIONS"
+
+
+def test_a_queue_no_worker_serves_is_refused(env: Env, tmp_path: Path) -> None:
+    """Without --allow-unserved-queues, a queue no live worker of the tenant's pod serves is
+    refused (422) naming the served queues; nothing is written."""
+    port = free_port()
+    tokens = tmp_path / "t.json"
+    tokens.write_text(json.dumps({"tokens": [{"name": "a", "tenant": "shop-a",
+                                              "token": TOKENS["shop-a"]}]}))
+    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+           "--zk", f"{env.zk.hosts}{env.zk.root}", "--tokens", str(tokens),
+           "--app", "tests.apps.api_app", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, "the second API server exited"
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=30, what="the second API server")
+        before = env.footprint()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKENS['shop-a']}"},
+                          timeout=30) as c:
+            r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})
+            assert r.status_code == 422, r.text
+            assert "no live worker of pod p1 serves queue 'parked'" in r.json()["detail"]
+            assert "the queues served: default" in r.json()["detail"]
+            assert env.footprint() == before
+            assert post(c, "shop-a", {"job": "api.add", "args": [1, 1]}).status_code == 202
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -200,8 +200,9 @@ def test_answers() -> None:
     a = final_answer(view(state="succeeded", result="3"), Demand(Mode.SYNC, 5.0, no_content=True))
     assert a.status == 200
     assert final_answer(view(state="dead"), sync).status == 200
+    # asked 2.5 s, the server waited at most 1 s (its cap): the preference applied is wait=1
     assert final_answer(view(state="succeeded"), Demand(Mode.SYNC, 1, 2.5)).headers[
-        "Preference-Applied"] == "wait=2.5"
+        "Preference-Applied"] == "wait=1"
 
 
 def test_ids_and_times() -> None:

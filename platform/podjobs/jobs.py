@@ -60,6 +60,14 @@ class JobOptions:
     #: never run while a caller waits for it (the HTTP API answers 417 to a synchronous
     #: request); iteration jobs are asynchronous-only whatever this says
     async_only: bool = False
+    #: callable over the HTTP API (`@job(api=True)`); platform jobs never are
+    api: bool = False
+    #: queues an HTTP request may pick besides the job's own (`@job(api={"queues": [...]})`)
+    api_queues: tuple[str, ...] = ()
+
+    def api_allows(self, queue: str | None) -> bool:
+        """Whether an HTTP request may enqueue this job on `queue` (None: the job's own)."""
+        return self.api and (queue is None or queue == self.queue or queue in self.api_queues)
 
 
 class JobDef:
@@ -237,12 +245,16 @@ def job(
     unique_for: float | timedelta | None = None,
     max_memory_mb: float | None = None,
     async_only: bool = False,
+    api: bool | Mapping[str, Any] = False,
 ) -> Any:
-    """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function."""
+    """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function.
+
+    `api=True` lets tenants enqueue it over the HTTP API on its own queue;
+    `api={"queues": ["low", ...]}` also on those queues. Without it the API refuses it."""
 
     def wrap(f: Callable[..., Any]) -> JobDef:
         opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb,
-                            async_only)
+                            async_only, api)
         return register(JobDef(name or f"{f.__module__}.{f.__qualname__}", f, opts))
 
     return wrap(fn) if fn is not None else wrap
@@ -250,7 +262,8 @@ def job(
 
 def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
                  delivery: DeliveryMode | str, unique_for: float | timedelta | None,
-                 max_memory_mb: float | None, async_only: bool = False) -> JobOptions:
+                 max_memory_mb: float | None, async_only: bool = False,
+                 api: bool | Mapping[str, Any] = False) -> JobOptions:
     if not queue or "," in queue or ":" in queue or queue != queue.strip():
         raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
     try:
@@ -261,7 +274,20 @@ def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout
     if retries < 0:
         raise ConfigurationError(f"retries={retries} must be >= 0")
     uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
-    return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb, bool(async_only))
+    allowed, api_queues = _api_access(api)
+    return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb, bool(async_only),
+                      allowed, api_queues)
+
+
+def _api_access(api: bool | Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:
+    if isinstance(api, bool):
+        return api, ()
+    if isinstance(api, Mapping) and set(api) <= {"queues"}:
+        queues = api.get("queues", [])
+        if isinstance(queues, list | tuple) and all(isinstance(q, str) and q for q in queues):
+            return True, tuple(queues)
+    raise ConfigurationError(f"api={api!r}: use api=True, or api={{'queues': ['low', ...]}} for "
+                             f"the queues an HTTP request may pick besides the job's own")
 
 
 def register(jd: JobDef) -> JobDef:
@@ -304,6 +330,7 @@ class Job:
     unique_for: ClassVar[float | None] = None
     max_memory_mb: ClassVar[float | None] = None
     async_only: ClassVar[bool] = False
+    api: ClassVar[bool | dict[str, Any]] = False
     job_name: ClassVar[str | None] = None
     definition: ClassVar[JobDef]
 
@@ -317,7 +344,7 @@ class Job:
 
         run.__signature__ = _perform_signature(cls)  # type: ignore[attr-defined]
         opts = make_options(cls.queue, cls.retries, cls.backoff, cls.timeout, cls.delivery,
-                            cls.unique_for, cls.max_memory_mb, cls.async_only)
+                            cls.unique_for, cls.max_memory_mb, cls.async_only, cls.api)
         jd = JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts)
         jd.job_class = cls
         cls.definition = register(jd)

@@ -15,49 +15,49 @@ from podjobs.context import Context
 from podjobs.iteration import IterationJob, enumerators
 
 
-@podjobs.job(name="api.add", retries=0)
+@podjobs.job(name="api.add", retries=0, api={"queues": ["parked"]})
 def add(a: int, b: int) -> int:
     return a + b
 
 
-@podjobs.job(name="api.noop", retries=0)
+@podjobs.job(name="api.noop", retries=0, api=True)
 def noop() -> None:
     pass
 
 
-@podjobs.job(name="api.create_thing", retries=0)
+@podjobs.job(name="api.create_thing", retries=0, api=True)
 def create_thing(name: str) -> podjobs.Created:
     return podjobs.Created(f"/things/{name}")
 
 
-@podjobs.job(name="api.create_dict", retries=0)
+@podjobs.job(name="api.create_dict", retries=0, api=True)
 def create_dict(name: str) -> dict[str, Any]:
     return {"location": f"https://example.test/things/{name}", "name": name}
 
 
-@podjobs.job(name="api.fail", retries=0)
+@podjobs.job(name="api.fail", retries=0, api=True)
 def fail(message: str) -> None:
     raise RuntimeError(message)
 
 
-@podjobs.job(name="api.fail_slowly", retries=1, backoff=podjobs.constant(1.0))
+@podjobs.job(name="api.fail_slowly", retries=1, backoff=podjobs.constant(1.0), api=True)
 def fail_slowly(message: str) -> None:
     """Fails twice, one second apart: long enough to see it `retrying`."""
     raise ValueError(message)
 
 
-@podjobs.job(name="api.slow", retries=0)
+@podjobs.job(name="api.slow", retries=0, api=True)
 def slow(ctx: Context, seconds: float) -> str:
     ctx.stopping.wait(seconds)
     return "slept"
 
 
-@podjobs.job(name="api.unique", retries=0, unique_for=60)
+@podjobs.job(name="api.unique", retries=0, unique_for=60, api={"queues": ["parked"]})
 def unique(key: str) -> None:
     pass
 
 
-@podjobs.job(name="api.later_only", retries=0, async_only=True)
+@podjobs.job(name="api.later_only", retries=0, async_only=True, api=True)
 def later_only() -> None:
     pass
 
@@ -67,6 +67,7 @@ class Steps(IterationJob):
 
     job_name = "api.steps"
     retries = 0
+    api = True
     checkpoint_every = 1
 
     def build_enumerator(self, ctx: Context, cursor: Any, *, n: int, sleep: float = 0.0) -> Any:
@@ -97,6 +98,6 @@ def once(name: str) -> podjobs.Created:
 
 if os.environ.get("PODJOBS_API_GHOST"):
 
-    @podjobs.job(name="api.ghost", retries=0)
+    @podjobs.job(name="api.ghost", retries=0, api=True)
     def ghost() -> None:
         pass

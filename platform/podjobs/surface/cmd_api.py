@@ -69,7 +69,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings(max_body_bytes=int(args.max_body_kb * 1024), max_wait_s=args.max_wait,
                         default_wait_s=min(args.sync_wait, args.max_wait),
                         status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
-                        app_modules=app_modules(args.app))
+                        app_modules=app_modules(args.app),
+                        refuse_unserved_queues=not args.allow_unserved_queues)
     doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk), "log_format": args.log_format,
            "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
     common: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level.lower(),
@@ -208,6 +209,9 @@ def register(cmds: Commands) -> None:
     p.add_argument("--zk", metavar="HOSTS[/ROOT]",
                    help="ZooKeeper (default $PODJOBS_ZK, else the topology file's)")
     p.add_argument("--tokens", metavar="FILE", help="token file (default $PODJOBS_API_TOKENS)")
+    p.add_argument("--allow-unserved-queues", action="store_true",
+                   help="accept jobs for a queue no live worker of the pod serves (they wait; "
+                        "default: 422 naming the queues served)")
     p.add_argument("--app", action="append", metavar="MODULE",
                    help="module(s) that define the jobs (repeat or comma-separate)")
     p.add_argument("--max-wait", type=float, default=30.0,

@@ -37,8 +37,8 @@ def final_answer(view: dict[str, Any], demand: Demand) -> Answer:
     a resource, 204 for a bodiless success the caller expected, else 200 with the document
     (a failed, dead or cancelled job's document carries its error)."""
     headers = {"Content-Location": view["monitor"]}
-    if demand.prefer_wait is not None:
-        headers["Preference-Applied"] = f"wait={fmt_seconds(demand.prefer_wait)}"
+    if demand.prefer_wait is not None:  # the wait applied: the server caps what was asked
+        headers["Preference-Applied"] = f"wait={fmt_seconds(min(demand.prefer_wait, demand.wait_s))}"
     if view["state"] == "succeeded":
         if view.get("location"):
             return Answer(201, {**headers, "Location": view["location"]}, view)

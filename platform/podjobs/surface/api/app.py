@@ -15,6 +15,7 @@ answers, and the route groups of routes_jobs and routes_ops; `podjobs api`
 the threadpool; a synchronous request's wait is waiting.py's.
 """
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -64,6 +65,11 @@ def authentication(tokens: TokenStore) -> tuple[Callable[..., Principal], Callab
         if p is None:
             raise ApiError(401, "a valid bearer token is required (Authorization: Bearer TOKEN)",
                            {"WWW-Authenticate": 'Bearer realm="podjobs"'})
+        if p.expires is not None and time.time() >= p.expires:
+            raise ApiError(401, f"the token {p.name!r} expired at "
+                                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(p.expires))}; "
+                                f"ask for a new one ('podjobs api token rotate')",
+                           {"WWW-Authenticate": 'Bearer realm="podjobs", error="invalid_token"'})
         return p
 
     def operator(p: Annotated[Principal, Depends(who)]) -> Principal:

@@ -9,7 +9,10 @@ The token file (`podjobs api --tokens FILE`, or `$PODJOBS_API_TOKENS`) is JSON:
     ]}
 
 Each entry has exactly one of `sha256` (the file then holds no secret) or `token` (at least
-16 characters), and exactly one of `tenant` or `"operator": true`. `podjobs api token
+16 characters), and exactly one of `tenant` or `"operator": true`. Optional: `scopes`, what
+the token may do (a list of `enqueue`, `read`, `cancel`; default all three), `jobs`, the
+only job names it may enqueue, and `expires`, an ISO 8601 UTC time after which the token is
+refused (401, "expired"). `podjobs api token
 --tenant T` prints a fresh token and its entry. The file is read again when it changes
 (checked at most once a second); a broken new version is logged and the old tokens stay.
 
@@ -30,6 +33,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +47,32 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _TENANT = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
+#: what a token may do; a token without `scopes` may do all of it
+SCOPES = ("enqueue", "read", "cancel")
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a token speaks for: one tenant, or an operator (every tenant, and the pods)."""
+    """Who a token speaks for: one tenant, or an operator (every tenant, and the pods), and
+    what it may do there."""
 
     name: str
     tenant: str | None = None
     operator: bool = False
+    scopes: frozenset[str] = frozenset(SCOPES)
+    #: the only jobs it may enqueue (None: any job the API allows)
+    jobs: frozenset[str] | None = None
+    #: time.time() after which the token is refused (None: never)
+    expires: float | None = None
 
     def may_act_for(self, tenant: str | None) -> bool:
         return self.operator or (tenant is not None and tenant == self.tenant)
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def may_enqueue(self, job: str) -> bool:
+        return "enqueue" in self.scopes and (self.jobs is None or job in self.jobs)
 
 
 def digest(token: str) -> bytes:
@@ -68,7 +88,8 @@ def parse_tokens(doc: Any, where: str = "token file") -> dict[bytes, Principal]:
         at = f"{where}: tokens[{i}]"
         if not isinstance(e, dict):
             raise ConfigurationError(f"{at} is not an object")
-        unknown = set(e) - {"name", "tenant", "operator", "sha256", "token"}
+        unknown = set(e) - {"name", "tenant", "operator", "sha256", "token", "scopes", "jobs",
+                            "expires"}
         if unknown:
             raise ConfigurationError(f"{at} has unknown fields {sorted(unknown)}")
         name = str(e.get("name") or f"tokens[{i}]")
@@ -94,7 +115,16 @@ def parse_tokens(doc: Any, where: str = "token file") -> dict[bytes, Principal]:
             d = digest(tok)
         if d in out:
             raise ConfigurationError(f"{at} repeats the token of {out[d].name!r}")
-        out[d] = Principal(name, tenant, bool(operator))
+        scopes = e.get("scopes", list(SCOPES))
+        if not isinstance(scopes, list) or not set(scopes) <= set(SCOPES) or not scopes:
+            raise ConfigurationError(f"{at}: scopes must be a non-empty list of {list(SCOPES)}")
+        jobs = e.get("jobs")
+        if jobs is not None and (not isinstance(jobs, list)
+                                 or not all(isinstance(j, str) and j for j in jobs)):
+            raise ConfigurationError(f"{at}: jobs must be a list of job names")
+        out[d] = Principal(name, tenant, bool(operator), frozenset(scopes),
+                           frozenset(jobs) if jobs is not None else None,
+                           parse_expiry(e.get("expires"), at))
     return out
 
 
@@ -161,6 +191,22 @@ class TokenStore:
         # looked up by SHA-256 digest: the timing depends only on the digest of the guess,
         # never on how much of a stored token a guess matches
         return self._by_digest.get(digest(token))
+
+
+def parse_expiry(value: Any, at: str = "expires") -> float | None:
+    """An entry's `expires` (ISO 8601; UTC when it names no zone) as time.time() seconds."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{at}: expires must be an ISO 8601 time like 2027-01-31T00:00:00Z")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"{at}: expires {value!r} is not an ISO 8601 time like "
+                                 f"2027-01-31T00:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def new_token() -> str:

@@ -36,7 +36,7 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
     """Enqueue, monitor and cancel on `app`; `who` is the dependency that authenticates
     the caller."""
     settings = service.settings
-    job_names = sorted(service._jobs())
+    job_names = sorted(n for n, jd in service._jobs().items() if jd.options.api)
     Who = Annotated[Principal, Depends(who)]
 
     @app.post(
@@ -71,6 +71,9 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
                       ) -> Response:
         if not p.may_act_for(tenant):
             raise not_found_tenant(tenant)
+        if not p.may("enqueue"):
+            raise ApiError(403, f"the token {p.name!r} may not enqueue (its scopes: "
+                                f"{', '.join(sorted(p.scopes))})")
         demand = parse_demand(expect, prefer, default_wait_s=settings.default_wait_s,
                               max_wait_s=settings.max_wait_s)
         if demand.refusal:
@@ -85,7 +88,7 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
             raise ApiError(400, str(exc)) from None
         except Unprocessable as exc:
             raise ApiError(422, exc.detail, extra={"errors": exc.errors}) from None
-        jd = service.job(req.job)
+        jd = service.job(req.job, req.queue, p)
         service.check_arguments(jd, req)
         async_only = is_async_only(jd)
         why = refusal(async_only, req.delay, demand)
@@ -108,7 +111,16 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
         },
     )
     def get_job(job_id: str, p: Who) -> Response:
+        _scope(p, "read")
         return answer(monitor_answer(service.find(p, job_id).view(job_id)))
+
+    @app.options("/v1/jobs/{job_id}", include_in_schema=False, status_code=204)
+    def job_options(job_id: str) -> Response:
+        return Response(status_code=204, headers={"Allow": "GET, DELETE, OPTIONS"})
+
+    @app.options("/v1/tenants/{tenant}/jobs", include_in_schema=False, status_code=204)
+    def enqueue_options(tenant: str) -> Response:
+        return Response(status_code=204, headers={"Allow": "POST, OPTIONS"})
 
     @app.delete(
         "/v1/jobs/{job_id}", response_model=models.JobStatus,
@@ -122,8 +134,15 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
         },
     )
     def cancel_job(job_id: str, p: Who) -> Response:
+        _scope(p, "cancel")
         _, view = service.cancel(p, job_id)
         return json_response(200, view)
+
+
+def _scope(p: Principal, scope: str) -> None:
+    if not p.may(scope):
+        raise ApiError(403, f"the token {p.name!r} lacks the {scope!r} scope (its scopes: "
+                            f"{', '.join(sorted(p.scopes))})")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

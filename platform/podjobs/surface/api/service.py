@@ -54,6 +54,9 @@ from .auth import Principal
 from .body import EnqueueRequest
 from .views import job_view, monitor_path, queued_view, valid_job_id
 
+#: seconds the queues a pod's workers serve are cached (enqueue checks them)
+SERVED_TTL_S = 2.0
+
 log = logging.getLogger("podjobs.api")
 
 T = TypeVar("T")
@@ -79,6 +82,8 @@ class Settings:
     app_modules: list[str] = field(default_factory=list)
     #: seconds a status or operator read of a pod may take to connect, and to answer
     read_timeout_s: float = 1.0
+    #: refuse an enqueue on a queue no live worker of the tenant's pod serves (422)
+    refuse_unserved_queues: bool = True
 
 
 class ApiError(Exception):
@@ -149,6 +154,8 @@ class Service:
         self._readers: dict[str, RedisBackend] = {}
         self._readers_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="podjobs-api-read")
+        #: pod -> (when read, the queues its live workers serve or None)
+        self._served: dict[str, tuple[float, set[str] | None]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -186,13 +193,52 @@ class Service:
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def job(self, name: str) -> JobDef:
+    def job(self, name: str, queue: str | None = None,
+            principal: Principal | None = None) -> JobDef:
+        """The job a request names, when it may be enqueued over HTTP (declared with
+        `@podjobs.job(api=...)`, on a queue it allows, and, for a token limited to some jobs,
+        one of them); else 422 (a job not callable over HTTP answers as an unknown one) or
+        403."""
         jd = self._jobs().get(name)
-        if jd is None:
-            raise ApiError(422, f"no job named {name!r} is registered in this API server "
-                                f"(start it with --app MODULE for the module that defines it)",
+        if jd is None or not jd.options.api:
+            raise ApiError(422, f"no job named {name!r} can be enqueued over HTTP: it must be "
+                                f"registered in this API server (--app MODULE) and declared "
+                                f"with @podjobs.job(api=True)",
                            extra={"errors": [{"loc": ["body", "job"], "msg": "unknown job"}]})
+        if principal is not None and not principal.may_enqueue(name):
+            raise ApiError(403, f"the token {principal.name!r} may not enqueue {name!r}")
+        if not jd.options.api_allows(queue):
+            allowed = [jd.options.queue, *jd.options.api_queues]
+            raise ApiError(422, f"job {name!r} may not be enqueued on queue {queue!r} over HTTP; "
+                                f"allowed: {', '.join(allowed)}",
+                           extra={"errors": [{"loc": ["body", "queue"], "msg": "queue not allowed"}]})
         return jd
+
+    def served_queues(self, pod: str) -> set[str] | None:
+        """The queues the pod's live workers serve (None: no live worker, so unknown: the
+        jobs wait for the workers to come back); cached for SERVED_TTL_S."""
+        now = time.monotonic()
+        hit = self._served.get(pod)
+        if hit is not None and now - hit[0] < SERVED_TTL_S:
+            return hit[1]
+        live = [w for w in Inspector(self.reader(pod)).workers() if w.alive]
+        served = {q for w in live for q in w.queues} if live else None
+        self._served[pod] = (now, served)
+        return served
+
+    def _check_served(self, tenant: str, queue: str) -> None:
+        entry = self.directory.tenant(tenant)
+        if entry is None:
+            return  # enqueue answers 404 for the unknown tenant
+        try:
+            served = self.served_queues(str(entry.pod))
+        except (BackendUnavailable, RedisError):
+            return  # enqueue answers 503 for the pod
+        if served is not None and queue not in served:
+            raise ApiError(422, f"no live worker of pod {entry.pod} serves queue {queue!r}; the "
+                                f"queues served: {', '.join(sorted(served))}. Nothing was "
+                                f"enqueued", extra={"errors": [{"loc": ["body", "queue"],
+                                                                "msg": "queue not served"}]})
 
     def check_arguments(self, jd: JobDef, req: EnqueueRequest) -> None:
         why = jd.arguments_fit(req.args, req.kwargs)
@@ -205,6 +251,8 @@ class Service:
         """Enqueue a tracked job for `tenant`; (its queued document, its pod)."""
         if not principal.may_act_for(tenant):
             raise not_found_tenant(tenant)
+        if self.settings.refuse_unserved_queues:
+            self._check_served(tenant, req.queue or jd.options.queue)
         call = Call(jd, tuple(req.args), dict(req.kwargs), queue=req.queue,
                     track=self.settings.status_ttl_s)
         s = self.settings
@@ -231,11 +279,25 @@ class Service:
         if not handle.enqueued:
             raise ApiError(409, f"an identical {jd.name} job is already pending (the job is unique "
                                 f"for {jd.options.unique_for:g} s); nothing was enqueued")
-        now = time.time_ns() // 1_000_000
+        now = self._enqueued_ms(handle.pod, handle.id)
         run_at = now + int(req.delay * 1000) if req.delay else None
         view = queued_view(handle.id, jd.name, tenant, handle.queue, jd.options.retries + 1,
                            now, run_at)
         return view, handle.pod or ""
+
+    def _enqueued_ms(self, pod: str | None, job_id: str) -> int:
+        """When the job was enqueued on Redis' clock (its record's enqueued_ms, the time
+        every later answer shows); the server's clock only when the record cannot be read."""
+        try:
+            if pod:
+                b = self.reader(pod)
+                with b.errors("read a job's enqueue time"):
+                    got = b.redis.hget(keys.status(job_id), "enqueued_ms")
+                if got:
+                    return int(got)
+        except Exception as exc:  # the job is enqueued: answer anyway
+            log.warning("enqueue time of job %s unreadable: %s", job_id, exc)
+        return time.time_ns() // 1_000_000
 
     # -- reading a job -----------------------------------------------------------------
 
@@ -254,17 +316,23 @@ class Service:
         """The record on `pod` when there is one the principal may see; nothing more is read
         for another tenant's record."""
         b = self.reader(pod)
+        sk = keys.status(job_id)
+        with b.errors("read a job's status"):
+            # the tenant first: another tenant's record is never read (nor is its size felt)
+            owner = b.redis.hmget(sk, ["tenant", "state"])
+        if owner[1] is None:
+            return None
+        if not principal.may_act_for(text(owner[0]) if owner[0] else None):
+            return None
         with b.errors("read a job's status"):
             pipe = b.redis.pipeline(transaction=False)
-            pipe.hgetall(keys.status(job_id))
+            pipe.hgetall(sk)
             pipe.hgetall(iter_keys.job(job_id))
             pipe.time()
             raw, it, (sec, usec) = pipe.execute()
         if not raw:
             return None
         rec = _strs(raw)
-        if not principal.may_act_for(rec.get("tenant") or None):
-            return None
         progress = None
         if it:
             now_ms = int(sec) * 1000 + int(usec) // 1000

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from podjobs.surface.api.answers import accepted_answer, final_answer
 from podjobs.surface.api.auth import Principal
-from podjobs.surface.api.negotiation import Demand, Mode
+from podjobs.surface.api.negotiation import Demand, Mode, fmt_seconds
 from podjobs.surface.api.responses import answer, json_response
 from podjobs.surface.api.service import ApiError, Service
 from podjobs.surface.api.views import FINAL_STATES
@@ -33,24 +33,33 @@ async def wait_answer(service: Service, p: Principal, view: dict[str, Any], pod:
         final = await _wait_final(service, pod, job_id, demand.wait_s)
         if final is not None:
             return answer(final_answer(final, demand))
-        if demand.mode is Mode.WAIT_THEN_ASYNC:
-            return _accepted_async(view)
+        if demand.mode is Mode.WAIT_THEN_ASYNC:  # the document as it is now, not at enqueue
+            return _accepted_async(await run_in_threadpool(_current_view, service, p, view), demand)
         return await run_in_threadpool(_expectation_failed, service, p, job_id, demand)
     except Exception as exc:  # the job is enqueued: never answer as if nothing was
         log.warning("job %s is enqueued, but waiting for it failed: %s", job_id, exc)
         return _state_unknown(view, demand, exc)
 
 
-def _accepted_async(view: dict[str, Any]) -> Response:
+def _current_view(service: Service, p: Principal, view: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return service.find(p, view["id"]).view(view["id"])
+    except Exception as exc:  # the job is enqueued: answer with what is known
+        log.warning("job %s: current state unreadable after the wait: %s", view["id"], exc)
+        return view
+
+
+def _accepted_async(view: dict[str, Any], demand: Demand) -> Response:
     a = accepted_answer(view)
-    return json_response(a.status, a.body, {**a.headers, "Preference-Applied": "respond-async"})
+    applied = f"respond-async, wait={fmt_seconds(demand.wait_s)}"
+    return json_response(a.status, a.body, {**a.headers, "Preference-Applied": applied})
 
 
 def _state_unknown(view: dict[str, Any], demand: Demand, exc: Exception) -> Response:
     """The job was enqueued, then its state could not be read: 202 for respond-async,
     else 417; both with Location of its monitor (the caller must not enqueue it again)."""
     if demand.mode is Mode.WAIT_THEN_ASYNC:
-        return _accepted_async(view)
+        return _accepted_async(view, demand)
     why = exc.detail if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
     return json_response(417, {
         "detail": f"the job was enqueued, but its state could not be read ({why[:200]}); it "

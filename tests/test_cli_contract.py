@@ -31,6 +31,7 @@ from tests.helpers import REPO, wait_until, worker
 MIGRATIONS = str(REPO / "tests" / "apps" / "migrations")
 #: commands that run until stopped, or start servers, with why they print no JSON here
 EXEMPT = {"worker": "a worker process (logs)", "scheduler": "a scheduler process (logs)",
+          "exporter": "a metrics server (tests/test_observe.py)",
           "dev up": "starts servers (tests/test_infra.py)"}
 
 

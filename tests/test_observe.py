@@ -167,3 +167,30 @@ def test_top_tenants_are_opt_in(r: redis.Redis, redis_url: str) -> None:
     assert tenants == {"big": 3, "mid": 2}
     with worker(redis_url, app_modules=["tests.apps.api_app"], metrics_port=0) as w:
         assert not [k for k in scrape(w.metrics_port) if "tenant" in dict(k[1])]
+
+
+def test_exporter_process_serves_pod_gauges(r: redis.Redis, redis_url: str) -> None:
+    """`podjobs exporter --redis URL`: a process of its own serving the pod's gauges."""
+    import subprocess
+    import sys
+
+    from podjobs.infra.ports import free_port
+    from tests.helpers import REPO, stop_proc
+
+    api_app.noop.enqueue()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "podjobs.cli", "exporter", "--redis", redis_url,
+                             "--pod-name", "p1", "--metrics-port", str(port), "--log-level",
+                             "warning"], cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        def scraped() -> dict[Any, float]:
+            try:
+                return scrape(port)
+            except OSError:
+                return {}
+
+        got = wait_until(lambda: scraped() or None, timeout=30, what="the exporter's /metrics")
+        assert sample(got, "podjobs_pod_up", pod="p1") == 1
+        assert sample(got, "podjobs_queue_size", pod="p1", queue="default") == 1
+    finally:
+        assert stop_proc(proc) == 0

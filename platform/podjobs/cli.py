@@ -35,7 +35,8 @@ from podjobs.surface.options import Commands
 from podjobs.table import one_line
 
 COMMANDS = ("cmd_dev", "cmd_queues", "cmd_worker", "cmd_iterations", "cmd_pods", "cmd_tenants",
-            "cmd_moves", "cmd_scheduler", "cmd_migrations", "cmd_api", "cmd_exporter")
+            "cmd_moves", "cmd_scheduler", "cmd_migrations", "cmd_api", "cmd_exporter",
+            "cmd_web")
 #: top-level command name -> the command modules that register it (cmd_moves joins tenants)
 OWNERS: dict[str, tuple[str, ...]] = {
     "dev": ("cmd_dev",),
@@ -50,6 +51,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "migrations": ("cmd_migrations",),
     "api": ("cmd_api",),
     "exporter": ("cmd_exporter",),
+    "web": ("cmd_web",),
 }
 
 

@@ -148,13 +148,13 @@ class Worker:
         from prometheus_client.registry import CollectorRegistry
 
         from podjobs.chain.metrics import JobCollector, JobMetrics
-        from podjobs.probe import ProbeServer
+        from podjobs.exposition import MetricsServer
 
         link = JobMetrics(self.config.metrics_top_tenants)
         registry = CollectorRegistry()
         registry.register(JobCollector(link, self.config.pod or "", lambda: len(self._running),
                                        self.config.concurrency))
-        self._probe = ProbeServer(registry, self.health, self.config.metrics_host, port).start()
+        self._probe = MetricsServer(registry, self.health, self.config.metrics_host, port).start()
         return link
 
     @property

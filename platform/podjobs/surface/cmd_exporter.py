@@ -34,9 +34,9 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     from prometheus_client.registry import CollectorRegistry
 
     from podjobs.backend import RedisBackend
+    from podjobs.exposition import Health, MetricsServer
     from podjobs.iteration.metrics import IterationCollector
     from podjobs.podmetrics import PodCollector
-    from podjobs.probe import Health, ProbeServer
 
     setup_logs(args)
     registry = CollectorRegistry()
@@ -76,7 +76,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
             if directory.stale:
                 return False, "ZooKeeper is disconnected: the directory may be stale"
             return True, "ok"
-    probe = ProbeServer(registry, health, args.metrics_host, args.metrics_port).start()
+    probe = MetricsServer(registry, health, args.metrics_host, args.metrics_port).start()
     print(f"podjobs exporter: http://{args.metrics_host}:{probe.port}/metrics", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -161,7 +161,7 @@ def setup_logs(args: argparse.Namespace) -> None:
 
 
 def add_metrics_args(p: argparse.ArgumentParser) -> None:
-    """--metrics-port and --metrics-host: the process' /metrics and /healthz (podjobs.probe)."""
+    """--metrics-port and --metrics-host: the process' /metrics and /healthz (podjobs.exposition)."""
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus /metrics and /healthz on this port (0: any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1",

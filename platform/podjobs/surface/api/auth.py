@@ -193,6 +193,16 @@ class TokenStore:
         return self._by_digest.get(digest(token))
 
 
+    def principal_of_digest(self, digest_hex: str) -> Principal | None:
+        """The principal whose token has this hex SHA-256 (a dashboard session's), or None."""
+        try:
+            d = bytes.fromhex(digest_hex)
+        except ValueError:
+            return None
+        self._maybe_reload()
+        return self._by_digest.get(d)
+
+
 def parse_expiry(value: Any, at: str = "expires") -> float | None:
     """An entry's `expires` (ISO 8601; UTC when it names no zone) as time.time() seconds."""
     if value is None:

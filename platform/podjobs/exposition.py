@@ -1,5 +1,5 @@
-"""A process' HTTP probe: `/metrics` in Prometheus' text format (prometheus-client's
-exposition of a registry) and `/healthz` (200 when the process says it is healthy, 503 with
+"""A process' metrics and health over HTTP: `/metrics` in Prometheus' text format
+(prometheus-client's exposition of a registry) and `/healthz` (200 when the process says it is healthy, 503 with
 the reason otherwise), on its own port, in a daemon thread.
 
 Workers (`podjobs worker --metrics-port N`), the scheduler and `podjobs exporter` serve
@@ -17,13 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-log = logging.getLogger("podjobs.probe")
+log = logging.getLogger("podjobs.exposition")
 
 #: says whether the process is healthy, and why not
 Health = Callable[[], tuple[bool, str]]
 
 
-class ProbeServer:
+class MetricsServer:
     def __init__(self, registry: CollectorRegistry, health: Health, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.registry = registry
@@ -54,14 +54,14 @@ class ProbeServer:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="podjobs-probe",
+        self._thread = threading.Thread(target=self._server.serve_forever, name="podjobs-metrics-http",
                                         daemon=True)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def start(self) -> ProbeServer:
+    def start(self) -> MetricsServer:
         self._thread.start()
         log.info("metrics and health on http://%s:%d/metrics and /healthz",
                  self._server.server_address[0], self.port)

@@ -751,12 +751,12 @@ def test_only_jobs_declared_for_http_on_their_allowed_queues(env: Env) -> None:
     allow is refused naming the allowed ones; nothing is written either way."""
     with env.client() as c:
         before = env.footprint()
-        r = post(c, "shop-a", {"job": "api.retry_later"})  # a job not declared for HTTP
+        r = post(c, "shop-a", {"job": "api.put_back"})  # a job not declared for HTTP
         assert r.status_code == 422 and "@podjobs.job(api=True)" in r.json()["detail"]
         assert post(c, "shop-a", {"job": "api.nope"}).json()["detail"] == r.json()["detail"].replace(
-            "api.retry_later", "api.nope")  # indistinguishable from an unknown job
+            "api.put_back", "api.nope")  # answered like an unknown job
         r = post(c, "shop-a", {"job": "api.noop", "queue": "critical"})
-        assert r.status_code == 422 and "allowed: default" in r.json()["detail"]
+        assert r.status_code == 422 and "allowed: default, parked" in r.json()["detail"]
         assert env.footprint() == before
         r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})  # allowed
         assert r.status_code == 202, r.text

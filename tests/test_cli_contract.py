@@ -32,6 +32,9 @@ MIGRATIONS = str(REPO / "tests" / "apps" / "migrations")
 #: commands that run until stopped, or start servers, with why they print no JSON here
 EXEMPT = {"worker": "a worker process (logs)", "scheduler": "a scheduler process (logs)",
           "exporter": "a metrics server (tests/test_observe.py)",
+          "web": "the dashboard's server (tests/test_web_browser.py)",
+          "worker check": "an exec probe (tests/test_health.py)",
+          "scheduler check": "an exec probe (tests/test_health.py)",
           "dev up": "starts servers (tests/test_infra.py)"}
 
 

@@ -135,5 +135,5 @@ def test_readyz_is_503_while_zookeeper_is_away(cluster: Any, tmp_path: Path) -> 
         stop_proc(p)
         log.close()
         proxy.close()
-        zk.client.delete(root, recursive=True)
+        zk.delete(root, recursive=True)
         zk.stop()

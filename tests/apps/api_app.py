@@ -20,7 +20,7 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@podjobs.job(name="api.noop", retries=0, api=True)
+@podjobs.job(name="api.noop", retries=0, api={"queues": ["parked"]})
 def noop() -> None:
     pass
 
@@ -81,7 +81,7 @@ class Steps(IterationJob):
 # -- for the core's status-tracking tests (tests/test_api_tracking.py) ----------------------------
 
 
-@podjobs.job(name="api.retry_later", retries=2, backoff=podjobs.constant(30))
+@podjobs.job(name="api.retry_later", retries=2, backoff=podjobs.constant(30), api=True)
 def retry_later() -> None:
     raise RuntimeError("try again in 30 s")
 

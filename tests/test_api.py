@@ -820,9 +820,10 @@ def test_a_queue_no_worker_serves_is_refused(env: Env, tmp_path: Path) -> None:
     tokens = tmp_path / "t.json"
     tokens.write_text(json.dumps({"tokens": [{"name": "a", "tenant": "shop-a",
                                               "token": TOKENS["shop-a"]}]}))
+    audit = tmp_path / "audit.jsonl"
     cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
            "--zk", f"{env.zk.hosts}{env.zk.root}", "--tokens", str(tokens),
-           "--app", "tests.apps.api_app", "--log-level", "warning"]
+           "--app", "tests.apps.api_app", "--log-level", "warning", "--audit-log", str(audit)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -843,7 +844,34 @@ def test_a_queue_no_worker_serves_is_refused(env: Env, tmp_path: Path) -> None:
             assert "no live worker of pod p1 serves queue 'parked'" in r.json()["detail"]
             assert "the queues served: default" in r.json()["detail"]
             assert env.footprint() == before
-            assert post(c, "shop-a", {"job": "api.add", "args": [1, 1]}).status_code == 202
+            ok = post(c, "shop-a", {"job": "api.add", "args": [1, 1]})
+            assert ok.status_code == 202
+        # tokens managed by command: added (hash only in the file), used, revoked
+        def token_cmd(*a: str) -> dict[str, Any]:
+            out = subprocess.run([sys.executable, "-m", "podjobs.cli", "api", "token", *a,
+                                  "--tokens", str(tokens), "--json"], cwd=REPO, capture_output=True,
+                                 text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return dict(json.loads(out.stdout))
+
+        added = token_cmd("add", "--tenant", "shop-a", "--name", "ci", "--no-check",
+                          "--scopes", "enqueue,read")
+        assert added["token"] not in tokens.read_text()  # only its SHA-256 is stored
+        h = {"Authorization": f"Bearer {added['token']}"}
+
+        def answers() -> int:
+            return httpx.post(f"{url}/v1/tenants/shop-a/jobs", json={"job": "api.noop"}, headers=h,
+                              timeout=10).status_code
+
+        wait_until(lambda: answers() == 202, timeout=10, what="the added token to work")
+        token_cmd("revoke", "ci")
+        wait_until(lambda: answers() == 401, timeout=10, what="the revoked token to be refused")
+        lines = [json.loads(x) for x in audit.read_text().splitlines()]
+        refused = [x for x in lines if x["status"] == 422]
+        assert refused and refused[0]["token"] == "a" and refused[0]["action"] == "enqueue"
+        enq = [x for x in lines if x["status"] == 202 and x["token"] == "a"]
+        assert enq[0]["job"] == ok.json()["id"] and enq[0]["tenant"] == "shop-a"
+        assert any(x["status"] == 401 and x["token"] is None for x in lines)
     finally:
         proc.terminate()
         proc.wait(15)

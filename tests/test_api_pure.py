@@ -361,3 +361,34 @@ def test_acker_sends_starts_before_acks_and_keeps_them_on_failure() -> None:
     a.add("q", "new", "w1.2")
     assert a.flush() == 2
     assert sorted(b.owners[-2:]) == ["w1", "w1.2"]
+
+
+def test_token_file_add_rotate_revoke(tmp_path: Any) -> None:
+    """The token file keeps hashes only, is valid for the server after each change, and
+    refuses a second entry of one name, an unknown scope and an entry it does not have."""
+    from podjobs.errors import ConfigurationError
+    from podjobs.surface.api.auth import TokenStore
+    from podjobs.surface.api.tokenfile import TokenFile
+
+    path = tmp_path / "tokens.json"
+    tf = TokenFile(path)
+    t1 = tf.add("shop-1 app", tenant="shop-1", scopes=["read"], expires="2030-01-01T00:00:00Z")
+    t2 = tf.add("ops", tenant=None, operator=True)
+    assert t1 not in path.read_text() and t2 not in path.read_text()
+    store = TokenStore(path)
+    p = store.authenticate(f"Bearer {t1}")
+    assert p is not None and p.tenant == "shop-1" and p.scopes == frozenset({"read"})
+    assert [e["name"] for e in tf.entries()] == ["shop-1 app", "ops"]
+    t3 = tf.rotate("shop-1 app")
+    again = TokenStore(path)
+    assert again.authenticate(f"Bearer {t1}") is None
+    rotated = again.authenticate(f"Bearer {t3}")
+    assert rotated is not None and rotated.scopes == frozenset({"read"}) and rotated.expires
+    tf.revoke("ops")
+    assert TokenStore(path).authenticate(f"Bearer {t2}") is None
+    for bad in (lambda: tf.add("shop-1 app", tenant="shop-1"),
+                lambda: tf.add("x", tenant="shop-1", scopes=["delete"]),
+                lambda: tf.revoke("nobody"), lambda: tf.add("y", tenant="shop-1", expires="soon")):
+        with pytest.raises(ConfigurationError):
+            bad()
+    assert [e["name"] for e in tf.entries()] == ["shop-1 app"]  # nothing half-written

@@ -106,7 +106,8 @@ def cmd_api(args: argparse.Namespace) -> int:
                         default_wait_s=min(args.sync_wait, args.max_wait),
                         status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
                         app_modules=app_modules(args.app),
-                        refuse_unserved_queues=not getattr(args, "allow_unserved_queues", False))
+                        refuse_unserved_queues=not getattr(args, "allow_unserved_queues", False),
+                        audit_log=getattr(args, "audit_log", None))
     doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk), "log_format": args.log_format,
            "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS"),
            "mode": getattr(args, "mode", "api") if not getattr(args, "no_ui", False) else "api-only",
@@ -233,9 +234,66 @@ def _check_tenant(args: argparse.Namespace) -> None:
         zk.stop()
 
 
+def _token_file(args: argparse.Namespace) -> Any:
+    from podjobs.surface.api.tokenfile import TokenFile
+
+    path = args.tokens or os.environ.get("PODJOBS_API_TOKENS")
+    if not path:
+        raise ConfigurationError(f"podjobs api token {args.op}: which token file? pass --tokens "
+                                 f"FILE or set PODJOBS_API_TOKENS")
+    return TokenFile(path)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_token_file(args: argparse.Namespace) -> int:
+    """`api token add|list|revoke|rotate`: the token file, managed (tokenfile.py)."""
+    tf = _token_file(args)
+    if args.op == "list":
+        rows = tf.entries()
+        if args.json:
+            print_json(rows)
+        else:
+            from podjobs.table import render
+
+            print(render(["name", "tenant", "scopes", "jobs", "expires"],
+                         [[r.get("name", ""), "(operator)" if r.get("operator") else r.get("tenant", ""),
+                           ",".join(r.get("scopes", [])), ",".join(r.get("jobs") or []) or "any",
+                           r.get("expires", "never")] for r in rows]) if rows else "no tokens")
+        return 0
+    name = args.target or args.name
+    if not name:
+        raise ConfigurationError(f"podjobs api token {args.op} NAME: which entry?")
+    if args.op == "revoke":
+        tf.revoke(name)
+        if args.json:
+            print_json({"name": name, "revoked": True})
+        else:
+            print(f"revoked {name!r}: the API refuses its token within a second")
+        return 0
+    if args.op == "rotate":
+        token = tf.rotate(name)
+    else:
+        if bool(args.tenant) == bool(args.operator):
+            raise ConfigurationError("podjobs api token add needs --tenant TENANT or --operator")
+        if args.tenant and not args.no_check:
+            _check_tenant(args)
+        token = tf.add(name, tenant=args.tenant, operator=args.operator, scopes=_csv(args.scopes),
+                       jobs=_csv(args.jobs), expires=args.expires)
+    if args.json:
+        print_json({"name": name, "token": token})
+    else:
+        print(f"token for {name!r} (give it to the client; only its SHA-256 is stored): {token}")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from podjobs.surface.api.auth import entry_for, new_token
 
+    if args.op is not None:
+        return cmd_token_file(args)
     if bool(args.tenant) == bool(args.operator):
         raise ConfigurationError("podjobs api token needs --tenant TENANT or --operator")
     if args.tenant and not args.no_check:
@@ -280,6 +338,9 @@ def register(cmds: Commands) -> None:
                     "operator endpoints. 'podjobs api token --tenant T' makes a token.",
         noun="token")
     p.add_argument("action", nargs="?", choices=("serve", "token"), default="serve")
+    p.add_argument("op", nargs="?", choices=("add", "list", "revoke", "rotate"),
+                   help="api token: manage the token file (without it: print a token and its entry)")
+    p.add_argument("target", nargs="?", metavar="NAME", help="api token revoke|rotate: the entry")
     add_server_args(p, 8080)
     p.add_argument("--no-ui", action="store_true", help="do not serve the dashboard under /ui")
     p.add_argument("--allow-unserved-queues", action="store_true",
@@ -296,5 +357,10 @@ def register(cmds: Commands) -> None:
     p.add_argument("--tenant", help="api token: the tenant the token is for")
     p.add_argument("--operator", action="store_true", help="api token: an operator token")
     p.add_argument("--name", help="api token: a name for the entry")
+    p.add_argument("--scopes", help="api token add: enqueue,read,cancel (default all)")
+    p.add_argument("--jobs", help="api token add: the only jobs it may enqueue (comma-separated)")
+    p.add_argument("--expires", help="api token add: ISO 8601 UTC time after which it is refused")
+    p.add_argument("--audit-log", metavar="FILE",
+                   help="append a JSON line for every state-changing request to FILE")
     p.add_argument("--no-check", action="store_true",
                    help="api token: do not check that the tenant is in the directory")

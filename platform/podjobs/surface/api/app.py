@@ -18,7 +18,7 @@ the threadpool; a synchronous request's wait is waiting.py's.
 """
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -28,6 +28,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from podjobs.surface.api.audit import AuditLog
 from podjobs.surface.api.auth import Principal, TokenStore
 from podjobs.surface.api.docs import add_local_docs
 from podjobs.surface.api.responses import json_response
@@ -38,11 +39,15 @@ from podjobs.surface.api.service import ApiError, Service
 
 def create_app(service: Service, tokens: TokenStore, *,
                on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    audit = AuditLog(service.settings.audit_log) if service.settings.audit_log else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
+        if audit is not None:
+            audit.close()
 
     app = FastAPI(
         title="podjobs", version="1",
@@ -52,6 +57,8 @@ def create_app(service: Service, tokens: TokenStore, *,
         lifespan=lifespan, docs_url=None, redoc_url=None,
     )
     add_local_docs(app)
+    if audit is not None:
+        add_audit(app, audit)
     who, operator = authentication(tokens)
     add_error_answers(app)
     add_job_routes(app, service, who)
@@ -59,13 +66,34 @@ def create_app(service: Service, tokens: TokenStore, *,
     return app
 
 
+#: the methods the audit log records
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def add_audit(app: FastAPI, audit: AuditLog) -> None:
+    """Record every state-changing request, after its answer (podjobs.surface.api.audit)."""
+
+    @app.middleware("http")
+    async def audited(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if request.method in CHANGES:
+            loc = response.headers.get("location", "")
+            job = loc.rsplit("/", 1)[-1] if loc.startswith("/v1/jobs/") else None
+            await run_in_threadpool(audit.record, principal=getattr(request.state, "principal", None),
+                                    method=request.method, path=request.url.path,
+                                    status=response.status_code, job=job)
+        return response
+
+
 def authentication(tokens: TokenStore) -> tuple[Callable[..., Principal], Callable[..., Principal]]:
     """The dependencies `who` (any valid token, else 401) and `operator` (an operator
     token, else 403)."""
     bearer = HTTPBearer(auto_error=False, description="a tenant or operator token")
 
-    def who(creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
+    def who(request: Request,
+            creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
         p = tokens.authenticate(f"Bearer {creds.credentials}" if creds is not None else None)
+        request.state.principal = p  # for the audit log
         if p is None:
             raise ApiError(401, "a valid bearer token is required (Authorization: Bearer TOKEN)",
                            {"WWW-Authenticate": 'Bearer realm="podjobs"'})

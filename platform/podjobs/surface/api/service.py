@@ -84,6 +84,8 @@ class Settings:
     read_timeout_s: float = 1.0
     #: refuse an enqueue on a queue no live worker of the tenant's pod serves (422)
     refuse_unserved_queues: bool = True
+    #: append a JSON line for every state-changing request to this file (None: no audit log)
+    audit_log: str | None = None
 
 
 class ApiError(Exception):

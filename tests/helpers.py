@@ -103,3 +103,36 @@ def stop_proc(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: fl
     except subprocess.TimeoutExpired:
         p.kill()
         return p.wait(5)
+
+
+@contextmanager
+def api_server(args: list[str], log: Path, probe: str = "/healthz",
+               env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`podjobs api --host 127.0.0.1 --port P ARGS...` in a process of its own, logging to
+    `log`, until `probe` answers 200: (the process, its URL); stopped by pid at the end."""
+    import httpx
+
+    from podjobs.infra.ports import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+           *args]
+    out = open(log, "ab")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"podjobs api exited: {log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + probe, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, what="the API server")
+        yield proc, url
+    finally:
+        stop_proc(proc)
+        out.close()

@@ -32,7 +32,7 @@ from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topolog
 from podjobs.pods.zk import ZK
 from podjobs.surface.api.auth import digest
 from tests.apps import api_app  # noqa: F401 - the workers run its jobs
-from tests.helpers import REPO, fast_config, stop_proc, wait_until
+from tests.helpers import REPO, api_server, fast_config, stop_proc, wait_until
 
 TOKENS = {"shop-a": "token-for-shop-a-0123456789", "shop-b": "token-for-shop-b-0123456789",
           "operator": "operator-token-0123456789", "reader": "reader-token-for-shop-a-0123",
@@ -88,38 +88,24 @@ def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
         {"name": "expired", "tenant": "shop-a", "token": TOKENS["expired"],
          "expires": "2020-01-01T00:00:00Z"},
     ]}))
-    port = free_port()
     log = d / "api.log"
-    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-           "--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.api_app",
-           "--max-wait", "5", "--sync-wait", "3", "--max-body-kb", "64", "--log-level", "warning",
-           "--allow-unserved-queues"]  # the tests park jobs on a queue no worker serves
-    env_vars = dict(os.environ, PYTHONPATH=str(REPO), PODJOBS_API_GHOST="1")
-    out = open(log, "ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env_vars, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"podjobs api exited: {log.read_text()[-3000:]}")
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    args = ["--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.api_app",
+            "--max-wait", "5", "--sync-wait", "3", "--max-body-kb", "64", "--log-level", "warning",
+            "--allow-unserved-queues"]  # the tests park jobs on a queue no worker serves
     workers: list[PodWorker] = []
     try:
-        wait_until(up, timeout=30, what="the API server")
-        for p in topo.pods:
-            w = PodWorker(zk, p.name, fast_config(queues=["default"], concurrency=4))
-            w.start()
-            workers.append(w)
-        yield Env(url, zk, store, rs, proc, log)
+        with api_server(args, log, env={"PODJOBS_API_GHOST": "1"}) as (proc, url):
+            for p in topo.pods:
+                w = PodWorker(zk, p.name, fast_config(queues=["default"], concurrency=4))
+                w.start()
+                workers.append(w)
+            yield Env(url, zk, store, rs, proc, log)
+            for w in workers:
+                w.stop()
+            workers.clear()
     finally:
         for w in workers:
             w.stop()
-        stop_proc(proc)
-        out.close()
         zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
 
@@ -816,26 +802,13 @@ def test_answers_agree_with_what_follows(env: Env) -> None:
 def test_a_queue_no_worker_serves_is_refused(env: Env, tmp_path: Path) -> None:
     """Without --allow-unserved-queues, a queue no live worker of the tenant's pod serves is
     refused (422) naming the served queues; nothing is written."""
-    port = free_port()
     tokens = tmp_path / "t.json"
     tokens.write_text(json.dumps({"tokens": [{"name": "a", "tenant": "shop-a",
                                               "token": TOKENS["shop-a"]}]}))
     audit = tmp_path / "audit.jsonl"
-    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-           "--zk", f"{env.zk.hosts}{env.zk.root}", "--tokens", str(tokens),
-           "--app", "tests.apps.api_app", "--log-level", "warning", "--audit-log", str(audit)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, "the second API server exited"
-            try:
-                return httpx.get(url + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, timeout=30, what="the second API server")
+    args = ["--zk", f"{env.zk.hosts}{env.zk.root}", "--tokens", str(tokens),
+            "--app", "tests.apps.api_app", "--log-level", "warning", "--audit-log", str(audit)]
+    with api_server(args, tmp_path / "api.log") as (_, url):
         before = env.footprint()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKENS['shop-a']}"},
                           timeout=30) as c:
@@ -872,6 +845,3 @@ def test_a_queue_no_worker_serves_is_refused(env: Env, tmp_path: Path) -> None:
         enq = [x for x in lines if x["status"] == 202 and x["token"] == "a"]
         assert enq[0]["job"] == ok.json()["id"] and enq[0]["tenant"] == "shop-a"
         assert any(x["status"] == 401 and x["token"] is None for x in lines)
-    finally:
-        proc.terminate()
-        proc.wait(15)

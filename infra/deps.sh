@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the system packages podjobs' local servers need, only those missing.
+# Install the system packages podjobs' local servers (and the browser tests) need, only those missing.
 # As root it runs apt-get; otherwise it prints the command to run.
 set -euo pipefail
 need=()
@@ -8,6 +8,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+# the dashboard's browser tests (tests/test_web_browser.py): headless Chromium and its driver
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

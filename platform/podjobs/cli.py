@@ -31,12 +31,13 @@ from podjobs.surface import (
     cmd_queues,
     cmd_scheduler,
     cmd_tenants,
+    cmd_web,
     cmd_worker,
 )
 from podjobs.surface.options import Commands
 
 COMMANDS = (cmd_dev, cmd_queues, cmd_worker, cmd_iterations, cmd_pods, cmd_tenants, cmd_moves,
-            cmd_scheduler, cmd_migrations, cmd_api, cmd_exporter)
+            cmd_scheduler, cmd_migrations, cmd_api, cmd_exporter, cmd_web)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@
 3. Dead set: list, retry (back to the queue with attempts reset), delete.
 4. Scheduled and retry sets: list.
 5. `find_job(id)`: where a job is (queue, scheduled, retry, in flight, dead).
+6. `run_now(kind, id)` / `remove(kind, id)`: a job of the dead, retry or scheduled sets to
+   its queue now, or out of its set (the dashboard's actions; `SETS` names the kinds).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from podjobs.backend import RedisBackend
 from podjobs.errors import JobNotFound
 from podjobs.gateway import text
 from podjobs.ids import ID_LENGTH
+
+#: the sorted sets an operator lists and acts on (`Inspector.run_now`, `remove`)
+SETS = ("retries", "scheduled", "dead")
 
 
 @dataclass
@@ -185,7 +190,7 @@ class Inspector:
         member, _ = found
         return self._requeue_member(keys.DEAD, member)
 
-    def _requeue_member(self, zkey: str, member: bytes) -> bool:
+    def _requeue_member(self, zkey: str, member: bytes, reset: bool = True) -> bool:
         from podjobs.payload import encode
 
         data = _decode(member)
@@ -193,7 +198,8 @@ class Inspector:
             raise JobNotFound("this dead entry was an undecodable payload; it cannot be retried, only deleted")
         for k in ("error", "dead_reason", "died_at", "failed_at", "failure"):
             data.pop(k, None)
-        data["attempt"] = 0
+        if reset:
+            data["attempt"] = 0
         data["enqueued_at"] = self._redis_ms()
         q = str(data.get("queue", "default"))
         ks = [zkey, keys.queue(q), keys.wake(q), keys.QUEUES]
@@ -222,6 +228,44 @@ class Inspector:
 
     def dead_clear(self) -> int:
         return int(self.backend.run("dead_clear", "clear the dead set", [keys.DEAD], []))
+
+    # -- the dead, retry and scheduled sets by kind (the dashboard) --------------------
+
+    def set_keys(self, kind: str) -> list[str]:
+        """The sorted sets of `kind` (one of `SETS`)."""
+        if kind == "dead":
+            return [keys.DEAD]
+        if kind not in SETS:
+            raise JobNotFound(f"no set {kind!r} (sets: {', '.join(SETS)})")
+        of = keys.retry if kind == "retries" else keys.scheduled
+        return [of(q) for q in self.queue_names()]
+
+    def listing(self, kind: str, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
+        return {"dead": self.dead, "retries": self.retries, "scheduled": self.scheduled}[kind](limit)
+
+    def _find_in(self, kind: str, job_id: str) -> tuple[str, bytes]:
+        for zk in self.set_keys(kind):
+            hit = self._zfind(zk, job_id)
+            if hit:
+                return zk, hit[0]
+        raise JobNotFound(f"job {job_id!r} is not in the {kind} set (it may have run already)")
+
+    def run_now(self, kind: str, job_id: str) -> bool:
+        """Put a job of a set on its queue now: a dead job with a fresh attempt count, a
+        retrying or scheduled one keeping its count."""
+        zk, member = self._find_in(kind, job_id)
+        return self._requeue_member(zk, member, reset=kind == "dead")
+
+    def remove(self, kind: str, job_id: str) -> bool:
+        zk, member = self._find_in(kind, job_id)
+        return bool(self.r.zrem(zk, member))
+
+    def remove_all(self, kind: str) -> int:
+        n = 0
+        for zk in self.set_keys(kind):
+            n += int(self.r.zcard(zk))
+            self.r.delete(zk)
+        return n
 
     # -- finding one job ------------------------------------------------------------
 

@@ -6,6 +6,9 @@
 ZooKeeper: `--zk`, else `$PODJOBS_ZK`, else the topology file of `podjobs dev up`. Tokens:
 `--tokens FILE`, else `$PODJOBS_API_TOKENS` (format in podjobs.surface.api.auth). With `--workers N`
 N server processes each build the app and listen on their own SO_REUSEPORT socket.
+The dashboard (podjobs.surface.web) is served under /ui unless `--no-ui`; `podjobs web`
+(cmd_web) serves it alone. Its session cookies are signed with `--session-secret-file` or
+`$PODJOBS_WEB_SECRET`, else a random key made at start (logins then end on a restart).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
     doc = dict(settings_doc)
     zk, tokens_path = doc.pop("zk"), doc.pop("tokens")
     doc.pop("log_format", None)
+    mode, secret = doc.pop("mode", "api"), doc.pop("secret", None)
+    secure = bool(doc.pop("secure_cookies", False))
     settings = Settings(**doc)
     import_apps(settings.app_modules, APP_HINT)
     tokens = TokenStore.from_env(tokens_path)
@@ -51,7 +56,34 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
         service.close()
         client.close()
 
-    return create_app(service, tokens, on_shutdown=shutdown)
+    if mode == "web":
+        from podjobs.surface.web.app import create_web_app
+
+        return create_web_app(service, tokens, bytes.fromhex(secret) if secret else None,
+                              secure_cookie=secure, on_shutdown=shutdown)
+    app = create_app(service, tokens, on_shutdown=shutdown)
+    if mode == "api":
+        from podjobs.surface.web.routes import add_dashboard
+
+        add_dashboard(app, service, tokens, bytes.fromhex(secret) if secret else None,
+                      secure_cookie=secure)
+    return app
+
+
+def session_secret(path: str | None) -> str:
+    """The dashboard's cookie key (hex): from the file, $PODJOBS_WEB_SECRET, or random."""
+    import secrets
+
+    if path:
+        try:
+            raw = open(path, "rb").read().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"--session-secret-file {path}: {exc}") from None
+        if len(raw) < 16:
+            raise ConfigurationError(f"--session-secret-file {path}: at least 16 bytes, please")
+        return raw.hex()
+    env = os.environ.get("PODJOBS_WEB_SECRET", "")
+    return env.encode().hex() if len(env) >= 16 else secrets.token_hex(32)
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -69,7 +101,10 @@ def cmd_api(args: argparse.Namespace) -> int:
                         status_ttl_s=args.status_ttl, read_timeout_s=args.read_timeout,
                         app_modules=app_modules(args.app))
     doc = {**asdict(settings), "zk": resolve_zk_spec(args.zk), "log_format": args.log_format,
-           "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS")}
+           "tokens": args.tokens or os.environ.get("PODJOBS_API_TOKENS"),
+           "mode": getattr(args, "mode", "api") if not getattr(args, "no_ui", False) else "api-only",
+           "secret": session_secret(args.session_secret_file),
+           "secure_cookies": args.secure_cookies}
     common: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level.lower(),
                                   access_log=args.access_log, server_header=False,
                                   timeout_graceful_shutdown=5)
@@ -174,19 +209,37 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_server_args(p: argparse.ArgumentParser, port: int) -> None:
+    """Options `podjobs api` and `podjobs web` share."""
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--zk", metavar="HOSTS[/ROOT]",
+                   help="ZooKeeper (default $PODJOBS_ZK, else the topology file's)")
+    p.add_argument("--tokens", metavar="FILE", help="token file (default $PODJOBS_API_TOKENS)")
+    p.add_argument("--app", action="append", metavar="MODULE",
+                   help="module(s) that define the jobs (repeat or comma-separate)")
+    p.add_argument("--read-timeout", type=float, default=1.0,
+                   help="seconds a status monitor or operator read of a pod may take to connect "
+                        "and to answer; an unresponsive pod costs a request at most this "
+                        "(default 1)")
+    p.add_argument("--session-secret-file", metavar="FILE",
+                   help="dashboard: key that signs session cookies (default $PODJOBS_WEB_SECRET, "
+                        "else random at start: logins end on a restart)")
+    p.add_argument("--secure-cookies", action="store_true",
+                   help="dashboard: send the session cookie over HTTPS only")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    add_log_args(p)
+
+
 def register(cmds: Commands) -> None:
     p = cmds.command(
         "api", "serve the HTTP API (or: api token, to make a token)", cmd_api,
         description="Serve the HTTP API: enqueue with 202 + status monitors, Expect/Prefer, "
                     "operator endpoints. 'podjobs api token --tenant T' makes a token.")
     p.add_argument("action", nargs="?", choices=("serve", "token"), default="serve")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--zk", metavar="HOSTS[/ROOT]",
-                   help="ZooKeeper (default $PODJOBS_ZK, else the topology file's)")
-    p.add_argument("--tokens", metavar="FILE", help="token file (default $PODJOBS_API_TOKENS)")
-    p.add_argument("--app", action="append", metavar="MODULE",
-                   help="module(s) that define the jobs (repeat or comma-separate)")
+    add_server_args(p, 8080)
+    p.add_argument("--no-ui", action="store_true", help="do not serve the dashboard under /ui")
     p.add_argument("--max-wait", type=float, default=30.0,
                    help="most seconds a synchronous request waits (default 30)")
     p.add_argument("--sync-wait", type=float, default=10.0,
@@ -195,13 +248,6 @@ def register(cmds: Commands) -> None:
     p.add_argument("--max-body-kb", type=float, default=512, help="largest body (default 512 KiB)")
     p.add_argument("--status-ttl", type=int, default=86400,
                    help="seconds a finished job's status is kept (default 86400)")
-    p.add_argument("--read-timeout", type=float, default=1.0,
-                   help="seconds a status monitor or operator read of a pod may take to connect "
-                        "and to answer; an unresponsive pod costs a request at most this "
-                        "(default 1)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    p.add_argument("--access-log", action="store_true", help="log every request")
-    add_log_args(p)
     p.add_argument("--tenant", help="api token: the tenant the token is for")
     p.add_argument("--operator", action="store_true", help="api token: an operator token")
     p.add_argument("--name", help="api token: a name for the entry")

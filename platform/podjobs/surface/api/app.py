@@ -8,6 +8,8 @@
     GET    /v1/pods/{pod}/queues       operator: one pod's queues
     GET    /v1/migrations              operator: the migration rollout
     GET    /healthz                    liveness (no token)
+    GET    /readyz                     readiness: 503 while ZooKeeper is away (no token)
+    GET    /docs                       Swagger UI, from local files (docs.py)
 
 `create_app(service, tokens)` builds it: authentication (`who`, `operator`), the error
 answers, and the route groups of routes_jobs and routes_ops; `podjobs api`
@@ -26,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from podjobs.surface.api.auth import Principal, TokenStore
+from podjobs.surface.api.docs import add_local_docs
 from podjobs.surface.api.responses import json_response
 from podjobs.surface.api.routes_jobs import add_job_routes
 from podjobs.surface.api.routes_ops import add_operator_routes
@@ -45,8 +48,9 @@ def create_app(service: Service, tokens: TokenStore, *,
         description="Enqueue background jobs for a tenant, watch them through status monitors, "
                     "operate pods. Every /v1 request carries `Authorization: Bearer TOKEN`; a "
                     "tenant token sees only its tenant (another tenant's jobs answer 404).",
-        lifespan=lifespan,
+        lifespan=lifespan, docs_url=None, redoc_url=None,
     )
+    add_local_docs(app)
     who, operator = authentication(tokens)
     add_error_answers(app)
     add_job_routes(app, service, who)

@@ -163,6 +163,16 @@ class TokenStore:
         return self._by_digest.get(digest(token))
 
 
+    def principal_of_digest(self, digest_hex: str) -> Principal | None:
+        """The principal whose token has this hex SHA-256 (a dashboard session's), or None."""
+        try:
+            d = bytes.fromhex(digest_hex)
+        except ValueError:
+            return None
+        self._maybe_reload()
+        return self._by_digest.get(d)
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 

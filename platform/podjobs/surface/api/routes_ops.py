@@ -5,6 +5,7 @@
     GET    /v1/migrations              operator: the migration rollout
     GET    /metrics                    Prometheus gauges of every pod and the rollout (no token)
     GET    /healthz                    liveness (no token)
+    GET    /readyz                     readiness: 503 while ZooKeeper is disconnected (no token)
 
 (No `from __future__ import annotations`, as in routes_jobs.)
 """
@@ -65,3 +66,13 @@ def add_operator_routes(app: FastAPI, service: Service,
     @app.get("/healthz", response_model=models.Health, summary="Liveness (no token needed)")
     def healthz() -> Response:
         return json_response(200, service.health())
+
+    @app.get("/readyz", response_model=models.Health,
+             summary="Readiness (no token needed): 503 while ZooKeeper is disconnected, so "
+                     "the directory may be stale",
+             responses={503: problem(503, "ZooKeeper disconnected: the directory may be stale")})
+    def readyz() -> Response:
+        doc = service.health()
+        if doc["zookeeper"] != "connected":
+            return json_response(503, {"detail": "ZooKeeper is disconnected: the directory may be stale", **doc}, {"Retry-After": "5"})
+        return json_response(200, doc)

@@ -56,12 +56,16 @@ def build_app(settings_doc: dict[str, Any]) -> Any:
         service.close()
         client.close()
 
+    ready = lambda: service.health()["zookeeper"] == "connected"  # noqa: E731
     if mode == "web":
         from podjobs.surface.web.app import create_web_app
 
-        return create_web_app(service, tokens, bytes.fromhex(secret) if secret else None,
-                              secure_cookie=secure, on_shutdown=shutdown)
+        web = create_web_app(service, tokens, bytes.fromhex(secret) if secret else None,
+                             secure_cookie=secure, on_shutdown=shutdown)
+        web.state.ready = ready
+        return web
     app = create_app(service, tokens, on_shutdown=shutdown)
+    app.state.ready = ready
     if mode == "api":
         from podjobs.surface.web.routes import add_dashboard
 
@@ -111,7 +115,17 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _serve_processes(doc, common, args.workers)
     else:
-        uvicorn.run(build_app(doc), **common)
+        from podjobs.sdnotify import Pinger
+
+        app = build_app(doc)
+        server = uvicorn.Server(uvicorn.Config(app, **common))
+        # systemd: READY once uvicorn listens, WATCHDOG while ZooKeeper is connected
+        pinger = Pinger(lambda: server.started and app.state.ready(),
+                        status=f"{args.command} on {args.host}:{args.port}").start()
+        try:
+            server.run()
+        finally:
+            pinger.stop()
     return 0
 
 
@@ -175,6 +189,9 @@ def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> Non
 
     procs = [start() for _ in range(n)]
     probe.close()
+    from podjobs.sdnotify import Pinger
+
+    pinger = Pinger(lambda: all(p.is_alive() for p in procs), status=f"{n} server processes").start()
     last_restart = 0.0
     try:
         while not stop.wait(0.5):
@@ -185,6 +202,7 @@ def _serve_processes(doc: dict[str, Any], common: dict[str, Any], n: int) -> Non
                     last_restart = time.monotonic()
                     procs[i] = start()
     finally:
+        pinger.stop()
         for p in procs:
             if p.is_alive():
                 p.terminate()

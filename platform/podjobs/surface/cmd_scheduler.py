@@ -4,6 +4,12 @@
         run a scheduler process (several may run: one leads, the others stand by);
         it queues pending migrations per shard and the ticks of periodic jobs
     podjobs scheduler status [--json]          who leads, since when, who stands by
+    podjobs scheduler check [--id ID] [--require-leader] [--json]
+        an exec probe: exit 0 when a scheduler of this host contends and one leads, 1 when
+        none of this host contends, 3 when ZooKeeper is unreachable, 4 when no scheduler
+        leads (podjobs.probes)
+Under systemd (`$NOTIFY_SOCKET`) the scheduler sends READY once it contends and WATCHDOG
+while its ZooKeeper session is connected (podjobs.sdnotify).
 """
 
 from __future__ import annotations
@@ -87,6 +93,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from podjobs.sdnotify import Pinger
+
+    pinger = Pinger(lambda: zk.connected, status=f"scheduler {sched.id}").start()
     logging.getLogger(__name__).info(
         "scheduler %s started: duties=%s, zk=%s", sched.id, ",".join(d.name for d in duties), spec)
     probe = None
@@ -104,6 +113,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     try:
         sched.run(stop)
     finally:
+        pinger.stop()
         if probe is not None:
             probe.stop()
         directory.stop()
@@ -129,6 +139,31 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
     standby = [c.get("id") for c in who if not lead or c.get("id") != lead.get("id")]
     print("standing by: " + (", ".join(str(s) for s in standby) if standby else "none"))
     return 0
+
+
+def cmd_scheduler_check(args: argparse.Namespace) -> int:
+    """The exec probe (exit codes in podjobs.probes)."""
+    import socket
+
+    from podjobs.probes import UNREACHABLE, Verdict, scheduler_verdict
+
+    try:
+        zk = open_zk(resolve_zk_spec(args.zk), connect_timeout=args.timeout)
+    except Exception as exc:  # kazoo's timeout, or a refused connection
+        v = Verdict(UNREACHABLE, f"ZooKeeper is unreachable: {exc}")
+    else:
+        from podjobs.scheduler.leader import contenders, leader_info
+
+        try:
+            v = scheduler_verdict(contenders(zk), leader_info(zk), args.host or socket.gethostname(),
+                                  args.id, args.require_leader)
+        finally:
+            zk.stop()
+    if args.json:
+        print(json.dumps(v.as_dict(), sort_keys=True))
+    else:
+        print(("ok: " if v.code == 0 else "not ok: ") + v.message)
+    return v.code
 
 
 # -- parser -------------------------------------------------------------------------
@@ -164,4 +199,14 @@ def register(cmds: Commands) -> None:
     cmds.subgroup(p, "scheduler")
     cmds.command("status", "who leads, since when, who stands by", cmd_scheduler_status,
                  under="scheduler", parents=[common], description=None)
-
+    c = cmds.command(
+        "check", "exec probe: does a scheduler of this host take part, and does one lead?",
+        cmd_scheduler_check, under="scheduler", parents=[common],
+        description="Exec probe. Exit 0: a scheduler of this host (--host, default the "
+                    "hostname; or --id) contends and a leader is elected; 1: none of this host "
+                    "contends; 2: a usage error; 3: ZooKeeper unreachable; 4: no scheduler "
+                    "leads (or, with --require-leader, this one does not).")
+    c.add_argument("--host", help="the schedulers' host name (default: this host's)")
+    c.add_argument("--id", help="the scheduler's --id instead of its host")
+    c.add_argument("--require-leader", action="store_true", help="exit 4 unless this one leads")
+    c.add_argument("--timeout", type=float, default=5.0, help="seconds to reach ZooKeeper (default 5)")

@@ -6,12 +6,20 @@
 
 With `--redis URL` (or `$PODJOBS_REDIS_URL`) a plain worker (podjobs.worker) runs;
 with `--pod NAME` (and no --redis) a pod worker on the topology in ZooKeeper that also
-runs the scheduler's migration job (podjobs.scheduler.migrate.pod_worker).
+runs the scheduler's migration job (podjobs.scheduler.migrate.pod_worker). Under systemd
+(`$NOTIFY_SOCKET`) it sends READY once its heartbeat runs and WATCHDOG while Redis
+confirms it (podjobs.sdnotify).
+
+    podjobs worker check [--pod NAME | --redis URL] [--host H] [--pid N] [--id ID] [--json]
+        an exec probe: exit 0 when a worker of this host has a fresh heartbeat on the pod's
+        Redis, 1 when none has, 3 when Redis is unreachable (podjobs.probes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 from podjobs.errors import ConfigurationError
 
@@ -30,10 +38,23 @@ from .options import (
 )
 
 
+def _pinger(worker: Any) -> Any:
+    """READY/WATCHDOG to systemd: ready once the heartbeat thread runs (the last thing the
+    worker starts), alive while Redis confirms its beats."""
+    from podjobs.sdnotify import Pinger
+
+    hb = worker.heartbeat
+    return Pinger(lambda: hb._thread.is_alive() and not hb.stale(),
+                  status=f"worker {worker.id}").start()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from podjobs.backend import RedisBackend
     from podjobs.worker import Worker, WorkerConfig
 
+    if not args.app:
+        raise ConfigurationError("podjobs worker needs --app MODULE (the module that defines "
+                                 "the jobs)")
     setup_logs(args)
     apps = app_modules(args.app)
     import_apps(apps, APP_HINT)
@@ -51,22 +72,58 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from podjobs.scheduler.migrate import pod_worker
 
         zk = open_zk(resolve_zk_spec(args.zk), connect_timeout=10)
+        pw = pod_worker(zk, args.pod, cfg)
+        pinger = _pinger(pw.worker)
         try:
-            pod_worker(zk, args.pod, cfg).run()
+            pw.run()
         finally:
+            pinger.stop()
             zk.stop()
         return 0
     url, _ = resolve_redis(args)
-    Worker(RedisBackend(url), cfg).run()
+    w = Worker(RedisBackend(url), cfg)
+    pinger = _pinger(w)
+    try:
+        w.run()
+    finally:
+        pinger.stop()
     return 0
+
+
+def cmd_worker_check(args: argparse.Namespace) -> int:
+    """The exec probe (exit codes in podjobs.probes)."""
+    import socket
+
+    import redis
+
+    from podjobs.backend import RedisBackend
+    from podjobs.errors import BackendUnavailable
+    from podjobs.ops import Inspector
+    from podjobs.probes import UNREACHABLE, Verdict, worker_verdict
+
+    url, _ = resolve_redis(args)
+    host = args.host or socket.gethostname()
+    try:
+        b = RedisBackend(url, check=False, socket_timeout=args.timeout,
+                         connect_timeout=args.timeout)
+        rows = [{"id": w.id, "host": w.host, "pid": w.pid, "alive": w.alive, "busy": len(w.busy)}
+                for w in Inspector(b).workers()]
+        v = worker_verdict(rows, host, args.pid, args.id)
+    except (BackendUnavailable, redis.RedisError, OSError) as exc:
+        v = Verdict(UNREACHABLE, f"Redis {url} is unreachable: {exc}")
+    if args.json:
+        print(json.dumps(v.as_dict(), sort_keys=True))
+    else:
+        print(("ok: " if v.code == 0 else "not ok: ") + v.message)
+    return v.code
 
 
 def register(cmds: Commands) -> None:
     w = cmds.command("worker", "run a worker for one pod's queues", cmd_worker,
                      description="Run jobs from a priority-ordered queue list until SIGTERM.")
     add_target_args(w)
-    w.add_argument("--app", action="append", required=True, metavar="MODULE",
-                   help="module(s) that define the jobs (repeat or comma-separate)")
+    w.add_argument("--app", action="append", metavar="MODULE",
+                   help="module(s) that define the jobs (repeat or comma-separate; required)")
     w.add_argument("--queues", default="default", help="queue list in priority order (default: default)")
     w.add_argument("--concurrency", type=int, default=10, help="jobs at once (threads or children)")
     w.add_argument("--isolation", default="thread", help="thread (default) or process")
@@ -85,3 +142,17 @@ def register(cmds: Commands) -> None:
     add_metrics_args(w)
     w.add_argument("--metrics-top-tenants", type=int, default=0, metavar="N",
                    help="also export job counts of the N busiest tenants (default 0: no tenant label)")
+    cmds.subgroup(w, "worker")
+    c = cmds.command(
+        "check", "exec probe: is a worker of this host alive (heartbeat fresh, Redis reachable)?",
+        cmd_worker_check, under="worker",
+        description="Exec probe for Kubernetes or a supervisor. Exit 0: a worker of this host "
+                    "(--host, default the hostname; --pid or --id narrow it) has a fresh "
+                    "heartbeat on the pod's Redis; 1: none has (not started, exited, hung or "
+                    "cut off); 2: a usage error; 3: Redis unreachable.")
+    add_target_args(c)
+    c.add_argument("--host", help="the workers' host name (default: this host's)")
+    c.add_argument("--pid", type=int, help="only the worker with this pid")
+    c.add_argument("--id", help="only the worker whose id starts with this")
+    c.add_argument("--timeout", type=float, default=2.0, help="seconds Redis may take (default 2)")
+    c.add_argument("--json", action="store_true", help="print the verdict as JSON")

@@ -4,6 +4,8 @@ processes, which also tell a real NOTIFY_SOCKET that they are READY (sd_notify).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from podjobs import cli
 from podjobs.infra.ports import free_port
 from podjobs.pods.topology import register_topology
 from podjobs.pods.zk import ZK
@@ -25,8 +28,12 @@ from tests.helpers import REPO, spawn_worker, stop_proc, wait_until
 
 
 def podjobs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podjobs.cli", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    """`podjobs ARGS` in this process (the probes are short commands; a process each would
+    cost a second of imports): its exit code and output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(list(args))
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

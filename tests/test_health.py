@@ -144,3 +144,38 @@ def test_readyz_is_503_while_zookeeper_is_away(cluster: Any, tmp_path: Path) -> 
         proxy.close()
         zk.client.delete(root, recursive=True)
         zk.stop()
+
+
+def test_podjobs_web_serves_the_dashboard_alone(cluster: Any, zk: ZK, zk_spec: str,
+                                                tmp_path: Path) -> None:
+    register_topology(zk, cluster.topology)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"operator": True, "token": "y" * 20}]}))
+    port = free_port()
+    log = open(tmp_path / "web.log", "ab")
+    p = subprocess.Popen([sys.executable, "-m", "podjobs.cli", "web", "--port", str(port),
+                          "--zk", zk_spec, "--tokens", str(tokens), "--log-level", "warning"],
+                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if p.poll() is not None:
+            raise AssertionError((tmp_path / "web.log").read_text()[-2000:])
+        try:
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30, what="podjobs web")
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/ui/").headers["location"].startswith("/ui/login")
+            assert c.post("/ui/login", data={"token": "y" * 20}).status_code == 303
+            page = c.get("/ui/")
+            assert page.status_code == 200 and 'id="pod-p1"' in page.text
+            assert c.get("/v1/pods").status_code == 404      # no HTTP API here
+            assert c.get("/ui/static/live.js").status_code == 200
+    finally:
+        stop_proc(p)
+        log.close()

@@ -261,6 +261,19 @@ def test_delete_one_with_a_confirmation_and_all_with_the_box_ticked(web: Web) ->
     assert web.redis["p1"].zcard("pj:dead") == 0
 
 
+def test_deleting_a_tracked_scheduled_job_cancels_it_and_run_now_runs_one(web: Web) -> None:
+    later = enqueue(web, {"job": "api.add", "args": [3, 4], "delay": 3600})
+    sooner = enqueue(web, {"job": "api.add", "args": [5, 6], "delay": 3600})
+    web.open("/ui/sets/scheduled?pod=p1")
+    web.wait().until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[data-delete="{later}"]'))).click()
+    web.wait().until(EC.alert_is_present()).accept()
+    web.flash(f"deleted job {later}")
+    assert state_of(web, later) == "cancelled"       # its status record says so
+    web.driver.find_element(By.CSS_SELECTOR, f'button[data-run="{sooner}"]').click()
+    web.flash("is on its queue")
+    wait_until(lambda: state_of(web, sooner) == "succeeded", 15, "the job run now")
+
+
 def test_pause_and_cancel_an_iteration(web: Web) -> None:
     job_id = enqueue(web, {"job": "api.steps", "kwargs": {"n": 100000, "sleep": 0.01}})
     wait_until(lambda: state_of(web, job_id) == "running", 15, "the iteration to run")

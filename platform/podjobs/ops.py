@@ -257,7 +257,19 @@ class Inspector:
         return self._requeue_member(zk, member, reset=kind == "dead")
 
     def remove(self, kind: str, job_id: str) -> bool:
+        """Delete one job of a set. A tracked retrying or scheduled job is cancelled
+        (lua/cancel.lua: its status record says cancelled, its unique key is released)."""
         zk, member = self._find_in(kind, job_id)
+        data = _decode(member)
+        if kind != "dead" and "track" in data:
+            from podjobs import status
+
+            unique = data.get("unique") if isinstance(data.get("unique"), str) else None
+            outcome, _ = self.backend.cancel(job_id, str(data.get("queue", "default")),
+                                             data.get("tenant") or None, unique,
+                                             status.finished_ttl(data))
+            if outcome in ("cancelled", "already"):
+                return outcome == "cancelled"
         return bool(self.r.zrem(zk, member))
 
     def remove_all(self, kind: str) -> int:

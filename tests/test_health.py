@@ -1,5 +1,5 @@
 """Health on real servers: /readyz while ZooKeeper goes away and comes back; `podjobs
-worker check` and `podjobs scheduler check` (exit codes of podjobs.probes) against real
+worker check` and `podjobs scheduler check` (exit codes of podjobs.checks) against real
 processes, which also tell a real NOTIFY_SOCKET that they are READY (sd_notify)."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_readyz_is_503_while_zookeeper_is_away(cluster: Any, tmp_path: Path) -> 
         stop_proc(p)
         log.close()
         proxy.close()
-        zk.client.delete(root, recursive=True)
+        zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
 
 

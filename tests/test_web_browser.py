@@ -142,7 +142,7 @@ def web(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]
         stop_proc(proc)
         out.close()
         jobs._registry.pop("api.ghost", None)  # registered by a test: other modules' ghost dies
-        zk.client.delete(root, recursive=True)
+        zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
 
 

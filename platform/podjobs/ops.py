@@ -270,14 +270,12 @@ class Inspector:
                                              status.finished_ttl(data))
             if outcome in ("cancelled", "already"):
                 return outcome == "cancelled"
-        return bool(self.r.zrem(zk, member))
+        return bool(self.backend.take(zk, "zset", [member], f"delete a job of the {kind} set"))
 
     def remove_all(self, kind: str) -> int:
-        n = 0
-        for zk in self.set_keys(kind):
-            n += int(self.r.zcard(zk))
-            self.r.delete(zk)
-        return n
+        # dead_clear.lua empties any one sorted set (ZCARD, DEL) and says how many it held
+        return sum(int(self.backend.run("dead_clear", f"clear the {kind} set", [zk], []))
+                   for zk in self.set_keys(kind))
 
     # -- finding one job ------------------------------------------------------------
 

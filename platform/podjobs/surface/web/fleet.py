@@ -22,16 +22,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from podjobs.errors import BackendUnavailable, ConfigurationError, JobNotFound, PodjobsError
+from podjobs.gateway import RedisError
 from podjobs.ops import SETS, Inspector
 from podjobs.surface.api.auth import Principal
 from podjobs.surface.api.service import ApiError, Service
 
 log = logging.getLogger("podjobs.web")
 
-UNREACHABLE = (BackendUnavailable, redis.RedisError, ConfigurationError)
+UNREACHABLE = (BackendUnavailable, RedisError, ConfigurationError)
 SET_ACTIONS = ("run", "delete", "delete_all")
 ITERATION_ACTIONS = ("pause", "resume", "cancel")
 MIGRATION_ACTIONS = ("retry", "cancel")

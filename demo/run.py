@@ -13,7 +13,8 @@
    over p1..p3, creates `orders` on every shard, configures the client with
    `zk=`, shows an unknown tenant refused (`UnknownTenant`, nothing written),
    enqueues one `record_order` per order (shop-N places N), starts one worker
-   per pod (`podjobs worker --pod pN --zk ...`), waits for every row, prints
+   per pod (`podjobs worker --pod pN --zk ...`), starts the dashboard (`podjobs api`,
+   /ui; dashboard.py) and prints its URL and token, waits for every row, prints
    `podjobs tenants list` and `podjobs fleet` and, read back from each shard,
    which pod ran what: every tenant's rows are only in its own pod's shard.
 4. A backfill that survives a worker restart: creates `accounts` on p1's shard
@@ -32,11 +33,12 @@
    prints the progress and exits 0; then `migrations status`, the timeline read
    from each shard's `podjobs_migrations` table, every order enqueued during the
    rollout written, and the periodic reconciliation job's report per pod.
-6. Stops the schedulers and workers with SIGTERM and the cluster, removes the temp
+6. With $PODJOBS_DEMO_HOLD set, waits for Ctrl-C (the dashboard stays up); stops the
+   schedulers, workers and dashboard with SIGTERM and the cluster, removes the temp
    dir; exits 0, or 1 after printing the end of every server and worker log.
 
 This module is the order and the teardown; each section is a module of demo/: checks.py (1),
-single_pod.py (2), tenants.py (3), backfill.py (4), migrating.py (5), and common.py what they
+single_pod.py (2), tenants.py (3), dashboard.py, backfill.py (4), migrating.py (5), and common.py what they
 share (processes, headings, `DemoFailed`). The jobs are in app.py and reconcile.py.
 """
 
@@ -67,6 +69,7 @@ from demo.common import (
     spawn_worker,
     stop_workers,
 )
+from demo.dashboard import hold, start_dashboard
 from demo.migrating import RECONCILE_CRON, migrations_section
 from demo.single_pod import enqueue_workload, report, wait_settled
 from demo.tenants import (
@@ -103,6 +106,7 @@ def main() -> int:
     cluster = Cluster(tmp / "cluster", die_with_parent=True)
     workers: list[subprocess.Popen[bytes]] = []
     schedulers: list[subprocess.Popen[bytes]] = []
+    dashboards: list[subprocess.Popen[bytes]] = []
     os.environ["PODJOBS_DEMO_RECONCILE_CRON"] = RECONCILE_CRON
     zk: ZK | None = None
     pod_client: PodClient | None = None
@@ -147,6 +151,8 @@ def main() -> int:
         engines.update((p.name, sqlalchemy.create_engine(p.shard_url)) for p in topology.pods)
         plan, pod_client = setup_tenants(topology, zk, engines, spec)
         refuse_unknown_tenant(topology)
+        dashboard, ui_url = start_dashboard(spec, tmp)
+        dashboards.append(dashboard)
         n_orders = enqueue_orders(topology, plan)
 
         heading(f"{N_PODS} pod workers: podjobs worker --pod pN --zk {spec}")
@@ -166,6 +172,7 @@ def main() -> int:
         backfill_section(topology, engines, spec, workers,
                          workers[topology.pod_names.index(BACKFILL_POD)], tmp)
         migrations_section(topology, engines, spec, zk, plan, schedulers, tmp)
+        hold(ui_url)
         ok = True
     except KeyboardInterrupt as exc:
         print(f"\ndemo interrupted ({exc or 'Ctrl-C'})")
@@ -181,6 +188,11 @@ def main() -> int:
         try:
             ok = stop_workers(schedulers, "scheduler") and ok
             ok = stop_workers(workers) and ok
+            for d in dashboards:  # uvicorn ends by re-raising the SIGTERM it handled: -15 is clean
+                d.terminate()
+                rc = d.wait(20)
+                print(f"  dashboard pid {d.pid}: exit {rc} after SIGTERM")
+                ok = ok and rc in (0, -signal.SIGTERM)
             # ZooKeeper sessions and shard connections go before their servers do
             if pod_client is not None:
                 pod_client.close()

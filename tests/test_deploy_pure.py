@@ -19,9 +19,9 @@ from podjobs.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 PODS = ("p1", "p2", "p3")
-#: flags of issue 14 item 1 (metrics), built on another branch at the same time: accepted
-#: while this parser does not have them yet. Drop the allowance once they are merged.
-PENDING_FLAGS = {"--metrics-port"}
+#: flags a command line may carry before the parser has them (none now: --metrics-port,
+#: of issue 14 item 1, has landed)
+PENDING_FLAGS: set[str] = set()
 #: the metrics issue 14 names; the Grafana dashboard graphs each
 METRICS = ("podjobs_jobs_total", "podjobs_job_duration_seconds", "podjobs_job_wait_seconds",
            "podjobs_queue_size", "podjobs_queue_latency_seconds", "podjobs_workers")
@@ -146,6 +146,8 @@ def test_a_worker_deployment_per_pod_outlives_its_shutdown_timeout(pod: str) -> 
     assert grace > float(flag(c["command"], "--shutdown-timeout")) + 5
     probe = parse(c["livenessProbe"]["exec"]["command"])
     assert probe.func.__name__ == "cmd_worker_check" and probe.pod == pod
+    ready = c["readinessProbe"]["httpGet"]               # the metrics port's probe
+    assert (ready["path"], ready["port"]) == ("/healthz", "metrics")
     assert {"name": "metrics", "containerPort": int(flag(c["command"], "--metrics-port"))} in c["ports"]
 
 
@@ -176,7 +178,7 @@ def test_the_api_with_liveness_and_readiness_probes_it_serves() -> None:
     live, ready = c["livenessProbe"]["httpGet"], c["readinessProbe"]["httpGet"]
     assert (live["path"], ready["path"]) == ("/healthz", "/readyz")
     assert {live["port"], ready["port"]} <= set(ports)
-    assert {"/healthz", "/readyz", "/docs"} <= _api_paths()
+    assert {"/healthz", "/readyz", "/docs", "/metrics"} <= _api_paths()
 
 
 def test_the_service_monitor_scrapes_ports_the_services_have() -> None:

@@ -1,9 +1,11 @@
 """Health on real servers: /readyz while ZooKeeper goes away and comes back; `podjobs
-worker check` and `podjobs scheduler check` (exit codes of podjobs.probes) against real
+worker check` and `podjobs scheduler check` (exit codes of podjobs.checks) against real
 processes, which also tell a real NOTIFY_SOCKET that they are READY (sd_notify)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from podjobs import cli
 from podjobs.infra.ports import free_port
 from podjobs.pods.topology import register_topology
 from podjobs.pods.zk import ZK
@@ -25,8 +28,12 @@ from tests.helpers import REPO, spawn_worker, stop_proc, wait_until
 
 
 def podjobs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podjobs.cli", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    """`podjobs ARGS` in this process (the probes are short commands; a process each would
+    cost a second of imports): its exit code and output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(list(args))
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -135,5 +142,40 @@ def test_readyz_is_503_while_zookeeper_is_away(cluster: Any, tmp_path: Path) -> 
         stop_proc(p)
         log.close()
         proxy.close()
-        zk.delete(root, recursive=True)
+        zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
+
+
+def test_podjobs_web_serves_the_dashboard_alone(cluster: Any, zk: ZK, zk_spec: str,
+                                                tmp_path: Path) -> None:
+    register_topology(zk, cluster.topology)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"operator": True, "token": "y" * 20}]}))
+    port = free_port()
+    log = open(tmp_path / "web.log", "ab")
+    p = subprocess.Popen([sys.executable, "-m", "podjobs.cli", "web", "--port", str(port),
+                          "--zk", zk_spec, "--tokens", str(tokens), "--log-level", "warning"],
+                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if p.poll() is not None:
+            raise AssertionError((tmp_path / "web.log").read_text()[-2000:])
+        try:
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30, what="podjobs web")
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/ui/").headers["location"].startswith("/ui/login")
+            assert c.post("/ui/login", data={"token": "y" * 20}).status_code == 303
+            page = c.get("/ui/")
+            assert page.status_code == 200 and 'id="pod-p1"' in page.text
+            assert c.get("/v1/pods").status_code == 404      # no HTTP API here
+            assert c.get("/ui/static/live.js").status_code == 200
+    finally:
+        stop_proc(p)
+        log.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from podjobs import sdnotify
-from podjobs.probes import NO_LEADER, NOT_OK, OK, scheduler_verdict, worker_verdict
+from podjobs.checks import NO_LEADER, NOT_OK, OK, scheduler_verdict, worker_verdict
 
 W = [{"id": "h1:10:a", "host": "h1", "pid": 10, "alive": True},
      {"id": "h1:11:b", "host": "h1", "pid": 11, "alive": False},

@@ -110,7 +110,7 @@ def web(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]
     log = d / "api.log"
     cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
            "--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.web_app",
-           "--log-level", "warning", "--allow-unserved-queues"]  # jobs wait on "parked"
+           "--log-level", "warning", "--allow-unserved-queues"]
     out = open(log, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONPATH=str(REPO), PODJOBS_API_GHOST="1"))
@@ -142,7 +142,7 @@ def web(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]
         stop_proc(proc)
         out.close()
         jobs._registry.pop("api.ghost", None)  # registered by a test: other modules' ghost dies
-        zk.delete(root, recursive=True)
+        zk.kazoo_client.delete(root, recursive=True)
         zk.stop()
 
 
@@ -259,6 +259,19 @@ def test_delete_one_with_a_confirmation_and_all_with_the_box_ticked(web: Web) ->
     web.flash("from the dead set of p1")
     assert not web.driver.find_elements(By.ID, f"row-{b}")
     assert web.redis["p1"].zcard("pj:dead") == 0
+
+
+def test_deleting_a_tracked_scheduled_job_cancels_it_and_run_now_runs_one(web: Web) -> None:
+    later = enqueue(web, {"job": "api.add", "args": [3, 4], "delay": 3600})
+    sooner = enqueue(web, {"job": "api.add", "args": [5, 6], "delay": 3600})
+    web.open("/ui/sets/scheduled?pod=p1")
+    web.wait().until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[data-delete="{later}"]'))).click()
+    web.wait().until(EC.alert_is_present()).accept()
+    web.flash(f"deleted job {later}")
+    assert state_of(web, later) == "cancelled"       # its status record says so
+    web.driver.find_element(By.CSS_SELECTOR, f'button[data-run="{sooner}"]').click()
+    web.flash("is on its queue")
+    wait_until(lambda: state_of(web, sooner) == "succeeded", 15, "the job run now")
 
 
 def test_pause_and_cancel_an_iteration(web: Web) -> None:

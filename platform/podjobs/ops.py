@@ -274,15 +274,25 @@ class Inspector:
         return self._requeue_member(zk, member, reset=kind == "dead")
 
     def remove(self, kind: str, job_id: str) -> bool:
+        """Delete one job of a set. A tracked retrying or scheduled job is cancelled
+        (lua/cancel.lua: its status record says cancelled, its unique key is released)."""
         zk, member = self._find_in(kind, job_id)
-        return bool(self.r.zrem(zk, member))
+        data = _decode(member)
+        if kind != "dead" and "track" in data:
+            from podjobs import status
+
+            unique = data.get("unique") if isinstance(data.get("unique"), str) else None
+            outcome, _ = self.backend.cancel(job_id, str(data.get("queue", "default")),
+                                             data.get("tenant") or None, unique,
+                                             status.finished_ttl(data))
+            if outcome in ("cancelled", "already"):
+                return outcome == "cancelled"
+        return bool(self.backend.take(zk, "zset", [member], f"delete a job of the {kind} set"))
 
     def remove_all(self, kind: str) -> int:
-        n = 0
-        for zk in self.set_keys(kind):
-            n += int(self.r.zcard(zk))
-            self.r.delete(zk)
-        return n
+        # dead_clear.lua empties any one sorted set (ZCARD, DEL) and says how many it held
+        return sum(int(self.backend.run("dead_clear", f"clear the {kind} set", [zk], []))
+                   for zk in self.set_keys(kind))
 
     # -- finding one job ------------------------------------------------------------
 

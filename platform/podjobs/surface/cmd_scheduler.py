@@ -7,7 +7,7 @@
     podjobs scheduler check [--id ID] [--require-leader] [--json]
         an exec probe: exit 0 when a scheduler of this host contends and one leads, 1 when
         none of this host contends, 3 when ZooKeeper is unreachable, 4 when no scheduler
-        leads (podjobs.probes)
+        leads (podjobs.checks)
 Under systemd (`$NOTIFY_SOCKET`) the scheduler sends READY once it contends and WATCHDOG
 while its ZooKeeper session is connected (podjobs.sdnotify).
 """
@@ -115,6 +115,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     try:
         sched.run(stop)
     finally:
+        pinger.stop()
         if probe is not None:
             probe.stop()
         pinger.stop()
@@ -149,10 +150,10 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler_check(args: argparse.Namespace) -> int:
-    """The exec probe (exit codes in podjobs.probes)."""
+    """The exec probe (exit codes in podjobs.checks)."""
     import socket
 
-    from podjobs.probes import UNREACHABLE, Verdict, scheduler_verdict
+    from podjobs.checks import UNREACHABLE, Verdict, scheduler_verdict
 
     try:
         zk = open_zk(resolve_zk_spec(args.zk), connect_timeout=args.timeout)

@@ -12,7 +12,7 @@ confirms it (podjobs.sdnotify).
 
     podjobs worker check [--pod NAME | --redis URL] [--host H] [--pid N] [--id ID] [--json]
         an exec probe: exit 0 when a worker of this host has a fresh heartbeat on the pod's
-        Redis, 1 when none has, 3 when Redis is unreachable (podjobs.probes)
+        Redis, 1 when none has, 3 when Redis is unreachable (podjobs.checks)
 """
 
 from __future__ import annotations
@@ -91,14 +91,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker_check(args: argparse.Namespace) -> int:
-    """The exec probe (exit codes in podjobs.probes)."""
+    """The exec probe (exit codes in podjobs.checks)."""
     import socket
 
     from podjobs.backend import RedisBackend
+    from podjobs.checks import UNREACHABLE, Verdict, worker_verdict
     from podjobs.errors import BackendUnavailable
     from podjobs.gateway import RedisError
     from podjobs.ops import Inspector
-    from podjobs.probes import UNREACHABLE, Verdict, worker_verdict
 
     url, _ = resolve_redis(args)
     host = args.host or socket.gethostname()

@@ -109,7 +109,7 @@ def add_dashboard(app: FastAPI, service: Service, tokens: TokenStore, secret: by
     def page(request: Request, name: str, s: sessions.Session | None, p: Principal | None,
              status: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(
-            nav=NAV if p is not None and p.operator else [n for n in NAV if n[0] == "jobs"],
+            nav=[] if p is None else NAV if p.operator else [n for n in NAV if n[0] == "jobs"],
             principal=p, csrf=s.csrf if s else "", msg=request.query_params.get("msg", ""),
             path=request.url.path, here=_here(request), **ctx)
         return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})

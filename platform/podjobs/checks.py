@@ -1,5 +1,6 @@
 """The verdicts of the exec probes `podjobs worker check` and `podjobs scheduler check`
-(pure: no I/O; the commands read Redis or ZooKeeper and print the verdict).
+(pure: no I/O; the commands read Redis or ZooKeeper and print the verdict). The HTTP probe
+on the metrics port is probe.py's.
 
 Exit codes (documented in the README and in each command's --help):
     0  OK: a worker of this host has a fresh heartbeat / a scheduler of this host

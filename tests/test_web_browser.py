@@ -292,6 +292,23 @@ def _refreshed_state(web: Web, job_id: str) -> str:
     return str(web.driver.find_element(By.CSS_SELECTOR, f"#it-{job_id} td.state").text)
 
 
+def test_pause_a_queue_and_see_it_stop(web: Web) -> None:
+    """Paused from the pod page, p1's default queue keeps the job that arrives (its size shows
+    it, its state stays queued); resumed, the job runs."""
+    web.open("/ui/pods/p1")
+    web.driver.find_element(By.CSS_SELECTOR, 'button[data-pause-queue="default"]').click()
+    web.flash("queue default on p1 paused")
+    assert web.text_of('#queue-default [data-field="state"]') == "paused"
+    web.shot("pod-paused")
+    job_id = enqueue(web, {"job": "api.add", "args": [20, 22]})
+    wait_until(lambda: (web.open("/ui/pods/p1"),
+                        web.text_of("#queue-default td.n"))[1] == "1", 15, "the job to wait")
+    assert state_of(web, job_id) == "queued"
+    web.driver.find_element(By.CSS_SELECTOR, 'button[data-resume-queue="default"]').click()
+    web.flash("queue default on p1 resumed")
+    wait_until(lambda: state_of(web, job_id) in ("succeeded", "303"), 15, "the job to run")
+
+
 def test_swagger_ui_loads_from_local_files(web: Web) -> None:
     web.open("/docs")
     web.wait(30).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info")))

@@ -123,6 +123,19 @@ class Fleet:
             return {"name": name, "state": "?", "queues": [], "stats": {}, "workers": [],
                     "error": f"Redis unreachable: {str(exc)[:200]}"}
 
+    def queue_action(self, action: str, pod: str, queue: str) -> str:
+        """Pause or resume one queue of a pod (podjobs.ops: workers stop taking from a paused
+        queue; jobs keep arriving)."""
+        if action not in ("pause", "resume"):
+            raise ApiError(400, f"unknown action {action!r}: pause or resume")
+        if not queue:
+            raise ApiError(400, "which queue?")
+        ins = self._inspector(pod)
+        changed = ins.pause(queue) if action == "pause" else ins.resume(queue)
+        done = "paused" if action == "pause" else "resumed"
+        return (f"queue {queue} on {pod} {done}" if changed
+                else f"queue {queue} on {pod} was {done} already")
+
     def busy(self) -> PodRows:
         def one(name: str) -> list[dict[str, Any]]:
             return [{**b, "pod": name, "worker": w.id, "host": w.host, "pid": w.pid}

@@ -3,6 +3,7 @@
     GET  /ui/login, POST /ui/login, POST /ui/logout     operator token -> session cookie
     GET  /ui/                     every pod (graphs from /ui/overview.json, polled)
     GET  /ui/pods/{pod}           one pod's queues and workers
+    POST /ui/pods/{pod}           pause or resume one of its queues
     GET  /ui/busy                 what runs now, where, for how long
     GET  /ui/sets/{kind}          retries | scheduled | dead, ?pod= &q= (search)
     POST /ui/sets/{kind}          run now / delete / delete all (confirmed)
@@ -273,6 +274,11 @@ def add_dashboard(app: FastAPI, service: Service, tokens: TokenStore, secret: by
                 raise ApiError(400, "delete all needs its confirmation box ticked")
             return fleet.act(kind, f.get("action", ""), f.get("pod", ""), f.get("id", ""))
         return await run_action(request, f"{PREFIX}/sets/{kind}", act)
+
+    @app.post(f"{PREFIX}/pods/{{pod}}", include_in_schema=False)
+    async def queue_action(request: Request, pod: str) -> Response:
+        return await run_action(request, f"{PREFIX}/pods/{pod}", lambda f: fleet.queue_action(
+            f.get("action", ""), pod, f.get("queue", "")))
 
     @app.post(f"{PREFIX}/iterations", include_in_schema=False)
     async def iteration_action(request: Request) -> Response:

@@ -22,7 +22,7 @@ from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.exits import Exit
-from podjobs.table import iso_times, one_line, render
+from podjobs.table import ago, iso_times, one_line, render
 
 from .options import (
     Commands,
@@ -37,10 +37,8 @@ from .options import (
 
 
 def _ago(t: float | None) -> str:
-    if not t:
-        return "-"
-    s = max(0.0, time.time() - float(t))
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+    """`5m 12s ago` (table.ago), `-` when unknown."""
+    return ago(float(t)) if t else "-"
 
 
 def _control() -> Any:

@@ -131,7 +131,9 @@ def fleet_row(pod: str, w: dict[str, Any]) -> dict[str, Any]:
 
 def register(cmds: Commands) -> None:
     common = zk_options()
-    cmds.group("pods", "the pods in ZooKeeper: list, add, set-state (active or draining)")
+    cmds.group("pods", "the pods in ZooKeeper: list, add, set-state (active or draining)",
+               description="The pods in ZooKeeper. Drain a pod with 'podjobs pods set-state "
+                           "NAME draining' (it takes no new jobs or tenants).")
     cmds.command("list", "list pods with their state, Redis and shard (passwords hidden)",
                  cmd_pods_list, under="pods", parents=[common], noun="pod")
     p = cmds.command("add", "add a pod (idempotent)", cmd_pods_add, under="pods", parents=[common],

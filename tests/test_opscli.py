@@ -123,3 +123,8 @@ def test_a_paused_queue_is_passed_over_and_its_jobs_wait_until_resumed(
         run(capsys, "queues", "resume", "critical", "--redis", redis_url)
         wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second", b"first"],
                    what="the critical job once resumed")
+        # a job scheduled an hour ahead runs when an operator says so
+        later = mark_default.enqueue_in(3600, redis_url, "later")
+        out = run(capsys, "scheduled", "run-now", later.id, "--redis", redis_url, "--json")
+        assert out["changed"] == [later.id]
+        wait_until(lambda: r.lrange("ops:marks", -1, -1) == [b"later"], what="the job run now")

@@ -175,6 +175,7 @@ class RedisBackend:
         "promote", "heartbeat", "recover", "requeue", "dead_retry",
         "hold", "release", "end_hold", "take", "reenqueue", "carry", "cancel", "ack_status",
         "accept", "stage_held", "queue_pause", "queue_resume",
+        "zset_now", "zset_delete",
     )
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,

@@ -4,7 +4,7 @@
    `pause(queue)` / `resume(queue)`: workers pass a paused queue over (reserve.lua).
 2. `workers()`: live workers, their queues and the jobs they run.
 3. Dead set: list, retry (back to the queue with attempts reset), delete.
-4. Scheduled and retry sets: list.
+4. Scheduled and retry sets: list; `run_now` (runs next) and `delete_waiting` one job.
 5. `find_job(id)`: where a job is (queue, scheduled, retry, in flight, dead).
 """
 
@@ -240,6 +240,41 @@ class Inspector:
         n = int(self.r.zcard(keys.DEAD))
         self.r.delete(keys.DEAD)
         return n
+
+    # -- a scheduled or retrying job: now, or never ---------------------------------
+
+    def _waiting(self, kind: str, job_id: str) -> tuple[str, str, bytes]:
+        """(queue, sorted set key, member) of a "scheduled" or "retry" job on this pod."""
+        for q in self.queue_names():
+            zkey = keys.scheduled(q) if kind == "scheduled" else keys.retry(q)
+            hit = self._zfind(zkey, job_id)
+            if hit:
+                return q, zkey, hit[0]
+        what, cmd = (("scheduled", "scheduled") if kind == "scheduled"
+                     else ("waiting for a retry", "retries"))
+        raise JobNotFound(f"job {job_id!r} is not {what} on this pod; see 'podjobs {cmd} list'")
+
+    def run_now(self, kind: str, job_id: str) -> bool:
+        """Move a scheduled ("scheduled") or retrying ("retry") job to the taking end of its
+        queue: it runs next (zset_now.lua); False if it came due meanwhile."""
+        q, zkey, member = self._waiting(kind, job_id)
+        return bool(self.backend._run("zset_now", f"run job {job_id} now",
+                                      [zkey, keys.queue(q), keys.wake(q)], [member]))
+
+    def delete_waiting(self, kind: str, job_id: str) -> bool:
+        """Drop a scheduled or retrying job; a tracked one is cancelled (cancel.lua), so its
+        status record says cancelled."""
+        q, zkey, member = self._waiting(kind, job_id)
+        data = _decode(member)
+        if "track" in data:
+            from podjobs import status
+
+            unique = data.get("unique")
+            outcome, _ = self.backend.cancel(job_id, q, data.get("tenant") or None,
+                                             unique if isinstance(unique, str) else None,
+                                             status.finished_ttl(data))
+            return outcome in ("cancelled", "already")
+        return bool(self.backend._run("zset_delete", f"delete job {job_id}", [zkey], [member]))
 
     # -- finding one job ------------------------------------------------------------
 

@@ -76,8 +76,9 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("iterations pause", [it, *p1], 0), ("iterations resume", [it, *p1], 0),
         ("iterations cancel", [it, *p1], 0),
         ("pods list", zk, 0),
-        ("pods add", ["p9", "--redis", "redis://:secret@127.0.0.1:1/0", "--shard",
-                      "mysql+pymysql://u:secret@127.0.0.1:1/x", *zk], 0),
+        ("pods add", ["p9", "--redis", "redis://:${env:P9_REDIS_PASSWORD}@127.0.0.1:1/0",
+                      "--shard", "mysql+pymysql://u:secret@127.0.0.1:1/x", "--plain-password",
+                      *zk], 0),
         ("pods set-state", ["p9", "draining", *zk], 0),
         ("fleet", zk, 0),
         ("tenants assign", ["shop-2", "p1", *zk], 0), ("tenants where", ["shop-1", *zk], 0),
@@ -155,6 +156,7 @@ def test_every_command_prints_json_that_follows_its_schema(
     assert [p["pod"] for p in seen["pods list --zk"]] == ["p1", "p2", "p3"]  # before p9
     added = seen["pods add p9"]["pod"]
     assert "secret" not in json.dumps(added) and added["redis_url"] == "redis://:***@127.0.0.1:1/0"
+    assert added["shard_url"] == "mysql+pymysql://u:***@127.0.0.1:1/x"
     assert [(w["pod"], w["worker"]) for w in seen["fleet --zk"]] == [("p2", "w-contract")]
     assert seen["migrations wait --timeout"]["outcome"] == "timeout"
     assert seen["migrations skip 0001"]["halted"] is False
@@ -166,6 +168,8 @@ def test_every_command_prints_json_that_follows_its_schema(
     (["dead", "delete", "--all"], 2, "pass --yes"),
     (["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00"], 1, "has no status record"),
     (["api", "token", "--tenant", "shop-99"], 1, "shop-99"),
+    (["pods", "add", "p8", "--redis", "redis://:pw@h:1/0", "--shard", "sqlite:///x"], 2,
+     "would be stored in ZooKeeper in plain text"),
 ])
 def test_errors_exit_with_their_code_on_one_line(
         pods: Topology, zk: ZK, cluster: Any, zk_root: str, argv: list[str], code: int, says: str,
@@ -179,3 +183,13 @@ def test_errors_exit_with_their_code_on_one_line(
     assert rc == code, err
     assert says in err and "Traceback" not in err
     assert err.count("\n") == 1 or "usage:" in err
+
+
+def test_a_backend_connects_through_a_reference_and_keeps_it(redis_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from podjobs.backend import RedisBackend
+
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
+    monkeypatch.setenv("PJ_T_HOST", host_port)
+    b = RedisBackend("redis://${env:PJ_T_HOST}/0")
+    assert b.redis.ping() and b.url == "redis://${env:PJ_T_HOST}/0"

@@ -34,6 +34,7 @@ from podjobs import keys
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
+from podjobs.secrets import resolve as resolve_secrets
 from podjobs.status import PENDING_TTL_S, StatusWrite
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
@@ -180,7 +181,8 @@ class RedisBackend:
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
                  connect_timeout: float = 5.0) -> None:
-        self.url = url
+        self.url = url  # as given: a password reference stays one (podjobs.secrets)
+        url = resolve_secrets(url)
         self.redis: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
             health_check_interval=30, retry=_retry(),

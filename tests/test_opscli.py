@@ -128,3 +128,16 @@ def test_a_paused_queue_is_passed_over_and_its_jobs_wait_until_resumed(
         out = run(capsys, "scheduled", "run-now", later.id, "--redis", redis_url, "--json")
         assert out["changed"] == [later.id]
         wait_until(lambda: r.lrange("ops:marks", -1, -1) == [b"later"], what="the job run now")
+
+
+def test_watch_refreshes_until_its_rounds_are_done(redis_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tag = podjobs.job(name="ops.watched")(lambda: None)
+    podjobs.configure(redis_url)
+    tag.enqueue()
+    assert main(["queues", "--redis", redis_url, "--watch", "0.01", "--rounds", "3",
+                 "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(json.loads(x)[0]["size"] == 1 for x in lines)  # JSON Lines
+    assert main(["queues", "--redis", redis_url, "--watch", "0.01", "--rounds", "2"]) == 0
+    assert capsys.readouterr().out.count("(Ctrl-C to stop)") == 2

@@ -27,11 +27,13 @@ from podjobs.table import ago, iso_times, one_line, render
 from .options import (
     Commands,
     action_result,
+    add_watch,
     connect,
     open_zk,
     print_json,
     resolve_zk_spec,
     stop_quietly,
+    watching,
     zk_options,
 )
 
@@ -63,6 +65,10 @@ def _report() -> Any:
 
 
 def cmd_migrations_status(args: argparse.Namespace) -> int:
+    return watching(args, lambda: _status(args))
+
+
+def _status(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         st = _report().collect(zk)
     if args.json:
@@ -183,8 +189,8 @@ def register(cmds: Commands) -> None:
         return cmds.command(name, help_, func, under="migrations", parents=[common],
                             description=None, noun=noun)
 
-    command("status", "per shard: current, pending, running (where, since, progress), failures",
-            cmd_migrations_status, "rollout")
+    add_watch(command("status", "per shard: current, pending, running (where, since, progress), "
+                                "failures", cmd_migrations_status, "rollout"))
     s = command("wait", "wait until every shard has a revision: exit 0 done, 1 failed or "
                         "halted, 3 timeout, 4 ZooKeeper unreachable", cmd_migrations_wait, "wait")
     s.add_argument("--migrations", metavar="DIR",

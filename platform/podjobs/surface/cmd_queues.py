@@ -32,9 +32,11 @@ from .options import (
     Commands,
     action_result,
     add_target_args,
+    add_watch,
     confirm_all,
     pod_targets,
     print_json,
+    watching,
 )
 from .schema import iso
 
@@ -136,6 +138,10 @@ def cmd_queues(args: argparse.Namespace) -> int:
     if args.name:
         raise ConfigurationError(f"'podjobs queues' lists every queue; did you mean "
                                  f"'podjobs queues pause {args.name}' or 'resume {args.name}'?")
+    return watching(args, lambda: _queues(args))
+
+
+def _queues(args: argparse.Namespace) -> int:
     got, code = each_pod(args, lambda ins: ins.queues())
     rows = [queue_row(pod, q) for pod, qs in got for q in qs]
     if args.json:
@@ -168,6 +174,10 @@ def _pause(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
+    return watching(args, lambda: _workers(args))
+
+
+def _workers(args: argparse.Namespace) -> int:
     got, code = each_pod(args, lambda ins: ins.workers())
     rows = [worker_row(pod, w) for pod, ws in got for w in ws]
     if args.json:
@@ -379,7 +389,9 @@ def register(cmds: Commands) -> None:
                    help="list (default); pause NAME: workers take nothing from it (jobs keep "
                         "arriving); resume NAME")
     p.add_argument("name", nargs="?", metavar="NAME", help="the queue to pause or resume")
-    listing("workers", "live workers and what they run, on every pod", cmd_workers, "worker")
+    add_watch(p)
+    add_watch(listing("workers", "live workers and what they run, on every pod", cmd_workers,
+                      "worker"))
     listing("stats", "processed, failed, dead and recovered counters per pod", cmd_stats, "stats")
 
     p = listing("dead", "list, retry or delete dead jobs (every pod)", cmd_dead, "job")

@@ -113,3 +113,20 @@ def test_password_references_resolve_from_the_environment_or_a_file(
     assert plain_password("redis://:${env:X}@h:1/0") is None
     assert plain_password("redis://h:1/0") is None
 
+
+
+def test_bar_and_paint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podjobs.table import bar, paint
+
+    assert bar(2, 5, 10) == "[####------] 2/5"
+    assert bar(0, 0, 4) == "[----] 0/0" and bar(9, 3, 4) == "[####] 9/3"
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert paint("x", "red", Tty()) == "\033[31mx\033[0m"
+    assert paint("x", "red", object()) == "x"  # not a terminal: plain
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert paint("x", "red", Tty()) == "x"

@@ -17,12 +17,14 @@ SQLAlchemy) load in the commands that use them, not for --help.
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.exits import Exit
-from podjobs.table import ago, iso_times, one_line, render
+from podjobs.table import ago, bar, iso_times, one_line, paint, render
 
 from .options import (
     Commands,
@@ -121,8 +123,12 @@ def wait_target(revision: str | None, directory: str | None) -> str | None:
 
 def cmd_migrations_wait(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
-        if not args.json:
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+        if args.json:
+            return
+        m = re.match(r"(\d+)/(\d+) shards", line)
+        if m and sys.stdout.isatty():  # a bar on a terminal; logs keep the plain line
+            line = f"{bar(int(m.group(1)), int(m.group(2)))} {line}"
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
     target = wait_target(args.revision, args.migrations)
     zk = open_zk(resolve_zk_spec(args.zk))
@@ -140,7 +146,8 @@ def cmd_migrations_wait(args: argparse.Namespace) -> int:
                         {"pod": s["pod"], "current": s["current"],
                          "pending": s["pending"]} for s in res.status["shards"]]})
     else:
-        print(res.message, flush=True)
+        colour = {Exit.OK: "green", Exit.TIMEOUT: "yellow"}.get(res.code, "red")
+        print(paint(res.message, colour, sys.stdout), flush=True)
     return int(res.code)
 
 

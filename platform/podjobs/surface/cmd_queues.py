@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from podjobs.errors import BackendUnavailable, ConfigurationError, JobNotFound
 from podjobs.exits import Exit
-from podjobs.table import ago, duration, one_line, render
+from podjobs.table import ago, duration, one_line, paint, render
 
 from .options import (
     Commands,
@@ -151,7 +151,8 @@ def _queues(args: argparse.Namespace) -> int:
                       "state"],
                      [[r["pod"] or "-", r["queue"], r["size"], duration(r["latency_s"]),
                        r["scheduled"], r["retrying"], r["in_flight"],
-                       "PAUSED" if r["paused"] else "running"] for r in rows]))
+                       paint("PAUSED", "yellow", sys.stdout) if r["paused"] else "running"]
+                      for r in rows]))
     return code
 
 

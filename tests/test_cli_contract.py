@@ -38,6 +38,11 @@ EXEMPT = {"worker": "a worker process (logs)", "scheduler": "a scheduler process
           "dev up": "starts servers (tests/test_infra.py)"}
 
 
+@podjobs.job(name="contract.again", retries=3, backoff=podjobs.constant(600))
+def again() -> None:
+    raise RuntimeError("not yet")
+
+
 @podjobs.job(name="contract.fail", retries=0)
 def fail(x: int) -> None:
     raise ValueError(f"bad input {x}\nsecond line")
@@ -68,12 +73,16 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("job", ["show", d, *zk], 0),
         ("dead", ["list", *zk], 0), ("scheduled", ["list", *zk], 0), ("retries", ["list", *zk], 0),
         ("dead", ["retry", d, *zk], 0), ("dead", ["delete", "--all", "--yes", *zk], 0),
+        ("scheduled", ["run-now", ctx["scheduled"], *zk], 0),
+        ("retries", ["retry-now", ctx["retry"], *zk], 0),
+        ("retries", ["delete", ctx["retry"], *zk], 1),  # retried now: no longer waiting
         ("iterations list", p1, 0), ("iterations show", [it, *p1], 0),
         ("iterations pause", [it, *p1], 0), ("iterations resume", [it, *p1], 0),
         ("iterations cancel", [it, *p1], 0),
         ("pods list", zk, 0),
-        ("pods add", ["p9", "--redis", "redis://:secret@127.0.0.1:1/0", "--shard",
-                      "mysql+pymysql://u:secret@127.0.0.1:1/x", *zk], 0),
+        ("pods add", ["p9", "--redis", "redis://:${env:P9_REDIS_PASSWORD}@127.0.0.1:1/0",
+                      "--shard", "mysql+pymysql://u:secret@127.0.0.1:1/x", "--plain-password",
+                      *zk], 0),
         ("pods set-state", ["p9", "draining", *zk], 0),
         ("fleet", zk, 0),
         ("tenants assign", ["shop-2", "p1", *zk], 0), ("tenants where", ["shop-1", *zk], 0),
@@ -88,7 +97,8 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
 
 
 def test_every_command_has_a_step() -> None:
-    have = {path for path, _, _ in steps({"zk": "", "dir": "", "dead": "", "iteration": ""})}
+    have = {path for path, _, _ in steps({"zk": "", "dir": "", "dead": "", "iteration": "",
+                                          "scheduled": "", "retry": ""})}
     nouns = commands(build_parser())
     assert {p for p, n in nouns.items() if n is None} == set(EXEMPT) - {"dev up"}
     assert set(nouns) - set(EXEMPT) == have, "add a step for each new command"
@@ -104,17 +114,18 @@ def test_every_command_prints_json_that_follows_its_schema(
     p1, p2 = pods.pods[0].redis_url, pods.pods[1].redis_url
     podjobs.configure(p1)
     dead = fail.enqueue(1)
-    it = Count.enqueue(tag="contract", n=3)
+    retry = again.enqueue()
     r = redis.Redis.from_url(p1)
     with worker(p1, queues=["default"]):
-        wait_until(lambda: r.zcard(keys.DEAD) == 1, what="the failing job to die")
-    r.delete(keys.queue("default"))  # the iteration job stays registered, not run
+        wait_until(lambda: r.zcard(keys.DEAD) == 1 and r.zcard(keys.retry("default")) == 1,
+                   what="the failing job to die and the other to wait for its retry")
+    it = Count.enqueue(tag="contract", n=3)  # registered and queued; no worker runs it
     podjobs.configure(p2)
-    fail.enqueue_in(600, 2)
+    sched = fail.enqueue_in(600, 2)
     reg = WorkerRegistration(zk, "p2", "w-contract", {"queues": ["default"], "concurrency": 2,
                                                       "started": 1.0e9}).start()
     ctx = {"zk": cluster.topology.zookeeper + zk_root, "dir": str(tmp_path / "none"),
-           "dead": dead.id, "iteration": it.id}
+           "dead": dead.id, "iteration": it.id, "scheduled": sched.id, "retry": retry.id}
     nouns = commands(build_parser())
     seen: dict[str, Any] = {}
     try:
@@ -124,6 +135,9 @@ def test_every_command_prints_json_that_follows_its_schema(
             out, err = capsys.readouterr()
             assert rc == code, f"{path} {argv}: exit {rc}, not {code}: {err}"
             assert "Traceback" not in err, err
+            if rc == 1 and not out:  # an expected failure: one line on stderr, no JSON
+                assert err.count("\n") == 1, err
+                continue
             doc = json.loads(out)
             noun = "action" if isinstance(doc, dict) and "action" in doc else nouns[path]
             assert noun is not None
@@ -137,12 +151,16 @@ def test_every_command_prints_json_that_follows_its_schema(
     assert {q["pod"] for q in seen["queues --zk"]} >= {"p1", "p2"}
     assert seen["queues pause"]["changed"] == ["p1", "p2", "p3"]
     assert [s["pod"] for s in seen["stats --zk"]] == ["p1", "p2", "p3"]
-    (sched,) = seen["scheduled list"]
-    assert sched["pod"] == "p2" and sched["at"].endswith("Z")
+    (listed,) = seen["scheduled list"]
+    assert listed["pod"] == "p2" and listed["at"].endswith("Z") and listed["job_id"] == sched.id
+    assert seen["scheduled run-now"]["changed"] == [sched.id]
+    assert seen["retries retry-now"]["changed"] == [retry.id]
+    assert r.lindex(keys.queue("default"), -1) is not None  # taken next
     assert seen["job show"]["where"] == "dead" and seen["job show"]["pod"] == "p1"
     assert [p["pod"] for p in seen["pods list --zk"]] == ["p1", "p2", "p3"]  # before p9
     added = seen["pods add p9"]["pod"]
     assert "secret" not in json.dumps(added) and added["redis_url"] == "redis://:***@127.0.0.1:1/0"
+    assert added["shard_url"] == "mysql+pymysql://u:***@127.0.0.1:1/x"
     assert [(w["pod"], w["worker"]) for w in seen["fleet --zk"]] == [("p2", "w-contract")]
     assert seen["migrations wait --timeout"]["outcome"] == "timeout"
     assert seen["migrations skip 0001"]["halted"] is False
@@ -154,6 +172,8 @@ def test_every_command_prints_json_that_follows_its_schema(
     (["dead", "delete", "--all"], 2, "pass --yes"),
     (["job", "show", "01ABCDEFGHJKMNPQRSTVWXYZ00"], 1, "has no status record"),
     (["api", "token", "--tenant", "shop-99"], 1, "shop-99"),
+    (["pods", "add", "p8", "--redis", "redis://:pw@h:1/0", "--shard", "sqlite:///x"], 2,
+     "would be stored in ZooKeeper in plain text"),
 ])
 def test_errors_exit_with_their_code_on_one_line(
         pods: Topology, zk: ZK, cluster: Any, zk_root: str, argv: list[str], code: int, says: str,
@@ -167,3 +187,13 @@ def test_errors_exit_with_their_code_on_one_line(
     assert rc == code, err
     assert says in err and "Traceback" not in err
     assert err.count("\n") == 1 or "usage:" in err
+
+
+def test_a_backend_connects_through_a_reference_and_keeps_it(redis_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from podjobs.backend import RedisBackend
+
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
+    monkeypatch.setenv("PJ_T_HOST", host_port)
+    b = RedisBackend("redis://${env:PJ_T_HOST}/0")
+    assert b.redis.ping() and b.url == "redis://${env:PJ_T_HOST}/0"

@@ -92,3 +92,41 @@ def test_redact(url: str, out: str) -> None:
 ])
 def test_each_error_carries_its_exit_code(exc: Any, code: Exit) -> None:
     assert exc.exit_code == code
+
+
+def test_password_references_resolve_from_the_environment_or_a_file(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from podjobs.secrets import plain_password, resolve
+
+    monkeypatch.setenv("PJ_T_PW", "s3cr@t/x")
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    assert resolve("redis://:${env:PJ_T_PW}@h:1/0") == "redis://:s3cr%40t%2Fx@h:1/0"
+    assert resolve(f"mysql+pymysql://u:${{file:{secret}}}@db/app") == \
+        "mysql+pymysql://u:from-file@db/app"
+    assert resolve("redis://h:1/0") == "redis://h:1/0"
+    with pytest.raises(ConfigurationError, match=r"\$\{env:PJ_T_NOPE\}, which is not set"):
+        resolve("redis://:${env:PJ_T_NOPE}@h:1/0")
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        resolve(f"redis://:${{file:{tmp_path / 'missing'}}}@h:1/0")
+    assert plain_password("redis://:pw@h:1/0") == "pw"
+    assert plain_password("redis://:${env:X}@h:1/0") is None
+    assert plain_password("redis://h:1/0") is None
+
+
+
+def test_bar_and_paint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podjobs.table import bar, paint
+
+    assert bar(2, 5, 10) == "[####------] 2/5"
+    assert bar(0, 0, 4) == "[----] 0/0" and bar(9, 3, 4) == "[####] 9/3"
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert paint("x", "red", Tty()) == "\033[31mx\033[0m"
+    assert paint("x", "red", object()) == "x"  # not a terminal: plain
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert paint("x", "red", Tty()) == "x"

@@ -123,3 +123,21 @@ def test_a_paused_queue_is_passed_over_and_its_jobs_wait_until_resumed(
         run(capsys, "queues", "resume", "critical", "--redis", redis_url)
         wait_until(lambda: r.lrange("ops:marks", 0, -1) == [b"second", b"first"],
                    what="the critical job once resumed")
+        # a job scheduled an hour ahead runs when an operator says so
+        later = mark_default.enqueue_in(3600, redis_url, "later")
+        out = run(capsys, "scheduled", "run-now", later.id, "--redis", redis_url, "--json")
+        assert out["changed"] == [later.id]
+        wait_until(lambda: r.lrange("ops:marks", -1, -1) == [b"later"], what="the job run now")
+
+
+def test_watch_refreshes_until_its_rounds_are_done(redis_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tag = podjobs.job(name="ops.watched")(lambda: None)
+    podjobs.configure(redis_url)
+    tag.enqueue()
+    assert main(["queues", "--redis", redis_url, "--watch", "0.01", "--rounds", "3",
+                 "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(json.loads(x)[0]["size"] == 1 for x in lines)  # JSON Lines
+    assert main(["queues", "--redis", redis_url, "--watch", "0.01", "--rounds", "2"]) == 0
+    assert capsys.readouterr().out.count("(Ctrl-C to stop)") == 2

@@ -32,7 +32,7 @@ from types import ModuleType
 from podjobs.errors import PodjobsError
 from podjobs.exits import Exit
 from podjobs.surface.options import Commands
-from podjobs.table import one_line
+from podjobs.table import one_line, paint
 
 COMMANDS = ("cmd_dev", "cmd_queues", "cmd_worker", "cmd_iterations", "cmd_pods", "cmd_tenants",
             "cmd_moves", "cmd_scheduler", "cmd_migrations", "cmd_api", "cmd_exporter",
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = func(args)
         sys.stdout.flush()
     except PodjobsError as exc:
-        print(f"podjobs: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{paint('podjobs:', 'red', sys.stderr)} {one_line(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = unreachable(exc)
         if msg is None:
             raise
-        print(f"podjobs: {msg}", file=sys.stderr)
+        print(f"{paint('podjobs:', 'red', sys.stderr)} {msg}", file=sys.stderr)
         return int(Exit.UNREACHABLE)
     return int(rc or 0)
 

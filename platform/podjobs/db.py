@@ -36,6 +36,9 @@ def engine(url: str) -> Engine:
 
 
 def _make(url: str) -> Engine:
+    from podjobs.secrets import resolve
+
+    url = resolve(url)  # a password reference (podjobs.secrets) is resolved on connect
     if url.startswith("sqlite"):
         e = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

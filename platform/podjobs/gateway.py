@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
+from podjobs.secrets import resolve as resolve_secrets
 
 __all__ = ["SCRIPT_ATTEMPTS", "UNREACHABLE", "Gateway", "RedisError", "Script", "ScriptError", "redacted",
            "script", "scripts", "text"]
@@ -183,7 +184,8 @@ class Gateway:
     """One pod's Redis: its pools, its scripts and its error wording (see the module doc)."""
 
     def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
-        self.url = url
+        self.url = url  # as given: a password reference stays one in messages (podjobs.secrets)
+        url = resolve_secrets(url)
         #: reads (and the acker's batch): redis-py retries connection errors
         self.redis: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,

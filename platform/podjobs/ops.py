@@ -4,7 +4,7 @@
    `pause(queue)` / `resume(queue)`: workers pass a paused queue over (reserve.lua).
 2. `workers()`: live workers, their queues and the jobs they run.
 3. Dead set: list, retry (back to the queue with attempts reset), delete.
-4. Scheduled and retry sets: list.
+4. Scheduled and retry sets: list; `run_now` (runs next) and `delete_waiting` one job.
 5. `find_job(id)`: where a job is (queue, scheduled, retry, in flight, dead).
 6. `run_now(kind, id)` / `remove(kind, id)`: a job of the dead, retry or scheduled sets to
    its queue now, or out of its set (the dashboard's actions; `SETS` names the kinds).
@@ -267,12 +267,6 @@ class Inspector:
                 return zk, hit[0]
         raise JobNotFound(f"job {job_id!r} is not in the {kind} set (it may have run already)")
 
-    def run_now(self, kind: str, job_id: str) -> bool:
-        """Put a job of a set on its queue now: a dead job with a fresh attempt count, a
-        retrying or scheduled one keeping its count."""
-        zk, member = self._find_in(kind, job_id)
-        return self._requeue_member(zk, member, reset=kind == "dead")
-
     def remove(self, kind: str, job_id: str) -> bool:
         """Delete one job of a set. A tracked retrying or scheduled job is cancelled
         (lua/cancel.lua: its status record says cancelled, its unique key is released)."""
@@ -293,6 +287,45 @@ class Inspector:
         # dead_clear.lua empties any one sorted set (ZCARD, DEL) and says how many it held
         return sum(int(self.backend.run("dead_clear", f"clear the {kind} set", [zk], []))
                    for zk in self.set_keys(kind))
+
+    # -- a scheduled or retrying job: now, or never ---------------------------------
+
+    def _waiting(self, kind: str, job_id: str) -> tuple[str, str, bytes]:
+        """(queue, sorted set key, member) of a "scheduled" or "retry" job on this pod."""
+        for q in self.queue_names():
+            zkey = keys.scheduled(q) if kind == "scheduled" else keys.retry(q)
+            hit = self._zfind(zkey, job_id)
+            if hit:
+                return q, zkey, hit[0]
+        what, cmd = (("scheduled", "scheduled") if kind == "scheduled"
+                     else ("waiting for a retry", "retries"))
+        raise JobNotFound(f"job {job_id!r} is not {what} on this pod; see 'podjobs {cmd} list'")
+
+    def run_now(self, kind: str, job_id: str) -> bool:
+        """Run a job of a set next: a dead job back on its queue with a fresh attempt count;
+        a scheduled ("scheduled") or retrying ("retry" or "retries") one moved to the taking
+        end of its queue, keeping its count (zset_now.lua); False if it came due meanwhile."""
+        if kind == "dead":
+            zk, member = self._find_in(kind, job_id)
+            return self._requeue_member(zk, member, reset=True)
+        q, zkey, member = self._waiting("scheduled" if kind == "scheduled" else "retry", job_id)
+        return bool(self.backend.run("zset_now", f"run job {job_id} now",
+                                      [zkey, keys.queue(q), keys.wake(q)], [member]))
+
+    def delete_waiting(self, kind: str, job_id: str) -> bool:
+        """Drop a scheduled or retrying job; a tracked one is cancelled (cancel.lua), so its
+        status record says cancelled."""
+        q, zkey, member = self._waiting(kind, job_id)
+        data = _decode(member)
+        if "track" in data:
+            from podjobs import status
+
+            unique = data.get("unique")
+            outcome, _ = self.backend.cancel(job_id, q, data.get("tenant") or None,
+                                             unique if isinstance(unique, str) else None,
+                                             status.finished_ttl(data))
+            return outcome in ("cancelled", "already")
+        return bool(self.backend.run("zset_delete", f"delete job {job_id}", [zkey], [member]))
 
     # -- finding one job ------------------------------------------------------------
 

@@ -81,3 +81,22 @@ def iso_times(obj: Any) -> Any:
     if isinstance(obj, list):
         return [iso_times(v) for v in obj]
     return obj
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    """A progress bar for a terminal: `[########------------] 2/5`."""
+    filled = 0 if total <= 0 else min(width, round(width * done / total))
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
+_COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
+
+
+def paint(text: str, colour: str, stream: Any) -> str:
+    """`text` in `colour` when `stream` is a terminal and NO_COLOR is unset; else as it is."""
+    import os
+
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("NO_COLOR") or not (isatty and isatty()):
+        return text
+    return f"\033[{_COLOURS[colour]}m{text}\033[0m"

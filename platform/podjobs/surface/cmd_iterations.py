@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 from podjobs.iteration.state import State
 from podjobs.table import render
 
-from .options import Commands, action_result, add_target_args, print_json, resolve_redis
+from .options import (
+    Commands,
+    action_result,
+    add_target_args,
+    add_watch,
+    print_json,
+    resolve_redis,
+    watching,
+)
 from .schema import iso
 
 if TYPE_CHECKING:
@@ -75,6 +83,10 @@ def iteration_row(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    return watching(args, lambda: _list(args))
+
+
+def _list(args: argparse.Namespace) -> int:
     ps = _admin(args).jobs(args.state, args.limit)
     if args.json:
         print_json([iteration_row(p.as_dict()) for p in ps])
@@ -134,6 +146,7 @@ def register(cmds: Commands) -> None:
 
     p = command("list", "iteration jobs, newest first, with their progress", cmd_list, "iteration")
     p.add_argument("--state", choices=[s.value for s in State])
+    add_watch(p)
     p.add_argument("--limit", type=int, default=50)
     p = command("show", "one iteration job, or a parallel group and its parts", cmd_show, "iteration")
     p.add_argument("id", metavar="ID")

@@ -17,30 +17,32 @@ SQLAlchemy) load in the commands that use them, not for --help.
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 from typing import Any
 
 from podjobs.errors import ConfigurationError
 from podjobs.exits import Exit
-from podjobs.table import iso_times, one_line, render
+from podjobs.table import ago, bar, iso_times, one_line, paint, render
 
 from .options import (
     Commands,
     action_result,
+    add_watch,
     connect,
     open_zk,
     print_json,
     resolve_zk_spec,
     stop_quietly,
+    watching,
     zk_options,
 )
 
 
 def _ago(t: float | None) -> str:
-    if not t:
-        return "-"
-    s = max(0.0, time.time() - float(t))
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+    """`5m 12s ago` (table.ago), `-` when unknown."""
+    return ago(float(t)) if t else "-"
 
 
 def _control() -> Any:
@@ -65,6 +67,10 @@ def _report() -> Any:
 
 
 def cmd_migrations_status(args: argparse.Namespace) -> int:
+    return watching(args, lambda: _status(args))
+
+
+def _status(args: argparse.Namespace) -> int:
     with connect(args) as zk:
         st = _report().collect(zk)
     if args.json:
@@ -117,8 +123,12 @@ def wait_target(revision: str | None, directory: str | None) -> str | None:
 
 def cmd_migrations_wait(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
-        if not args.json:
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+        if args.json:
+            return
+        m = re.match(r"(\d+)/(\d+) shards", line)
+        if m and sys.stdout.isatty():  # a bar on a terminal; logs keep the plain line
+            line = f"{bar(int(m.group(1)), int(m.group(2)))} {line}"
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
     target = wait_target(args.revision, args.migrations)
     zk = open_zk(resolve_zk_spec(args.zk))
@@ -136,7 +146,8 @@ def cmd_migrations_wait(args: argparse.Namespace) -> int:
                         {"pod": s["pod"], "current": s["current"],
                          "pending": s["pending"]} for s in res.status["shards"]]})
     else:
-        print(res.message, flush=True)
+        colour = {Exit.OK: "green", Exit.TIMEOUT: "yellow"}.get(res.code, "red")
+        print(paint(res.message, colour, sys.stdout), flush=True)
     return int(res.code)
 
 
@@ -185,8 +196,8 @@ def register(cmds: Commands) -> None:
         return cmds.command(name, help_, func, under="migrations", parents=[common],
                             description=None, noun=noun)
 
-    command("status", "per shard: current, pending, running (where, since, progress), failures",
-            cmd_migrations_status, "rollout")
+    add_watch(command("status", "per shard: current, pending, running (where, since, progress), "
+                                "failures", cmd_migrations_status, "rollout"))
     s = command("wait", "wait until every shard has a revision: exit 0 done, 1 failed or "
                         "halted, 3 timeout, 4 ZooKeeper unreachable", cmd_migrations_wait, "wait")
     s.add_argument("--migrations", metavar="DIR",

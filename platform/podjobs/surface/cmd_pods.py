@@ -17,6 +17,7 @@ import argparse
 import time
 from typing import Any
 
+from podjobs.errors import ConfigurationError
 from podjobs.infra.topofile import Pod, PodState
 from podjobs.table import duration, render
 
@@ -50,7 +51,15 @@ def pod_row(p: Pod) -> dict[str, Any]:
 
 def cmd_pods_add(args: argparse.Namespace) -> int:
     from podjobs.pods.topology import TopologyStore, validate_name
+    from podjobs.secrets import plain_password
 
+    for flag, url in (("--redis", args.redis), ("--shard", args.shard)):
+        if plain_password(url) and not args.plain_password:
+            raise ConfigurationError(
+                f"{flag} {redact(url)}: its password would be stored in ZooKeeper in plain text; "
+                f"write it as a reference each process resolves, ${{env:NAME}} or "
+                f"${{file:PATH}} (e.g. redis://:${{env:P1_REDIS_PASSWORD}}@host:6379/0), or "
+                f"pass --plain-password")
     pod = Pod(args.name, args.redis, args.shard)
     with connect(args) as zk:
         store = TopologyStore(zk)
@@ -131,7 +140,9 @@ def fleet_row(pod: str, w: dict[str, Any]) -> dict[str, Any]:
 
 def register(cmds: Commands) -> None:
     common = zk_options()
-    cmds.group("pods", "the pods in ZooKeeper: list, add, set-state (active or draining)")
+    cmds.group("pods", "the pods in ZooKeeper: list, add, set-state (active or draining)",
+               description="The pods in ZooKeeper. Drain a pod with 'podjobs pods set-state "
+                           "NAME draining' (it takes no new jobs or tenants).")
     cmds.command("list", "list pods with their state, Redis and shard (passwords hidden)",
                  cmd_pods_list, under="pods", parents=[common], noun="pod")
     p = cmds.command("add", "add a pod (idempotent)", cmd_pods_add, under="pods", parents=[common],
@@ -140,6 +151,9 @@ def register(cmds: Commands) -> None:
     p.add_argument("--redis", required=True, metavar="URL", help="the pod's Redis URL")
     p.add_argument("--shard", required=True, metavar="URL", help="the pod's database shard URL")
     p.add_argument("--replace", action="store_true", help="change the URLs of an existing pod")
+    p.add_argument("--plain-password", action="store_true",
+                   help="store a password written in a URL as it is (default: refused; write "
+                        "${env:NAME} or ${file:PATH} instead, resolved by each process)")
     p = cmds.command("set-state", "mark a pod active or draining (takes no new tenants)",
                      cmd_pods_set_state, under="pods", parents=[common], noun="action")
     p.add_argument("name", metavar="NAME")

@@ -3,8 +3,8 @@
     podjobs queues | workers | stats
     podjobs queues pause NAME | resume NAME      (workers pass a paused queue over)
     podjobs dead list | retry ID... | retry --all | delete ID... | delete --all --yes
-    podjobs scheduled list
-    podjobs retries list
+    podjobs scheduled list | run-now ID... | delete ID...
+    podjobs retries list | retry-now ID... | delete ID...
     podjobs job show ID
 
 Fleet-wide by default: every pod of the topology in ZooKeeper (`--zk`, else `$PODJOBS_ZK`,
@@ -26,15 +26,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from podjobs.errors import BackendUnavailable, ConfigurationError, JobNotFound
 from podjobs.exits import Exit
-from podjobs.table import ago, duration, one_line, render
+from podjobs.table import ago, duration, one_line, paint, render
 
 from .options import (
     Commands,
     action_result,
     add_target_args,
+    add_watch,
     confirm_all,
     pod_targets,
     print_json,
+    watching,
 )
 from .schema import iso
 
@@ -136,6 +138,10 @@ def cmd_queues(args: argparse.Namespace) -> int:
     if args.name:
         raise ConfigurationError(f"'podjobs queues' lists every queue; did you mean "
                                  f"'podjobs queues pause {args.name}' or 'resume {args.name}'?")
+    return watching(args, lambda: _queues(args))
+
+
+def _queues(args: argparse.Namespace) -> int:
     got, code = each_pod(args, lambda ins: ins.queues())
     rows = [queue_row(pod, q) for pod, qs in got for q in qs]
     if args.json:
@@ -145,7 +151,8 @@ def cmd_queues(args: argparse.Namespace) -> int:
                       "state"],
                      [[r["pod"] or "-", r["queue"], r["size"], duration(r["latency_s"]),
                        r["scheduled"], r["retrying"], r["in_flight"],
-                       "PAUSED" if r["paused"] else "running"] for r in rows]))
+                       paint("PAUSED", "yellow", sys.stdout) if r["paused"] else "running"]
+                      for r in rows]))
     return code
 
 
@@ -168,6 +175,10 @@ def _pause(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
+    return watching(args, lambda: _workers(args))
+
+
+def _workers(args: argparse.Namespace) -> int:
     got, code = each_pod(args, lambda ins: ins.workers())
     rows = [worker_row(pod, w) for pod, ws in got for w in ws]
     if args.json:
@@ -260,11 +271,47 @@ def _each_id(args: argparse.Namespace, retry: bool) -> tuple[list[str], int]:
 
 
 def cmd_scheduled(args: argparse.Namespace) -> int:
+    if args.action != "list":
+        return _waiting_action(args, "scheduled", "scheduled")
     return _job_list(args, "scheduled", lambda ins: ins.scheduled(args.limit), "due")
 
 
 def cmd_retries(args: argparse.Namespace) -> int:
+    if args.action != "list":
+        return _waiting_action(args, "retry", "retries")
     return _job_list(args, "retry", lambda ins: ins.retries(args.limit), "next try")
+
+
+def _waiting_action(args: argparse.Namespace, kind: str, cmd: str) -> int:
+    """`scheduled run-now|delete ID...`, `retries retry-now|delete ID...` on whichever pod
+    has each job; `JobNotFound` naming the ids no pod has (after acting on the others)."""
+    if not args.ids:
+        raise ConfigurationError(f"{cmd} {args.action} needs job ids (see 'podjobs {cmd} list')")
+    now = args.action != "delete"
+    missing = set(args.ids)
+
+    def act(ins: Inspector) -> list[str]:
+        done = []
+        for job_id in sorted(missing):
+            try:
+                ok = ins.run_now(kind, job_id) if now else ins.delete_waiting(kind, job_id)
+            except JobNotFound:
+                continue
+            if ok:
+                done.append(job_id)
+        missing.difference_update(done)
+        return done
+
+    got, code = each_pod(args, act)
+    if missing:
+        what = "scheduled" if kind == "scheduled" else "waiting for a retry"
+        raise JobNotFound(f"not {what} on any pod: {', '.join(sorted(missing))} (done, due "
+                          f"meanwhile, or never there); see 'podjobs {cmd} list'")
+    changed = [i for _, ids in got for i in ids]
+    msg = (f"{len(changed)} job(s) moved to the front of their queue: they run next" if now
+           else f"{len(changed)} job(s) deleted (tracked ones cancelled)")
+    action_result(args, f"{cmd} {args.action}", changed, msg)
+    return code
 
 
 def _find(ins: Inspector, job_id: str) -> tuple[FoundJob | None, dict[str, str]]:
@@ -343,7 +390,9 @@ def register(cmds: Commands) -> None:
                    help="list (default); pause NAME: workers take nothing from it (jobs keep "
                         "arriving); resume NAME")
     p.add_argument("name", nargs="?", metavar="NAME", help="the queue to pause or resume")
-    listing("workers", "live workers and what they run, on every pod", cmd_workers, "worker")
+    add_watch(p)
+    add_watch(listing("workers", "live workers and what they run, on every pod", cmd_workers,
+                      "worker"))
     listing("stats", "processed, failed, dead and recovered counters per pod", cmd_stats, "stats")
 
     p = listing("dead", "list, retry or delete dead jobs (every pod)", cmd_dead, "job")
@@ -353,13 +402,16 @@ def register(cmds: Commands) -> None:
     p.add_argument("--yes", action="store_true", help="confirm 'delete --all' without asking")
     filters(p)
 
-    p = listing("scheduled", "jobs scheduled for later (every pod)", cmd_scheduled, "job")
-    p.add_argument("action", choices=["list"])
+    p = listing("scheduled", "jobs scheduled for later (every pod); run-now or delete one",
+                cmd_scheduled, "job")
+    p.add_argument("action", choices=["list", "run-now", "delete"])
+    p.add_argument("ids", nargs="*", metavar="ID")
     filters(p)
 
-    p = listing("retries", "failed jobs waiting for their next attempt (every pod)", cmd_retries,
-                "job")
-    p.add_argument("action", choices=["list"])
+    p = listing("retries", "failed jobs waiting for their next attempt (every pod); retry-now "
+                           "or delete one", cmd_retries, "job")
+    p.add_argument("action", choices=["list", "retry-now", "delete"])
+    p.add_argument("ids", nargs="*", metavar="ID")
     filters(p)
 
     p = listing("job", "show where one job is (any pod), its call, error and status record",

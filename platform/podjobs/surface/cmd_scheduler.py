@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from podjobs.errors import ConfigurationError
+from podjobs.table import ago
 
 from .options import (
     DEFAULT_ROOT,
@@ -42,10 +43,8 @@ from .schema import iso
 
 
 def _ago(t: float | None) -> str:
-    if not t:
-        return "-"
-    s = max(0.0, time.time() - float(t))
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+    """`5m 12s ago` (table.ago), `-` when unknown."""
+    return ago(float(t)) if t else "-"
 
 
 def _when(t: float | None) -> str:

@@ -92,8 +92,49 @@ class Commands:
 # -- output and --app ---------------------------------------------------------------
 
 
+#: True while `--watch` runs with `--json`: one document a line (JSON Lines)
+_json_lines = False
+
+
 def print_json(obj: Any, *, sort_keys: bool = False) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=sort_keys, default=str))
+    print(json.dumps(obj, indent=None if _json_lines else 2, sort_keys=sort_keys, default=str))
+
+
+def add_watch(p: argparse.ArgumentParser) -> None:
+    """`--watch S` (refresh every S seconds until Ctrl-C) and `--rounds N`."""
+    p.add_argument("--watch", type=float, metavar="S",
+                   help="refresh every S seconds until Ctrl-C (with --json: one document a line)")
+    p.add_argument("--rounds", type=int, metavar="N", help="with --watch: stop after N refreshes")
+
+
+def watching(args: argparse.Namespace, once: Callable[[], int]) -> int:
+    """Run `once()`, or with `--watch` again every S seconds (the screen cleared on a
+    terminal) until Ctrl-C or `--rounds`; the exit code of the last round."""
+    global _json_lines
+    every = getattr(args, "watch", None)
+    if not every:
+        return once()
+    import time
+
+    as_json = bool(getattr(args, "json", False))
+    _json_lines = as_json
+    code, n = 0, 0
+    try:
+        while True:
+            if not as_json:
+                if sys.stdout.isatty():
+                    print("\033[H\033[2J", end="")
+                print(f"every {every:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C to stop)")
+            code = once()
+            sys.stdout.flush()
+            n += 1
+            if args.rounds and n >= args.rounds:
+                return code
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return code
+    finally:
+        _json_lines = False
 
 
 def action_result(args: argparse.Namespace, action: str, changed: list[str], message: str,

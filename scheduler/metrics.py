@@ -6,7 +6,8 @@
 - `podjobs_migration_pending{pod}`: revisions the shard has not applied yet;
 - `podjobs_migration_runs{pod,revision,state}`: 1 for each open or stopped run (queued,
   running, failed, cancelled), so an alert can fire on a failed one;
-- `podjobs_migration_halts`: revisions halted for the whole rollout.
+- `podjobs_migration_halts`: revisions halted for the whole rollout;
+- `podjobs_periodic_last_tick_timestamp_seconds{job,target}`: each periodic job's last tick.
 """
 
 from __future__ import annotations
@@ -58,3 +59,19 @@ class MigrationCollector(Collector):
         halts = GaugeMetricFamily("podjobs_migration_halts", "Revisions halted for the rollout")
         halts.add_metric([], len(status.get("halts") or {}))
         yield halts
+        yield self._periodic()
+
+    def _periodic(self) -> GaugeMetricFamily:
+        """The last tick of each periodic job and target, from the leader's state nodes
+        (periodic/{job}/{target}: {"last_tick"}), so an alert can fire on one that stopped."""
+        fam = GaugeMetricFamily("podjobs_periodic_last_tick_timestamp_seconds",
+                                "When a periodic job last ran (its tick, epoch seconds)",
+                                labels=["job", "target"])
+        base = self.zk.path("periodic")
+        for job in sorted(self.zk.children(base)):
+            for target in sorted(self.zk.children(f"{base}/{job}")):
+                got = self.zk.get_json(f"{base}/{job}/{target}")
+                last = got[0].get("last_tick") if got else None
+                if isinstance(last, int | float):
+                    fam.add_metric([job.replace("%2F", "/"), target], float(last))
+        return fam

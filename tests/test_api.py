@@ -620,8 +620,14 @@ def test_migrations_endpoint_serves_what_migrations_status_json_prints(env: Env)
         assert vals[("podjobs_migration_pending", (("pod", "p3"),))] == 1
         assert vals[("podjobs_migration_runs", (("pod", "p2"), ("revision", "0002"), ("state", "failed")))] == 1
         assert vals[("podjobs_migration_halts", ())] == 1
+        zk.create_json(paths.periodic(zk, "app.hourly", "_one"), {"last_tick": 1_700_000_000})
+        m = httpx.get(env.url + "/metrics", timeout=10)
+        ticks = {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(m.text)
+                 for s in f.samples if s.name == "podjobs_periodic_last_tick_timestamp_seconds"}
+        assert ticks == {(("job", "app.hourly"), ("target", "_one")): 1_700_000_000}
     finally:
         zk.delete(zk.path("migrations"), recursive=True)
+        zk.delete(zk.path("periodic"), recursive=True)
 
 
 # -- the OpenAPI document, and a property-based run over it --------------------------------------

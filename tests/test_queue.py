@@ -314,13 +314,16 @@ def test_the_fetcher_survives_unexpected_redis_errors(r: redis.Redis, redis_url:
 def test_bulk_payloads_are_the_same_json_as_single_ones(r: redis.Redis) -> None:
     add.enqueue_many([(1, {"k": "é"})])
     add.enqueue(1, {"k": "é"})
-    bulk, single = (json.loads(p) for p in r.lrange(keys.queue("default"), 0, -1))
-    for p in (bulk, single):
+    add.enqueue_many([((2,), {"b": 3})])
+    add.enqueue(2, b=3)
+    bulk, single, bulk_kw, single_kw = (json.loads(p) for p in reversed(r.lrange(keys.queue("default"), 0, -1)))
+    for p in (bulk, single, bulk_kw, single_kw):
         assert list(p)[0] == "id" and len(p["id"]) == 26
         p.pop("id")
         p.pop("enqueued_at")
-    assert bulk == single == {"job": "q.add", "queue": "default", "args": [1, {"k": "é"}],
-                              "kwargs": {}, "attempt": 0}
+    # members with their default (kwargs {}, attempt 0) are left out: a smaller queued job
+    assert bulk == single == {"job": "q.add", "queue": "default", "args": [1, {"k": "é"}]}
+    assert bulk_kw == single_kw == {"job": "q.add", "queue": "default", "args": [2], "kwargs": {"b": 3}}
 
 
 # -- the middleware chain (podjobs.middleware) ------------------------------------------------

@@ -169,7 +169,7 @@ def test_sigterm_interrupts_a_long_job_which_resumes_from_its_checkpoint(
     import json
 
     payload = json.loads(back)
-    assert payload["attempt"] == 0 and 20 <= payload["cursor"] < 200  # resumed, not retried
+    assert payload.get("attempt", 0) == 0 and 20 <= payload["cursor"] < 200  # resumed, not retried
     w2 = spawn_worker(redis_url, "--isolation", isolation, concurrency=1, log=tmp_path / "w2.log")
     try:
         wait_until(lambda: r.lrange("rec:done", 0, -1) == [b"long"], timeout=20, what="completion")

@@ -189,10 +189,11 @@ class Client:
         where = f"job {name!r} argument"
         texts = []
         handles = []
-        # the same JSON `encode` would write for {"id", "job", "queue", "args", "kwargs",
-        # "enqueued_at", "attempt", "tenant"?, "pod"?}, with the fixed parts encoded once
+        # the same JSON `encode` would write for {"id", "job", "queue", "args", "kwargs"?
+        # (only when there are some), "enqueued_at", "tenant"?, "pod"?}, with the fixed parts
+        # encoded once ("attempt" is absent until a run: 0)
         head = f',"job":{dumps(name)},"queue":{dumps(queue)},"args":'
-        tail = f',"enqueued_at":{now_ms},"attempt":0'
+        tail = f',"enqueued_at":{now_ms}'
         if tenant is not None:
             tail += f',"tenant":{dumps(tenant)}'
         if pod_name is not None:
@@ -205,8 +206,8 @@ class Client:
             if kwargs:
                 check_value(kwargs, where)
             jid = new_id(now_ms)
-            text = ('{"id":"' + jid + '"' + head + dumps(list(args)) + ',"kwargs":'
-                    + dumps(kwargs) + tail)
+            text = ('{"id":"' + jid + '"' + head + dumps(list(args))
+                    + (',"kwargs":' + dumps(kwargs) if kwargs else "") + tail)
             if len(text) > limit // 4:
                 text = encode(json.loads(text), limit)  # enforces the size limit with its message
             texts.append(text)

@@ -95,7 +95,7 @@ def status(handle: JobHandle) -> JobStatus:
         return JobStatus(handle.id, "unknown", False)
     p = found.payload
     return JobStatus(handle.id, _WHERE_STATE.get(found.where, found.where), False,
-                     p.get("attempt") if isinstance(p.get("attempt"), int) else None,
+                     p.get("attempt", 0) if isinstance(p.get("attempt", 0), int) else None,
                      p.get("dead_reason"), p.get("error") if isinstance(p.get("error"), dict)
                      else None)
 

@@ -194,10 +194,14 @@ class Call:
             check_value(list(self.args), f"job {self.job.name!r} argument")
         if self.kwargs:
             check_value(self.kwargs, f"job {self.job.name!r} keyword argument")
+        # "kwargs" only when there are some and "attempt" only after a run: a queued job's
+        # payload is as small as it can be (podjobs.payload reads them with their defaults)
         p: dict[str, Any] = {
             "id": new_id(now_ms), "job": self.job.name, "queue": self.queue or self.job.options.queue,
-            "args": list(self.args), "kwargs": self.kwargs, "enqueued_at": now_ms, "attempt": 0,
+            "args": list(self.args), "enqueued_at": now_ms,
         }
+        if self.kwargs:
+            p["kwargs"] = self.kwargs
         if tenant is not None:
             p["tenant"] = tenant
         if pod is not None:

@@ -5,7 +5,9 @@ None, bool, int, float (finite), str, list and tuple (a tuple arrives as a
 list), and dict with str keys, nested to any depth. No pickle, ever.
 
 A payload is a JSON object whose first member is always `"id"` with a
-26-character id, so Lua can read the id without decoding the JSON.
+26-character id, so Lua can read the id without decoding the JSON. Members with their
+default are left out to keep a queued job small: `kwargs` ({}) and `attempt` (0, the runs
+before this one); readers take them with `.get(name, default)`.
 """
 
 from __future__ import annotations

@@ -103,10 +103,10 @@ def job_row(pod: str | None, where: str, d: dict[str, Any], score_ms: int | None
     died, is due, or was queued."""
     return {"pod": pod, "job_id": d.get("id"), "job": d.get("job"), "queue": d.get("queue"),
             "where": where, "at": iso(score_ms or d.get("enqueued_at"), ms=True),
-            "attempt": d.get("attempt") if isinstance(d.get("attempt"), int) else None,
+            "attempt": d.get("attempt", 0) if isinstance(d.get("attempt", 0), int) else None,
             "tenant": d.get("tenant"), "reason": d.get("dead_reason"), "error": _error(d),
             "worker": worker, "args": d.get("args") if isinstance(d.get("args"), list) else None,
-            "kwargs": d.get("kwargs") if isinstance(d.get("kwargs"), dict) else None,
+            "kwargs": d.get("kwargs", {}) if isinstance(d.get("kwargs", {}), dict) else None,
             **({"raw": d["raw"]} if "raw" in d else {})}
 
 

@@ -21,8 +21,11 @@
 -- the first call's answer).
 --! include clock
 --! include status
-local seen = redis.call('GET', KEYS[6])
-if seen then return tonumber(seen) end
+local n = #ARGV - 8
+-- the marker first (one SET NX): a re-send finds it and gets the first call's answer
+if not redis.call('SET', KEYS[6], n, 'NX', 'PX', ARGV[8]) then
+  return tonumber(redis.call('GET', KEYS[6]))
+end
 if tonumber(ARGV[4]) > 0 then
   if not redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[4]) then
     redis.call('SET', KEYS[6], 0, 'PX', ARGV[8])
@@ -34,8 +37,6 @@ local function track(due, now)
     ARGV[6], {}, tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
 end
 redis.call('SADD', KEYS[3], ARGV[1])
-local n = #ARGV - 8
-redis.call('SET', KEYS[6], n, 'PX', ARGV[8])
 if ARGV[2] == 'now' then
   for i = 9, #ARGV, 1000 do
     redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))

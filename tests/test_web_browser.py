@@ -10,10 +10,7 @@ never a sleep. A screenshot of each page is written to var/screenshots/ on every
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,12 +28,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import podjobs
 from podjobs import jobs
-from podjobs.infra.ports import free_port
 from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import TopologyStore, register_topology
 from podjobs.pods.zk import ZK
 from tests.apps import web_app  # noqa: F401 - the workers run its jobs
-from tests.helpers import REPO, fast_config, stop_proc, wait_until
+from tests.helpers import REPO, api_server, fast_config, wait_until
 
 OPERATOR = "operator-token-for-the-dashboard"
 TENANT = "tenant-token-for-shop-a-0123"
@@ -106,41 +102,29 @@ def web(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]
     tokens.write_text(json.dumps({"tokens": [
         {"name": "on-call", "operator": True, "token": OPERATOR},
         {"name": "shop-a", "tenant": "shop-a", "token": TENANT}]}))
-    port = free_port()
-    log = d / "api.log"
-    cmd = [sys.executable, "-m", "podjobs.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-           "--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.web_app",
-           "--log-level", "warning", "--allow-unserved-queues"]
-    out = open(log, "ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), PODJOBS_API_GHOST="1"))
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"podjobs api exited: {log.read_text()[-3000:]}")
-        try:
-            return httpx.get(url + "/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    args = ["--zk", topo.zookeeper + root, "--tokens", str(tokens), "--app", "tests.apps.web_app",
+            "--log-level", "warning", "--allow-unserved-queues"]  # jobs wait on "parked"
     workers: list[PodWorker] = []
     driver = None
     try:
-        wait_until(up, timeout=30, what="the API server")
-        for p in topo.pods:
-            w = PodWorker(zk, p.name, fast_config(queues=["default"], concurrency=4))
-            w.start()
-            workers.append(w)
-        driver = _browser()
-        yield Web(url, driver, rs)
+        with api_server(args, d / "api.log", probe="/readyz",
+                        env={"PODJOBS_API_GHOST": "1"}) as (_, url):
+            for p in topo.pods:
+                w = PodWorker(zk, p.name, fast_config(queues=["default"], concurrency=4))
+                w.start()
+                workers.append(w)
+            driver = _browser()
+            yield Web(url, driver, rs)
+            driver.quit()
+            driver = None
+            for w in workers:
+                w.stop()
+            workers.clear()
     finally:
         if driver is not None:
             driver.quit()
         for w in workers:
             w.stop()
-        stop_proc(proc)
-        out.close()
         jobs._registry.pop("api.ghost", None)  # registered by a test: other modules' ghost dies
         zk.kazoo_client.delete(root, recursive=True)
         zk.stop()

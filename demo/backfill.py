@@ -271,7 +271,7 @@ def backfill_section(topology: Topology, engines: dict[str, sqlalchemy.Engine], 
             raise DemoFailed(f"shard at the checkpoint: {up_to} rows up to the cursor, {beyond} "
                              f"beyond, expected {rows_done(p, total_rows)} and 0")
         found = ins.find_job(h.id)
-        attempt = found.payload.get("attempt")
+        attempt = found.payload.get("attempt", 0)  # absent before a run: 0
         print(f"  back on queue {found.queue} with cursor "
               f"{json.dumps(found.payload.get('cursor'))} and attempt {attempt}: a resume, not a "
               f"retry; attempts did not grow")

@@ -14,6 +14,7 @@ Exit codes (documented in the README and in each command's --help):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,15 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.code == OK, "code": self.code, "message": self.message, **self.detail}
+
+    def report(self, as_json: bool) -> int:
+        """Print the verdict (one JSON object, or an "ok: ..." / "not ok: ..." line) and
+        return its exit code: what `podjobs worker check` and `scheduler check` end with."""
+        if as_json:
+            print(json.dumps(self.as_dict(), sort_keys=True))
+        else:
+            print(("ok: " if self.code == OK else "not ok: ") + self.message)
+        return self.code
 
 
 def worker_verdict(workers: list[dict[str, Any]], host: str, pid: int | None = None,

@@ -15,7 +15,6 @@ while its ZooKeeper session is connected (podjobs.sdnotify).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
@@ -166,11 +165,7 @@ def cmd_scheduler_check(args: argparse.Namespace) -> int:
                                   args.id, args.require_leader)
         finally:
             zk.stop()
-    if args.json:
-        print(json.dumps(v.as_dict(), sort_keys=True))
-    else:
-        print(("ok: " if v.code == 0 else "not ok: ") + v.message)
-    return v.code
+    return v.report(args.json)
 
 
 # -- parser -------------------------------------------------------------------------

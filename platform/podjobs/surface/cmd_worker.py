@@ -18,7 +18,6 @@ confirms it (podjobs.sdnotify).
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from podjobs.errors import ConfigurationError
@@ -110,11 +109,7 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
         v = worker_verdict(rows, host, args.pid, args.id)
     except (BackendUnavailable, RedisError, OSError) as exc:
         v = Verdict(UNREACHABLE, f"Redis {url} is unreachable: {exc}")
-    if args.json:
-        print(json.dumps(v.as_dict(), sort_keys=True))
-    else:
-        print(("ok: " if v.code == 0 else "not ok: ") + v.message)
-    return v.code
+    return v.report(args.json)
 
 
 def register(cmds: Commands) -> None:

@@ -67,14 +67,16 @@ def stamp(ctx: podjobs.Context, t: str) -> None:
 def reserve_replies(w: Any) -> list[Any]:
     """What each of the worker's reservations got from Redis from now on ([] for nothing)."""
     replies: list[Any] = []
-    reserve = w.fetcher.backend.reserve
+    backend = w.fetcher.backend
+    for name in ("reserve", "reserve_after_wait"):  # plain, and an idle worker's wait + reserve
+        method = getattr(backend, name)
 
-    def recorded(*a: Any, **kw: Any) -> Any:
-        got = reserve(*a, **kw)
-        replies.append(list(got) if got is not None else None)
-        return got
+        def recorded(*a: Any, _method: Any = method, **kw: Any) -> Any:
+            got = _method(*a, **kw)
+            replies.append(list(got) if got is not None else None)
+            return got
 
-    w.fetcher.backend.reserve = recorded
+        setattr(backend, name, recorded)
     return replies
 
 

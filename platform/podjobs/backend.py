@@ -81,7 +81,8 @@ class Backend(Protocol):
 
     def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool: ...
 
-    def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool: ...
+    def reserve_after_wait(self, worker_id: str, queues: Sequence[str], n: int, request_id: str,
+                           timeout_s: float) -> list[tuple[str, bytes]] | None: ...
 
     def close(self) -> None: ...
 
@@ -189,12 +190,29 @@ class RedisBackend(Gateway):
         `request_id`: fresh for each reservation; asked again with the same id after an
         error (a lost reply), it answers the jobs that request took, still in flight, and
         takes no more (see reserve.lua)."""
+        flat = self.run("reserve", "reserve jobs", *self._reserve_call(worker_id, queues, n, request_id))
+        return self._reserved(queues, flat)
+
+    def reserve_after_wait(self, worker_id: str, queues: Sequence[str], n: int, request_id: str,
+                           timeout_s: float) -> list[tuple[str, bytes]] | None:
+        """`wait_for_work` then `reserve`, in one round trip (an idle worker's next job then
+        starts one round trip after its enqueue, not two). Asked again after an error with
+        the same request id, like `reserve`."""
+        flat = self.run_after_wait([keys.wake(q) for q in queues], timeout_s, "reserve", "reserve jobs",
+                                   *self._reserve_call(worker_id, queues, n, request_id))
+        return self._reserved(queues, flat)
+
+    @staticmethod
+    def _reserve_call(worker_id: str, queues: Sequence[str], n: int,
+                      request_id: str) -> tuple[list[str], list[str | int]]:
         ks: list[str] = []
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
         ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id))
-        flat = self.run("reserve", "reserve jobs", ks,
-                         [min(n, MAX_RESERVE), worker_id, request_id or new_id()])
+        return ks, [min(n, MAX_RESERVE), worker_id, request_id or new_id()]
+
+    @staticmethod
+    def _reserved(queues: Sequence[str], flat: Any) -> list[tuple[str, bytes]] | None:
         if flat and flat[0] == -1:
             return None
         return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -480,12 +498,6 @@ class RedisBackend(Gateway):
         with self.errors("read a scheduled or retry set"):
             raw: Any = self.redis.zrange(key, 0, -1, withscores=True)
         return [(m, float(sc)) for m, sc in raw]
-
-    def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
-        """Block until a wake token arrives for one of the queues (or the timeout)."""
-        with self.errors("wait for jobs"):
-            got = self.redis.blpop([keys.wake(q) for q in queues], timeout=timeout_s)
-        return got is not None
 
     def dead_worker_ids(self) -> list[tuple[str, list[str]]]:
         """Registered workers whose heartbeat is gone, with their queue lists."""

@@ -267,6 +267,28 @@ class Gateway:
                 with self.errors(what, sent):
                     raise
 
+    def run_after_wait(self, wait_keys: Sequence[str], timeout_s: float, name: str, what: str,
+                       keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """BLPOP on `wait_keys` (up to `timeout_s`), then script `name`, in ONE round trip.
+
+        Redis runs a connection's commands in order and holds the ones behind a blocked BLPOP
+        until it returns, so the script runs the moment a wake token arrives (or the wait ends)
+        without a second round trip. Not sent again here: a caller whose script is repeatable
+        asks again itself (the fetcher does, with the same request id)."""
+        s = script(name)
+        with self.errors(what, sent=True):
+            pipe = self._once.pipeline(transaction=False)
+            pipe.blpop(list(wait_keys), timeout=timeout_s)
+            pipe.evalsha(s.sha, len(keys_), *keys_, *args)
+            got = pipe.execute(raise_on_error=False)[1]
+            if isinstance(got, redis.exceptions.NoScriptError):
+                self._once.script_load(s.text)
+                got = self._once.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", s.sha, len(keys_), *keys_, *args)
+            elif isinstance(got, Exception):
+                raise got
+            return got
+
     def load_scripts(self) -> None:
         """Load every script into this Redis now (so a first EVALSHA finds it)."""
         with self.errors("load the Lua scripts"):

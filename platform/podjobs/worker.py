@@ -42,7 +42,7 @@ from podjobs.chain import worker_chain
 from podjobs.chain.timeouts import Timeouts
 from podjobs.context import Context
 from podjobs.executor import Executor
-from podjobs.fetcher import Fetcher, Reserved
+from podjobs.fetcher import WAIT, Fetcher, Reserved, Wait
 from podjobs.heartbeat import Heartbeat, busy_json
 from podjobs.identity import Identity
 from podjobs.ids import new_id
@@ -322,6 +322,8 @@ class Worker:
                       interrupt=child.interrupt if child is not None else None,
                       may_start=self._may_start)
         inbox_get = self.fetcher.inbox.get
+        take_wait = self.fetcher.take_wait
+        reclaim = self.fetcher.reclaim
         running = self._running
         me = threading.get_ident()
         stopping = self.stopping
@@ -329,9 +331,16 @@ class Worker:
             while True:
                 if child is not None and not child.ready:
                     child.wait_ready(stopping)  # take no job while the child imports the app
-                item = inbox_get()
-                if item is None:
+                got = WAIT if reclaim(me) else inbox_get()
+                if got is None:
                     return
+                if isinstance(got, Wait):  # idle: wait for work here and run the first job
+                    first = take_wait()
+                    if not first:
+                        continue
+                    item = first[0]
+                else:
+                    item = got
                 if not self._stopping and not self._startable(item):
                     self.fetcher.done_one()
                     continue

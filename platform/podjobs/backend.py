@@ -195,9 +195,9 @@ class RedisBackend(Gateway):
 
     def reserve_after_wait(self, worker_id: str, queues: Sequence[str], n: int, request_id: str,
                            timeout_s: float) -> list[tuple[str, bytes]] | None:
-        """`wait_for_work` then `reserve`, in one round trip (an idle worker's next job then
-        starts one round trip after its enqueue, not two). Asked again after an error with
-        the same request id, like `reserve`."""
+        """Wait for a wake token (BLPOP, up to `timeout_s`), then `reserve`, in one round
+        trip: an idle worker's next job starts one round trip after its enqueue, not two.
+        Asked again after an error with the same request id, like `reserve`."""
         flat = self.run_after_wait([keys.wake(q) for q in queues], timeout_s, "reserve", "reserve jobs",
                                    *self._reserve_call(worker_id, queues, n, request_id))
         return self._reserved(queues, flat)

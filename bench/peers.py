@@ -66,21 +66,17 @@ class Variant:
 
 
 def _venv_bin(lib: str, exe: str) -> str:
-    if lib == "podjobs":
-        return str(Path(sys.executable).parent / exe)
     return str(PEER_DIR / lib / "bin" / exe)
 
 
-#: --baseline TREE: another checkout of podjobs (with its own .venv, podjobs installed
-#: editable) measured beside this one as the pseudo-peer "podjobs-base": a before/after A/B
+#: --baseline TREE: another checkout of podjobs (installed into var/peers/podjobs-base),
+#: measured beside this one as the pseudo-peer "podjobs-base": a before/after A/B
 BASELINE: list[Path] = []
 BASE = "podjobs-base"
 
 
 def _python(lib: str) -> str:
-    if lib == BASE:
-        return str(BASELINE[0] / ".venv" / "bin" / "python")
-    return sys.executable if lib == "podjobs" else _venv_bin(lib, "python")
+    return _venv_bin(lib, "python")
 
 
 def _app(lib: str) -> str:
@@ -251,6 +247,22 @@ def client(lib: str, mode: str, n: int, url: str) -> dict[str, Any]:
         raise RuntimeError(f"{lib} {mode}: exit {out.returncode}: {out.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def install_podjobs(lib: str, tree: Path) -> str:
+    """podjobs from `tree` installed into var/peers/<lib> the way a user installs it (a
+    wheel, not the editable checkout of `make venv`, whose import hook slows every import
+    of a fresh process), like each peer in its own venv; the code is installed again on
+    every run, so the figures are the tree's as it is now."""
+    d = PEER_DIR / lib
+    if not (d / "bin" / "python").exists():
+        print(f"bench-peers: creating {d} (podjobs from {tree}) ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(d)], check=True, timeout=120)
+        subprocess.run([str(d / "bin" / "pip"), "install", "-q", str(tree)], check=True, timeout=900)
+    else:
+        subprocess.run([str(d / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(tree)],
+                       check=True, timeout=900, capture_output=True)
+    return f"podjobs ({tree}, {_git_head(tree)}, installed in {d})"
 
 
 def ensure_venvs() -> dict[str, str]:
@@ -495,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=200, help="latency probes on an idle worker (10-2,000)")
     ap.add_argument("--max-minutes", type=float, default=40.0, help="start no measurement after this")
     ap.add_argument("--only", default="", help="comma-separated peers to include (default: all)")
-    ap.add_argument("--baseline", metavar="TREE", help="another podjobs checkout with its own .venv, "
+    ap.add_argument("--baseline", metavar="TREE", help="another podjobs checkout (installed into var/peers/podjobs-base), "
                     "measured interleaved as the pseudo-peer podjobs-base (a before/after A/B)")
     args = ap.parse_args(argv)
     if args.baseline:
@@ -512,9 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = ensure_venvs()
     import podjobs
 
-    versions["podjobs"] = f"podjobs (this tree, {_git_head(REPO)})"
+    versions["podjobs"] = install_podjobs("podjobs", REPO)
     if BASELINE:
-        versions[BASE] = f"{BASE} ({BASELINE[0]}, {_git_head(BASELINE[0])})"
+        versions[BASE] = install_podjobs(BASE, BASELINE[0])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="podjobs-peers-") as d:
         port = free_port()

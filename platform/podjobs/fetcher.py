@@ -206,8 +206,10 @@ class Fetcher:
         """Called by executor thread `me` before it takes its next item: True when it still
         holds the waiting role its last job took (it then waits for work itself). With jobs
         in the inbox the role goes behind them as a WAIT token instead."""
+        if self._owed_by != me:  # only `me` makes it `me`: no lock needed to see it is not
+            return False
         with self._lock:
-            if self._owed_by != me:
+            if self._owed_by != me:  # handed out by the fetcher thread meanwhile
                 return False
             self._owed_by = None
             if self.inbox.empty():

@@ -523,4 +523,5 @@ class RedisBackend(Gateway):
         return [text(k)[len(prefix):] for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
 
     def close(self) -> None:
+        self._close_directs()
         self.redis.close()

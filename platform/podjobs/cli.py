@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from podjobs.errors import PodjobsError
 from podjobs.exits import Exit
@@ -64,6 +65,19 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the installed version, looked up only when asked (importlib.metadata
+    costs every other command ~20 ms of start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show the version and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.exit(message=f"podjobs {_version()}\n")
+
+
 def command_module(name: str) -> ModuleType:
     return importlib.import_module(f"podjobs.surface.{name}")
 
@@ -84,7 +98,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog="exit codes: 0 done, 1 failed or halted, 2 usage, 3 timeout, 4 a server "
                "unreachable",
     )
-    parser.add_argument("--version", action="version", version=f"podjobs {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     cmds = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     for name in needed_modules(argv):
         command_module(name).register(cmds)

@@ -229,11 +229,11 @@ class RedisBackend(Gateway):
         of jobs acked."""
         if starts or tracked:
             return self._ack_tracked(worker_id, acks, starts, tracked or {})
+        if len(acks) == 1:  # ack_many is repeatable: an ack sent twice removes nothing more
+            ((q, ids),) = acks.items()
+            return int(self.run("ack_many", "ack jobs", [keys.inflight(worker_id, q), keys.stat("processed")],
+                                list(ids)))
         with self.errors("ack jobs"):
-            if len(acks) == 1:
-                ((q, ids),) = acks.items()
-                return int(self._scripts["ack_many"](
-                    keys=[keys.inflight(worker_id, q), keys.stat("processed")], args=list(ids)))
             pipe = self.redis.pipeline(transaction=False)
             for q, ids in acks.items():
                 self._scripts["ack_many"](

@@ -112,11 +112,14 @@ def _now() -> float:
 
 class Mover:
     def __init__(self, zk: ZK, *, quiesce_timeout: float = 60.0, jobs_only: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 on_step: Callable[[int, int, str], None] | None = None) -> None:
         self.store = TopologyStore(zk)
         self.quiesce_timeout = quiesce_timeout
         self.jobs_only = jobs_only
         self.progress = progress or (lambda msg: log.info("%s", msg))
+        #: called as each step starts: (steps done, steps in all, the step's name)
+        self.on_step = on_step or (lambda done, total, name: None)
         self._backends: dict[str, RedisBackend] = {}
         self._fenced: tuple[str, str] | None = None
 
@@ -205,6 +208,7 @@ class Mover:
         steps = list(MoveStep)
         i = steps.index(MoveStep(entry.move["step"]))
         for step in steps[i:]:
+            self.on_step(steps.index(step), len(steps), step.value)
             entry = self._advance(entry, step)
             crash_point(f"before_{step.value}")
             try:
@@ -220,6 +224,7 @@ class Mover:
                     f"then 'podjobs tenants move {entry.tenant} --resume' (or --rollback"
                     f"{'' if steps.index(step) < steps.index(MoveStep.FLIP) else ', before the flip only'})"
                 ) from exc
+        self.on_step(len(steps), len(steps), "done")
         return entry
 
     def _advance(self, entry: TenantEntry, step: MoveStep) -> TenantEntry:

@@ -178,9 +178,14 @@ def test_a_failed_move_can_be_resumed(
 
     hooks.append(flaky)
     moves_app.record_run.enqueue_many([(i,) for i in range(3)], tenant="mover")
+    steps: list[tuple[int, int, str]] = []
     with pytest.raises(MoveError, match="shard busy"):
-        Mover(zk, progress=lambda m: None).move("mover", "p3")
-    entry = Mover(zk, progress=lambda m: None).resume("mover")
+        Mover(zk, progress=lambda m: None, on_step=lambda *a: steps.append(a)).move("mover", "p3")
+    # the bar of `tenants move` (on_step): up to the step that failed, then on from it
+    assert steps == [(0, 5, "quiesce"), (1, 5, "carry"), (2, 5, "copy_data")]
+    steps.clear()
+    entry = Mover(zk, progress=lambda m: None, on_step=lambda *a: steps.append(a)).resume("mover")
+    assert steps == [(2, 5, "copy_data"), (3, 5, "flip"), (4, 5, "release"), (5, 5, "done")]
     assert entry.pod == "p3" and entry.move is None
     p3 = redis.Redis.from_url(pods.pod("p3").redis_url)
     assert p3.llen(keys.queue("default")) == 3

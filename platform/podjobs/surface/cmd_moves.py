@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from podjobs.errors import ConfigurationError
-from podjobs.table import render
+from podjobs.table import bar, paint, render
 
 from .options import (
     Commands,
@@ -58,7 +59,12 @@ def cmd_move(args: argparse.Namespace) -> int:
             if not args.json:
                 print(line, flush=True)
 
-        mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=progress)
+        def on_step(done: int, total: int, name: str) -> None:
+            if not args.json and sys.stdout.isatty():  # a bar for a person, plain lines for a log
+                print(paint(f"{bar(done, total)} {name}", "bold", sys.stdout), flush=True)
+
+        mover = Mover(zk, quiesce_timeout=args.timeout, jobs_only=args.jobs_only, progress=progress,
+                      on_step=on_step)
         if args.rollback:
             mover.rollback(args.tenant)
             action = "tenants move --rollback"

@@ -76,9 +76,9 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("scheduled", ["run-now", ctx["scheduled"], *zk], 0),
         ("retries", ["retry-now", ctx["retry"], *zk], 0),
         ("retries", ["delete", ctx["retry"], *zk], 1),  # retried now: no longer waiting
-        ("iterations list", p1, 0), ("iterations show", [it, *p1], 0),
+        ("iterations list", zk, 0), ("iterations show", [it, *zk], 0),  # every pod: found on p1
         ("iterations pause", [it, *p1], 0), ("iterations resume", [it, *p1], 0),
-        ("iterations cancel", [it, *p1], 0),
+        ("iterations cancel", [it, *zk], 0),
         ("pods list", zk, 0),
         ("pods add", ["p9", "--redis", "redis://:${env:P9_REDIS_PASSWORD}@127.0.0.1:1/0",
                       "--shard", "mysql+pymysql://u:secret@127.0.0.1:1/x", "--plain-password",

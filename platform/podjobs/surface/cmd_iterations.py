@@ -1,4 +1,4 @@
-"""`podjobs iterations list|show|pause|resume|cancel`: iteration jobs of one pod.
+"""`podjobs iterations list|show|pause|resume|cancel`: iteration jobs of every pod.
 
     podjobs iterations list [--state STATE] [--limit N]
     podjobs iterations show ID          (a job id, or a parallel group's id)
@@ -6,26 +6,32 @@
     podjobs iterations resume ID...
     podjobs iterations cancel ID...
 
-Which Redis: `--redis URL`, `--pod NAME` or `$PODJOBS_REDIS_URL`, as for the other
-operator commands; every command takes `--json`.
+Which pods: every pod of the topology in ZooKeeper, unless `--pod NAME`, `--redis URL` or
+`$PODJOBS_REDIS_URL` names one, as for the other operator views (`list` has a pod column;
+`show`, `pause`, `resume` and `cancel` find the id on whichever pod holds it); every command
+takes `--json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from podjobs.errors import BackendUnavailable, JobNotFound
+from podjobs.exits import Exit
 from podjobs.iteration.state import State
-from podjobs.table import render
+from podjobs.table import one_line, render
 
 from .options import (
     Commands,
     action_result,
     add_target_args,
     add_watch,
+    pod_targets,
     print_json,
-    resolve_redis,
     watching,
 )
 from .schema import iso
@@ -34,13 +40,60 @@ if TYPE_CHECKING:
     from podjobs.iteration.admin import Iterations
     from podjobs.iteration.state import Progress
 
+T = TypeVar("T")
 
-def _admin(args: argparse.Namespace) -> Iterations:
+
+def _admins(args: argparse.Namespace) -> list[tuple[str | None, Iterations]]:
+    """(pod, its iterations) for every pod of the view (see options.pod_targets)."""
     from podjobs.backend import RedisBackend
     from podjobs.iteration.admin import Iterations
 
-    url, _ = resolve_redis(args)
-    return Iterations(RedisBackend(url, check=False))
+    return [(pod, Iterations(RedisBackend(url, check=False))) for pod, url in pod_targets(args)]
+
+
+def _each(args: argparse.Namespace, fn: Callable[[Iterations], T]) -> tuple[list[tuple[str | None, T]], int]:
+    """`fn` on every pod of the view; a pod whose Redis does not answer is named on stderr
+    and makes the exit code 4 (the others are still shown)."""
+    from podjobs.gateway import UNREACHABLE
+
+    out: list[tuple[str | None, T]] = []
+    code = 0
+    for pod, admin in _admins(args):
+        try:
+            out.append((pod, fn(admin)))
+        except (BackendUnavailable, *UNREACHABLE) as exc:  # type: ignore[misc]
+            print(f"podjobs: pod {pod}: Redis unreachable ({one_line(str(exc))}); left out",
+                  file=sys.stderr)
+            code = int(Exit.UNREACHABLE)
+    return out, code
+
+
+def _find(args: argparse.Namespace, fn: Callable[[Iterations], T], what: str) -> tuple[str | None, T]:
+    """(pod, fn(admin)) on the first pod where `fn` finds `what` (JobNotFound elsewhere)."""
+    from podjobs.gateway import UNREACHABLE
+    from podjobs.iteration.store import FINISHED_TTL_S
+
+    unreachable = []
+    for pod, admin in _admins(args):
+        try:
+            got = _or_none(fn, admin)
+        except (BackendUnavailable, *UNREACHABLE):  # type: ignore[misc]
+            unreachable.append(pod or "?")
+            continue
+        if got is not None:
+            return pod, got
+    if unreachable:
+        raise BackendUnavailable(f"{what!r} is on no pod that answered; Redis unreachable on pod(s) "
+                                 f"{', '.join(unreachable)}")
+    raise JobNotFound(f"no iteration job or parallel group {what!r} on any pod; finished ones are "
+                      f"kept {FINISHED_TTL_S // 86400} days. See 'podjobs iterations list'")
+
+
+def _or_none(fn: Callable[[Iterations], T], admin: Iterations) -> T | None:
+    try:
+        return fn(admin)
+    except JobNotFound:
+        return None
 
 
 def _num(v: float | None, fmt: str = "{:,.1f}") -> str:
@@ -87,20 +140,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    ps = _admin(args).jobs(args.state, args.limit)
+    found, code = _each(args, lambda a: a.jobs(args.state, args.limit))
     if args.json:
-        print_json([iteration_row(p.as_dict()) for p in ps])
+        print_json([{"pod": pod, **iteration_row(p.as_dict())} for pod, ps in found for p in ps])
     else:
-        print(render(_HEAD, _rows(ps)))
-    return 0
+        print(render(["pod", *_HEAD], [[pod or "-", *row] for pod, ps in found for row in _rows(ps)]))
+    return code
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from podjobs.iteration.admin import GroupProgress
 
-    found = _admin(args).show(args.id)
+    pod, found = _find(args, lambda a: a.show(args.id), args.id)
     if args.json:
-        print_json(iteration_row(found.as_dict()))
+        print_json({"pod": pod, **iteration_row(found.as_dict())})
         return 0
     if isinstance(found, GroupProgress):
         total = f"/{found.total:,}" if found.total is not None else ""
@@ -111,7 +164,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(render(_HEAD, _rows(found.parts)))
         return 0
     p = found
-    for k, v in [("id", p.id), ("job", p.job), ("state", _state(p)), ("queue", p.queue),
+    for k, v in [("id", p.id), ("pod", pod or "-"), ("job", p.job), ("state", _state(p)), ("queue", p.queue),
                  ("tenant", p.tenant or "-"), ("done", _progress(p)),
                  ("rate", f"{_num(p.rate)} items/s"), ("eta", _num(p.eta_s, "{:,.0f}s")),
                  ("cursor", json.dumps(p.cursor)), ("runs", p.runs), ("interrupted", p.interrupted),
@@ -124,10 +177,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _control(action: str) -> Any:
     def cmd(args: argparse.Namespace) -> int:
-        admin = _admin(args)
         results: dict[str, str] = {}
         for i in args.ids:
-            results.update(getattr(admin, action)(i))
+            def act(a: Iterations, i: str = i) -> dict[str, str]:
+                done: dict[str, str] = getattr(a, action)(i)
+                return done
+
+            results.update(_find(args, act, i)[1])
         return action_result(args, f"iterations {action}", list(results),
                              "\n".join(f"{jid}: {st}" for jid, st in results.items()),
                              states=results)
@@ -137,7 +193,7 @@ def _control(action: str) -> Any:
 
 def register(cmds: Commands) -> None:
     cmds.group("iterations", "iteration jobs: progress, pause, resume, cancel",
-               description="Iteration jobs of one pod: progress, pause, resume, cancel.")
+               description="Iteration jobs of every pod (or --pod's): progress, pause, resume, cancel.")
 
     def command(name: str, help_: str, func: Any, noun: str = "action") -> argparse.ArgumentParser:
         p = cmds.command(name, help_, func, under="iterations", noun=noun)

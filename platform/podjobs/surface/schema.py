@@ -46,7 +46,7 @@ NOUNS: dict[str, dict[str, Any]] = {
     "action": {"action": (STR,), "count": (INT,), "changed": (LIST,), "message": (STR,)},
     "pod": {"pod": (STR,), "state": (STR,), "redis_url": (STR,), "shard_url": (STR,)},
     "tenant": {"tenant": (STR,), "pod": (STR,), "state": (STR,), "move": (OBJ, NULL)},
-    "iteration": {"job_id": (STR,), "job": (STR, NULL), "queue": (STR, NULL),
+    "iteration": {"pod": (STR, NULL), "job_id": (STR,), "job": (STR, NULL), "queue": (STR, NULL),
                   "state": (STR, NULL), "done": (INT, NULL), "total": (INT, NULL)},
     "rollout": {"leader": (OBJ, NULL), "order": (LIST,), "head": (STR, NULL),
                 "halts": (OBJ,), "shards": (LIST,)},

@@ -231,16 +231,26 @@ def test_alembic_revisions_make_exactly_the_declared_tables(kind: str, cluster: 
 @pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
 def test_enqueue_in_the_callers_transaction(kind: str, cluster: Any, tmp_path: Path) -> None:
     b = SqlBackend(make_probe(kind, cluster, tmp_path).url)
-    p1 = encode(add.call(1, 1).payload(0))
-    p2 = encode(add.call(2, 2).payload(0))
+    podjobs.configure(client=podjobs.Client(b))
     with b.engine.connect() as c:
         with c.begin() as t:
-            assert b.enqueue("default", [p1], connection=c) == 1
+            assert add.call(1, 1).enqueue(connection=c).enqueued
             t.rollback()  # the caller's data failed: the job goes with it
         with c.begin():
-            b.enqueue("default", [p2], connection=c)
-    assert b.counts()["ready"] == 1
+            h = add.call(2, 2).enqueue(connection=c)
+            assert b.enqueue_with(c, "default", [encode(add.call(3, 3).payload(0))]) == 1
+    assert b.counts()["ready"] == 2
+    ran.clear()
+    with Probe(kind, b.url).worker():
+        wait_until(lambda: len(ran) == 2, what="the committed jobs")
+    assert sorted(x[1] for x in ran) == [4, 6] and h.enqueued
     b.close()
+
+
+def test_enqueue_in_a_transaction_is_refused_on_redis(redis_url: str) -> None:
+    podjobs.configure(redis_url)
+    with pytest.raises(NotSupported, match=r"caller's transaction \(connection=\) needs the SQL"):
+        add.call(1, 1).enqueue(connection=object())
 
 
 def test_what_the_sql_backend_cannot_do_is_refused_by_name(sqlite_url: str) -> None:

@@ -135,7 +135,7 @@ class Client:
 
     def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
                      delay: float | timedelta | None = None,
-                     at: datetime | float | None = None) -> JobHandle:
+                     at: datetime | float | None = None, connection: Any = None) -> JobHandle:
         check_arguments(call)
         target = self._target(tenant, pod)
         pod_name, backend = target.pod, target.backend
@@ -169,8 +169,11 @@ class Client:
             if target.hold and tenant is not None and delay_ms is None and at_ms is None:
                 backend.hold(tenant, queue, [(p["id"], text)], status=status)
                 return JobHandle(p["id"], call.job.name, queue, pod_name, tenant)
-            n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
-                                status=status)
+            if connection is not None:
+                n = _enqueue_with(backend, connection, queue, text, delay_ms, at_ms, unique, status)
+            else:
+                n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                                    status=status)
         except BackendTimeout as exc:  # the job may be enqueued: say which one
             exc.job_id = p["id"]
             raise
@@ -217,6 +220,21 @@ class Client:
         else:
             backend.enqueue(queue, texts)
         return handles
+
+
+def _enqueue_with(backend: Backend, connection: Any, queue: str, text: str, delay_ms: int | None,
+                  at_ms: int | None, unique: tuple[str, int, str] | None, status: Any) -> int:
+    """Write one job in the caller's transaction (`connection`): the SQL backend's own."""
+    from podjobs.errors import NotSupported
+
+    write = getattr(backend, "enqueue_with", None)
+    if write is None:
+        raise NotSupported(
+            f"enqueue in the caller's transaction (connection=) needs the SQL backend; this "
+            f"pod's queue is on {type(backend).__name__}: enqueue without connection=")
+    n: int = write(connection, queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                   status=status)
+    return n
 
 
 _default: Client | None = None

@@ -150,25 +150,38 @@ class SqlBackend:
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
-        connection: Connection | None = None,
     ) -> int:
         """Insert payloads into `queue` now, after `delay_ms`, or at `at_ms`; 0 when the
-        unique key is held. `connection`: write in the caller's own transaction on the same
-        database (committed or rolled back with the caller's data)."""
-        if status is not None:
-            raise refuse("status tracking (a tracked job, .tracked())",
-                         "enqueue it untracked, or run this pod on Redis")
+        unique key is held."""
+        self._check(payloads, unique, status)
         if not payloads:
             return 0
-        if unique is not None and len(payloads) != 1:
-            raise ValueError("a unique enqueue carries one job")
-        if connection is not None:
-            return self._enqueue(connection, queue, payloads, delay_ms, at_ms, unique)
         with self.tx("enqueue") as c:
             n = self._enqueue(c, queue, payloads, delay_ms, at_ms, unique)
         if n and delay_ms is None and at_ms is None:
             self._notify()
         return n
+
+    def enqueue_with(self, connection: Connection, queue: str, payloads: Sequence[str], *,
+                     delay_ms: int | None = None, at_ms: int | None = None,
+                     unique: tuple[str, int, str] | None = None,
+                     status: StatusWrite | None = None) -> int:
+        """`enqueue` in the caller's own transaction on this database (`connection`, a
+        SQLAlchemy Connection in a transaction): the jobs commit or roll back with the
+        caller's data. Idle workers notice them by their poll."""
+        self._check(payloads, unique, status)
+        if not payloads:
+            return 0
+        with self.errors("enqueue in the caller's transaction", sent=True):
+            return self._enqueue(connection, queue, payloads, delay_ms, at_ms, unique)
+
+    def _check(self, payloads: Sequence[str], unique: tuple[str, int, str] | None,
+               status: StatusWrite | None) -> None:
+        if status is not None:
+            raise refuse("status tracking (a tracked job, .tracked())",
+                         "enqueue it untracked, or run this pod on Redis")
+        if unique is not None and len(payloads) != 1:
+            raise ValueError("a unique enqueue carries one job")
 
     def _enqueue(self, c: Connection, queue: str, payloads: Sequence[str], delay_ms: int | None,
                  at_ms: int | None, uniq: tuple[str, int, str] | None) -> int:

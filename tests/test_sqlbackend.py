@@ -326,3 +326,69 @@ def test_kill_9_mid_jobs_loses_none(kind: str, cluster: Any, tmp_path: Path) -> 
           f"{len(done) - len(set(done))} run twice")
     r.close()
     b.close()
+
+
+# -- a pod on the SQL backend in the topology ------------------------------------------------
+
+
+def test_a_pod_with_backend_sql_runs_its_tenants_jobs_without_redis(cluster: Any, zk: Any,
+                                                                    pods: Any) -> None:
+    """p2 is declared `backend: sql` (no Redis URL): its tenants' jobs go to tables on its
+    shard and its pod worker runs them there; p1 stays on Redis; a move to p2 is refused."""
+    from dataclasses import replace as dc_replace
+
+    from sqlalchemy import create_engine, select
+
+    from podjobs.infra.topofile import Pod, Topology
+    from podjobs.pods.moves import Mover
+    from podjobs.pods.podworker import PodWorker
+    from podjobs.pods.router import connect
+    from podjobs.pods.topology import TopologyStore, register_topology
+    from tests.apps import pods_app
+    from tests.helpers import fast_config
+
+    p1, p2 = pods.pods[0], dc_replace(pods.pods[1], redis_url="", backend="sql")
+    topo = Topology(pods.zookeeper, [p1, p2])
+    assert Topology.from_dict(topo.to_dict()).pods[1] == p2
+    assert Pod.from_json("p2", p2.to_json()) == p2
+    with pytest.raises(ConfigurationError, match="backend 'mongo' is not one of redis, sql"):
+        Pod("p9", "", "sqlite:////x", backend="mongo")
+    register_topology(zk, topo)
+    for p in (p1, p2):
+        e = create_engine(p.shard_url)
+        pods_app.metadata.create_all(e)
+        e.dispose()
+    store = TopologyStore(zk)
+    assert store.pod("p2").backend == "sql"
+    store.assign_many({"shop-r": "p1", "shop-s": "p2"})
+    client = connect(cluster.topology.zookeeper, zk.root)
+    podjobs.configure(client=client)
+    try:
+        client.router.directory.wait_for(lambda d: d.tenant("shop-s") is not None, 10)
+        pods_app.write_row.enqueue_many([(n,) for n in range(20)], tenant="shop-r")
+        pods_app.write_row.enqueue_many([(n,) for n in range(20)], tenant="shop-s")
+        assert SqlBackend(p2.shard_url).counts()["ready"] == 20
+        assert redis.Redis.from_url(pods.pods[1].redis_url).dbsize() == 0  # p2's Redis unused
+        ws = [PodWorker(zk, name, fast_config()) for name in ("p1", "p2")]
+        for w in ws:
+            w.start()
+        try:
+            def rows(url: str) -> list[Any]:
+                e = create_engine(url)
+                with e.connect() as c:
+                    got = list(c.execute(select(pods_app.rows.c.tenant, pods_app.rows.c.pod)))
+                e.dispose()
+                return got
+
+            wait_until(lambda: len(rows(p1.shard_url)) == 20 and len(rows(p2.shard_url)) == 20,
+                       timeout=30, what="both tenants' rows")
+        finally:
+            for w in ws:
+                w.stop()
+        assert set(map(tuple, rows(p2.shard_url))) == {("shop-s", "p2")}
+        assert set(map(tuple, rows(p1.shard_url))) == {("shop-r", "p1")}
+        with pytest.raises(NotSupported, match="pod p2 keeps its queue on the SQL backend"):
+            Mover(zk, jobs_only=True).move("shop-r", "p2")
+        assert store.where("shop-r").pod == "p1" and not store.where("shop-r").move
+    finally:
+        client.close()

@@ -91,6 +91,18 @@ class Backend(Protocol):
              status: StatusWrite | None = None) -> bool: ...
 
 
+def open_backend(kind: str, redis_url: str, database_url: str, *, check: bool = True) -> Backend:
+    """A pod's queue backend by kind: "redis" (its Redis at `redis_url`) or "sql" (tables in
+    its database at `database_url`, podjobs.sqlbackend)."""
+    if kind == "sql":
+        from podjobs.sqlbackend import SqlBackend
+
+        return SqlBackend(database_url)
+    if kind != "redis":
+        raise ConfigurationError(f"queue backend {kind!r} is not one of redis, sql")
+    return RedisBackend(redis_url, check=check)
+
+
 def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:
     """Append a tracked job's status key and (fields, TTL) to a script call."""
     if status is not None:

@@ -25,7 +25,6 @@ from typing import Any
 
 from podjobs.errors import ConfigurationError
 
-
 #: the queue backends a pod can run on
 BACKENDS = ("redis", "sql")
 

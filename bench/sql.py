@@ -1,13 +1,13 @@
 """`make bench` (`python -m bench.sql`): the SQL backend's figures, beside Redis' in core.json.
 
-On SQLite (a file in a temp dir) and MariaDB (a private mariadbd; its options are
-infra.servers.MARIADB_OPTIONS, innodb-flush-log-at-trx-commit=2 among them):
+On SQLite (a file in a temp dir), MariaDB (a private mariadbd; its options are
+infra.servers.MARIADB_OPTIONS, innodb-flush-log-at-trx-commit=2 among them) and PostgreSQL
+(a private server, tests/pgserver.py, fsync=off; left out, saying why, where none can run):
 1. enqueue: one call a job from one process, and bulk (`enqueue_many`, 10,000 a call);
 2. drain: BENCH_SQL_DRAIN_JOBS (20,000) no-op jobs with one worker process and with two
    (the jobs are enqueued to a staging queue, the workers start and register, then one
    UPDATE renames the queue: the clock runs from there until every row is acked);
 3. latency: enqueue-to-start on an idle worker (the adaptive poll), p50 and p99.
-PostgreSQL is not measured: no PostgreSQL driver is installed here.
 
 Prints a table and writes bench/results/sql.json.
 """
@@ -173,7 +173,7 @@ def run_one(name: str, url: str, record_url: str) -> dict[str, float]:
 
 
 def main() -> int:
-    only = sys.argv[1:] or ["sqlite", "mariadb"]
+    only = sys.argv[1:] or ["sqlite", "mariadb", "postgres"]
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="podjobs-bench-sql-") as d:
         rport = free_port()
@@ -197,6 +197,18 @@ def main() -> int:
                         "mariadb", f"mysql+pymysql://root@127.0.0.1:{mport}/podjobs_bench", record_url)
                 finally:
                     msrv.stop()
+            if "postgres" in only:
+                from tests.pgserver import PgServer, missing
+
+                why = missing()
+                if why:
+                    print(f"bench.sql: PostgreSQL left out: {why}", file=sys.stderr)
+                else:
+                    pg = PgServer()
+                    try:
+                        results["postgres"] = run_one("postgres", pg.start(), record_url)
+                    finally:
+                        pg.stop()
         finally:
             rsrv.stop()
     targets = {"mariadb drain_2_processes_per_s": ">= 2,000", "mariadb latency_p50_ms": "< 50"}

@@ -1,6 +1,6 @@
 """One queue backend for a test, by kind: "redis" (pod p1's redis-server), "sqlite" (a file in
-the test's tmp dir) or "mariadb" (pod p1's shard database on the session's private
-mariadbd); each emptied first. `Probe` reads what a test checks the same way on each."""
+the test's tmp dir), "mariadb" (pod p1's shard database on the session's private mariadbd) or
+"postgres" (a private server, tests/pgserver.py); each emptied first. `Probe` reads what a test checks the same way on each."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from podjobs.sqlbackend import SqlBackend
 from podjobs.worker import Worker
 from tests.helpers import fast_config
 
-KINDS = ("redis", "sqlite", "mariadb")
+KINDS = ("redis", "sqlite", "mariadb", "postgres")
+SQL_KINDS = ("sqlite", "mariadb", "postgres")
 
 
 @dataclass
@@ -92,7 +93,12 @@ class Probe:
             w.backend.close()
 
 
-def make_probe(kind: str, cluster: Any, tmp_path: Path) -> Probe:
+def make_probe(kind: str, cluster: Any, tmp_path: Path, pg: Any = None) -> Probe:
+    """`pg`: the module's (PgServer, url) for kind "postgres"."""
+    if kind == "postgres":
+        server, url = pg
+        server.reset()
+        return Probe(kind, url)
     pod = cluster.topology.pods[0]
     if kind == "redis":
         flush_redis(pod.redis_url)

@@ -22,15 +22,34 @@ from podjobs.ids import new_id
 from podjobs.payload import encode
 from podjobs.sqlbackend import SqlBackend, schema
 from podjobs.sqlbackend.tables import VERSION_TABLE, metadata
-from tests.backends import KINDS, Probe, make_probe
+from tests.backends import KINDS, SQL_KINDS, Probe, make_probe
 from tests.helpers import REPO, stop_proc, wait_until
+from tests.pgserver import PgServer, missing
 
 ran: list[Any] = []
 
 
+@pytest.fixture(scope="module")
+def pg() -> Iterator[tuple[PgServer, str]]:
+    """A private PostgreSQL server for this module (skipped, saying why, where none can run)."""
+    why = missing()
+    if why:
+        pytest.skip(f"PostgreSQL: {why}")
+    server = PgServer()
+    try:
+        yield server, server.start()
+    finally:
+        server.stop()
+
+
+def sql_probe(kind: str, request: pytest.FixtureRequest, cluster: Any, tmp_path: Path) -> Probe:
+    pg_ = request.getfixturevalue("pg") if kind == "postgres" else None
+    return make_probe(kind, cluster, tmp_path, pg_)
+
+
 @pytest.fixture(params=KINDS)
 def probe(request: pytest.FixtureRequest, cluster: Any, tmp_path: Path) -> Iterator[Probe]:
-    p = make_probe(request.param, cluster, tmp_path)
+    p = sql_probe(request.param, request, cluster, tmp_path)
     client = podjobs.configure(client=podjobs.Client(p.backend()))
     ran.clear()
     yield p
@@ -209,13 +228,13 @@ def test_a_worker_whose_lease_ran_out_is_reaped_and_its_jobs_run_elsewhere(probe
 # -- the SQL backend's own ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
-def test_alembic_revisions_make_exactly_the_declared_tables(kind: str, cluster: Any,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_alembic_revisions_make_exactly_the_declared_tables(kind: str, cluster: Any, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    url = make_probe(kind, cluster, tmp_path).url
+    url = sql_probe(kind, request, cluster, tmp_path).url
     b = SqlBackend(url)
     SqlBackend(url).close()  # a second start finds the tables at the head: nothing to do
     with b.engine.connect() as c:
@@ -228,9 +247,10 @@ def test_alembic_revisions_make_exactly_the_declared_tables(kind: str, cluster: 
     b.close()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
-def test_enqueue_in_the_callers_transaction(kind: str, cluster: Any, tmp_path: Path) -> None:
-    b = SqlBackend(make_probe(kind, cluster, tmp_path).url)
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_enqueue_in_the_callers_transaction(kind: str, cluster: Any, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    b = SqlBackend(sql_probe(kind, request, cluster, tmp_path).url)
     podjobs.configure(client=podjobs.Client(b))
     with b.engine.connect() as c:
         with c.begin() as t:
@@ -286,13 +306,14 @@ def _sql_worker(url: str, record_url: str, log: Path) -> subprocess.Popen[bytes]
                             stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
-def test_kill_9_mid_jobs_loses_none(kind: str, cluster: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_kill_9_mid_jobs_loses_none(kind: str, cluster: Any, tmp_path: Path,
+                                    request: pytest.FixtureRequest) -> None:
     """A worker killed with SIGKILL while running jobs: its lease runs out, the next worker
     recovers the jobs; every job ends done (at least once), none lost."""
     from tests.apps.core_app import record
 
-    url = make_probe(kind, cluster, tmp_path).url
+    url = sql_probe(kind, request, cluster, tmp_path).url
     rec_url = cluster.topology.pods[0].redis_url
     r = redis.Redis.from_url(rec_url)
     r.flushall()

@@ -12,8 +12,9 @@ behind the same `podjobs.backend.Backend` interface as Redis.
    ahead of newer jobs since they keep their `seq`), exactly as the Redis heartbeat key
    does; reserve reads the worker's row under a share lock, so a reaped worker never takes
    a job, and a reaper never misses one being taken.
-3. Wake-ups: a worker with nothing to do polls (an index-only look) with an adaptive delay,
-   POLL_MIN_S doubling to POLL_MAX_S; an enqueue in the same process wakes it at once.
+3. Wake-ups: on PostgreSQL an idle worker LISTENs and every write that makes jobs ready
+   NOTIFYs (sent on commit); elsewhere it polls (an index-only look) with an adaptive delay,
+   POLL_MIN_S doubling to POLL_MAX_S, and an enqueue in the same process wakes it at once.
 4. Times are the database's clock for MySQL/MariaDB (the offset is read on connect), this
    machine's for SQLite.
 5. Refused with `NotSupported`, naming the feature: status tracking (tracked jobs), tenant
@@ -37,7 +38,7 @@ from podjobs.ids import new_id
 from podjobs.payload import inflight_field
 from podjobs.settlement import Kind, Settlement
 from podjobs.sqlbackend import schema
-from podjobs.sqlbackend.engine import make_engine, shown
+from podjobs.sqlbackend.engine import listener, make_engine, shown
 from podjobs.sqlbackend.tables import dead, due, ready, unique, workers
 from podjobs.status import StatusWrite
 
@@ -52,6 +53,9 @@ DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
 #: transient conflicts (deadlock, lock wait timeout, SQLite busy) retried this many times
 CONFLICT_TRIES = 5
 _CONFLICT_CODES = (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
+
+#: the PostgreSQL NOTIFY channel of jobs made ready (the payload: the queue)
+CHANNEL = "podjobs_wake"
 
 #: one condition per database URL: an enqueue wakes the idle workers of this process
 _wakes: dict[str, threading.Condition] = {}
@@ -79,6 +83,8 @@ class SqlBackend:
         self.dialect = self.engine.dialect.name
         self._wake = _wake_for(url)
         self._offset_ms = 0
+        self._pg = self.dialect == "postgresql"
+        self._listener: Any = None
         with self.errors("connect"):
             if migrate:
                 schema.upgrade(self.engine)
@@ -134,6 +140,12 @@ class SqlBackend:
                 with self.errors(what, sent=True):
                     raise
         raise AssertionError("unreachable")
+
+    def _tell(self, c: Connection, queues: Sequence[str]) -> None:
+        """PostgreSQL: NOTIFY the listening workers (delivered when `c` commits)."""
+        if self._pg:
+            for q in set(queues):
+                c.execute(text("SELECT pg_notify(:ch, :q)"), {"ch": CHANNEL, "q": q})
 
     def _notify(self) -> None:
         with self._wake:
@@ -191,6 +203,7 @@ class SqlBackend:
         if delay_ms is None and at_ms is None:
             c.execute(insert(ready), [{"queue": queue, "job_id": inflight_field(p), "payload": p}
                                       for p in payloads])
+            self._tell(c, [queue])
         else:
             when = now + delay_ms if delay_ms is not None else int(at_ms or 0)
             c.execute(insert(due), [{"queue": queue, "kind": "sched", "due_ms": when,
@@ -289,6 +302,7 @@ class SqlBackend:
                 if s.children:
                     c.execute(insert(ready), [{"queue": cq, "job_id": inflight_field(p), "payload": p}
                                               for cq, p in s.children])
+                    self._tell(c, [cq for cq, _ in s.children])
             elif k is Kind.RETRY:
                 c.execute(insert(due).values(queue=queue, kind="retry", due_ms=now + max(0, s.delay_ms),
                                              job_id=s.job_id, payload=s.payload))
@@ -298,6 +312,7 @@ class SqlBackend:
                                                  job_id=s.job_id, payload=s.payload))
                 else:
                     c.execute(insert(ready).values(queue=queue, job_id=s.job_id, payload=s.payload))
+                    self._tell(c, [queue])
             elif k is Kind.DEAD:
                 c.execute(insert(dead).values(queue=queue, job_id=s.job_id, died_ms=now,
                                               payload=s.payload))
@@ -328,8 +343,11 @@ class SqlBackend:
             if row is not None and not force and row[0] > self.now_ms():
                 return -1
             c.execute(delete(workers).where(workers.c.worker_id == worker_id))
-            return int(c.execute(update(ready).where(ready.c.worker == worker_id)
-                                 .values(worker="", request="")).rowcount)
+            n = int(c.execute(update(ready).where(ready.c.worker == worker_id)
+                              .values(worker="", request="")).rowcount)
+            if n:
+                self._tell(c, queues)
+            return n
 
         n: int = self._retrying("recover in-flight jobs", go)
         if n > 0:
@@ -363,6 +381,7 @@ class SqlBackend:
                 return 0
             c.execute(insert(ready), [{"queue": q, "job_id": j, "payload": p} for _, q, j, p in rows])
             c.execute(delete(due).where(due.c.seq.in_([r[0] for r in rows])))
+            self._tell(c, [r[1] for r in rows])
             return len(rows)
 
         n: int = self._retrying("promote due jobs", go)
@@ -405,14 +424,10 @@ class SqlBackend:
         the timeout; an enqueue in this process wakes the wait at once."""
         deadline = time.monotonic() + timeout_s
         delay = POLL_MIN_S
-        look = (select(ready.c.seq).where(ready.c.queue.in_(list(queues)), ready.c.worker == "")
-                .limit(1))
+        if self._pg:
+            return self._wait_pg(queues, deadline)
         while True:
-            with self.errors("wait for jobs"), \
-                    self.engine.connect().execution_options(pj_read=True) as c:
-                found = c.execute(look).first() is not None
-                c.rollback()
-            if found:
+            if self._has_work(queues):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -423,12 +438,47 @@ class SqlBackend:
                 else:
                     delay = min(POLL_MAX_S, delay * 2)
 
+    def _has_work(self, queues: Sequence[str]) -> bool:
+        look = (select(ready.c.seq).where(ready.c.queue.in_(list(queues)), ready.c.worker == "")
+                .limit(1))
+        with self.errors("wait for jobs"), self.engine.connect().execution_options(pj_read=True) as c:
+            found = c.execute(look).first() is not None
+            c.rollback()
+        return found
+
+    def _wait_pg(self, queues: Sequence[str], deadline: float) -> bool:
+        """LISTEN first, then look, then wait for a NOTIFY (none is missed in between)."""
+        try:
+            if self._listener is None:
+                self._listener = listener(self.url, CHANNEL)
+            while True:
+                if self._has_work(queues):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for _ in self._listener.notifies(timeout=left, stop_after=1):
+                    pass
+        except (BackendUnavailable, NotSupported):
+            raise
+        except Exception as exc:  # psycopg errors: drop the listener, LISTEN again next time
+            if self._listener is not None:
+                try:
+                    self._listener.close()
+                finally:
+                    self._listener = None
+            raise BackendUnavailable(f"could not wait for jobs on the SQL backend at {self.shown}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+
     def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
              status: StatusWrite | None = None) -> bool:
         raise refuse(f"a tenant move (holding tenant {tenant!r}'s jobs)",
                      "move tenants between pods that run on Redis")
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         self.engine.dispose()
 
     # -- reads (tests, bench, `queues` views) ----------------------------------------

@@ -6,8 +6,8 @@
   idle poll) opts out with the execution option `pj_read`.
 - MySQL 8 / MariaDB 10.6+: READ COMMITTED (no gap locks between reserving workers),
   reserve with `SELECT ... FOR UPDATE SKIP LOCKED`.
-- PostgreSQL: READ COMMITTED, the same SKIP LOCKED reserve (not run here: no driver is
-  installed; see README "Choosing a backend").
+- PostgreSQL (psycopg 3): READ COMMITTED, the same SKIP LOCKED reserve; idle workers wait
+  on LISTEN (`listener()`), enqueues NOTIFY.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def make_engine(url: str) -> Engine:
         return eng
     if name in ("mysql", "mariadb") and u.drivername in ("mysql", "mariadb"):
         u = u.set(drivername=f"{name}+pymysql")  # the driver the project ships
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")  # psycopg 3 (LISTEN/NOTIFY wake-ups)
     return create_engine(u, isolation_level="READ COMMITTED", pool_pre_ping=True,
                          pool_size=10, max_overflow=20, pool_recycle=3600)
 
@@ -76,3 +78,15 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def listener(url: str, channel: str) -> Any:
+    """A psycopg connection (autocommit) LISTENing on `channel`."""
+    import psycopg
+
+    from podjobs.secrets import resolve
+
+    conninfo = make_url(resolve(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    conn.execute(f"LISTEN {channel}")
+    return conn

@@ -54,6 +54,8 @@ DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
 CONFLICT_TRIES = 5
 _CONFLICT_CODES = (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
 
+#: reserve request ids remembered per backend object (see SqlBackend.reserve)
+SENT_KEPT = 256
 #: the PostgreSQL NOTIFY channel of jobs made ready (the payload: the queue)
 CHANNEL = "podjobs_wake"
 
@@ -85,6 +87,10 @@ class SqlBackend:
         self._offset_ms = 0
         self._pg = self.dialect == "postgresql"
         self._listener: Any = None
+        #: the latest reserve request ids this object sent: only asking with one of them again
+        #: (a lost reply) looks for that reservation's rows (a fresh id cannot have any)
+        self._sent: dict[str, None] = {}
+        self._sent_lock = threading.Lock()
         with self.errors("connect"):
             if migrate:
                 schema.upgrade(self.engine)
@@ -234,13 +240,18 @@ class SqlBackend:
         still in flight and takes no more."""
         req = request_id or new_id()
         want0 = min(n, MAX_RESERVE)
+        with self._sent_lock:
+            again_asked = req in self._sent
+            self._sent[req] = None
+            if len(self._sent) > SENT_KEPT:
+                del self._sent[next(iter(self._sent))]
 
         def take(c: Connection) -> list[tuple[str, bytes]] | None:
             me = c.execute(select(workers.c.worker_id).where(workers.c.worker_id == worker_id)
                            .with_for_update(read=True)).first()
             if me is None:
                 return None
-            if request_id:
+            if again_asked:
                 again = c.execute(select(ready.c.queue, ready.c.payload)
                                   .where(ready.c.worker == worker_id, ready.c.request == req)
                                   .order_by(ready.c.seq)).all()

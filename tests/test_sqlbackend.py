@@ -413,3 +413,26 @@ def test_a_pod_with_backend_sql_runs_its_tenants_jobs_without_redis(cluster: Any
         assert store.where("shop-r").pod == "p1" and not store.where("shop-r").move
     finally:
         client.close()
+
+
+class _Orig(Exception):
+    def __init__(self, *args: Any, sqlstate: str | None = None) -> None:
+        super().__init__(*args)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("orig", "retried"), [
+    (_Orig(1213, "Deadlock found"), True),                     # MariaDB/MySQL deadlock
+    (_Orig(1205, "Lock wait timeout exceeded"), True),
+    (_Orig(1062, "Duplicate entry"), False),
+    (_Orig("deadlock detected", sqlstate="40P01"), True),     # PostgreSQL
+    (_Orig("could not serialize", sqlstate="40001"), True),
+    (_Orig("relation does not exist", sqlstate="42P01"), False),
+    (_Orig("database is locked"), False),                     # SQLite: its busy timeout waits
+])
+def test_which_database_errors_are_conflicts_to_retry(orig: Exception, retried: bool) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from podjobs.sqlbackend.backend import _conflict
+
+    assert _conflict(DBAPIError("SELECT 1", {}, orig)) is retried

@@ -53,6 +53,17 @@ DEAD_MAX_AGE_MS = 180 * 24 * 3600 * 1000
 #: transient conflicts (deadlock, lock wait timeout, SQLite busy) retried this many times
 CONFLICT_TRIES = 5
 _CONFLICT_CODES = (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
+_CONFLICT_STATES = ("40P01", "40001", "55P03")  # PostgreSQL: deadlock, serialization, lock
+
+
+def _conflict(exc: DBAPIError) -> bool:
+    """A transient conflict between transactions (the transaction was rolled back)."""
+    orig = exc.orig
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _CONFLICT_STATES:
+        return True
+    return bool(orig.args) and orig.args[0] in _CONFLICT_CODES
 
 #: reserve request ids remembered per backend object (see SqlBackend.reserve)
 SENT_KEPT = 256
@@ -136,8 +147,7 @@ class SqlBackend:
                 with self.engine.begin() as c:
                     return fn(c)
             except DBAPIError as exc:
-                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-                if code in _CONFLICT_CODES and attempt < CONFLICT_TRIES - 1:
+                if _conflict(exc) and attempt < CONFLICT_TRIES - 1:
                     time.sleep(0.001 * 2**attempt)
                     continue
                 with self.errors(what, sent=True):

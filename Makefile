@@ -41,6 +41,7 @@ lint-imports: venv ## the layers (pyproject's [tool.importlinter]) on the packag
 
 bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/results/
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.sql
 	$(BIN)/python -m bench.cpu
 	$(BIN)/python -m bench.pods
 	$(BIN)/python -m bench.iteration

@@ -25,6 +25,9 @@ from typing import Any
 
 from podjobs.errors import ConfigurationError
 
+#: the queue backends a pod can run on
+BACKENDS = ("redis", "sql")
+
 
 class PodState(StrEnum):
     ACTIVE = "active"
@@ -39,15 +42,27 @@ class Pod:
     redis_url: str
     shard_url: str
     state: PodState = PodState.ACTIVE
+    #: where the pod's queue lives: "redis" (its Redis) or "sql" (tables on its shard,
+    #: podjobs.sqlbackend; redis_url may then be "")
+    backend: str = "redis"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigurationError(
+                f"pod {self.name!r}: backend {self.backend!r} is not one of {', '.join(BACKENDS)} "
+                f"(redis: the queue in the pod's Redis; sql: in tables on its shard)")
 
     def to_json(self) -> dict[str, Any]:
-        """The pods/{name} node in ZooKeeper."""
-        return {
+        """The pods/{name} node in ZooKeeper ("backend" only when not redis)."""
+        node = {
             "name": self.name,
             "redis_url": self.redis_url,
             "shard_url": self.shard_url,
             "state": self.state.value,
         }
+        if self.backend != "redis":
+            node["backend"] = self.backend
+        return node
 
     @classmethod
     def from_json(cls, name: str, obj: dict[str, Any]) -> Pod:
@@ -58,13 +73,17 @@ class Pod:
                 redis_url=str(obj["redis_url"]),
                 shard_url=str(obj["shard_url"]),
                 state=PodState(obj.get("state", PodState.ACTIVE)),
+                backend=str(obj.get("backend", "redis")),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc
 
     def to_dict(self) -> dict[str, str]:
-        """Its entry in topology.json."""
-        return {"name": self.name, "redis_url": self.redis_url, "shard_url": self.shard_url}
+        """Its entry in topology.json ("backend" only when not redis)."""
+        entry = {"name": self.name, "redis_url": self.redis_url, "shard_url": self.shard_url}
+        if self.backend != "redis":
+            entry["backend"] = self.backend
+        return entry
 
 
 @dataclass
@@ -98,8 +117,8 @@ class Topology:
     def from_dict(cls, data: dict[str, Any], source: str = "topology") -> Topology:
         try:
             pods = [
-                Pod(name=str(p["name"]), redis_url=str(p["redis_url"]),
-                        shard_url=str(p["shard_url"]))
+                Pod(name=str(p["name"]), redis_url=str(p.get("redis_url", "")),
+                    shard_url=str(p["shard_url"]), backend=str(p.get("backend", "redis")))
                 for p in data["pods"]
             ]  # fmt: skip
             zookeeper = str(data["zookeeper"])
@@ -109,6 +128,10 @@ class Topology:
                 f"expected {{'zookeeper': 'host:port', 'pods': [{{'name', 'redis_url', "
                 f"'shard_url'}}]}}"
             ) from exc
+        for p in pods:
+            if p.backend == "redis" and not p.redis_url:
+                raise ConfigurationError(f"{source}: pod {p.name!r} needs a redis_url (or "
+                                         f"\"backend\": \"sql\" to keep its queue on its shard)")
         names = [p.name for p in pods]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"{source} names a pod twice: {names}")

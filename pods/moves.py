@@ -64,7 +64,7 @@ from typing import Any
 
 from podjobs import keys
 from podjobs.backend import RedisBackend
-from podjobs.errors import ConfigurationError, PodjobsError
+from podjobs.errors import ConfigurationError, NotSupported, PodjobsError
 from podjobs.gateway import text
 from podjobs.ids import new_id
 
@@ -143,6 +143,12 @@ class Mover:
         dest = self.store.pod(to)
         if dest.state != PodState.ACTIVE:
             raise ConfigurationError(f"pod {to} is {dest.state}; a tenant can only move to an active pod")
+        for name, p in ((entry.pod, self.store.pod(entry.pod)), (to, dest)):
+            if p.backend != "redis":
+                raise NotSupported(
+                    f"moving tenant {tenant!r}: pod {name} keeps its queue on the SQL backend, and "
+                    f"tenant moves are not supported on the SQL backend yet; move tenants between "
+                    f"pods that run on Redis")
         if not self.jobs_only and not _hooks:
             raise ConfigurationError(
                 "no data-copy hook is registered: pass --app MODULE whose module registers one "

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 
-from podjobs.backend import RedisBackend
+from podjobs.backend import open_backend
 from podjobs.worker import Worker, WorkerConfig
 
 from . import fence
@@ -42,7 +42,7 @@ class PodWorker:
         self.directory.start()
         info = self.directory.pod(pod)  # UnknownPod names the known pods
         self.router = Router(self.directory)
-        backend = RedisBackend(info.redis_url)
+        backend = open_backend(info.backend, info.redis_url, info.shard_url)
         try:  # the move fence every tenant job's commit reads (pods/fence.py)
             fence.ensure_table(info.shard_url)
         except Exception as exc:  # jobs' commits create it later (and are retried once)

@@ -2,7 +2,7 @@
 
 1. `Router(directory)` answers `resolve(tenant, pod)` from the in-memory
    directory that ZooKeeper watches keep fresh: no ZooKeeper round trip per
-   enqueue. One `RedisBackend` per pod, made on first use.
+   enqueue. One backend per pod (Redis, or SQL for a pod with backend "sql"), made on first use.
 2. Unknown tenant: `UnknownTenant` before anything is written. A draining pod
    takes no new jobs (`PodDraining`). A tenant being moved: `TenantMoving`.
 3. Without a tenant a job goes to the pod named with `pod=`;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from podjobs.backend import RedisBackend
+from podjobs.backend import Backend, open_backend
 from podjobs.client import Client, Target
 from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
 
@@ -29,23 +29,25 @@ class Router:
     def __init__(self, directory: Directory, *, check_backends: bool = True) -> None:
         self.directory = directory
         self.check_backends = check_backends
-        self._backends: dict[str, RedisBackend] = {}
+        self._backends: dict[str, Backend] = {}
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
         #: checked targets by pod, valid while the directory's version is unchanged
         self._targets: dict[str, Target] = {}
         self._targets_version = -1
 
-    def backend(self, pod: str) -> RedisBackend:
-        """The Redis backend of a pod (made once; remade if the pod's URL changed)."""
-        url = self.directory.pod(pod).redis_url
+    def backend(self, pod: str) -> Backend:
+        """The queue backend of a pod (its Redis, or its shard's tables for a pod with
+        backend "sql"; made once, remade if the pod's URL changed)."""
+        info = self.directory.pod(pod)
+        url = info.shard_url if info.backend == "sql" else info.redis_url
         b = self._backends.get(pod)
         if b is not None and self._urls.get(pod) == url:
             return b
         with self._lock:
             b = self._backends.get(pod)
             if b is None or self._urls.get(pod) != url:
-                b = RedisBackend(url, check=self.check_backends)
+                b = open_backend(info.backend, info.redis_url, info.shard_url, check=self.check_backends)
                 self._backends[pod] = b
                 self._urls[pod] = url
             return b

@@ -172,7 +172,7 @@ class TopologyStore:
         """
         validate_name("pod", pod.name)
         for what, url in (("redis", pod.redis_url), ("shard", pod.shard_url)):
-            if not url or not url.strip():
+            if (not url or not url.strip()) and not (what == "redis" and pod.backend == "sql"):
                 raise ConfigurationError(f"pod {pod.name!r} needs a {what} URL")
         path = self._pod_path(pod.name)
         for _ in range(CAS_ATTEMPTS):
@@ -185,7 +185,8 @@ class TopologyStore:
             if current is None:
                 continue  # deleted meanwhile: create again
             old, version = current
-            if (old.redis_url, old.shard_url) == (pod.redis_url, pod.shard_url):
+            if (old.redis_url, old.shard_url, old.backend) == (pod.redis_url, pod.shard_url,
+                                                               pod.backend):
                 return False
             if not replace:
                 raise ConfigurationError(
@@ -193,7 +194,7 @@ class TopologyStore:
                     f"{old.shard_url}; to point it at redis {pod.redis_url} and shard "
                     f"{pod.shard_url} pass replace=True ('podjobs pods add --replace')"
                 )
-            new = Pod(pod.name, pod.redis_url, pod.shard_url, old.state)
+            new = Pod(pod.name, pod.redis_url, pod.shard_url, old.state, pod.backend)
             try:
                 self.zk.set_json(path, new.to_json(), version=version)
                 return True

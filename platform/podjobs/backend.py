@@ -84,10 +84,24 @@ class Backend(Protocol):
     def reserve_after_wait(self, worker_id: str, queues: Sequence[str], n: int, request_id: str,
                            timeout_s: float) -> list[tuple[str, bytes]] | None: ...
 
+    def dead_worker_ids(self) -> list[tuple[str, list[str]]]: ...
+
     def close(self) -> None: ...
 
     def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
              status: StatusWrite | None = None) -> bool: ...
+
+
+def open_backend(kind: str, redis_url: str, database_url: str, *, check: bool = True) -> Backend:
+    """A pod's queue backend by kind: "redis" (its Redis at `redis_url`) or "sql" (tables in
+    its database at `database_url`, podjobs.sqlbackend)."""
+    if kind == "sql":
+        from podjobs.sqlbackend import SqlBackend
+
+        return SqlBackend(database_url)
+    if kind != "redis":
+        raise ConfigurationError(f"queue backend {kind!r} is not one of redis, sql")
+    return RedisBackend(redis_url, check=check)
 
 
 def _add_status(ks: list[str], args: list[str | int], status: StatusWrite | None) -> None:

@@ -135,7 +135,7 @@ class Client:
 
     def enqueue_call(self, call: Call, *, tenant: str | None = None, pod: str | None = None,
                      delay: float | timedelta | None = None,
-                     at: datetime | float | None = None) -> JobHandle:
+                     at: datetime | float | None = None, connection: Any = None) -> JobHandle:
         check_arguments(call)
         target = self._target(tenant, pod)
         pod_name, backend = target.pod, target.backend
@@ -169,8 +169,11 @@ class Client:
             if target.hold and tenant is not None and delay_ms is None and at_ms is None:
                 backend.hold(tenant, queue, [(p["id"], text)], status=status)
                 return JobHandle(p["id"], call.job.name, queue, pod_name, tenant)
-            n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
-                                status=status)
+            if connection is not None:
+                n = _enqueue_with(backend, connection, queue, text, delay_ms, at_ms, unique, status)
+            else:
+                n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                                    status=status)
         except BackendTimeout as exc:  # the job may be enqueued: say which one
             exc.job_id = p["id"]
             raise
@@ -219,6 +222,21 @@ class Client:
         return handles
 
 
+def _enqueue_with(backend: Backend, connection: Any, queue: str, text: str, delay_ms: int | None,
+                  at_ms: int | None, unique: tuple[str, int, str] | None, status: Any) -> int:
+    """Write one job in the caller's transaction (`connection`): the SQL backend's own."""
+    from podjobs.errors import NotSupported
+
+    write = getattr(backend, "enqueue_with", None)
+    if write is None:
+        raise NotSupported(
+            f"enqueue in the caller's transaction (connection=) needs the SQL backend; this "
+            f"pod's queue is on {type(backend).__name__}: enqueue without connection=")
+    n: int = write(connection, queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
+                   status=status)
+    return n
+
+
 _default: Client | None = None
 _lock = threading.Lock()
 #: "hosts[/root]" -> a pod-aware Client; installed by podjobs/__init__.py
@@ -232,10 +250,12 @@ def set_zk_connector(connect: Callable[[str], Client] | None) -> None:
 
 
 def configure(redis_url: str | None = None, *, zk: str | None = None,
-              client: Client | None = None) -> Client:
+              database_url: str | None = None, client: Client | None = None) -> Client:
     """Set the process-wide client `job.enqueue` uses.
 
     - `redis_url=`: one pod's Redis, no routing (a single-pod application);
+    - `database_url=`: one pod's queue in a SQL database (podjobs.sqlbackend: SQLite,
+      MySQL/MariaDB, PostgreSQL), its tables created or upgraded on first use;
     - `zk="host:port[/root]"`: pod-aware: `tenant=` routes through the directory in
       ZooKeeper (cached, kept fresh by watches);
     - `client=`: a client you built.
@@ -250,10 +270,17 @@ def configure(redis_url: str | None = None, *, zk: str | None = None,
                     raise ConfigurationError("configure(zk=...) needs podjobs.pods: no ZooKeeper "
                                              "connector is installed")
                 client = _zk_connect(zk)
+            elif redis_url is not None and database_url is not None:
+                raise ConfigurationError("configure() takes redis_url= or database_url=, not both: "
+                                         "a pod's queue is on one backend")
             elif redis_url is not None:
                 client = Client(RedisBackend(redis_url))
+            elif database_url is not None:
+                from podjobs.sqlbackend import SqlBackend
+
+                client = Client(SqlBackend(database_url))
             else:
-                raise ConfigurationError("configure() needs redis_url=, zk= or client=")
+                raise ConfigurationError("configure() needs redis_url=, database_url=, zk= or client=")
         old, _default = _default, client
         if old is not None and old is not client and hasattr(old, "close"):
             old.close()
@@ -266,13 +293,17 @@ def get_client() -> Client:
     if _default is None:
         zk = os.environ.get("PODJOBS_ZK")
         url = os.environ.get("PODJOBS_REDIS_URL")
+        db_url = os.environ.get("PODJOBS_DATABASE_URL")
         if zk:
             configure(zk=zk)
         elif url:
             configure(url)
+        elif db_url:
+            configure(database_url=db_url)
         else:
             raise ConfigurationError(
                 "podjobs is not configured: call podjobs.configure(zk='host:port/podjobs') or "
-                "podjobs.configure(redis_url=...), or set PODJOBS_ZK or PODJOBS_REDIS_URL")
+                "podjobs.configure(redis_url=...) or podjobs.configure(database_url=...), or set "
+                "PODJOBS_ZK, PODJOBS_REDIS_URL or PODJOBS_DATABASE_URL")
     assert _default is not None
     return _default

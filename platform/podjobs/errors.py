@@ -54,6 +54,11 @@ class BackendTimeout(BackendUnavailable):
     job_id: str | None = None
 
 
+class NotSupported(ConfigurationError):
+    """A feature the pod's queue backend cannot do (the SQL backend's missing features): it
+    is refused, never done differently."""
+
+
 class ArgumentsMismatch(PodjobsError, TypeError):
     """Arguments that do not bind to the job's function; nothing was enqueued."""
 

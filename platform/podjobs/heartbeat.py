@@ -22,14 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from podjobs.backend import RedisBackend
+from podjobs.backend import Backend
 from podjobs.identity import Identity
 
 log = logging.getLogger("podjobs.heartbeat")
 
 
 class Heartbeat:
-    def __init__(self, backend: RedisBackend, identity: Identity, ttl_s: float,
+    def __init__(self, backend: Backend, identity: Identity, ttl_s: float,
                  info: Callable[[], dict[str, str]]) -> None:
         self.backend = backend
         self.identity = identity

@@ -233,7 +233,13 @@ class Call:
         return keys.unique(self.job.name, hashlib.sha1(canon.encode()).hexdigest())
 
     def enqueue(self, *, tenant: str | None = None, pod: str | None = None,
-                delay: float | timedelta | None = None, at: datetime | float | None = None) -> JobHandle:
+                delay: float | timedelta | None = None, at: datetime | float | None = None,
+                connection: Any = None) -> JobHandle:
+        """`connection=`: a SQLAlchemy Connection in the caller's transaction on the SQL
+        backend's database: the job is written in that transaction (SQL backend only)."""
+        if connection is not None:
+            return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at,
+                                             connection=connection)
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 
 

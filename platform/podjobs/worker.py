@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from podjobs.acker import Acker
-from podjobs.backend import RedisBackend
+from podjobs.backend import Backend
 from podjobs.chain import worker_chain
 from podjobs.chain.timeouts import Timeouts
 from podjobs.context import Context
@@ -99,7 +99,7 @@ class WorkerConfig:
 
 
 class Worker:
-    def __init__(self, backend: RedisBackend, config: WorkerConfig) -> None:
+    def __init__(self, backend: Backend, config: WorkerConfig) -> None:
         if not config.queues:
             raise ValueError("a worker needs at least one queue")
         self.backend = backend

@@ -141,3 +141,11 @@ def scheduler_leader_kill9(base: Path, size: Size, cx: ClusterCtx) -> Observatio
 
 def scheduler_leader_sigstop(base: Path, size: Size, cx: ClusterCtx) -> Observation:
     return _rollout(base, cx, "sigstop")
+
+
+def sql_mariadb_worker_kill9(base: Path, size: Size, cx: ClusterCtx) -> Observation:
+    """Workers killed with SIGKILL mid-drain on the SQL backend (issue 19) in pod p1's
+    MariaDB shard: the killed worker's reservations come back when its lease runs out."""
+    from tests.chaos.scenarios import _kill_during_drain
+
+    return _kill_during_drain(base, size, "thread", cx.topology.pods[0].shard_url)

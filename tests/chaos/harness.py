@@ -29,6 +29,7 @@ from podjobs.client import Client
 from podjobs.errors import PodjobsError
 from podjobs.jobs import Call, JobDef
 from podjobs.payload import encode
+from podjobs.sqlbackend import SqlBackend
 from tests.chaos import ledger as ledger_mod
 from tests.chaos.checker import Observation
 from tests.chaos.faults import PodRedis
@@ -39,8 +40,10 @@ TTL = 1.0  # heartbeat TTL of the scenario workers (seconds)
 
 class Harness:
     def __init__(self, base: Path, aof: bool = False, pod_urls: list[str] | None = None,
-                 zk_spec: str | None = None) -> None:
-        """A private pod Redis, or (`pod_urls`, `zk_spec`) the pods of a running cluster."""
+                 zk_spec: str | None = None, database_url: str | None = None) -> None:
+        """A private pod Redis, or (`pod_urls`, `zk_spec`) the pods of a running cluster.
+        `database_url`: the queue on the SQL backend there instead (the workers run with
+        --database-url; the private Redis stays, unused by the queue)."""
         self.base = base
         self.ledger_dir = base / "ledger"
         self.ledger = ledger_mod.Ledger(self.ledger_dir)
@@ -49,7 +52,8 @@ class Harness:
         self.zk_spec = zk_spec
         self.url = self.pod_urls[0]
         self.r = redis.Redis.from_url(self.url, socket_timeout=5)
-        self.backend = RedisBackend(self.url)
+        self.database_url = database_url
+        self.backend: Any = SqlBackend(database_url) if database_url else RedisBackend(self.url)
         self.client = Client(self.backend)
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -71,6 +75,8 @@ class Harness:
               app: str = "tests.chaos.app", pod: str | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONPATH=str(REPO), **{ledger_mod.ENV: str(self.ledger_dir)})
         where = ["--pod", pod, "--zk", self.zk_spec or ""] if pod else ["--redis", url or self.url]
+        if self.database_url and not pod and not url:
+            where = ["--database-url", self.database_url]
         cmd = [sys.executable, "-m", "podjobs.cli", "worker", *where,
                "--app", app, "--queues", "default", "--concurrency", str(concurrency),
                "--heartbeat-ttl", str(ttl), "--poll-interval", "0.05", "--log-level", "info",
@@ -121,6 +127,15 @@ class Harness:
         return False
 
     def inflight(self) -> frozenset[str]:
+        if self.database_url:  # the SQL backend: rows reserved by a worker
+            from sqlalchemy import select
+
+            from podjobs.sqlbackend.tables import ready
+
+            with self.backend.engine.connect().execution_options(pj_read=True) as c:
+                ids = {r[0] for r in c.execute(select(ready.c.job_id).where(ready.c.worker != ""))}
+                c.rollback()
+            return frozenset(ids)
         out: set[str] = set()
         for url in self.pod_urls:
             r = redis.Redis.from_url(url, socket_timeout=5)

@@ -31,6 +31,9 @@ SPECS: list[Spec] = [
     Spec("worker_kill9_process", "kill -9 worker", ws.worker_kill9_process),
     # before the fix of issue 11 item 1: 0-29 re-runs per run (a race on which thread wakes
     # first after SIGCONT)
+    # issue 19: the SQL backend (lease expiry instead of the heartbeat key)
+    Spec("sql_sqlite_worker_kill9", "kill -9 worker", ws.sql_sqlite_worker_kill9),
+    Spec("sql_mariadb_worker_kill9", "kill -9 worker", cs.sql_mariadb_worker_kill9, cluster=True),
     Spec("worker_sigstop_zombie", "SIGSTOP worker", ws.worker_sigstop_zombie),
     Spec("worker_sigstop_zombie_process", "SIGSTOP worker", ws.worker_sigstop_zombie_process,
          quick=False),

@@ -52,9 +52,10 @@ def _finishes(h: Harness) -> int:
     return ledger_mod.count(h.ledger_dir, "finish")
 
 
-def _kill_during_drain(base: Path, size: Size, isolation: str) -> Observation:
+def _kill_during_drain(base: Path, size: Size, isolation: str,
+                       database_url: str | None = None) -> Observation:
     n = size.jobs if isolation == "thread" else max(100, size.jobs // 4)
-    with Harness(base) as h:
+    with Harness(base, database_url=database_url) as h:
         workers = [h.spawn(concurrency=4, isolation=isolation) for _ in range(2)]
         ids = h.enqueue_many(app.work, n, 0.01)
         rng = random.Random(11)
@@ -74,6 +75,11 @@ def worker_kill9_thread(base: Path, size: Size) -> Observation:
 
 def worker_kill9_process(base: Path, size: Size) -> Observation:
     return _kill_during_drain(base, size, "process")
+
+
+def sql_sqlite_worker_kill9(base: Path, size: Size) -> Observation:
+    """The same kills on the SQL backend (issue 19), SQLite: recovered by lease expiry."""
+    return _kill_during_drain(base, size, "thread", f"sqlite:///{base}/jobs.db")
 
 
 def _zombie_inflight(h: Harness, pid: int) -> set[str]:

@@ -2,6 +2,7 @@
 
     podjobs pods list
     podjobs pods add NAME --redis URL --shard URL [--replace]
+    podjobs pods add NAME --backend sql --shard URL     (the queue in tables on the shard)
     podjobs pods set-state NAME active|draining
     podjobs fleet [--pod POD]
 
@@ -38,29 +39,33 @@ def cmd_pods_list(args: argparse.Namespace) -> int:
     elif not pods:
         print("no pods (add one with 'podjobs pods add NAME --redis URL --shard URL')")
     else:
-        print(render(["pod", "state", "redis", "shard"],
-                     [[r["pod"], r["state"], r["redis_url"], r["shard_url"]] for r in rows]))
+        print(render(["pod", "state", "backend", "redis", "shard"],
+                     [[r["pod"], r["state"], r["backend"], r["redis_url"] or "-", r["shard_url"]]
+                      for r in rows]))
     return 0
 
 
 def pod_row(p: Pod) -> dict[str, Any]:
     """The `pod` noun: its URLs without their passwords."""
     return {"pod": p.name, "state": p.state.value, "redis_url": redact(p.redis_url),
-            "shard_url": redact(p.shard_url)}
+            "shard_url": redact(p.shard_url), "backend": p.backend}
 
 
 def cmd_pods_add(args: argparse.Namespace) -> int:
     from podjobs.pods.topology import TopologyStore, validate_name
     from podjobs.secrets import plain_password
 
-    for flag, url in (("--redis", args.redis), ("--shard", args.shard)):
+    if args.backend == "redis" and not args.redis:
+        raise ConfigurationError(f"pods add {args.name}: --redis URL is required (or --backend sql "
+                                 f"to keep the pod's queue in tables on its shard)")
+    for flag, url in (("--redis", args.redis or ""), ("--shard", args.shard)):
         if plain_password(url) and not args.plain_password:
             raise ConfigurationError(
                 f"{flag} {redact(url)}: its password would be stored in ZooKeeper in plain text; "
                 f"write it as a reference each process resolves, ${{env:NAME}} or "
                 f"${{file:PATH}} (e.g. redis://:${{env:P1_REDIS_PASSWORD}}@host:6379/0), or "
                 f"pass --plain-password")
-    pod = Pod(args.name, args.redis, args.shard)
+    pod = Pod(args.name, args.redis or "", args.shard, backend=args.backend)
     with connect(args) as zk:
         store = TopologyStore(zk)
         existed = zk.exists(zk.path("pods", validate_name("pod", args.name)))
@@ -148,7 +153,9 @@ def register(cmds: Commands) -> None:
     p = cmds.command("add", "add a pod (idempotent)", cmd_pods_add, under="pods", parents=[common],
                      noun="action")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--redis", required=True, metavar="URL", help="the pod's Redis URL")
+    p.add_argument("--redis", metavar="URL", help="the pod's Redis URL (required unless --backend sql)")
+    p.add_argument("--backend", choices=["redis", "sql"], default="redis",
+                   help="where the pod's queue lives: redis (default) or sql (tables on its shard)")
     p.add_argument("--shard", required=True, metavar="URL", help="the pod's database shard URL")
     p.add_argument("--replace", action="store_true", help="change the URLs of an existing pod")
     p.add_argument("--plain-password", action="store_true",

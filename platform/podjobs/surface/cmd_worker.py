@@ -3,8 +3,10 @@
     podjobs worker --app MODULE --queues critical,default,low --concurrency N
     podjobs worker --app MODULE --redis URL --isolation process --max-memory-mb 500
     podjobs worker --app MODULE --pod NAME [--zk HOSTS/ROOT]
+    podjobs worker --app MODULE --database-url URL   (the SQL backend, no Redis)
 
-With `--redis URL` (or `$PODJOBS_REDIS_URL`) a plain worker (podjobs.worker) runs;
+With `--redis URL` (or `$PODJOBS_REDIS_URL`) a plain worker (podjobs.worker) runs; with
+`--database-url URL` (or `$PODJOBS_DATABASE_URL`) one on the SQL backend (podjobs.sqlbackend);
 with `--pod NAME` (and no --redis) a pod worker on the topology in ZooKeeper that also
 runs the scheduler's migration job (podjobs.scheduler.migrate.pod_worker). Under systemd
 (`$NOTIFY_SOCKET`) it sends READY once its heartbeat runs and WATCHDOG while Redis
@@ -18,6 +20,7 @@ confirms it (podjobs.sdnotify).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from podjobs.errors import ConfigurationError
@@ -67,6 +70,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        max_jobs_per_child=args.max_jobs_per_child, max_memory_mb=args.max_memory_mb,
                        app_modules=apps, metrics_port=args.metrics_port,
                        metrics_host=args.metrics_host, metrics_top_tenants=args.metrics_top_tenants)
+    db_url = args.database_url or (None if args.redis or args.pod else os.environ.get("PODJOBS_DATABASE_URL"))
+    if db_url:
+        if args.redis or args.pod:
+            raise ConfigurationError("podjobs worker takes --database-url or --redis/--pod, not "
+                                     "both: a worker serves one pod's queue on one backend")
+        from podjobs.sqlbackend import SqlBackend
+
+        sw = Worker(SqlBackend(db_url), cfg)
+        sql_pinger = _pinger(sw)
+        try:
+            sw.run()
+        finally:
+            sql_pinger.stop()
+        return 0
     if args.pod and not args.redis:
         from podjobs.scheduler.migrate import pod_worker
 
@@ -116,6 +133,9 @@ def register(cmds: Commands) -> None:
     w = cmds.command("worker", "run a worker for one pod's queues", cmd_worker,
                      description="Run jobs from a priority-ordered queue list until SIGTERM.")
     add_target_args(w)
+    w.add_argument("--database-url", metavar="URL", default=None,
+                   help="run on the SQL backend in this database (sqlite:////path/jobs.db, "
+                        "mysql+pymysql://...; default $PODJOBS_DATABASE_URL) instead of Redis")
     w.add_argument("--app", action="append", metavar="MODULE",
                    help="module(s) that define the jobs (repeat or comma-separate; required)")
     w.add_argument("--queues", default="default", help="queue list in priority order (default: default)")

@@ -440,6 +440,13 @@ class SqlBackend:
             c.rollback()
         return [(w, [q for q in qs.split(",") if q]) for w, qs in rows]
 
+    def reserve_after_wait(self, worker_id: str, queues: Sequence[str], n: int, request_id: str,
+                           timeout_s: float) -> list[tuple[str, bytes]] | None:
+        """An idle worker's wait for work (`wait_for_work`), then `reserve`: two steps here
+        (the database has no blocking pop to send the reservation behind)."""
+        self.wait_for_work(queues, timeout_s)
+        return self.reserve(worker_id, queues, n, request_id)
+
     def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Poll for a ready job of these queues, POLL_MIN_S doubling to POLL_MAX_S, until
         the timeout; an enqueue in this process wakes the wait at once."""

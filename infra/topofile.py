@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from podjobs.errors import ConfigurationError
+from podjobs.quota import Quota
 
 
 class PodState(StrEnum):
@@ -39,15 +40,20 @@ class Pod:
     redis_url: str
     shard_url: str
     state: PodState = PodState.ACTIVE
+    #: the default quota of the pod's tenants (podjobs.quota; a tenant's own overrides it)
+    quota: Quota | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The pods/{name} node in ZooKeeper."""
-        return {
+        obj: dict[str, Any] = {
             "name": self.name,
             "redis_url": self.redis_url,
             "shard_url": self.shard_url,
             "state": self.state.value,
         }
+        if self.quota is not None and self.quota.to_json():
+            obj["quota"] = self.quota.to_json()
+        return obj
 
     @classmethod
     def from_json(cls, name: str, obj: dict[str, Any]) -> Pod:
@@ -58,6 +64,7 @@ class Pod:
                 redis_url=str(obj["redis_url"]),
                 shard_url=str(obj["shard_url"]),
                 state=PodState(obj.get("state", PodState.ACTIVE)),
+                quota=Quota.from_json(obj["quota"], f"pod {name}'s quota") if obj.get("quota") else None,
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc

@@ -30,6 +30,7 @@ from podjobs.infra.ports import free_port
 from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
 from podjobs.pods.zk import ZK
+from podjobs.quota import Quota
 from podjobs.surface.api.auth import digest
 from tests.apps import api_app  # noqa: F401 - the workers run its jobs
 from tests.helpers import REPO, api_server, fast_config, stop_proc, wait_until
@@ -394,6 +395,28 @@ def test_a_draining_pod_answers_503_with_retry_after(env: Env) -> None:
     with env.client("operator") as c:
         wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code == 202,
                    timeout=10, what="p3 active again")
+
+
+def test_a_tenant_over_its_quota_gets_429_with_retry_after_and_nothing_written(env: Env) -> None:
+    env.store.set_tenant_quota("shop-c", Quota(rate=0.01, burst=1))  # one job per 100 s
+    try:
+        with env.client("operator") as c:
+            wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code
+                       == 429, timeout=10, what="the API to see shop-c's quota")
+            before = env.footprint()
+            r = post(c, "shop-c", {"job": "api.add", "args": [1, 2]})
+            assert r.status_code == 429, r.text
+            assert 90 <= int(r.headers["retry-after"]) <= 100
+            detail = r.json()["detail"]
+            assert "'shop-c' is over its enqueue rate quota (0.01 jobs/s)" in detail
+            assert "nothing was enqueued" in detail
+            assert env.footprint() == before
+            assert post(c, "shop-a", {"job": "api.add", "args": [1, 2]}).status_code == 202
+    finally:
+        env.store.set_tenant_quota("shop-c", None)
+    with env.client("operator") as c:
+        wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code == 202,
+                   timeout=10, what="shop-c's quota lifted")
 
 
 def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:

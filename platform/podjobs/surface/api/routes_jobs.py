@@ -57,6 +57,8 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
             415: problem(415, "the body is not JSON"),
             417: problem(417, "a synchronous answer was demanded and cannot be given"),
             422: problem(422, "unknown job, arguments that do not fit, or a malformed request"),
+            429: problem(429, "the tenant is over its enqueue rate or pending-jobs quota "
+                               "(see Retry-After); nothing was enqueued"),
             503: problem(503, "the pod is draining, the tenant is moving, or the pod's Redis is "
                                "unreachable (see Retry-After); nothing was enqueued. When the "
                                "pod's Redis did not answer in time the job may have been "

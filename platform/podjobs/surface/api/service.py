@@ -48,6 +48,7 @@ from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
+from podjobs.quota import QuotaExceeded
 from podjobs.table import iso_times
 
 from .auth import Principal
@@ -264,6 +265,8 @@ class Service:
             raise not_found_tenant(tenant) from None
         except (PodDraining, TenantMoving) as exc:
             raise ApiError(503, str(exc), {"Retry-After": str(s.retry_after_draining_s)}) from None
+        except QuotaExceeded as exc:
+            raise ApiError(429, str(exc), {"Retry-After": exc.retry_after_header}) from None
         except BackendTimeout as exc:
             log.warning("enqueue of job %s for %s unanswered: %s", exc.job_id, tenant, exc)
             raise maybe_enqueued(exc.job_id, s.retry_after_unavailable_s) from None

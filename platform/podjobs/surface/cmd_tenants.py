@@ -106,10 +106,11 @@ def cmd_tenants_where(args: argparse.Namespace) -> int:
         print_json(tenant_row(entry))
     else:
         move = json.dumps(entry.move, sort_keys=True) if entry.move else ""
+        quota = json.dumps(entry.quota.to_json(), sort_keys=True) if entry.quota else ""
         print(
             render(
-                ["tenant", "pod", "state", "move"],
-                [[entry.tenant, entry.pod, entry.state.value, move]],
+                ["tenant", "pod", "state", "move", "quota"],
+                [[entry.tenant, entry.pod, entry.state.value, move, quota]],
             )
         )
     return 0

@@ -133,6 +133,23 @@ def test_cancelling_a_tracked_job_frees_its_place(backend: RedisBackend) -> None
     assert backend.enqueue("q", [payload()], quota=tq) == 1
 
 
+def test_deleting_a_scheduled_job_or_carrying_it_off_in_a_move_frees_its_place(
+        backend: RedisBackend) -> None:
+    from podjobs.ops import Inspector
+
+    r = backend.redis
+    tq = TenantQuota("shop", Quota(pending=2))
+    later, ready = new_id(), new_id()
+    assert backend.enqueue("q", [payload(jid=later)], delay_ms=600_000, quota=tq) == 1
+    assert backend.enqueue("q", [payload(jid=ready)], quota=tq) == 1
+    assert r.hget(keys.PENDING_COUNT, "shop") == b"2"
+    assert Inspector(backend).delete_waiting("scheduled", later)
+    assert r.hget(keys.PENDING_COUNT, "shop") == b"1"
+    stored = r.lrange(keys.queue("q"), 0, -1)[0].decode()
+    assert backend.carry("shop", keys.queue("q"), "queue", "q", [(ready, stored, 0.0)]) == 1
+    assert r.hget(keys.PENDING_COUNT, "shop") is None and r.hlen(keys.PENDING) == 0
+
+
 def test_a_tenant_without_a_quota_leaves_no_quota_state(backend: RedisBackend) -> None:
     r = backend.redis
     assert backend.enqueue("q", [payload() for _ in range(5)]) == 5

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from podjobs.errors import ConfigurationError
+from podjobs.quota import Quota
 
 #: the queue backends a pod can run on
 BACKENDS = ("redis", "sql")
@@ -45,6 +46,8 @@ class Pod:
     #: where the pod's queue lives: "redis" (its Redis) or "sql" (tables on its shard,
     #: podjobs.sqlbackend; redis_url may then be "")
     backend: str = "redis"
+    #: the default quota of the pod's tenants (podjobs.quota; a tenant's own overrides it)
+    quota: Quota | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -54,7 +57,7 @@ class Pod:
 
     def to_json(self) -> dict[str, Any]:
         """The pods/{name} node in ZooKeeper ("backend" only when not redis)."""
-        node = {
+        node: dict[str, Any] = {
             "name": self.name,
             "redis_url": self.redis_url,
             "shard_url": self.shard_url,
@@ -62,6 +65,8 @@ class Pod:
         }
         if self.backend != "redis":
             node["backend"] = self.backend
+        if self.quota is not None and self.quota.to_json():
+            node["quota"] = self.quota.to_json()
         return node
 
     @classmethod
@@ -74,6 +79,7 @@ class Pod:
                 shard_url=str(obj["shard_url"]),
                 state=PodState(obj.get("state", PodState.ACTIVE)),
                 backend=str(obj.get("backend", "redis")),
+                quota=Quota.from_json(obj["quota"], f"pod {name}'s quota") if obj.get("quota") else None,
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"pod node {name!r} is malformed ({exc!r}): {obj}") from exc

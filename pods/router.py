@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 from podjobs.backend import Backend, open_backend
 from podjobs.client import Client, Target
 from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
+from podjobs.quota import TenantQuota, effective
 
 from .directory import Directory
 from .topology import PodState, TenantState
@@ -32,8 +34,10 @@ class Router:
         self._backends: dict[str, Backend] = {}
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
-        #: checked targets by pod, valid while the directory's version is unchanged
+        #: checked targets by pod, and by tenant (with its quota), valid while the
+        #: directory's version is unchanged
         self._targets: dict[str, Target] = {}
+        self._by_tenant: dict[str, Target] = {}
         self._targets_version = -1
 
     def backend(self, pod: str) -> Backend:
@@ -88,18 +92,28 @@ class Router:
             # fast path: an active tenant on a pod already checked at this directory version
             entry = d.tenant(tenant)
             if entry is not None and entry.state == TenantState.ACTIVE and self._targets_version == version:
-                cached = self._targets.get(entry.pod)
+                cached = self._by_tenant.get(tenant)
                 if cached is not None:
                     return cached
         name = self.pod_for(tenant, pod)
         entry = d.tenant(tenant) if tenant is not None else None
         hold = entry is not None and entry.state != TenantState.ACTIVE
-        target = Target(name, self.backend(name), hold=hold)
+        if self._targets_version != version:
+            self._targets = {}
+            self._by_tenant = {}
+            self._targets_version = version
+        target = self._targets.get(name) if not hold else None
+        if target is None:
+            target = Target(name, self.backend(name), hold=hold)
+        if tenant is not None and entry is not None:
+            q = effective(d.pod(name).quota, entry.quota if entry.pod == name else None)
+            if q is not None:
+                target = replace(target, quota=TenantQuota(tenant, q))
         if not hold:
-            if self._targets_version != version:
-                self._targets = {}
-                self._targets_version = version
-            self._targets[name] = target
+            if target.quota is None:
+                self._targets[name] = target
+            if tenant is not None and pod is None:
+                self._by_tenant[tenant] = target
         return target
 
     def active_pods(self) -> list[str]:

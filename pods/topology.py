@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs.errors import ConfigurationError, PodDraining, PodjobsError, UnknownPod, UnknownTenant
 from podjobs.infra.topofile import Pod as Pod
 from podjobs.infra.topofile import PodState as PodState
+from podjobs.quota import Quota
 
 from .zk import ZK, BadVersionError, NodeExistsError, NoNodeError
 
@@ -105,11 +106,15 @@ class TenantEntry:
     state: TenantState = TenantState.ACTIVE
     move: dict[str, Any] | None = field(default=None, hash=False)
     version: int = -1
+    #: the tenant's own quota, over its pod's default (podjobs.quota)
+    quota: Quota | None = field(default=None, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"pod": self.pod, "state": self.state.value}
         if self.move is not None:
             obj["move"] = self.move
+        if self.quota is not None and self.quota.to_json():
+            obj["quota"] = self.quota.to_json()
         return obj
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +134,8 @@ class TenantEntry:
                 state=TenantState(obj.get("state", TenantState.ACTIVE)),
                 move=move,
                 version=version,
+                quota=(Quota.from_json(obj["quota"], f"tenant {tenant}'s quota")
+                       if obj.get("quota") else None),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"tenant node {tenant!r} is malformed ({exc!r}): {obj}") from exc
@@ -194,7 +201,8 @@ class TopologyStore:
                     f"{old.shard_url}; to point it at redis {pod.redis_url} and shard "
                     f"{pod.shard_url} pass replace=True ('podjobs pods add --replace')"
                 )
-            new = Pod(pod.name, pod.redis_url, pod.shard_url, old.state, pod.backend)
+            new = Pod(pod.name, pod.redis_url, pod.shard_url, old.state, backend=pod.backend,
+                      quota=old.quota)
             try:
                 self.zk.set_json(path, new.to_json(), version=version)
                 return True
@@ -235,6 +243,37 @@ class TopologyStore:
                 continue
         raise TopologyConflict(
             f"pod {name!r} kept changing under us ({CAS_ATTEMPTS} attempts); try again"
+        )
+
+    def set_pod_quota(self, name: str, quota: Quota | None) -> Pod:
+        """Set (None: clear) the default quota of a pod's tenants; returns the pod as written."""
+        validate_name("pod", name)
+        for _ in range(CAS_ATTEMPTS):
+            current = self._read_pod(name)
+            if current is None:
+                raise unknown_pod(name, self.pod_names())
+            old, version = current
+            new = replace(old, quota=quota if quota is not None and quota.to_json() else None)
+            try:
+                self.zk.set_json(self._pod_path(name), new.to_json(), version=version)
+                return new
+            except (BadVersionError, NoNodeError):
+                continue
+        raise TopologyConflict(
+            f"pod {name!r} kept changing under us ({CAS_ATTEMPTS} attempts); try again"
+        )
+
+    def set_tenant_quota(self, tenant: str, quota: Quota | None) -> TenantEntry:
+        """Set (None: clear) a tenant's own quota; returns its entry as written."""
+        for _ in range(CAS_ATTEMPTS):
+            entry = self.where(tenant)
+            try:
+                return self.set_tenant(replace(
+                    entry, quota=quota if quota is not None and quota.to_json() else None))
+            except TopologyConflict:
+                continue
+        raise TopologyConflict(
+            f"tenant {tenant!r} kept changing under us ({CAS_ATTEMPTS} attempts); try again"
         )
 
     def pod_names(self) -> list[str]:

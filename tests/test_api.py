@@ -30,6 +30,7 @@ from podjobs.infra.ports import free_port
 from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
 from podjobs.pods.zk import ZK
+from podjobs.quota import Quota
 from podjobs.surface.api.auth import digest
 from tests.apps import api_app  # noqa: F401 - the workers run its jobs
 from tests.helpers import REPO, api_server, fast_config, stop_proc, wait_until
@@ -396,6 +397,44 @@ def test_a_draining_pod_answers_503_with_retry_after(env: Env) -> None:
                    timeout=10, what="p3 active again")
 
 
+def test_arguments_that_do_not_fit_the_annotations_get_422_naming_the_argument(env: Env) -> None:
+    before = env.footprint()
+    with env.client() as c:
+        r = post(c, "shop-a", {"job": "api.add", "args": ["1", 2]})
+        assert r.status_code == 422, r.text
+        err = r.json()["errors"][0]
+        assert err["loc"] == ["body", "args", 0] and "argument 'a' of api.add" in err["msg"]
+        assert "argument 'a'" in r.json()["detail"] and "valid integer" in r.json()["detail"]
+        r = post(c, "shop-a", {"job": "api.add", "args": [1], "kwargs": {"b": [2]}})
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "kwargs", "b"]
+        assert env.footprint() == before
+        r = post(c, "shop-a", {"job": "api.add", "args": [1], "kwargs": {"b": 2}},
+                 headers={"Prefer": "wait=10"})
+        assert r.status_code in (200, 201), r.text
+
+
+def test_a_tenant_over_its_quota_gets_429_with_retry_after_and_nothing_written(env: Env) -> None:
+    env.store.set_tenant_quota("shop-c", Quota(rate=0.01, burst=1))  # one job per 100 s
+    try:
+        with env.client("operator") as c:
+            wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code
+                       == 429, timeout=10, what="the API to see shop-c's quota")
+            before = env.footprint()
+            r = post(c, "shop-c", {"job": "api.add", "args": [1, 2]})
+            assert r.status_code == 429, r.text
+            assert 90 <= int(r.headers["retry-after"]) <= 100
+            detail = r.json()["detail"]
+            assert "'shop-c' is over its enqueue rate quota (0.01 jobs/s)" in detail
+            assert "nothing was enqueued" in detail
+            assert env.footprint() == before
+            assert post(c, "shop-a", {"job": "api.add", "args": [1, 2]}).status_code == 202
+    finally:
+        env.store.set_tenant_quota("shop-c", None)
+    with env.client("operator") as c:
+        wait_until(lambda: post(c, "shop-c", {"job": "api.add", "args": [1, 2]}).status_code == 202,
+                   timeout=10, what="shop-c's quota lifted")
+
+
 def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:
     dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     env.store.add_pod(Pod("p9", dead_url, "sqlite:////nonexistent/p9.db"))
@@ -637,10 +676,19 @@ def test_openapi_document_describes_the_api(env: Env) -> None:
     doc = httpx.get(env.url + "/openapi.json").json()
     post_op = doc["paths"]["/v1/tenants/{tenant}/jobs"]["post"]
     assert set(post_op["responses"]) >= {"200", "201", "202", "204", "400", "401", "404", "409",
-                                         "413", "415", "417", "422", "503"}
+                                         "413", "415", "417", "422", "429", "503"}
     assert {p["name"] for p in post_op["parameters"] if p["in"] == "header"} == {"expect", "prefer"}
     body = post_op["requestBody"]["content"]["application/json"]["schema"]
     assert "api.create_thing" in body["properties"]["job"]["enum"]
+    per_job = {s["properties"]["job"]["const"]: s for s in body["anyOf"]}
+    assert set(per_job) == set(body["properties"]["job"]["enum"])
+    add = per_job["api.add"]
+    assert add["description"].startswith("api.add(a: int, b: int)")
+    assert add["anyOf"][2]["properties"]["args"]["prefixItems"] == [{"type": "integer"}] * 2
+    assert [p for p in add["anyOf"][0]["properties"]["kwargs"]["required"]] == ["a", "b"]
+    assert "ctx" not in json.dumps(per_job["api.slow"])  # the context is not an argument
+    assert per_job["api.slow"]["anyOf"][1]["properties"]["args"]["prefixItems"] == [{"type": "number"}]
+    assert per_job["api.noop"]["properties"]["args"]["maxItems"] == 0  # no arguments: one variant
     assert set(doc["paths"]["/v1/jobs/{job_id}"]) == {"get", "delete"}
     assert "303" in doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -32,6 +32,7 @@ from podjobs.errors import ConfigurationError
 from podjobs.gateway import Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
+from podjobs.quota import Quota, TenantQuota, Usage, refusal, tokens_now
 from podjobs.settlement import Kind, Settlement
 from podjobs.status import PENDING_TTL_S, StatusWrite
 
@@ -62,6 +63,7 @@ class Backend(Protocol):
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
+        quota: TenantQuota | None = None,
     ) -> int: ...
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int,
@@ -149,11 +151,14 @@ class RedisBackend(Gateway):
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
+        quota: TenantQuota | None = None,
     ) -> int:
         """Push payloads to `queue` now, after `delay_ms`, or at `at_ms`.
 
         `unique` = (key, ttl_ms, owner job id): nothing is written while the key is held.
         `status`: the status record of a tracked job (one payload), written in the same step.
+        `quota`: the tenant's limits, checked in the same step (`QuotaExceeded`, nothing
+        written, when over one; see podjobs.quota).
         Returns how many payloads were written.
         """
         if delay_ms is not None:
@@ -165,24 +170,35 @@ class RedisBackend(Gateway):
         ukey, uttl, owner = unique if unique else (keys.QUEUES, 0, "")
         ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue), ukey,
               keys.request(request_id(payloads[0]) if payloads else "none")]
+        spec = ""
         if status is not None:
             if len(payloads) != 1:
                 raise ValueError("a tracked enqueue carries one job")
             ks.append(status.key)
-            return int(self.run("enqueue", "enqueue", ks, [queue, when, ms, uttl, owner, status.fields,
-                                                             status.ttl_s, REQUEST_MARKER_MS, payloads[0]]))
+        if quota is not None:
+            spec = quota.spec()
+            ks += (keys.rate(quota.tenant), keys.PENDING, keys.PENDING_COUNT)
+        if status is not None:
+            return self._written(quota, self.run("enqueue", "enqueue", ks, [
+                queue, when, ms, uttl, owner, status.fields, status.ttl_s, REQUEST_MARKER_MS, spec,
+                payloads[0]]))
         if len(payloads) <= ENQUEUE_CHUNK:
-            return int(self.run("enqueue", "enqueue", ks,
-                                 [queue, when, ms, uttl, owner, "", 0, REQUEST_MARKER_MS, *payloads]))
+            return self._written(quota, self.run("enqueue", "enqueue", ks, [
+                queue, when, ms, uttl, owner, "", 0, REQUEST_MARKER_MS, spec, *payloads]))
         if unique:
             raise ValueError("a unique enqueue carries one job")
+        if quota is not None:
+            raise ConfigurationError(
+                f"tenant {quota.tenant!r} has a quota and this enqueue carries {len(payloads)} "
+                f"jobs; a tenant with a quota enqueues at most {ENQUEUE_CHUNK} at once "
+                f"(the quota is checked in one step): split the batch")
         written = 0
         pipe = self._once.pipeline(transaction=True)  # all chunks or none
         for i in range(0, len(payloads), ENQUEUE_CHUNK):
             chunk = payloads[i : i + ENQUEUE_CHUNK]
             ks[5] = keys.request(request_id(chunk[0]))
             self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
-                                                    *chunk], client=pipe)
+                                                    "", *chunk], client=pipe)
         try:
             results = pipe.execute()
         except redis.ConnectionError as exc:
@@ -194,6 +210,40 @@ class RedisBackend(Gateway):
         for n in results:
             written += int(n)
         return written
+
+    def quota_usage(self, quotas: Mapping[str, Quota]) -> list[Usage]:
+        """How near these tenants (tenant -> its quota on this pod) are to their limits: their
+        pending counts and token buckets, read in one round trip (nothing written)."""
+        names = sorted(quotas)
+        if not names:
+            return []
+        with self.errors("read quota usage"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.time()
+            pipe.hmget(keys.PENDING_COUNT, names)
+            for t in names:
+                pipe.hmget(keys.rate(t), ["t", "ms"])
+            got = pipe.execute()
+        sec, usec = got[0]
+        now = int(sec) * 1000 + int(usec) // 1000
+        counts = got[1]
+        out = []
+        for i, t in enumerate(names):
+            q = quotas[t]
+            tok, ms = got[2 + i]
+            tokens = (tokens_now(q, None if tok is None else float(tok),
+                                 None if ms is None else int(ms), now)
+                      if q.rate is not None else None)
+            out.append(Usage(t, None, q, int(counts[i] or 0), tokens))
+        return out
+
+    @staticmethod
+    def _written(quota: TenantQuota | None, answer: Any) -> int:
+        """The enqueue script's answer: the count written, or its quota refusal raised."""
+        if isinstance(answer, list):
+            assert quota is not None
+            raise refusal(quota, answer)
+        return int(answer)
 
     # -- worker side ----------------------------------------------------------------
 
@@ -222,7 +272,8 @@ class RedisBackend(Gateway):
         ks: list[str] = []
         for q in queues:
             ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
-        ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id))
+        ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id), keys.PENDING,
+               keys.PENDING_COUNT)
         return ks, [min(n, MAX_RESERVE), worker_id, request_id or new_id()]
 
     @staticmethod
@@ -353,7 +404,7 @@ class RedisBackend(Gateway):
         """Cancel a tracked job that has not started (see lua/cancel.lua): (outcome, state)."""
         sk = keys.status(job_id)
         ks = [sk, keys.queue(queue), keys.scheduled(queue), keys.retry(queue),
-              keys.held(tenant) if tenant else sk, unique_key or sk]
+              keys.held(tenant) if tenant else sk, unique_key or sk, keys.PENDING, keys.PENDING_COUNT]
         res = self.run("cancel", "cancel a job", ks,
                         [job_id, queue, ttl_s, "1" if tenant else "0", "1" if unique_key else "0"])
         return text(res[0]), text(res[1])
@@ -464,7 +515,8 @@ class RedisBackend(Gateway):
         args: list[Any] = [kind, queue]
         for jid, payload, score in rows:
             args += (jid, payload, score)
-        return int(self.run("carry", "take jobs off the source pod", [key, keys.carry(tenant)], args))
+        return int(self.run("carry", "take jobs off the source pod", [key, keys.carry(tenant), keys.PENDING,
+                                                                     keys.PENDING_COUNT], args))
 
     def mark_moving(self, tenant: str, move_id: str) -> None:
         """Hold the tenant's new jobs on this pod (the destination) from now on."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs.errors import ArgumentsMismatch, BackendTimeout, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
+from podjobs.quota import TenantQuota
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
@@ -105,6 +106,8 @@ class Target:
     pod: str | None
     backend: Backend
     hold: bool = False
+    #: the tenant's enqueue limits on this pod (podjobs.quota), checked in the enqueue's step
+    quota: TenantQuota | None = None
 
 
 #: resolves (tenant, pod) to a Target; installed by podjobs.pods
@@ -173,7 +176,7 @@ class Client:
                 n = _enqueue_with(backend, connection, queue, text, delay_ms, at_ms, unique, status)
             else:
                 n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
-                                    status=status)
+                                    status=status, quota=target.quota)
         except BackendTimeout as exc:  # the job may be enqueued: say which one
             exc.job_id = p["id"]
             raise
@@ -217,6 +220,8 @@ class Client:
             handles.append(JobHandle(jid, name, queue, pod_name, tenant))
         if target.hold and tenant is not None:
             backend.hold(tenant, queue, [(h.id, t) for h, t in zip(handles, texts, strict=True)])
+        elif target.quota is not None:
+            backend.enqueue(queue, texts, quota=target.quota)
         else:
             backend.enqueue(queue, texts)
         return handles

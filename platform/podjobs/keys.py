@@ -110,3 +110,14 @@ def move_acks(tenant: str) -> str:
 def periodic(job_name: str, tick: int) -> str:
     """String (job id, with a TTL) present once a periodic job's cron tick was enqueued."""
     return f"{PREFIX}periodic:{job_name}:{tick}"
+
+
+#: hash job id -> tenant: jobs enqueued under a pending cap that have not started yet
+PENDING = PREFIX + "pending"
+#: hash tenant -> number of its jobs in PENDING
+PENDING_COUNT = PREFIX + "pendingn"
+
+
+def rate(tenant: str) -> str:
+    """Hash (tokens, ms): the tenant's enqueue-rate token bucket on this pod."""
+    return f"{PREFIX}rate:{tenant}"

@@ -325,7 +325,8 @@ class Inspector:
                                              unique if isinstance(unique, str) else None,
                                              status.finished_ttl(data))
             return outcome in ("cancelled", "already")
-        return bool(self.backend.run("zset_delete", f"delete job {job_id}", [zkey], [member]))
+        return bool(self.backend.run("zset_delete", f"delete job {job_id}",
+                                         [zkey, keys.PENDING, keys.PENDING_COUNT], [member]))
 
     # -- finding one job ------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 -- KEYS[4] retry zset (pj:retry:NAME)
 -- KEYS[5] held hash of the record's tenant (pj:held:TENANT) or the status hash again
 -- KEYS[6] the job's unique key (pj:unique:JOB:DIGEST) or the status hash again
+-- KEYS[7], KEYS[8] pending jobs and counts (pj:pending, pj:pendingn; podjobs.quota)
 -- ARGV[1] job id
 -- ARGV[2] the queue name KEYS[2..4] were built for
 -- ARGV[3] seconds the cancelled record is kept
@@ -17,6 +18,7 @@
 --          again); "refused" (it runs, ran, or a worker has just taken it); state is the
 --          record's state afterwards.
 --! include clock
+--! include pending
 local s = KEYS[1]
 local st = redis.call('HGET', s, 'state')
 if not st then return {'unknown', ''} end
@@ -30,6 +32,7 @@ if n == 0 then n = redis.call('ZREM', KEYS[3], p) end
 if n == 0 then n = redis.call('ZREM', KEYS[4], p) end
 if n == 0 and ARGV[4] == '1' then n = redis.call('HDEL', KEYS[5], ARGV[1]) end
 if n == 0 then return {'refused', st} end
+unpend(KEYS[7], KEYS[8], ARGV[1])
 if ARGV[5] == '1' and redis.call('GET', KEYS[6]) == ARGV[1] then
   redis.call('DEL', KEYS[6])
 end

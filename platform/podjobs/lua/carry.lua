@@ -4,10 +4,13 @@
 -- nothing): that worker sends it to the destination itself.
 -- KEYS[1] the list or sorted set holding the jobs (pj:q:NAME, pj:sched:NAME, pj:retry:NAME)
 -- KEYS[2] staging hash on this pod (pj:carry:TENANT)
+-- KEYS[3], KEYS[4] pending jobs and counts (pj:pending, pj:pendingn; podjobs.quota): a
+--         carried job is no longer pending here
 -- ARGV[1] "queue", "sched" or "retry"
 -- ARGV[2] queue name
 -- ARGV[3..] triples: job id, payload as stored, score ("0" for a list)
 -- Returns: number of jobs staged.
+--! include pending
 local n = 0
 for i = 3, #ARGV, 3 do
   local removed
@@ -18,6 +21,7 @@ for i = 3, #ARGV, 3 do
   end
   if removed > 0 then
     redis.call('HSET', KEYS[2], ARGV[i], cjson.encode({ARGV[1], ARGV[2], ARGV[i + 2], ARGV[i + 1]}))
+    unpend(KEYS[3], KEYS[4], ARGV[i])
     n = n + 1
   end
 end

@@ -16,12 +16,60 @@
 -- ARGV[6] status fields as a JSON object of strings ("" = untracked)
 -- ARGV[7] status TTL in seconds (a job due later keeps its record that much longer)
 -- ARGV[8] milliseconds the request marker is kept
--- ARGV[9..] payloads
+-- ARGV[9] the tenant's quota (podjobs.quota): "" = none, else "rate|bucket|pending|tenant"
+--         (an empty field = not limited), with three more KEYS after the others:
+--         KEYS[#KEYS - 2] the tenant's token bucket (pj:rate:TENANT: t = tokens, ms = when)
+--         KEYS[#KEYS - 1] pending jobs (pj:pending: job id -> tenant)
+--         KEYS[#KEYS]     pending counts (pj:pendingn: tenant -> count)
+-- ARGV[10..] payloads
 -- Returns: number of payloads written, or 0 when the unique key is already held (a re-send:
--- the first call's answer).
+-- the first call's answer); over a quota nothing is written and it returns
+-- {'rate', ms until enough tokens (-1: more than the bucket holds)} or
+-- {'pending', ms to wait, current count}.
 --! include clock
 --! include status
-local n = #ARGV - 8
+local n = #ARGV - 9
+local charge = false
+if ARGV[9] ~= '' then
+  -- a re-send of an accepted call gets its answer without being charged again
+  local first = redis.call('GET', KEYS[6])
+  if first then return tonumber(first) end
+  local rate, bucket, cap, tenant = string.match(ARGV[9], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local nk = #KEYS
+  if cap ~= '' then
+    local cur = tonumber(redis.call('HGET', KEYS[nk], tenant) or '0')
+    if cur + n > tonumber(cap) then return {'pending', 1000, cur} end
+  end
+  local now = now_ms()
+  local tokens
+  if rate ~= '' then
+    rate = tonumber(rate)
+    bucket = tonumber(bucket)
+    if n > bucket then return {'rate', -1} end
+    local b = redis.call('HMGET', KEYS[nk - 2], 't', 'ms')
+    tokens = bucket
+    if b[1] then
+      tokens = math.min(bucket, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * rate / 1000)
+    end
+    if tokens < n then return {'rate', math.ceil((n - tokens) * 1000 / rate)} end
+  end
+  charge = function()
+    if tokens then
+      redis.call('HSET', KEYS[nk - 2], 't', string.format('%.17g', tokens - n), 'ms', now)
+      redis.call('PEXPIRE', KEYS[nk - 2], math.ceil(bucket * 1000 / rate) + 1000)
+    end
+    if cap ~= '' then
+      local w = 0
+      for i = 10, #ARGV do
+        local _, e = string.find(ARGV[i], '^{"id":"%w+"')
+        if e == 34 then
+          w = w + redis.call('HSETNX', KEYS[nk - 1], string.sub(ARGV[i], 8, 33), tenant)
+        end
+      end
+      if w > 0 then redis.call('HINCRBY', KEYS[nk], tenant, w) end
+    end
+  end
+end
 -- the marker first (one SET NX): a re-send finds it and gets the first call's answer
 if not redis.call('SET', KEYS[6], n, 'NX', 'PX', ARGV[8]) then
   return tonumber(redis.call('GET', KEYS[6]))
@@ -32,13 +80,14 @@ if tonumber(ARGV[4]) > 0 then
     return 0
   end
 end
+if charge then charge() end
 local function track(due, now)
-  write_status(KEYS[7], {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[9], 'run_at_ms', due},
+  write_status(KEYS[7], {'updated_ms', now, 'enqueued_ms', now, 'payload', ARGV[10], 'run_at_ms', due},
     ARGV[6], {}, tonumber(ARGV[7]) + math.max(0, math.ceil((due - now) / 1000)))
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[2] == 'now' then
-  for i = 9, #ARGV, 1000 do
+  for i = 10, #ARGV, 1000 do
     redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   if redis.call('LLEN', KEYS[2]) == 0 then
@@ -55,7 +104,7 @@ local due = tonumber(ARGV[3])
 if ARGV[2] == 'in' then
   due = now + due
 end
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   redis.call('ZADD', KEYS[4], due, ARGV[i])
 end
 if ARGV[6] ~= '' then track(due, now) end

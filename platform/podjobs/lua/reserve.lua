@@ -7,17 +7,21 @@
 -- and takes nothing more, so a lost reply never strands jobs in a live worker.
 -- KEYS: triples in priority order: in-flight hash, queue list, wake list
 --       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME)
--- KEYS[#KEYS - 2] paused queues (pj:paused: a set of queue list keys); a paused queue is
+-- KEYS[#KEYS - 4] paused queues (pj:paused: a set of queue list keys); a paused queue is
 --                passed over (its jobs stay; later queues are served as if it were empty)
--- KEYS[#KEYS - 1] workers set (pj:workers)
--- KEYS[#KEYS] the worker's last reservation (pj:rsv:WORKER): "request id|#i,id,id,#j,id,..."
+-- KEYS[#KEYS - 3] workers set (pj:workers)
+-- KEYS[#KEYS - 2] the worker's last reservation (pj:rsv:WORKER): "request id|#i,id,id,#j,id,..."
 --            (#i: the 1-based queue index of the ids after it)
+-- KEYS[#KEYS - 1], KEYS[#KEYS] pending jobs and counts of tenants with a pending cap
+--            (pj:pending, pj:pendingn; podjobs.quota): a job taken is no longer pending
+--            (one HLEN when no tenant of the pod has a cap)
 -- ARGV[1] max number of jobs
 -- ARGV[2] worker id; a worker that is not in the workers set (it was reaped) gets nothing
 -- ARGV[3] request id (fresh per reservation; the same when asking again after a lost reply)
 -- Returns: flat list of (queue index, payload) pairs; index is 1-based into the triples;
 -- {-1} when the worker was reaped.
-local nk = #KEYS - 3
+--! include pending
+local nk = #KEYS - 5
 if redis.call('SISMEMBER', KEYS[nk + 2], ARGV[2]) == 0 then
   return {-1}
 end
@@ -41,6 +45,7 @@ end
 local want = tonumber(ARGV[1])
 local taken = {}
 local any_paused = redis.call('SCARD', KEYS[nk + 1]) > 0
+local capped = redis.call('HLEN', KEYS[nk + 5]) > 0
 for i = 1, nk, 3 do
   if want <= 0 then break end
   local items = false
@@ -60,6 +65,7 @@ for i = 1, nk, 3 do
       else
         id = 'bad:' .. redis.sha1hex(p)
       end
+      if capped then unpend(KEYS[nk + 4], KEYS[nk + 5], id) end
       args[#args + 1] = id
       args[#args + 1] = p
       out[#out + 1] = idx

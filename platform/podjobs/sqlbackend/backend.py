@@ -37,6 +37,7 @@ from podjobs.errors import BackendUnavailable, NotSupported
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field
 from podjobs.settlement import Kind, Settlement
+from podjobs.quota import TenantQuota
 from podjobs.sqlbackend import schema
 from podjobs.sqlbackend.engine import listener, make_engine, shown
 from podjobs.sqlbackend.tables import dead, due, ready, unique, workers
@@ -178,9 +179,15 @@ class SqlBackend:
         at_ms: int | None = None,
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
+        quota: TenantQuota | None = None,
     ) -> int:
         """Insert payloads into `queue` now, after `delay_ms`, or at `at_ms`; 0 when the
-        unique key is held."""
+        unique key is held. Tenant quotas are refused (they live in a pod's Redis)."""
+        if quota is not None:
+            raise NotSupported(
+                f"tenant {quota.tenant!r} has a quota, and quotas are checked in a pod's Redis; "
+                f"this pod's queue is on the SQL backend: clear the quota ('podjobs tenants quota "
+                f"{quota.tenant} --clear') or move the tenant to a Redis pod")
         self._check(payloads, unique, status)
         if not payloads:
             return 0

@@ -126,13 +126,16 @@ class Health(BaseModel):
     pods: int
 
 
-def enqueue_body_schema(job_names: list[str]) -> dict[str, Any]:
-    """The JSON schema of the enqueue body (checked by podjobs.surface.api.body.parse_enqueue)."""
+def enqueue_body_schema(job_names: list[str],
+                        per_job: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON schema of the enqueue body (checked by podjobs.surface.api.body.parse_enqueue);
+    `per_job`: each api-callable job's argument schema (podjobs.surface.api.argschema), of
+    which the body must fit one."""
     job: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200,
                            "description": "a registered job's name"}
     if job_names:
         job["enum"] = sorted(job_names)
-    return {
+    out = {
         "title": "EnqueueRequest",
         "type": "object",
         "required": ["job"],
@@ -149,3 +152,6 @@ def enqueue_body_schema(job_names: list[str]) -> dict[str, Any]:
         },
         "example": {"job": job_names[0] if job_names else "app.send_welcome", "args": [42]},
     }
+    if per_job:
+        out["anyOf"] = per_job
+    return out

@@ -10,7 +10,7 @@ name `Who`, made in `add_job_routes`.)
 """
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
@@ -32,11 +32,30 @@ PREFER_DOC = ("`wait=N`: synchronous within N seconds (else 417). `respond-async
               "up to N seconds for the final answer, then 202. `Expect: 202-accepted` overrides it.")
 
 
+def add_schema_defs(app: FastAPI, defs: dict[str, Any]) -> None:
+    """Put the argument schemas' nested models and enums in the OpenAPI document's
+    components (where their `$ref`s point: argschema.REF_TEMPLATE)."""
+    if not defs:
+        return
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in defs.items():
+            schemas.setdefault(name, schema)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]) -> None:
     """Enqueue, monitor and cancel on `app`; `who` is the dependency that authenticates
     the caller."""
     settings = service.settings
     job_names = sorted(n for n, jd in service._jobs().items() if jd.options.api)
+    arg_schemas = [service.arg_schema(service._jobs()[n]) for n in job_names]
+    add_schema_defs(app, {k: v for s in arg_schemas for k, v in s.defs.items()})
     Who = Annotated[Principal, Depends(who)]
 
     @app.post(
@@ -57,13 +76,16 @@ def add_job_routes(app: FastAPI, service: Service, who: Callable[..., Principal]
             415: problem(415, "the body is not JSON"),
             417: problem(417, "a synchronous answer was demanded and cannot be given"),
             422: problem(422, "unknown job, arguments that do not fit, or a malformed request"),
+            429: problem(429, "the tenant is over its enqueue rate or pending-jobs quota "
+                               "(see Retry-After); nothing was enqueued"),
             503: problem(503, "the pod is draining, the tenant is moving, or the pod's Redis is "
                                "unreachable (see Retry-After); nothing was enqueued. When the "
                                "pod's Redis did not answer in time the job may have been "
                                "enqueued: Location then names its status monitor"),
         },
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": models.enqueue_body_schema(job_names)}}}},
+            "application/json": {"schema": models.enqueue_body_schema(
+                job_names, [s.body_schema() for s in arg_schemas])}}}},
     )
     async def enqueue(request: Request, tenant: str, p: Who,
                       expect: Annotated[str | None, Header(description=EXPECT_DOC)] = None,

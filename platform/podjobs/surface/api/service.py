@@ -48,6 +48,8 @@ from podjobs.iteration import iterkeys as iter_keys
 from podjobs.iteration.state import Progress
 from podjobs.jobs import Call, JobDef, registered
 from podjobs.ops import Inspector
+from podjobs.quota import QuotaExceeded
+from podjobs.surface.api.argschema import ArgSchema, for_job
 from podjobs.table import iso_times
 
 from .auth import Principal
@@ -158,6 +160,7 @@ class Service:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="podjobs-api-read")
         #: pod -> (when read, the queues its live workers serve or None)
         self._served: dict[str, tuple[float, set[str] | None]] = {}
+        self._arg_schemas: dict[str, ArgSchema] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -242,11 +245,26 @@ class Service:
                                 f"enqueued", extra={"errors": [{"loc": ["body", "queue"],
                                                                 "msg": "queue not served"}]})
 
+    def arg_schema(self, jd: JobDef) -> ArgSchema:
+        """The job's argument schema (podjobs.surface.api.argschema), built once."""
+        got = self._arg_schemas.get(jd.name)
+        if got is None:
+            got = self._arg_schemas[jd.name] = for_job(jd)
+        return got
+
     def check_arguments(self, jd: JobDef, req: EnqueueRequest) -> None:
+        """422 unless the arguments bind to the job's function and each value fits its
+        parameter's annotation (the errors name the argument)."""
         why = jd.arguments_fit(req.args, req.kwargs)
         if why is not None:
             raise ApiError(422, f"arguments do not fit {jd.name}{jd._signature}: {why}",
                            extra={"errors": [{"loc": ["body", "args"], "msg": why}]})
+        s = self.arg_schema(jd)
+        errors = s.errors(req.args, req.kwargs)
+        if errors:
+            raise ApiError(422, f"arguments do not fit {jd.name}{s.signature}: "
+                                + "; ".join(e["msg"] for e in errors[:5]),
+                           extra={"errors": errors})
 
     def enqueue(self, principal: Principal, tenant: str, jd: JobDef,
                 req: EnqueueRequest) -> tuple[dict[str, Any], str]:
@@ -264,6 +282,8 @@ class Service:
             raise not_found_tenant(tenant) from None
         except (PodDraining, TenantMoving) as exc:
             raise ApiError(503, str(exc), {"Retry-After": str(s.retry_after_draining_s)}) from None
+        except QuotaExceeded as exc:
+            raise ApiError(429, str(exc), {"Retry-After": exc.retry_after_header}) from None
         except BackendTimeout as exc:
             log.warning("enqueue of job %s for %s unanswered: %s", exc.job_id, tenant, exc)
             raise maybe_enqueued(exc.job_id, s.retry_after_unavailable_s) from None

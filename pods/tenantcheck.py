@@ -210,7 +210,7 @@ class TenantCheck(Middleware):
 
     def ack_all_moving(self) -> None:
         """Ack every tenant moving away from this pod whose jobs this worker is not running."""
-        for tenant, entry in self.router.directory.tenants().items():
+        for tenant, entry in self.router.directory.moving().items():
             if entry.state != TenantState.ACTIVE:
                 try:
                     self._ack_if_moving(tenant)

@@ -87,6 +87,7 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("fleet", zk, 0),
         ("tenants assign", ["shop-2", "p1", *zk], 0), ("tenants where", ["shop-1", *zk], 0),
         ("tenants list", zk, 0), ("tenants move", ["--status", *zk], 0),
+        ("tenants migrate-directory", zk, 0),
         ("scheduler status", zk, 0),
         ("migrations status", zk, 0),
         ("migrations wait", ["--timeout", "0.2", "--interval", "0.1", *zk], 3),

@@ -4,6 +4,8 @@
     podjobs tenants assign --file CSV        (lines "tenant,pod"; "-" reads stdin)
     podjobs tenants where TENANT
     podjobs tenants list [--pod POD]
+    podjobs tenants migrate-directory [--buckets N] [--chunk N]
+                                             (old one-node-per-tenant layout -> buckets)
 
 `podjobs tenants move` joins this group from cmd_moves. Options as for `podjobs pods`.
 """
@@ -127,6 +129,24 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants_migrate(args: argparse.Namespace) -> int:
+    from podjobs.pods.migratedir import migrate_directory
+
+    started = time.monotonic()
+    with connect(args) as zk:
+        summary = migrate_directory(
+            zk, buckets=args.buckets, chunk=args.chunk,
+            progress=None if args.json else (lambda line: print(line, flush=True)))
+    took = time.monotonic() - started
+    msg = (f"migrated {summary.migrated} tenant(s) into {summary.buckets} buckets "
+           f"({summary.already} already there, {summary.removed} old node(s) deleted) "
+           f"in {took:.2f}s")
+    if summary.left:
+        msg += f"; {summary.left} old node(s) left (see the log), run it again"
+    return action_result(args, "tenants migrate-directory", [], msg, seconds=round(took, 3),
+                         **summary.to_dict())
+
+
 def tenant_row(entry: Any) -> dict[str, Any]:
     """The `tenant` noun: tenant, pod, state, move (None unless moving), version."""
     return {"tenant": entry.tenant, "pod": entry.pod, "state": entry.state.value,
@@ -152,3 +172,10 @@ def register(cmds: Commands) -> None:
     p = cmds.command("list", "tenants and their pods", cmd_tenants_list, under="tenants",
                      parents=[common], noun="tenant")
     p.add_argument("--pod", metavar="POD", help="only the tenants of this pod")
+    p = cmds.command("migrate-directory",
+                     "move tenants from one node each into hashed buckets (idempotent, resumable)",
+                     cmd_tenants_migrate, under="tenants", parents=[common], noun="action")
+    p.add_argument("--buckets", type=int, default=None, metavar="N",
+                   help="bucket count when the bucket layout is created (default 1024)")
+    p.add_argument("--chunk", type=int, default=5000, metavar="N",
+                   help="old nodes read and deleted per round (default 5000)")

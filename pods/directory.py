@@ -25,7 +25,8 @@ thread, which re-reads it (leaving a new watch) and applies the difference.
           loaded node at once (pipelined, one thread), then `stale` is False
 
 A bucket not loaded while ZooKeeper is unreachable cannot be answered:
-`tenant()` waits up to `load_timeout` seconds, then raises `ServerUnreachable`.
+`tenant()` raises `DirectoryUnavailable` (a `BackendUnavailable`), at once when
+disconnected, else after `load_timeout` seconds without an answer.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from podjobs.errors import ConfigurationError, ServerUnreachable
+from podjobs.errors import BackendUnavailable, ConfigurationError, ServerUnreachable
 
 from .buckets import MOVES, ROOT, bucket_name, bucket_of, decode_bucket, ensure_layout
 from .topology import PODS, Pod, TenantEntry, unknown_pod, unknown_tenant
@@ -52,6 +53,11 @@ _RESYNC = "resync"
 _STOP = "stop"
 
 
+class DirectoryUnavailable(BackendUnavailable):  # type: ignore[misc,unused-ignore]
+    """A tenant's bucket is not loaded and ZooKeeper cannot be read now (exit code 4; the
+    HTTP API answers 503): whether the tenant exists, and where, is unknown here."""
+
+
 @dataclass(frozen=True)
 class Change:
     """One change the Directory applied: a pod or tenant set or removed."""
@@ -60,6 +66,24 @@ class Change:
     name: str
     removed: bool
     version: int
+
+
+def _parse(raw: dict[str, dict[str, Any]], before: dict[str, TenantEntry]
+           ) -> tuple[dict[str, TenantEntry], list[str]]:
+    """A bucket's entries, and the tenants that differ from `before`. Every write of an entry
+    bumps its "v", so an entry with the same pod and v as before is the same: it is kept
+    as it was, not parsed again (a change to one tenant costs a dict pass, not 1,000 objects)."""
+    entries: dict[str, TenantEntry] = {}
+    differ: list[str] = []
+    for t, obj in raw.items():
+        old = before.get(t)
+        if old is not None and old.version == obj.get("v", 0) and old.pod == obj.get("pod"):
+            entries[t] = old
+            continue
+        entries[t] = e = TenantEntry.from_bucket(t, obj)
+        if old != e:
+            differ.append(t)
+    return entries, differ
 
 
 class Directory:
@@ -352,11 +376,14 @@ class Directory:
             return
         if self._stopped:
             return
-        if not self.zk.connected:
-            raise ServerUnreachable(
-                f"the tenant directory cannot read {len(wanted)} bucket(s) it has not loaded: "
-                f"ZooKeeper at {self.zk.hosts} is unreachable; retry when it is back")
-        self._reload(wanted, first=True)
+        try:
+            if not self.zk.connected:
+                raise ServerUnreachable(f"ZooKeeper at {self.zk.hosts} is unreachable")
+            self._reload(wanted, first=True)
+        except (ServerUnreachable, KazooException) as exc:
+            raise DirectoryUnavailable(
+                f"the tenant directory cannot read {len(wanted)} bucket(s) it has not loaded "
+                f"({exc}); retry when ZooKeeper is back") from exc
 
     def _reload(self, indices: list[int], first: bool = False) -> None:
         """Read buckets (leaving a watch on each) and apply what changed."""
@@ -371,21 +398,19 @@ class Directory:
                 old = self._buckets.get(i)
                 if old is not None and version < old[0] and version >= 0:
                     continue  # a read older than the one cached
+                before = old[1] if old is not None else {}
                 try:
-                    entries = {t: TenantEntry.from_bucket(t, obj)
-                               for t, obj in decode_bucket(raw, path).items()}
+                    entries, differ = _parse(decode_bucket(raw, path), before)
                 except ValueError as exc:
                     log.warning("ignoring %s: %s", path, exc)
                     continue
                 self._buckets[i] = (version, entries)
                 if old is None:
                     continue  # a first load is no change
-                before = old[1]
                 for t in before.keys() - entries.keys():
                     changes.append(self._bump("tenant", t, removed=True))
-                for t, e in entries.items():
-                    if before.get(t) != e:
-                        changes.append(self._bump("tenant", t, removed=False))
+                for t in differ:
+                    changes.append(self._bump("tenant", t, removed=False))
             self._cond.notify_all()
         self._notify(changes)
 

@@ -12,8 +12,9 @@ from sqlalchemy import create_engine, func, select
 
 import podjobs
 from podjobs import keys
-from podjobs.errors import PodDraining, ServerUnreachable, UnknownPod, UnknownTenant
+from podjobs.errors import PodDraining, UnknownPod, UnknownTenant
 from podjobs.infra.topofile import Topology
+from podjobs.pods.directory import DirectoryUnavailable
 from podjobs.pods.podworker import PodWorker
 from podjobs.pods.router import PodClient, connect
 from podjobs.pods.topology import PodState, TopologyStore, register_topology
@@ -188,7 +189,7 @@ def test_routing_keeps_working_while_zookeeper_is_down_and_catches_up(
         assert h.pod == "p3"
         # shop-b's bucket was never read: unknown to this process, so it cannot say (lazy
         # directory, issue 17); a tenant of a loaded bucket would be UnknownTenant
-        with pytest.raises(ServerUnreachable, match="tenant directory cannot read 1 bucket"):
+        with pytest.raises(DirectoryUnavailable, match="tenant directory cannot read 1 bucket"):
             pods_app.write_row.enqueue(1, tenant="shop-b")
         restart()
     assert client.router.directory.wait_for(lambda d: not d.stale, 30)

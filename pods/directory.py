@@ -21,8 +21,9 @@ thread, which re-reads it (leaving a new watch) and applies the difference.
     loaded(z) --watch: node changed--> loaded(z')   one `Change` per tenant that differs
     any --connection lost--> unchanged, answering stale (`stale` is True); kazoo
           drops every server watch
-    stale --reconnected (same or new session)--> the sync thread re-reads every
-          loaded node at once (pipelined, one thread), then `stale` is False
+    stale --reconnected (same or new session)--> the sync thread watches every loaded
+          node again (one pipelined `exists` each, no data) and re-reads those whose
+          version moved meanwhile (one thread), then `stale` is False
 
 A bucket not loaded while ZooKeeper is unreachable cannot be answered:
 `tenant()` raises `DirectoryUnavailable` (a `BackendUnavailable`), at once when
@@ -307,7 +308,7 @@ class Directory:
             self._sync_pods()
             if self.follow_moves:
                 self._sync_moves()
-            self._reload(list(self._buckets))
+            self._catch_up()
             with self._cond:
                 self._synced = self._connected
                 self._cond.notify_all()
@@ -323,6 +324,16 @@ class Directory:
         buckets = [int(p[len(bucket_root):], 16) for p in items if p.startswith(bucket_root)]
         if buckets:
             self._reload(buckets)
+
+    def _catch_up(self) -> None:
+        """After a reconnect: watch every loaded bucket again with one pipelined `exists`
+        each (no data) and re-read only those whose node version moved meanwhile."""
+        with self._cond:
+            known = {self._path(i): (i, v) for i, (v, _) in self._buckets.items()}
+        versions = self.zk.versions_watched(known, self._watcher)
+        moved = [known[p][0] for p, v in versions.items() if v != known[p][1] and
+                 not (v is None and known[p][1] < 0)]
+        self._reload(moved)
 
     def _sync_pods(self) -> None:
         names = self.zk.children_watched(self.zk.path(PODS), self._watcher)

@@ -483,6 +483,18 @@ class ZK:
             out[p] = None if stat is None else self.read_watched([p], watcher, timeout)[p]
         return out
 
+    def versions_watched(
+        self, paths: Iterable[str], watcher: Watcher, timeout: float | None = None
+    ) -> dict[str, int | None]:
+        """Pipelined `exists` with a watch on each path (it reports creation, deletion and
+        data changes): path -> node version, or None if missing. Cheap: no data comes back."""
+        pending = [(p, self._client.exists_async(p, watch=watcher)) for p in paths]
+        out: dict[str, int | None] = {}
+        for p, res in pending:
+            stat = self._result(res, timeout)
+            out[p] = None if stat is None else int(stat.version)
+        return out
+
     def _result(self, res: Any, timeout: float | None) -> Any:
         try:
             return res.get(timeout=timeout)

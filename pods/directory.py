@@ -373,9 +373,17 @@ class Directory:
     def _sync_moves(self) -> None:
         names = self.zk.children_watched(self.zk.path(ROOT, MOVES), self._watcher)
         with self._cond:
+            new = set(names) - self._moving_names
             self._moving_names = set(names)
         wanted = {bucket_of(t, self._n) for t in names}
         self._load([b for b in wanted if b not in self._buckets])
+        # A bucket loaded just now is no change, and one loaded before may have changed
+        # before its watch fired: a tenant new in the index is announced either way, so a
+        # worker re-checks it (listeners only read the current entry: once more is harmless).
+        with self._cond:
+            changes = [self._bump("tenant", t, removed=False) for t in sorted(new)
+                       if self._buckets.get(bucket_of(t, self._n), (0, {}))[1].get(t)]
+        self._notify(changes)
 
     def _path(self, index: int) -> str:
         return self.zk.path(ROOT, "b", bucket_name(index))

@@ -798,3 +798,31 @@ def test_migrate_directory_is_resumable_and_idempotent(
         assert directory.pod_of("old-002") == "p3"
     finally:
         directory.stop()
+
+
+def test_a_move_reaches_a_directory_that_never_read_the_tenant(
+    store: TopologyStore, make_zk: Callable[[], ZK]
+) -> None:
+    """A worker must see every move off its pod, also of tenants whose bucket it never
+    read: the moves index brings the bucket in and announces the tenant."""
+    store.assign_many({f"t{i}": "p1" for i in range(50)})
+    directory = Directory(make_zk()).start()
+    scheduler_like = Directory(make_zk(), follow_moves=False).start()
+    seen: list[TenantState] = []  # what a listener finds when told (tenantcheck's _on_change)
+
+    def on_change(c: Change) -> None:
+        e = directory.tenant(c.name)
+        if e is not None:
+            seen.append(e.state)
+
+    directory.add_listener(on_change)
+    try:
+        assert directory.loaded_buckets == 0
+        entry = store.where("t3")
+        store.set_tenant(replace(entry, state=TenantState.MOVING, move={"from": "p1", "to": "p2"}))
+        assert directory.wait_for(lambda d: TenantState.MOVING in seen, WAIT)
+        assert directory.loaded_buckets == 1 and set(directory.moving()) == {"t3"}
+        assert scheduler_like.loaded_buckets == 0  # holds no tenant
+    finally:
+        directory.stop()
+        scheduler_like.stop()

@@ -1,47 +1,67 @@
 """The tenant directory, cached in memory and kept fresh by ZooKeeper watches.
 
-`Directory(zk)`: `pod_of(tenant)` answers without a ZooKeeper round trip, also
-(stale) while ZooKeeper is unreachable, and catches up when it returns.
+`Directory(zk)`: `pod_of(tenant)` answers without a ZooKeeper round trip once the
+tenant's bucket is loaded, also (stale) while ZooKeeper is unreachable, and
+catches up when it returns.
 
-Directory cache (per tenant or pod node, driven by kazoo's `ChildrenWatch` on
-tenants/ and pods/ and one `DataWatch` per node):
+Cost (issue 17): a process pays for the buckets it uses, not for every tenant.
+Tenants live in hashed bucket nodes (pods/buckets.py); a bucket is read, and
+watched, the first time one of its tenants is asked for (`tenant`, `pod_of`),
+or all at once by `tenants()` (listings). Pods (few) are all loaded at start.
+Every tenant with a move in progress is loaded too, from the moves index
+(one children watch), so a worker sees every move off its pod. A process
+that never asks for a tenant (the scheduler) holds no tenant.
 
-    absent --child appears, DataWatch reads it--> cached(version v)
-    cached(v) --node data changes--> cached(v')      (Directory.version += 1)
-    cached --node deleted--> absent
-    any --ZooKeeper connection lost--> unchanged, answering stale (`stale` is True)
-    stale --reconnected (same or new session)--> every watch re-reads its node
-          and the cache catches up with what changed meanwhile
+Watches are ZooKeeper's own one-shot watches, no kazoo recipe: one per loaded
+bucket, one per pod, and one children watch each on pods/ and the moves index.
+They all call one function that queues the path for the directory's one sync
+thread, which re-reads it (leaving a new watch) and applies the difference.
 
-Kazoo's recipes re-establish themselves: on SUSPENDED kazoo drops all server
-watches and fires each a NONE event, on which `DataWatch` re-reads its node
-(waiting until a connection is back); on CONNECTED (also after a session
-expired and a new one started) both recipes re-read. `ChildrenWatch` stops
-for good if its parent node is deleted; `start()` creates both parents.
+    unloaded --first read of one of its tenants--> loaded(node version z)
+    loaded(z) --watch: node changed--> loaded(z')   one `Change` per tenant that differs
+    any --connection lost--> unchanged, answering stale (`stale` is True); kazoo
+          drops every server watch
+    stale --reconnected (same or new session)--> the sync thread watches every loaded
+          node again (one pipelined `exists` each, no data) and re-reads those whose
+          version moved meanwhile (one thread), then `stale` is False
+
+A bucket not loaded while ZooKeeper is unreachable cannot be answered:
+`tenant()` raises `DirectoryUnavailable` (a `BackendUnavailable`), at once when
+disconnected, else after `load_timeout` seconds without an answer.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
-from podjobs.errors import ConfigurationError
+from podjobs.errors import BackendUnavailable, ConfigurationError, ServerUnreachable
 
-from .topology import PODS, TENANTS, Pod, TenantEntry, unknown_pod, unknown_tenant
-from .zk import ZK, ConnState, KazooException, Watch, decode_json
+from .buckets import MOVES, ROOT, bucket_name, bucket_of, decode_bucket, ensure_layout
+from .topology import PODS, Pod, TenantEntry, unknown_pod, unknown_tenant
+from .zk import ZK, ConnState, KazooException, decode_json
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["pod", "tenant"]
+#: seconds a first read of a bucket waits for ZooKeeper before giving up
+LOAD_TIMEOUT = 10.0
+_RESYNC = "resync"
+_STOP = "stop"
+
+
+class DirectoryUnavailable(BackendUnavailable):  # type: ignore[misc,unused-ignore]
+    """A tenant's bucket is not loaded and ZooKeeper cannot be read now (exit code 4; the
+    HTTP API answers 503): whether the tenant exists, and where, is unknown here."""
 
 
 @dataclass(frozen=True)
 class Change:
-    """One change the Directory applied: a pod or tenant node set or removed."""
+    """One change the Directory applied: a pod or tenant set or removed."""
 
     kind: Kind
     name: str
@@ -49,76 +69,98 @@ class Change:
     version: int
 
 
+def _parse(raw: dict[str, dict[str, Any]], before: dict[str, TenantEntry]
+           ) -> tuple[dict[str, TenantEntry], list[str]]:
+    """A bucket's entries, and the tenants that differ from `before`. Every write of an entry
+    bumps its "v", so an entry with the same pod and v as before is the same: it is kept
+    as it was, not parsed again (a change to one tenant costs a dict pass, not 1,000 objects)."""
+    entries: dict[str, TenantEntry] = {}
+    differ: list[str] = []
+    for t, obj in raw.items():
+        old = before.get(t)
+        if old is not None and old.version == obj.get("v", 0) and old.pod == obj.get("pod"):
+            entries[t] = old
+            continue
+        entries[t] = e = TenantEntry.from_bucket(t, obj)
+        if old != e:
+            differ.append(t)
+    return entries, differ
+
+
 class Directory:
-    """In-memory pods and tenants, kept fresh by ZooKeeper watches (see module doc).
+    """In-memory pods and the tenants of the buckets in use, kept fresh by watches
+    (see module doc). Thread-safe."""
 
-    Reads never touch ZooKeeper and keep answering from the cache while it is
-    unreachable (`stale` is then True). Thread-safe.
-
-    Cost: one kazoo `DataWatch` (with its own session listener) per node. On
-    every reconnect kazoo re-reads each node, from one short-lived thread per
-    node; measured here: 500 tenants catch up in ~0.4 s, 5,000 tenants in ~3 s
-    with ~5,000 threads started. Far beyond that, use fewer, bigger nodes.
-    """
-
-    def __init__(self, zk: ZK) -> None:
+    def __init__(self, zk: ZK, *, follow_moves: bool = True,
+                 load_timeout: float = LOAD_TIMEOUT) -> None:
         self.zk = zk
+        #: load the buckets of every tenant in the moves index (workers need them)
+        self.follow_moves = follow_moves
+        self.load_timeout = load_timeout
         self._cond = threading.Condition(threading.RLock())
         self._pods: dict[str, Pod] = {}
-        self._tenants: dict[str, TenantEntry] = {}
-        # Latest child lists, and the token of the DataWatch that owns each name.
-        self._names: dict[Kind, set[str]] = {"pod": set(), "tenant": set()}
-        self._tokens: dict[Kind, dict[str, object]] = {"pod": {}, "tenant": {}}
-        # The kazoo recipes themselves (DataWatch by token), released on removal and stop().
-        self._watches: dict[object, Watch] = {}
-        self._children_watches: list[Watch] = []
+        self._pod_versions: dict[str, int] = {}
+        #: bucket index -> (node version, its tenants); only loaded buckets are here
+        self._buckets: dict[int, tuple[int, dict[str, TenantEntry]]] = {}
+        self._n = 0
+        self._moving_names: set[str] = set()
         self._version = 0
         self._listeners: list[Callable[[Change], None]] = []
-        self._state = ConnState.LOST
+        self._connected = False
+        self._synced = False
         self._started = False
         self._stopped = False
+        self._work: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._watcher = zk.watcher(self._on_event)
+        self.resyncs = 0
 
     def __repr__(self) -> str:
-        return f"Directory({self.zk!r}, pods={len(self._pods)}, tenants={len(self._tenants)})"
+        return (f"Directory({self.zk!r}, pods={len(self._pods)}, "
+                f"buckets={len(self._buckets)}/{self._n}, tenants={self.loaded_tenants})")
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Directory:
-        """Load every pod and tenant and watch them; returns once the cache is complete.
-
-        Creates the pods/ and tenants/ parents if missing. While ZooKeeper is
-        unreachable this waits (kazoo retries) rather than start with no data.
-        """
+        """Load the pods (and the moving tenants) and watch them; the tenants' buckets load
+        on first use. While ZooKeeper is unreachable this waits (kazoo retries)."""
         with self._cond:
             if self._started:
                 raise ConfigurationError("Directory.start() was already called")
             self._started = True
-            self._state = self.zk.state
+        self.zk.ensure_path(self.zk.path(PODS))
+        self._n = ensure_layout(self.zk)
         self.zk.add_listener(self._on_state)
-        kinds: tuple[tuple[Kind, str], ...] = (("pod", PODS), ("tenant", TENANTS))
-        for kind, parent in kinds:
-            self.zk.ensure_path(self.zk.path(parent))
-            # The first call happens here, synchronously: so does each new node's DataWatch.
-            watch = self.zk.children_watch(self.zk.path(parent), partial(self._on_children, kind))
-            self._children_watches.append(watch)
+        with self._cond:
+            self._connected = self.zk.state == ConnState.CONNECTED
+        self._sync_pods()
+        if self.follow_moves:
+            self._sync_moves()
+        with self._cond:
+            self._synced = True
+        self._thread = threading.Thread(target=self._run, name="podjobs-directory", daemon=True)
+        self._thread.start()
+        self._warn_old_layout()
         return self
 
+    def _warn_old_layout(self) -> None:
+        stat = self.zk.stat(self.zk.path("tenants"))
+        if stat is not None and stat.num_children:
+            log.warning(
+                "%d tenant(s) are still in the old one-node-per-tenant layout (%s) and are not "
+                "seen by this process; run 'podjobs tenants migrate-directory'",
+                stat.num_children, self.zk.path("tenants"))
+
     def stop(self) -> None:
-        """Stop updating and release every watch; reads keep answering the last values."""
+        """Stop updating; reads keep answering the last values (server watches left fire
+        once more, into nothing)."""
         with self._cond:
             self._stopped = True
-            watches = [*self._children_watches, *self._watches.values()]
-            self._children_watches.clear()
-            self._watches.clear()
             self._cond.notify_all()
         self.zk.remove_listener(self._on_state)
-        for watch in watches:
-            self._release(watch)
-
-    @staticmethod
-    def _release(watch: Watch) -> None:
-        """End a watch recipe now (see `pods.zk.Watch.release`)."""
-        watch.release()
+        self._work.put(_STOP)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> Directory:
         return self.start()
@@ -130,29 +172,65 @@ class Directory:
 
     @property
     def version(self) -> int:
-        """Bumped on every change applied to the cache."""
+        """Bumped on every change applied to the cache (a first load is no change)."""
         return self._version
 
     @property
     def stale(self) -> bool:
-        """True while not connected to ZooKeeper: answers may be out of date."""
-        return self._state != ConnState.CONNECTED
+        """True while not connected to ZooKeeper or not caught up since: answers may be
+        out of date."""
+        return not (self._connected and self._synced)
+
+    @property
+    def buckets(self) -> int:
+        return self._n
+
+    @property
+    def loaded_buckets(self) -> int:
+        return len(self._buckets)
+
+    @property
+    def loaded_tenants(self) -> int:
+        with self._cond:
+            return sum(len(t) for _, t in self._buckets.values())
 
     def pod_of(self, tenant: str) -> str:
         """The pod the tenant lives on (also while it is moving); `UnknownTenant` if none."""
-        with self._cond:
-            entry = self._tenants.get(tenant)
-            if entry is None:
-                raise unknown_tenant(tenant, list(self._pods))
-            return entry.pod
+        entry = self.tenant(tenant)
+        if entry is None:
+            raise unknown_tenant(tenant, list(self._pods))
+        return entry.pod
 
     def tenant(self, tenant: str) -> TenantEntry | None:
-        with self._cond:
-            return self._tenants.get(tenant)
+        """The tenant's entry (its bucket read and watched on first use), None if unknown."""
+        b = bucket_of(tenant, self._n) if self._n else 0
+        got = self._buckets.get(b)
+        if got is None:
+            self._load([b])
+            got = self._buckets.get(b)
+            if got is None:  # stopped before it loaded
+                return None
+        return got[1].get(tenant)
 
     def tenants(self) -> dict[str, TenantEntry]:
+        """Every tenant: loads (and watches) every bucket; for listings, not request paths."""
+        self._load([i for i in range(self._n) if i not in self._buckets])
         with self._cond:
-            return dict(self._tenants)
+            out: dict[str, TenantEntry] = {}
+            for _, entries in self._buckets.values():
+                out.update(entries)
+            return out
+
+    def moving(self) -> dict[str, TenantEntry]:
+        """The tenants of the moves index that are moving (loaded with the index)."""
+        with self._cond:
+            names = list(self._moving_names)
+        out = {}
+        for name in names:
+            entry = self.tenant(name)
+            if entry is not None and entry.move:
+                out[name] = entry
+        return out
 
     def pods(self) -> dict[str, Pod]:
         with self._cond:
@@ -171,7 +249,7 @@ class Directory:
             return self._cond.wait_for(lambda: predicate(self), timeout)
 
     def add_listener(self, cb: Callable[[Change], None]) -> None:
-        """Call `cb(change)` after each change (in a kazoo thread: do not block)."""
+        """Call `cb(change)` after each change (in the sync thread: do not block)."""
         with self._cond:
             self._listeners.append(cb)
 
@@ -180,137 +258,180 @@ class Directory:
             if cb in self._listeners:
                 self._listeners.remove(cb)
 
-    # -- watch callbacks (kazoo threads) -------------------------------------------
+    # -- ZooKeeper events (kazoo threads: queue, never block) -----------------------
 
     def _on_state(self, state: ConnState) -> None:
         with self._cond:
-            self._state = state
+            was = self._connected
+            self._connected = state == ConnState.CONNECTED
+            if not self._connected:
+                self._synced = False
             self._cond.notify_all()
+        if self._connected and not was:
+            self._work.put(_RESYNC)  # kazoo dropped every watch: read everything again
 
-    def _cache(self, kind: Kind) -> dict[str, Any]:
-        return self._pods if kind == "pod" else self._tenants
+    def _on_event(self, path: str, event: str) -> None:
+        if path and not self._stopped:
+            self._work.put(path)
 
-    def _path(self, kind: Kind, name: str) -> str:
-        return self.zk.path(PODS if kind == "pod" else TENANTS, name)
+    # -- the sync thread -------------------------------------------------------------
 
-    def _on_children(self, kind: Kind, children: list[str]) -> bool | None:
-        if self._stopped:
-            return False
-        changes: list[Change] = []
-        new: list[tuple[str, object]] = []
-        with self._cond:
-            names = set(children)
-            self._names[kind] = names
-            tokens = self._tokens[kind]
-            cache = self._cache(kind)
-            for name in [n for n in tokens if n not in names]:
-                token = tokens.pop(name)
-                gone = self._watches.pop(token, None)
-                if gone is not None:
-                    self._release(gone)
-                if cache.pop(name, None) is not None:
-                    changes.append(self._bump(kind, name, removed=True))
-            for name in sorted(names - tokens.keys()):
-                tokens[name] = token = object()
-                new.append((name, token))
-            self._cond.notify_all()  # membership changed, even if no cached value did
-        self._notify(changes)
-        self._preload(kind, new)
-        self._watch_all(kind, new)
-        return None
+    def _run(self) -> None:
+        while True:
+            items = {self._work.get()}
+            try:
+                while True:
+                    items.add(self._work.get_nowait())
+            except queue.Empty:
+                pass
+            if _STOP in items or self._stopped:
+                return
+            try:
+                self._sync(items)
+            except (KazooException, ServerUnreachable) as exc:
+                # the connection went meanwhile: its return queues a resync
+                log.info("directory sync interrupted (%r); catching up on reconnect", exc)
+                if self.zk.state == ConnState.CONNECTED:
+                    self._work.put(_RESYNC)
+            except Exception:
+                log.exception("directory sync failed; catching up on the next change")
 
-    def _preload(self, kind: Kind, new: list[tuple[str, object]]) -> None:
-        """Read new nodes in one pipelined batch and cache them in one step.
-
-        So a batch written together (`assign_many`'s transaction: one children
-        event) appears in the cache together, and sooner than one watch at a
-        time would make it. The watches set up next read the same versions
-        and find nothing new.
-        """
-        if len(new) < 2:
-            return
-        wanted = {self._path(kind, name): (name, token) for name, token in new}
-        try:
-            got = self.zk.get_many_json(wanted)
-        except KazooException as exc:
-            log.warning(
-                "could not preload %d %s nodes (%r); the watches will read them",
-                len(new),
-                kind,
-                exc,
-            )
-            return
-        changes: list[Change] = []
-        with self._cond:
-            cache = self._cache(kind)
-            for path, item in got.items():
-                name, token = wanted[path]
-                if isinstance(item, ValueError) or self._tokens[kind].get(name) is not token:
-                    continue
-                if name in cache:
-                    continue  # its watch was quicker
-                try:
-                    cache[name] = self._value(kind, name, *item)
-                except ValueError:
-                    continue  # the watch logs it
-                changes.append(self._bump(kind, name, removed=False))
-        self._notify(changes)
-
-    def _watch_all(self, kind: Kind, new: list[tuple[str, object]]) -> None:
-        """One DataWatch per new node; each reads its node once before returning.
-
-        Those reads are synchronous, about 0.4 ms each (kazoo's per-request
-        overhead, not the network): ~0.25 s for 500 tenants, ~2 s for 5,000;
-        `_preload` has filled the cache before. Spreading them over threads
-        was measured to gain little (the GIL).
-        """
-        for name, token in new:
-            watch = self.zk.data_watch(self._path(kind, name), partial(self._on_data, kind, name, token))
+    def _sync(self, items: set[str]) -> None:
+        pods_root = self.zk.path(PODS)
+        moves_root = self.zk.path(ROOT, MOVES)
+        bucket_root = self.zk.path(ROOT, "b") + "/"
+        if _RESYNC in items:
             with self._cond:
-                current = not self._stopped and self._tokens[kind].get(name) is token
-                if current:
-                    self._watches[token] = watch
-            if not current:
-                self._release(watch)
+                if not self._connected:
+                    return  # the next CONNECTED queues another
+            self.resyncs += 1
+            self._sync_pods()
+            if self.follow_moves:
+                self._sync_moves()
+            self._catch_up()
+            with self._cond:
+                self._synced = self._connected
+                self._cond.notify_all()
+            return
+        if pods_root in items:
+            self._sync_pods()
+        else:
+            changed = [p.rsplit("/", 1)[1] for p in items if p.startswith(pods_root + "/")]
+            if changed:
+                self._read_pods(changed)
+        if moves_root in items and self.follow_moves:
+            self._sync_moves()
+        buckets = [int(p[len(bucket_root):], 16) for p in items if p.startswith(bucket_root)]
+        if buckets:
+            self._reload(buckets)
 
-    def _on_data(
-        self, kind: Kind, name: str, token: object, data: bytes | None, stat: Any, event: Any = None
-    ) -> bool | None:
-        if self._stopped:
-            return False
-        changes: list[Change] = []
-        keep: bool | None = None
+    def _catch_up(self) -> None:
+        """After a reconnect: watch every loaded bucket again with one pipelined `exists`
+        each (no data) and re-read only those whose node version moved meanwhile."""
         with self._cond:
-            if self._tokens[kind].get(name) is not token:
-                return False  # superseded: this node was removed (and maybe re-created)
-            cache = self._cache(kind)
-            value: Pod | TenantEntry | None = None
-            if stat is not None:
-                try:
-                    value = self._parse(kind, name, data, int(stat.version))
-                except ValueError as exc:
-                    log.warning("ignoring %s: %s", self._path(kind, name), exc)
-            elif name not in self._names[kind]:
-                del self._tokens[kind][name]
-                self._watches.pop(token, None)
-                keep = False  # gone for good; a re-created node gets a new watch
-            if value is None:
-                if cache.pop(name, None) is not None:
-                    changes.append(self._bump(kind, name, removed=True))
-            elif cache.get(name) != value:
-                cache[name] = value
-                changes.append(self._bump(kind, name, removed=False))
+            known = {self._path(i): (i, v) for i, (v, _) in self._buckets.items()}
+        versions = self.zk.versions_watched(known, self._watcher)
+        moved = [known[p][0] for p, v in versions.items() if v != known[p][1] and
+                 not (v is None and known[p][1] < 0)]
+        self._reload(moved)
+
+    def _sync_pods(self) -> None:
+        names = self.zk.children_watched(self.zk.path(PODS), self._watcher)
+        changes: list[Change] = []
+        with self._cond:
+            for name in [n for n in self._pods if n not in names]:
+                del self._pods[name]
+                self._pod_versions.pop(name, None)
+                changes.append(self._bump("pod", name, removed=True))
         self._notify(changes)
-        return keep
+        self._read_pods(names)
 
-    def _parse(self, kind: Kind, name: str, data: bytes | None, version: int) -> Pod | TenantEntry:
-        return self._value(kind, name, decode_json(data, self._path(kind, name)), version)
+    def _read_pods(self, names: list[str]) -> None:
+        paths = {self.zk.path(PODS, n): n for n in names}
+        got = self.zk.read_watched(paths, self._watcher, self.load_timeout)
+        changes: list[Change] = []
+        with self._cond:
+            for path, item in got.items():
+                name = paths[path]
+                if item is None:
+                    if self._pods.pop(name, None) is not None:
+                        changes.append(self._bump("pod", name, removed=True))
+                    continue
+                if item[1] < self._pod_versions.get(name, -1):
+                    continue  # an older read than the one cached
+                try:
+                    pod = Pod.from_json(name, decode_json(item[0], path))
+                except ValueError as exc:
+                    log.warning("ignoring %s: %s", path, exc)
+                    continue
+                self._pod_versions[name] = item[1]
+                if self._pods.get(name) != pod:
+                    self._pods[name] = pod
+                    changes.append(self._bump("pod", name, removed=False))
+        self._notify(changes)
 
-    @staticmethod
-    def _value(kind: Kind, name: str, obj: dict[str, Any], version: int) -> Pod | TenantEntry:
-        if kind == "pod":
-            return Pod.from_json(name, obj)
-        return TenantEntry.from_json(name, obj, version)
+    def _sync_moves(self) -> None:
+        names = self.zk.children_watched(self.zk.path(ROOT, MOVES), self._watcher)
+        with self._cond:
+            new = set(names) - self._moving_names
+            self._moving_names = set(names)
+        wanted = {bucket_of(t, self._n) for t in names}
+        self._load([b for b in wanted if b not in self._buckets])
+        # A bucket loaded just now is no change, and one loaded before may have changed
+        # before its watch fired: a tenant new in the index is announced either way, so a
+        # worker re-checks it (listeners only read the current entry: once more is harmless).
+        with self._cond:
+            changes = [self._bump("tenant", t, removed=False) for t in sorted(new)
+                       if self._buckets.get(bucket_of(t, self._n), (0, {}))[1].get(t)]
+        self._notify(changes)
+
+    def _path(self, index: int) -> str:
+        return self.zk.path(ROOT, "b", bucket_name(index))
+
+    def _load(self, indices: Iterable[int]) -> None:
+        """First reads of buckets, from the calling thread (bounded by `load_timeout`)."""
+        wanted = list(indices)
+        if not wanted:
+            return
+        if self._stopped:
+            return
+        try:
+            if not self.zk.connected:
+                raise ServerUnreachable(f"ZooKeeper at {self.zk.hosts} is unreachable")
+            self._reload(wanted, first=True)
+        except (ServerUnreachable, KazooException) as exc:
+            raise DirectoryUnavailable(
+                f"the tenant directory cannot read {len(wanted)} bucket(s) it has not loaded "
+                f"({exc}); retry when ZooKeeper is back") from exc
+
+    def _reload(self, indices: list[int], first: bool = False) -> None:
+        """Read buckets (leaving a watch on each) and apply what changed."""
+        paths = {self._path(i): i for i in indices}
+        timeout = self.load_timeout if first else None
+        got = self.zk.read_watched(paths, self._watcher, timeout)
+        changes: list[Change] = []
+        with self._cond:
+            for path, item in got.items():
+                i = paths[path]
+                version, raw = (-1, b"") if item is None else (item[1], item[0])
+                old = self._buckets.get(i)
+                if old is not None and version < old[0] and version >= 0:
+                    continue  # a read older than the one cached
+                before = old[1] if old is not None else {}
+                try:
+                    entries, differ = _parse(decode_bucket(raw, path), before)
+                except ValueError as exc:
+                    log.warning("ignoring %s: %s", path, exc)
+                    continue
+                self._buckets[i] = (version, entries)
+                if old is None:
+                    continue  # a first load is no change
+                for t in before.keys() - entries.keys():
+                    changes.append(self._bump("tenant", t, removed=True))
+                for t in differ:
+                    changes.append(self._bump("tenant", t, removed=False))
+            self._cond.notify_all()
+        self._notify(changes)
 
     def _bump(self, kind: Kind, name: str, removed: bool) -> Change:
         """Under the lock: count a change and wake `wait_for` callers."""

@@ -42,7 +42,7 @@ from podjobs.settlement import Kind, Settlement
 from podjobs.status import StatusWrite
 from podjobs.stops import StopSignals
 
-from .directory import Change
+from .directory import Change, DirectoryUnavailable
 from .router import Router
 from .topology import TenantState
 
@@ -151,6 +151,10 @@ class TenantCheck(Middleware):
         if self.router.directory.stale:
             # cut off from ZooKeeper: the tenant may have moved meanwhile; do not guess
             return Defer(STALE_DEFER_S, "the tenant directory is stale (ZooKeeper unreachable)")
+        try:
+            self.router.directory.tenant(tenant)  # its bucket loaded (and watched) first
+        except DirectoryUnavailable as exc:
+            return Defer(STALE_DEFER_S, str(exc))
         with self._lock:
             entry = self.router.directory.tenant(tenant)
             if entry is None:
@@ -213,7 +217,7 @@ class TenantCheck(Middleware):
 
     def ack_all_moving(self) -> None:
         """Ack every tenant moving away from this pod whose jobs this worker is not running."""
-        for tenant, entry in self.router.directory.tenants().items():
+        for tenant, entry in self.router.directory.moving().items():
             if entry.state != TenantState.ACTIVE:
                 try:
                     self._ack_if_moving(tenant)

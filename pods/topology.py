@@ -2,13 +2,17 @@
 
 1. Layout under the ZK root (JSON nodes):
        pods/{name}       {"name", "redis_url", "shard_url", "state": "active"|"draining"}
-       tenants/{tenant}  {"pod", "state": "active"|"moving", "move": {...} (optional)}
+       tenantdir/...     the tenants, in hashed bucket nodes (pods/buckets.py): each
+                         tenant -> {"pod", "v", "state"?, "move"?}; plus the moves index
+       tenants/{tenant}  the old layout (one node per tenant): only until
+                         `podjobs tenants migrate-directory` (pods/migratedir.py)
 2. `TenantEntry`, `TenantState`: the values, with their JSON form; `Pod` and `PodState`
    are infra.topofile's (one type for the topology file and ZooKeeper), re-exported.
 3. `TopologyStore(zk)`: the write side and direct reads: `add_pod`,
-   `set_pod_state`, `pods`, `pod`, `assign`, `assign_many` (one ZooKeeper
-   transaction per chunk), `where`, `tenant`, `tenants`, `set_tenant`
-   (compare-and-set on the node version, for tenant moves).
+   `set_pod_state`, `pods`, `pod`, `assign`, `assign_many` (one compare-and-set
+   write per bucket touched), `where`, `tenant`, `tenants`, `tenants_named`,
+   `remove_tenant`, `moving` (from the moves index), `set_tenant`
+   (compare-and-set on the tenant's own version, for tenant moves).
 4. `register_topology(zk, topology)`: put the pods of an `infra.topofile.Topology`
    into ZooKeeper (used by `podjobs dev up`).
 5. `validate_name`, `unknown_tenant`, `TopologyConflict`.
@@ -37,6 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ConfigurationError, PodDraining, PodjobsError, UnknownPod, UnknownTenant
@@ -44,6 +49,7 @@ from podjobs.infra.topofile import Pod as Pod
 from podjobs.infra.topofile import PodState as PodState
 from podjobs.quota import Quota
 
+from .buckets import BucketStore, Entries, bucket_of, entry_json
 from .zk import ZK, BadVersionError, NodeExistsError, NoNodeError
 
 if TYPE_CHECKING:
@@ -53,9 +59,8 @@ log = logging.getLogger(__name__)
 
 PODS = "pods"
 TENANTS = "tenants"
-# Creates per ZooKeeper transaction in assign_many (each ~100 bytes; the
-# server's default request limit, jute.maxbuffer, is 1 MB).
-ASSIGN_CHUNK = 500
+# Buckets per pipelined round in assign_many.
+ASSIGN_CHUNK = 256
 # Bound on read-modify-write retries when another client writes the same pod node.
 CAS_ATTEMPTS = 5
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -97,9 +102,10 @@ def unknown_pod(name: str, pod_names: list[str]) -> UnknownPod:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TenantEntry:
-    """Where a tenant lives; `version` is the ZooKeeper node version (for `set_tenant`)."""
+    """Where a tenant lives; `version` is the tenant's own version in its bucket (0 when
+    assigned, +1 per write; for `set_tenant`'s compare-and-set and the move fence)."""
 
     tenant: str
     pod: str
@@ -120,6 +126,16 @@ class TenantEntry:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form plus the tenant and version (for `--json` output)."""
         return {"tenant": self.tenant, **self.to_json(), "version": self.version}
+
+    def to_bucket(self) -> dict[str, Any]:
+        """The compact form kept in the tenant's bucket node (pods/buckets.py)."""
+        return entry_json(self.pod, self.state.value, self.move, self.version,
+                          self.quota.to_json() if self.quota is not None else None)
+
+    @classmethod
+    def from_bucket(cls, tenant: str, obj: dict[str, Any]) -> TenantEntry:
+        """From a bucket's entry; `ValueError` if it is malformed."""
+        return cls.from_json(tenant, obj, int(obj.get("v", 0)))
 
     @classmethod
     def from_json(cls, tenant: str, obj: dict[str, Any], version: int) -> TenantEntry:
@@ -161,12 +177,10 @@ class TopologyStore:
 
     def __init__(self, zk: ZK) -> None:
         self.zk = zk
+        self.buckets = BucketStore(zk)
 
     def _pod_path(self, name: str) -> str:
         return self.zk.path(PODS, name)
-
-    def _tenant_path(self, tenant: str) -> str:
-        return self.zk.path(TENANTS, tenant)
 
     # -- pods -------------------------------------------------------------------
 
@@ -338,35 +352,32 @@ class TopologyStore:
         return self._assign(tenant, pod)[0]
 
     def _assign(self, tenant: str, pod: str) -> tuple[TenantEntry, bool]:
-        """(entry, created) for a checked tenant and pod."""
-        entry = TenantEntry(tenant, pod)
-        for _ in range(CAS_ATTEMPTS):
-            try:
-                self.zk.create_json(self._tenant_path(tenant), entry.to_json())
-                return replace(entry, version=0), True
-            except NodeExistsError:
-                pass
-            existing = self.tenant(tenant)
-            if existing is None:
-                continue  # deleted meanwhile: create again
-            if existing.pod != pod:
-                raise self._refuse_reassign(existing, pod)
-            return existing, False
-        raise TopologyConflict(
-            f"tenant {tenant!r} kept changing under us ({CAS_ATTEMPTS} attempts); try again"
-        )
+        """(entry, created) for a checked tenant and pod: one bucket write (compare-and-set)."""
+
+        def put(entries: Entries) -> tuple[TenantEntry, bool]:
+            old = entries.get(tenant)
+            if old is not None:
+                existing = TenantEntry.from_bucket(tenant, old)
+                if existing.pod != pod:
+                    raise self._refuse_reassign(existing, pod)
+                return existing, False
+            entries[tenant] = TenantEntry(tenant, pod, version=0).to_bucket()
+            return TenantEntry(tenant, pod, version=0), True
+
+        return self.buckets.update(self.buckets.index(tenant), put)
 
     def assign_many(
         self, assignments: Mapping[str, str], chunk: int = ASSIGN_CHUNK
     ) -> AssignSummary:
-        """Assign many tenants (tenant -> pod), one ZooKeeper transaction per `chunk`.
+        """Assign many tenants (tenant -> pod): one compare-and-set write per bucket touched.
 
         Everything is checked first (names, pods exist and are active, no tenant
         already on another pod) and nothing is written if any check fails.
         Tenants already on the requested pod are left as they are. If another
-        writer creates some of these tenants between the checks and a chunk's
-        transaction, that chunk is redone one tenant at a time with `assign`'s
-        rules (a conflict found then leaves the tenants before it assigned).
+        writer puts one of these tenants on another pod between the checks and
+        its bucket's write, that bucket's write is refused (`TopologyConflict`;
+        the buckets written before it stay assigned). `chunk`: buckets per
+        pipelined round (bounds memory at a million tenants).
         """
         for tenant, pod in assignments.items():
             validate_name("tenant", tenant)
@@ -374,19 +385,20 @@ class TopologyStore:
         pods = self.pods()
         for pod in sorted(set(assignments.values())):
             self._active_pod(pod, pods)
-        existing_names = set(self.zk.children(self.zk.path(TENANTS)))
-        to_check = [t for t in assignments if t in existing_names]
-        current = self._read_tenants(to_check)
-        unchanged: list[str] = []
+        by_bucket: dict[int, dict[str, str]] = {}
+        n = self.buckets.buckets
+        for tenant, pod in assignments.items():
+            by_bucket.setdefault(bucket_of(tenant, n), {})[tenant] = pod
+        order = sorted(by_bucket)
+        rounds = [order[i : i + max(1, chunk)] for i in range(0, len(order), max(1, chunk))]
+        # the checks first, over every bucket: a conflict writes nothing
         conflicts: list[str] = []
-        for tenant in to_check:
-            entry = current.get(tenant)
-            if entry is None:
-                continue  # deleted meanwhile: create it
-            if entry.pod == assignments[tenant]:
-                unchanged.append(tenant)
-            else:
-                conflicts.append(f"{tenant} (on {entry.pod}, asked {assignments[tenant]})")
+        for part in rounds:
+            for i, (entries, _) in self.buckets.read_many(part).items():
+                for tenant, pod in by_bucket[i].items():
+                    old = entries.get(tenant)
+                    if old is not None and str(old.get("pod")) != pod:
+                        conflicts.append(f"{tenant} (on {old.get('pod')}, asked {pod})")
         if conflicts:
             shown = ", ".join(conflicts[:10]) + (
                 f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
@@ -395,41 +407,48 @@ class TopologyStore:
                 f"{len(conflicts)} tenant(s) already live on another pod: {shown}; nothing was "
                 f"assigned. Move them with 'podjobs tenants move TENANT --to POD' or leave them out"
             )
-        skip = set(unchanged)
-        todo = [(t, p) for t, p in assignments.items() if t not in skip]
         assigned: list[str] = []
-        self.zk.ensure_path(self.zk.path(TENANTS))
-        for i in range(0, len(todo), max(1, chunk)):
-            part = todo[i : i + max(1, chunk)]
-            items = [(self._tenant_path(t), TenantEntry(t, p).to_json()) for t, p in part]
-            if self.zk.transaction_create(items) is None:
-                assigned.extend(t for t, _ in part)
-                continue
-            # Someone else created some of these meanwhile: one at a time, same rules.
-            for t, p in part:
-                _, created = self._assign(t, p)
-                (assigned if created else unchanged).append(t)
+        unchanged: list[str] = []
+        for part in rounds:
+            fns = {i: partial(self._put_many, by_bucket[i]) for i in part}
+            for made, kept in self.buckets.update_many(fns).values():
+                assigned.extend(made)
+                unchanged.extend(kept)
         return AssignSummary(assigned=assigned, unchanged=unchanged)
 
-    def _read_tenants(self, tenants: list[str]) -> dict[str, TenantEntry]:
-        paths = {self._tenant_path(t): t for t in tenants}
-        out: dict[str, TenantEntry] = {}
-        for path, got in self.zk.get_many_json(paths).items():
-            try:
-                if isinstance(got, ValueError):
-                    raise got
-                out[paths[path]] = TenantEntry.from_json(paths[path], got[0], got[1])
-            except ValueError as exc:
-                log.warning("skipping %s: %s", path, exc)
-        return out
+    def _put_many(self, wanted: dict[str, str], entries: Entries) -> tuple[list[str], list[str]]:
+        made: list[str] = []
+        kept: list[str] = []
+        for tenant, pod in wanted.items():
+            old = entries.get(tenant)
+            if old is None:
+                entries[tenant] = TenantEntry(tenant, pod, version=0).to_bucket()
+                made.append(tenant)
+            elif str(old.get("pod")) == pod:
+                kept.append(tenant)
+            else:
+                raise self._refuse_reassign(TenantEntry.from_bucket(tenant, old), pod)
+        return made, kept
 
     def tenant(self, tenant: str) -> TenantEntry | None:
         """The tenant's entry, or None if it is not in the directory."""
         validate_name("tenant", tenant)
-        got = self.zk.get_json(self._tenant_path(tenant))
-        if got is None:
-            return None
-        return TenantEntry.from_json(tenant, got[0], got[1])
+        entries, _ = self.buckets.read(self.buckets.index(tenant))
+        obj = entries.get(tenant)
+        return None if obj is None else TenantEntry.from_bucket(tenant, obj)
+
+    def tenants_named(self, tenants: list[str]) -> dict[str, TenantEntry]:
+        """The entries of these tenants (those in the directory), reading each bucket once."""
+        n = self.buckets.buckets
+        wanted: dict[int, list[str]] = {}
+        for t in tenants:
+            wanted.setdefault(bucket_of(t, n), []).append(t)
+        out: dict[str, TenantEntry] = {}
+        for i, (entries, _) in self.buckets.read_many(wanted).items():
+            for t in wanted[i]:
+                if t in entries:
+                    out[t] = TenantEntry.from_bucket(t, entries[t])
+        return out
 
     def where(self, tenant: str) -> TenantEntry:
         """The tenant's entry; `UnknownTenant` (saying how to assign it) if none."""
@@ -439,19 +458,44 @@ class TopologyStore:
         return entry
 
     def tenants(self, pod: str | None = None) -> list[TenantEntry]:
-        """Every tenant entry (only those on `pod` if given), sorted by tenant."""
+        """Every tenant entry (only those on `pod` if given), sorted by tenant (reads every
+        bucket: a listing, not for a request path)."""
         if pod is not None:
             validate_name("pod", pod)
-        names = self.zk.children(self.zk.path(TENANTS))
-        entries = self._read_tenants(names)
-        return [e for _, e in sorted(entries.items()) if pod is None or e.pod == pod]
+        out: list[TenantEntry] = []
+        n = self.buckets.buckets
+        for start in range(0, n, 256):
+            for entries, _ in self.buckets.read_many(range(start, min(n, start + 256))).values():
+                for t, obj in entries.items():
+                    if pod is None or obj.get("pod") == pod:
+                        try:
+                            out.append(TenantEntry.from_bucket(t, obj))
+                        except ValueError as exc:
+                            log.warning("skipping %s", exc)
+        return sorted(out, key=lambda e: e.tenant)
+
+    def remove_tenant(self, tenant: str) -> bool:
+        """Take a tenant out of the directory (its jobs are left alone); False if absent."""
+        validate_name("tenant", tenant)
+
+        def drop(entries: Entries) -> bool:
+            return entries.pop(tenant, None) is not None
+
+        removed = self.buckets.update(self.buckets.index(tenant), drop)
+        self.zk.delete(self.buckets.moves_path(tenant))
+        return removed
 
     def set_tenant(self, entry: TenantEntry) -> TenantEntry:
-        """Write an entry read earlier (compare-and-set on `entry.version`); returns the new one.
+        """Write an entry read earlier (compare-and-set on the tenant's version
+        `entry.version`); returns the new one (version + 1).
 
-        `TopologyConflict` if the node changed since it was read,
+        `TopologyConflict` if the entry changed since it was read,
         `UnknownTenant` if it does not exist, `UnknownPod` if `entry.pod` does
         not (a draining pod is allowed: tenants are moved off draining pods).
+        Only this tenant's entry is compared: concurrent writes of other tenants
+        of the same bucket are retried by `BucketStore.update`, not refused. A
+        move is listed in the moves index before its entry says so, and leaves
+        it after: the index is a superset of the moving tenants.
         """
         validate_name("tenant", entry.tenant)
         validate_name("pod", entry.pod)
@@ -462,22 +506,35 @@ class TopologyStore:
             )
         if self._read_pod(entry.pod) is None:
             raise unknown_pod(entry.pod, self.pod_names())
-        try:
-            version = self.zk.set_json(
-                self._tenant_path(entry.tenant), entry.to_json(), version=entry.version
-            )
-        except NoNodeError:
-            raise unknown_tenant(entry.tenant, self.pod_names()) from None
-        except BadVersionError:
-            now = self.tenant(entry.tenant)
-            now_text = (
-                f"version {now.version}, on {now.pod}, {now.state.value}" if now else "deleted"
-            )
-            raise TopologyConflict(
-                f"tenant {entry.tenant!r} changed since version {entry.version} was read "
-                f"(now {now_text}); read it again and retry"
-            ) from None
-        return replace(entry, version=version)
+        index_path = self.buckets.moves_path(entry.tenant)
+        if entry.move is not None:
+            self.zk.ensure_path(index_path)
+
+        def put(entries: Entries) -> TenantEntry:
+            obj = entries.get(entry.tenant)
+            if obj is None:
+                raise unknown_tenant(entry.tenant, self.pod_names())
+            now = TenantEntry.from_bucket(entry.tenant, obj)
+            if now.version != entry.version:
+                raise TopologyConflict(
+                    f"tenant {entry.tenant!r} changed since version {entry.version} was read "
+                    f"(now version {now.version}, on {now.pod}, {now.state.value}); read it "
+                    f"again and retry"
+                )
+            new = replace(entry, version=entry.version + 1)
+            entries[entry.tenant] = new.to_bucket()
+            return new
+
+        new = self.buckets.update(self.buckets.index(entry.tenant), put)
+        if new.move is None:
+            self.zk.delete(index_path)
+        return new
+
+    def moving(self) -> list[TenantEntry]:
+        """Tenants with a move in progress, from the moves index (no scan of the directory)."""
+        names = self.zk.children(self.buckets.moves_path())
+        found = self.tenants_named(names)
+        return [e for _, e in sorted(found.items()) if e.move]
 
 
 def register_topology(zk: ZK, topology: Topology, replace: bool = True) -> list[str]:

@@ -20,6 +20,11 @@
    (check, create, set_data, delete, commit: all or nothing); `children_watch`
    / `data_watch` -> `Watch` (kazoo's recipes, with `release()` ending one now);
    kazoo's exceptions re-exported (`KazooException`, `NoNodeError`, ...).
+   One-shot server watches without kazoo's recipes (no listener nor thread per
+   node): `watcher(fn)` -> a `Watcher` (`fn(path, event)` in kazoo's event thread),
+   `read_watched(paths, watcher)` (pipelined reads that leave a watch on each path,
+   an exists-watch on a missing one), `children_watched(path, watcher)`,
+   `write_many` (pipelined compare-and-set writes).
 6. `parse_zk_spec("h1:p1,h2:p2/root/path")` and `zk_from_env(hosts, root)`:
    settings from flags or `$PODJOBS_ZK` ("host:port[,host:port...][/root]").
 
@@ -96,6 +101,7 @@ __all__ = [
     "RolledBackError",
     "Transaction",
     "Watch",
+    "Watcher",
     "ZK",
     "decode_json",
     "parse_zk_spec",
@@ -144,6 +150,8 @@ class NodeStat:
     version: int
     #: the session id holding an ephemeral node (0 for a persistent node)
     ephemeral_owner: int
+    #: how many children the node has
+    num_children: int = 0
 
 
 class Lock:
@@ -223,6 +231,21 @@ class Watch:
         listener = getattr(self._raw, "_session_watcher", None)
         if listener is not None:
             self._client.remove_listener(listener)
+
+
+class Watcher:
+    """A one-shot server watch callback, made once by `ZK.watcher(fn)` and passed to every
+    watched read: kazoo keeps one entry per (path, callback), so reading a path again
+    with the same `Watcher` leaves one watch, not two. `fn(path, event)` runs in kazoo's
+    event thread (do not block, do not call ZooKeeper); `event` is "created", "deleted",
+    "changed", "child", or "none" (the connection dropped: kazoo forgot every watch, and
+    the path is "")."""
+
+    def __init__(self, fn: Callable[[str, str], None]) -> None:
+        self.fn = fn
+
+    def __call__(self, event: Any) -> None:
+        self.fn(str(event.path or ""), str(event.type).lower())
 
 
 class ZK:
@@ -339,7 +362,8 @@ class ZK:
     def stat(self, path: str) -> NodeStat | None:
         """The node's version and ephemeral owner, or None if it does not exist."""
         st = self._client.exists(path)
-        return None if st is None else NodeStat(int(st.version), int(st.ephemeralOwner))
+        return None if st is None else NodeStat(int(st.version), int(st.ephemeralOwner),
+                                             int(st.numChildren))
 
     def get_json(self, path: str) -> tuple[dict[str, Any], int] | None:
         """(object, version) of a JSON node, or None if it does not exist."""
@@ -426,6 +450,95 @@ class ZK:
         change of the node, in a kazoo thread, until it returns False or the watch is
         released."""
         return Watch(DataWatch(self._client, path, func=func), self._client)
+
+    def watcher(self, fn: Callable[[str, str], None]) -> Watcher:
+        """A `Watcher` for `read_watched` / `children_watched` (see `Watcher`)."""
+        return Watcher(fn)
+
+    def read_watched(
+        self, paths: Iterable[str], watcher: Watcher | None, timeout: float | None = None
+    ) -> dict[str, tuple[bytes, int] | None]:
+        """Read many nodes pipelined, leaving a one-shot watch on each (unless `watcher` is
+        None): path -> (data, version), or None for a missing node (an exists-watch then
+        reports its creation).
+
+        Raises kazoo's error (`ConnectionLoss`, ...) if a read fails, and
+        `ServerUnreachable` if `timeout` seconds pass first."""
+        pending = [(p, self._client.get_async(p, watch=watcher)) for p in paths]
+        out: dict[str, tuple[bytes, int] | None] = {}
+        missing: list[str] = []
+        for p, res in pending:
+            try:
+                raw, stat = self._result(res, timeout)
+            except NoNodeError:
+                missing.append(p)
+                continue
+            out[p] = (raw or b"", int(stat.version))
+        if watcher is None:
+            out.update((p, None) for p in missing)
+            return out
+        for p, res in [(p, self._client.exists_async(p, watch=watcher)) for p in missing]:
+            stat = self._result(res, timeout)
+            # created between the two reads: read it (its data watch reports later changes)
+            out[p] = None if stat is None else self.read_watched([p], watcher, timeout)[p]
+        return out
+
+    def versions_watched(
+        self, paths: Iterable[str], watcher: Watcher, timeout: float | None = None
+    ) -> dict[str, int | None]:
+        """Pipelined `exists` with a watch on each path (it reports creation, deletion and
+        data changes): path -> node version, or None if missing. Cheap: no data comes back."""
+        pending = [(p, self._client.exists_async(p, watch=watcher)) for p in paths]
+        out: dict[str, int | None] = {}
+        for p, res in pending:
+            stat = self._result(res, timeout)
+            out[p] = None if stat is None else int(stat.version)
+        return out
+
+    def _result(self, res: Any, timeout: float | None) -> Any:
+        try:
+            return res.get(timeout=timeout)
+        except KazooTimeoutError as exc:
+            raise ServerUnreachable(
+                f"ZooKeeper at {self.hosts} did not answer within {timeout:g}s") from exc
+
+    def children_watched(self, path: str, watcher: Watcher) -> list[str]:
+        """The children of `path` (sorted), leaving a one-shot child watch on it."""
+        return sorted(self._client.get_children(path, watch=watcher))
+
+    def write_many(
+        self, writes: list[tuple[str, bytes, int]]
+    ) -> dict[str, int | Exception]:
+        """Pipelined compare-and-set writes (path, data, version; -1: any; version -2:
+        create the node): path -> new version, or the error (`BadVersionError`,
+        `NodeExistsError`, ...) for that path."""
+        pending = []
+        for path, data, version in writes:
+            if version == -2:
+                pending.append((path, self._client.create_async(path, data, makepath=True), True))
+            else:
+                pending.append((path, self._client.set_async(path, data, version=version), False))
+        out: dict[str, int | Exception] = {}
+        for path, res, created in pending:
+            try:
+                got = res.get()
+                out[path] = 0 if created else int(got.version)
+            except KazooException as exc:
+                out[path] = exc
+        return out
+
+    def delete_many(self, items: list[tuple[str, int]]) -> dict[str, Exception | None]:
+        """Pipelined deletes of (path, version; -1: any): path -> None, or the error
+        (`BadVersionError`, `NoNodeError`, ...)."""
+        pending = [(p, self._client.delete_async(p, version=v)) for p, v in items]
+        out: dict[str, Exception | None] = {}
+        for p, res in pending:
+            try:
+                res.get()
+                out[p] = None
+            except KazooException as exc:
+                out[p] = exc
+        return out
 
     def transaction_create(self, items: list[tuple[str, dict[str, Any]]]) -> Exception | None:
         """Create `items` atomically; None on success, else the first node's error.

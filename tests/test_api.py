@@ -454,7 +454,7 @@ def test_an_unreachable_redis_answers_503_with_retry_after(env: Env) -> None:
             g = c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV")
             assert g.status_code == 503
     finally:
-        env.zk.kazoo_client.delete(env.zk.path("tenants", "shop-z"))
+        TopologyStore(env.zk).remove_tenant("shop-z")
         env.zk.kazoo_client.delete(env.zk.path("pods", "p9"))
     with env.client("operator") as c:
         wait_until(lambda: c.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404,

@@ -90,6 +90,7 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("tenants quota", ["shop-1", "--rate", "50", "--pending", "1000", *zk], 0),
         ("tenants quota", ["--pod", "p1", "--pending", "5000", *zk], 0),
         ("tenants top", zk, 0),
+        ("tenants migrate-directory", zk, 0),
         ("scheduler status", zk, 0),
         ("migrations status", zk, 0),
         ("migrations wait", ["--timeout", "0.2", "--interval", "0.1", *zk], 3),

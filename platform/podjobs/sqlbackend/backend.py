@@ -36,8 +36,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from podjobs.errors import BackendUnavailable, NotSupported
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field
-from podjobs.settlement import Kind, Settlement
 from podjobs.quota import TenantQuota
+from podjobs.settlement import Kind, Settlement
 from podjobs.sqlbackend import schema
 from podjobs.sqlbackend.engine import listener, make_engine, shown
 from podjobs.sqlbackend.tables import dead, due, ready, unique, workers

@@ -55,7 +55,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         from podjobs.scheduler.metrics import MigrationCollector
 
         zk = open_zk(resolve_zk_spec(args.zk), connect_timeout=10)
-        directory = Directory(zk)
+        directory = Directory(zk, follow_moves=False)  # loads no tenant
         directory.start()
         clients: dict[str, RedisBackend] = {}
 

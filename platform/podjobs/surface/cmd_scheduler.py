@@ -64,7 +64,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     spec = resolve_zk_spec(args.zk)
     hosts, root = parse_zk_spec(spec)
     zk = open_zk(spec, connect_timeout=10.0, session_timeout=args.session_timeout)
-    directory = Directory(zk)
+    directory = Directory(zk, follow_moves=False)  # loads no tenant
     directory.start()
     router = Router(directory, check_backends=False)
     duties: list[Duty] = []

@@ -7,6 +7,8 @@
     podjobs tenants quota TENANT [--rate R] [--burst B] [--pending N] [--clear]
     podjobs tenants quota --pod POD [...]    (the default of the pod's tenants)
     podjobs tenants top [--pod POD] [--limit N]   (tenants nearest their quotas, per pod)
+    podjobs tenants migrate-directory [--buckets N] [--chunk N]
+                                             (old one-node-per-tenant layout -> buckets)
 
 `podjobs tenants move` joins this group from cmd_moves. Options as for `podjobs pods`.
 """
@@ -131,6 +133,24 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
             render(["tenant", "pod", "state"], [[e.tenant, e.pod, e.state.value] for e in entries])
         )
     return 0
+
+
+def cmd_tenants_migrate(args: argparse.Namespace) -> int:
+    from podjobs.pods.migratedir import migrate_directory
+
+    started = time.monotonic()
+    with connect(args) as zk:
+        summary = migrate_directory(
+            zk, buckets=args.buckets, chunk=args.chunk,
+            progress=None if args.json else (lambda line: print(line, flush=True)))
+    took = time.monotonic() - started
+    msg = (f"migrated {summary.migrated} tenant(s) into {summary.buckets} buckets "
+           f"({summary.already} already there, {summary.removed} old node(s) deleted) "
+           f"in {took:.2f}s")
+    if summary.left:
+        msg += f"; {summary.left} old node(s) left (see the log), run it again"
+    return action_result(args, "tenants migrate-directory", [], msg, seconds=round(took, 3),
+                         **summary.to_dict())
 
 
 def tenant_row(entry: Any) -> dict[str, Any]:
@@ -285,3 +305,10 @@ def register(cmds: Commands) -> None:
                      cmd_tenants_top, under="tenants", parents=[common], noun="quota_usage")
     p.add_argument("--pod", metavar="POD", help="only the tenants of this pod")
     p.add_argument("--limit", type=int, metavar="N", help="show the N nearest (default all)")
+    p = cmds.command("migrate-directory",
+                     "move tenants from one node each into hashed buckets (idempotent, resumable)",
+                     cmd_tenants_migrate, under="tenants", parents=[common], noun="action")
+    p.add_argument("--buckets", type=int, default=None, metavar="N",
+                   help="bucket count when the bucket layout is created (default 1024)")
+    p.add_argument("--chunk", type=int, default=5000, metavar="N",
+                   help="old nodes read and deleted per round (default 5000)")

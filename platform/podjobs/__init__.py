@@ -47,16 +47,18 @@ from podjobs.jobs import Call, DeliveryMode, Job, JobDef, JobHandle, job
 from podjobs.middleware import Middleware, SkipJob, add_middleware
 from podjobs.settlement import Settlement
 from podjobs.status import Created
+from podjobs.transactional import outbox
 
 if TYPE_CHECKING:
     from podjobs.iteration import IterationJob
 
 
 def enqueue(job: JobDef | type[Job], *args: object, tenant: str | None = None,
-            pod: str | None = None, **kwargs: object) -> JobHandle:
-    """Enqueue `job` for a tenant (routed to its pod) or on a named pod."""
+            pod: str | None = None, db: Any = None, **kwargs: object) -> JobHandle:
+    """Enqueue `job` for a tenant (routed to its pod) or on a named pod; `db=` (a SQLAlchemy
+    session on the tenant's shard) writes it into that transaction's outbox."""
     jd: JobDef = job.definition if isinstance(job, type) else job
-    return jd.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+    return jd.enqueue(*args, tenant=tenant, pod=pod, db=db, **kwargs)
 
 
 def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -> list[JobHandle]:
@@ -111,5 +113,5 @@ __all__ = [
     "Settlement", "SkipJob", "TenantMoving",
     "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
     "current", "enqueue", "enqueue_all_pods", "exponential", "find", "get_client", "job",
-    "periodic",
+    "outbox", "periodic",
 ]

@@ -127,9 +127,11 @@ class JobDef:
     # -- enqueue --------------------------------------------------------------------
 
     def enqueue(self, *args: Any, tenant: str | None = None, pod: str | None = None,
-                **kwargs: Any) -> JobHandle:
-        """Enqueue now. `tenant=` routes to the tenant's pod; `pod=` names a pod."""
-        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod)
+                db: Any = None, **kwargs: Any) -> JobHandle:
+        """Enqueue now. `tenant=` routes to the tenant's pod; `pod=` names a pod; `db=` (a
+        SQLAlchemy session on the tenant's shard) writes it in that session's transaction
+        (the outbox, podjobs.transactional)."""
+        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod, db=db)
 
     def enqueue_in(self, delay: float | timedelta, *args: Any, tenant: str | None = None,
                    pod: str | None = None, **kwargs: Any) -> JobHandle:
@@ -233,7 +235,16 @@ class Call:
         return keys.unique(self.job.name, hashlib.sha1(canon.encode()).hexdigest())
 
     def enqueue(self, *, tenant: str | None = None, pod: str | None = None,
-                delay: float | timedelta | None = None, at: datetime | float | None = None) -> JobHandle:
+                delay: float | timedelta | None = None, at: datetime | float | None = None,
+                db: Any = None) -> JobHandle:
+        """Enqueue this call. `db=` (a SQLAlchemy session on the tenant's shard), or an open
+        `with podjobs.outbox(session):` block, writes it into that transaction's outbox
+        instead (podjobs.transactional): it leaves for Redis only once the session commits."""
+        from podjobs import transactional
+
+        session = db if db is not None else transactional.current()
+        if session is not None:
+            return transactional.enqueue(session, self, tenant=tenant, pod=pod, delay=delay, at=at)
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 
 
@@ -355,8 +366,8 @@ class Job:
 
     @classmethod
     def enqueue(cls, *args: Any, tenant: str | None = None, pod: str | None = None,
-                **kwargs: Any) -> JobHandle:
-        return cls.definition.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+                db: Any = None, **kwargs: Any) -> JobHandle:
+        return cls.definition.enqueue(*args, tenant=tenant, pod=pod, db=db, **kwargs)
 
     @classmethod
     def enqueue_in(cls, delay: float | timedelta, *args: Any, **kwargs: Any) -> JobHandle:

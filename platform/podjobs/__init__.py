@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs import client as _client
 from podjobs import context as _context
 from podjobs.backoff import constant, exponential
-from podjobs.client import Client, configure, get_client
+from podjobs.client import Client, configure, get_client, outbox
 from podjobs.context import Context, current
 from podjobs.cron import periodic
 from podjobs.delivery import Delivery
@@ -47,7 +47,6 @@ from podjobs.jobs import Call, DeliveryMode, Job, JobDef, JobHandle, job
 from podjobs.middleware import Middleware, SkipJob, add_middleware
 from podjobs.settlement import Settlement
 from podjobs.status import Created
-from podjobs.transactional import outbox
 
 if TYPE_CHECKING:
     from podjobs.iteration import IterationJob

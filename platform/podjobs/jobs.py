@@ -22,8 +22,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from podjobs import backoff as backoff_mod
+from podjobs.client import OUTBOX, get_client
 from podjobs.client import JobHandle as JobHandle
-from podjobs.client import get_client
 from podjobs.errors import ConfigurationError, UnknownJob
 from podjobs.ids import new_id
 from podjobs.payload import check_value
@@ -240,10 +240,10 @@ class Call:
         """Enqueue this call. `db=` (a SQLAlchemy session on the tenant's shard), or an open
         `with podjobs.outbox(session):` block, writes it into that transaction's outbox
         instead (podjobs.transactional): it leaves for Redis only once the session commits."""
-        from podjobs import transactional
-
-        session = db if db is not None else transactional.current()
+        session = db if db is not None else OUTBOX.get()
         if session is not None:
+            from podjobs import transactional  # SQLAlchemy: loaded by the first outbox enqueue
+
             return transactional.enqueue(session, self, tenant=tenant, pod=pod, delay=delay, at=at)
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 

@@ -14,17 +14,15 @@ the tenant's shard), moved to the pod's Redis only once that transaction committ
    sent marker exists), then deletes the rows. A relay killed between the push and the
    delete pushes the rows again, and Redis writes nothing: each job is enqueued once.
    `run(stop)` repeats it, waiting `idle_wait` s when nothing was there.
-3. Not in the outbox: unique jobs and tracked jobs (refused with a message).
+3. `outbox(session)` (podjobs.client's, re-exported as podjobs.outbox): a block whose
+   enqueues go to the outbox. Not in the outbox: unique jobs and tracked jobs (refused with a message).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from podjobs.client import JobHandle, check_arguments
+from podjobs.client import OUTBOX, JobHandle, check_arguments
 from podjobs.db import engine
 from podjobs.errors import ConfigurationError
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode
@@ -50,9 +48,6 @@ TABLE = "podjobs_outbox"
 #: rows a relay moves per round trip
 BATCH = 1000
 
-#: the session `with podjobs.outbox(session):` made current (job.enqueue writes there)
-_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
-    "podjobs_outbox_session", default=None)
 _ensured: set[str] = set()
 _ensured_lock = threading.Lock()
 
@@ -144,19 +139,9 @@ def enqueue(session: Session, call: Call, *, tenant: str | None = None, pod: str
 
 
 def current() -> Session | None:
-    """The session of the innermost `with outbox(session):` block, if any."""
-    return _current.get()
-
-
-@contextlib.contextmanager
-def outbox(session: Session) -> Iterator[Session]:
-    """Inside the block, `job.enqueue(...)` (and podjobs.enqueue) write to the outbox through
-    `session`: the jobs leave for Redis only if and when that transaction commits."""
-    token = _current.set(session)
-    try:
-        yield session
-    finally:
-        _current.reset(token)
+    """The session of the innermost `with podjobs.outbox(session):` block, if any."""
+    got: Session | None = OUTBOX.get()
+    return got
 
 
 @dataclass(frozen=True)

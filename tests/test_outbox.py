@@ -167,3 +167,59 @@ def test_redis_restart_loses_nothing(pods: Any) -> None:
         assert relay.once() == 0
         assert [j["id"] for j in _order_order(backend)] == [h.id for h in handles]
         backend.close()
+
+
+def test_one_relay_per_pod_leads_and_a_standby_takes_over(pods: Any, zk: Any) -> None:
+    import threading
+
+    from podjobs.pods.relay import PodRelay
+    from podjobs.pods.topology import register_topology
+
+    register_topology(zk, pods)
+    pod = pods.pods[0]
+    backend = RedisBackend(pod.redis_url)
+    a, b = PodRelay(zk, pod.name), PodRelay(zk, pod.name)
+    stop_a, stop_b = threading.Event(), threading.Event()
+    ta = threading.Thread(target=a.run, args=(stop_a,), daemon=True)
+    ta.start()
+    assert a.leading.wait(30)
+    tb = threading.Thread(target=b.run, args=(stop_b,), daemon=True)
+    tb.start()
+    try:
+        with Session(engine(pod.shard_url)) as s:
+            ids = [send_receipt.enqueue(i, tenant="acme", db=s).id for i in range(5)]
+            s.commit()
+        got = [backend.redis.brpop(["pj:q:obx"], timeout=30) for _ in ids]
+        assert [json.loads(g[1])["id"] for g in got if g] == ids
+        assert b.relay.moved == 0 and not b.leading.is_set()
+        stop_a.set()
+        ta.join(30)
+        assert a.relay.moved == 5                    # (final once a stopped)
+        assert b.leading.wait(30)                    # the standby took over
+        with Session(engine(pod.shard_url)) as s:
+            last = send_receipt.enqueue(99, tenant="acme", db=s).id
+            s.commit()
+        g = backend.redis.brpop(["pj:q:obx"], timeout=30)
+        assert g is not None and json.loads(g[1])["id"] == last
+    finally:
+        stop_a.set()
+        stop_b.set()
+        ta.join(30)
+        tb.join(30)
+
+
+def test_relay_command_once(pods: Any, zk: Any, zk_root: str, capsys: Any) -> None:
+    from podjobs.cli import main
+    from podjobs.pods.topology import register_topology
+
+    register_topology(zk, pods)
+    pod = pods.pods[1]
+    with Session(engine(pod.shard_url)) as s:
+        for i in range(3):
+            send_receipt.enqueue(i, db=s)
+        s.commit()
+    spec = f"{pods.zookeeper}{zk_root}"
+    assert main(["relay", "--pod", pod.name, "--once", "--zk", spec, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["action"] == "relayed" and out["count"] == 3
+    assert len(RedisBackend(pod.redis_url).queued("obx")) == 3

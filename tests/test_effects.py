@@ -31,6 +31,12 @@ def charge(ctx: podjobs.Context, order_id: int, fail_first: bool = False) -> Non
     DONE.put((ctx.job_id, ctx.attempt))
 
 
+@podjobs.job(name="fxt.refund", queue="fxt", idempotent=lambda order_id: f"refund:{order_id}")
+def refund(ctx: podjobs.Context, order_id: int) -> None:
+    ctx.db.execute(text("INSERT INTO charges (order_id, job_id) VALUES (:o, :j)"),
+                   {"o": -order_id, "j": ctx.job_id})
+
+
 def _charges(url: str) -> list[tuple[int, str]]:
     with engine(url).connect() as conn:
         return [(int(r[0]), str(r[1])) for r in conn.execute(
@@ -116,6 +122,17 @@ def test_killed_after_commit_before_ack_charges_once(shard: Any, pods: Any, zk: 
     assert sorted(d[1].decode() for d in done if d) == sorted(j.id for j in jobs)
     charges = _charges(shard.shard_url)
     assert sorted(o for o, _ in charges) == list(range(orders)), charges
+
+
+def test_an_idempotent_job_runs_once_per_key(shard: Any) -> None:
+    podjobs.configure(shard.redis_url)
+    refunds = [refund.enqueue(7) for _ in range(3)] + [refund.enqueue(8)]
+    marker = charge.enqueue(99)                  # done last (one queue, one thread)
+    with worker(shard.redis_url, queues=["fxt"], shard_url=shard.shard_url, concurrency=1):
+        assert DONE.get(timeout=60)[0] == marker.id
+    charges = _charges(shard.shard_url)
+    assert sorted(o for o, _ in charges) == [-8, -7, 99]
+    assert dict(_ledger(shard.shard_url))["fxt.refund:refund:7"] in {h.id for h in refunds}
 
 
 def test_prune_deletes_only_expired_keys(shard: Any) -> None:

@@ -38,7 +38,7 @@ class DeliveryMode(str, Enum):
 
 
 #: keyword names `enqueue` keeps for routing; a job cannot take parameters with these names
-RESERVED_KWARGS = frozenset({"tenant", "pod"})
+RESERVED_KWARGS = frozenset({"tenant", "pod", "db"})
 
 _registry: dict[str, JobDef] = {}
 
@@ -64,6 +64,9 @@ class JobOptions:
     api: bool = False
     #: queues an HTTP request may pick besides the job's own (`@job(api={"queues": [...]})`)
     api_queues: tuple[str, ...] = ()
+    #: exactly once per key (podjobs.effects): True = per job id, or a function of the job's
+    #: arguments giving the key; the whole run is skipped when a committed run recorded it
+    idempotent: bool | Callable[..., Any] = False
 
     def api_allows(self, queue: str | None) -> bool:
         """Whether an HTTP request may enqueue this job on `queue` (None: the job's own)."""
@@ -85,7 +88,8 @@ class JobDef:
             if p.name in RESERVED_KWARGS:
                 raise ConfigurationError(
                     f"job {name!r} has a parameter named {p.name!r}, which enqueue keeps for "
-                    f"routing; rename it and read the tenant from ctx.tenant"
+                    f"routing (tenant, pod) and the outbox session (db); rename it and read "
+                    f"the tenant from ctx.tenant, the shard's session from ctx.db"
                 )
         self._signature = inspect.signature(fn)
 
@@ -261,15 +265,19 @@ def job(
     max_memory_mb: float | None = None,
     async_only: bool = False,
     api: bool | Mapping[str, Any] = False,
+    idempotent: bool | Callable[..., Any] = False,
 ) -> Any:
     """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function.
 
     `api=True` lets tenants enqueue it over the HTTP API on its own queue;
-    `api={"queues": ["low", ...]}` also on those queues. Without it the API refuses it."""
+    `api={"queues": ["low", ...]}` also on those queues. Without it the API refuses it.
+    `idempotent=True` (or a function of the job's arguments giving a key): the run records
+    its key with `ctx.once` in the job's shard transaction and is skipped when a committed
+    run already did (podjobs.effects)."""
 
     def wrap(f: Callable[..., Any]) -> JobDef:
         opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb,
-                            async_only, api)
+                            async_only, api, idempotent)
         return register(JobDef(name or f"{f.__module__}.{f.__qualname__}", f, opts))
 
     return wrap(fn) if fn is not None else wrap
@@ -278,7 +286,8 @@ def job(
 def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
                  delivery: DeliveryMode | str, unique_for: float | timedelta | None,
                  max_memory_mb: float | None, async_only: bool = False,
-                 api: bool | Mapping[str, Any] = False) -> JobOptions:
+                 api: bool | Mapping[str, Any] = False,
+                 idempotent: bool | Callable[..., Any] = False) -> JobOptions:
     if not queue or "," in queue or ":" in queue or queue != queue.strip():
         raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
     try:
@@ -290,8 +299,11 @@ def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout
         raise ConfigurationError(f"retries={retries} must be >= 0")
     uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
     allowed, api_queues = _api_access(api)
+    if not (isinstance(idempotent, bool) or callable(idempotent)):
+        raise ConfigurationError(f"idempotent={idempotent!r}: use True (one key per job id) or "
+                                 f"a function of the job's arguments returning the key")
     return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb, bool(async_only),
-                      allowed, api_queues)
+                      allowed, api_queues, idempotent)
 
 
 def _api_access(api: bool | Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:

@@ -21,6 +21,7 @@ import threading
 from podjobs.backend import RedisBackend
 from podjobs.transactional import BATCH, Relay
 
+from . import crashpoints
 from .topology import TopologyStore
 from .zk import ZK, LockTimeout
 
@@ -43,6 +44,9 @@ class PodRelay:
         p = TopologyStore(zk).pod(pod)
         self.backend = RedisBackend(p.redis_url, check=False)
         self.relay = Relay(p.shard_url, self.backend, batch=batch, idle_wait=idle_wait)
+        if os.environ.get(crashpoints.RELAY_ENV):  # fault tests only (pods/crashpoints.py)
+            self.relay.after_push = lambda rows: crashpoints.crash_point(
+                "after_push", crashpoints.RELAY_ENV)
         #: set while this process holds the pod's relay lock
         self.leading = threading.Event()
         self.identity = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})

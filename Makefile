@@ -45,6 +45,7 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 	$(BIN)/python -m bench.cpu
 	$(BIN)/python -m bench.pods
 	$(BIN)/python -m bench.iteration
+	$(BIN)/python -m bench.outbox
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scheduler
 	$(BIN)/python -m bench.startup

@@ -24,10 +24,13 @@ import os
 import signal
 
 ENV = "PODJOBS_MOVE_CRASH_AT"
+#: the outbox relay's point (pods/relay.py): `after_push`: its first batch is pushed to
+#: Redis, the outbox rows are not deleted yet
+RELAY_ENV = "PODJOBS_RELAY_CRASH_AT"
 
 
-def crash_point(name: str) -> None:
-    """SIGKILL this process if `$PODJOBS_MOVE_CRASH_AT` names this point."""
-    wanted = os.environ.get(ENV)
+def crash_point(name: str, env: str = ENV) -> None:
+    """SIGKILL this process if `$PODJOBS_MOVE_CRASH_AT` (or `env`) names this point."""
+    wanted = os.environ.get(env)
     if wanted and name in wanted.split(","):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -97,6 +97,7 @@ def steps(ctx: dict[str, str]) -> list[tuple[str, list[str], int]]:
         ("migrations cancel", ["0001", *zk], 0), ("migrations retry", ["0001", *zk], 0),
         ("migrations skip", ["0001", "--pod", "p1", "--migrations", MIGRATIONS, *zk], 0),
         ("api", ["token", "--tenant", "shop-1", *zk], 0),
+        ("relay", ["--once", *p1], 0),
     ]
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs import client as _client
 from podjobs import context as _context
 from podjobs.backoff import constant, exponential
-from podjobs.client import Client, configure, get_client
+from podjobs.client import Client, configure, get_client, outbox
 from podjobs.context import Context, current
 from podjobs.cron import periodic
 from podjobs.delivery import Delivery
@@ -53,10 +53,11 @@ if TYPE_CHECKING:
 
 
 def enqueue(job: JobDef | type[Job], *args: object, tenant: str | None = None,
-            pod: str | None = None, **kwargs: object) -> JobHandle:
-    """Enqueue `job` for a tenant (routed to its pod) or on a named pod."""
+            pod: str | None = None, db: Any = None, **kwargs: object) -> JobHandle:
+    """Enqueue `job` for a tenant (routed to its pod) or on a named pod; `db=` (a SQLAlchemy
+    session on the tenant's shard) writes it into that transaction's outbox."""
     jd: JobDef = job.definition if isinstance(job, type) else job
-    return jd.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+    return jd.enqueue(*args, tenant=tenant, pod=pod, db=db, **kwargs)
 
 
 def enqueue_all_pods(job: JobDef | type[Job], *args: object, **kwargs: object) -> list[JobHandle]:
@@ -111,5 +112,5 @@ __all__ = [
     "Settlement", "SkipJob", "TenantMoving",
     "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
     "current", "enqueue", "enqueue_all_pods", "exponential", "find", "get_client", "job",
-    "periodic",
+    "outbox", "periodic",
 ]

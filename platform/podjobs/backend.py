@@ -45,6 +45,8 @@ ENQUEUE_CHUNK = 10_000
 MAX_RESERVE = 1000
 #: milliseconds an enqueue's request marker is kept (a re-send within it is a duplicate)
 REQUEST_MARKER_MS = 30_000
+#: how long the outbox relay's sent marker of a job is kept (a day: far past any relay restart)
+OUTBOX_MARKER_MS = 86_400_000
 
 _SAFE_POLICIES = ("noeviction",)
 
@@ -244,6 +246,18 @@ class RedisBackend(Gateway):
             assert quota is not None
             raise refusal(quota, answer)
         return int(answer)
+
+    def outbox_push(self, queue: str, items: Sequence[tuple[str, int, str]],
+                    marker_ms: int = OUTBOX_MARKER_MS) -> int:
+        """The outbox relay's push: (job id, due epoch ms or 0, payload) in order, each written
+        unless its sent marker (keys.outbox_sent, kept `marker_ms`) says it was before. Safe to
+        send again. Returns how many were written."""
+        ks = [keys.queue(queue), keys.wake(queue), keys.QUEUES, keys.scheduled(queue),
+              *(keys.outbox_sent(jid) for jid, _, _ in items)]
+        args: list[str | int] = [queue, marker_ms]
+        for _, due, payload in items:
+            args += (due, payload)
+        return int(self.run("outbox_push", "push outbox jobs", ks, args, repeatable=True))
 
     # -- worker side ----------------------------------------------------------------
 

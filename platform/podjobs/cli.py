@@ -37,7 +37,7 @@ from podjobs.table import one_line, paint
 
 COMMANDS = ("cmd_dev", "cmd_queues", "cmd_worker", "cmd_iterations", "cmd_pods", "cmd_tenants",
             "cmd_moves", "cmd_scheduler", "cmd_migrations", "cmd_api", "cmd_exporter",
-            "cmd_web")
+            "cmd_web", "cmd_relay")
 #: top-level command name -> the command modules that register it (cmd_moves joins tenants)
 OWNERS: dict[str, tuple[str, ...]] = {
     "dev": ("cmd_dev",),
@@ -53,6 +53,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "api": ("cmd_api",),
     "exporter": ("cmd_exporter",),
     "web": ("cmd_web",),
+    "relay": ("cmd_relay",),
 }
 
 

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -312,3 +314,19 @@ def get_client() -> Client:
                 "PODJOBS_ZK, PODJOBS_REDIS_URL or PODJOBS_DATABASE_URL")
     assert _default is not None
     return _default
+
+
+#: the session of the innermost `with podjobs.outbox(session):` block (podjobs.transactional)
+OUTBOX: contextvars.ContextVar[Any] = contextvars.ContextVar("podjobs_outbox_session", default=None)
+
+
+@contextlib.contextmanager
+def outbox(session: Any) -> Iterator[Any]:
+    """Inside the block, `job.enqueue(...)` (and podjobs.enqueue) write the job into the outbox
+    table through `session` (a SQLAlchemy session on the tenant's shard), in its transaction:
+    the jobs leave for Redis only if and when it commits (podjobs.transactional)."""
+    token = OUTBOX.set(session)
+    try:
+        yield session
+    finally:
+        OUTBOX.reset(token)

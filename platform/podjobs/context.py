@@ -122,6 +122,15 @@ class Context:
                 _db_guard(self, self._db)
         return self._db
 
+    def once(self, key: str, ttl: float | None = None) -> bool:
+        """Exactly-once effects: True the first time `key` is seen on this job's shard (the
+        key is written through `ctx.db`, committed with the job's own writes), False when a
+        committed run already recorded it: skip the effect then (podjobs.effects). `ttl`:
+        seconds the key is kept (default a week)."""
+        from podjobs import effects  # SQLAlchemy on first use, not at import
+
+        return effects.once(self, key, effects.DEFAULT_TTL_S if ttl is None else ttl)
+
     def _finish_db(self, ok: bool) -> None:
         db, self._db = self._db, None
         if db is None:

@@ -106,7 +106,10 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any],
         except SkipJob as exc:
             return failed(Failure.REFUSED, "SkipJob", str(exc))
         try:
-            result = jd.fn(ctx, *args, **kwargs) if jd.takes_ctx else jd.fn(*args, **kwargs)
+            if jd.options.idempotent and not ctx.once(idempotency_key(jd, ctx, args, kwargs)):
+                result = None  # a committed run did it (podjobs.effects)
+            else:
+                result = jd.fn(ctx, *args, **kwargs) if jd.takes_ctx else jd.fn(*args, **kwargs)
             if ctx._db is not None:
                 ctx._finish_db(True)  # a failed commit fails the job
         except Reenqueue as exc:
@@ -138,6 +141,16 @@ def invoke(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any],
         return Outcome(True, result)
     finally:
         _set_current(None)
+
+
+def idempotency_key(jd: JobDef, ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> str:
+    """The ctx.once key of an `idempotent=` job's run: its job id, or its key function's
+    answer for the arguments (prefixed with the job's name)."""
+    how = jd.options.idempotent
+    if how is True:
+        return f"job:{ctx.job_id}"
+    assert callable(how)
+    return f"{jd.name}:{how(*args, **kwargs)}"
 
 
 def _rollback(ctx: Context) -> None:

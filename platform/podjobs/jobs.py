@@ -22,8 +22,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from podjobs import backoff as backoff_mod
+from podjobs.client import OUTBOX, get_client
 from podjobs.client import JobHandle as JobHandle
-from podjobs.client import get_client
 from podjobs.errors import ConfigurationError, UnknownJob
 from podjobs.ids import new_id
 from podjobs.payload import check_value
@@ -38,7 +38,7 @@ class DeliveryMode(str, Enum):
 
 
 #: keyword names `enqueue` keeps for routing; a job cannot take parameters with these names
-RESERVED_KWARGS = frozenset({"tenant", "pod"})
+RESERVED_KWARGS = frozenset({"tenant", "pod", "db"})
 
 _registry: dict[str, JobDef] = {}
 
@@ -64,6 +64,9 @@ class JobOptions:
     api: bool = False
     #: queues an HTTP request may pick besides the job's own (`@job(api={"queues": [...]})`)
     api_queues: tuple[str, ...] = ()
+    #: exactly once per key (podjobs.effects): True = per job id, or a function of the job's
+    #: arguments giving the key; the whole run is skipped when a committed run recorded it
+    idempotent: bool | Callable[..., Any] = False
 
     def api_allows(self, queue: str | None) -> bool:
         """Whether an HTTP request may enqueue this job on `queue` (None: the job's own)."""
@@ -85,7 +88,8 @@ class JobDef:
             if p.name in RESERVED_KWARGS:
                 raise ConfigurationError(
                     f"job {name!r} has a parameter named {p.name!r}, which enqueue keeps for "
-                    f"routing; rename it and read the tenant from ctx.tenant"
+                    f"routing (tenant, pod) and the outbox session (db); rename it and read "
+                    f"the tenant from ctx.tenant, the shard's session from ctx.db"
                 )
         self._signature = inspect.signature(fn)
 
@@ -127,9 +131,11 @@ class JobDef:
     # -- enqueue --------------------------------------------------------------------
 
     def enqueue(self, *args: Any, tenant: str | None = None, pod: str | None = None,
-                **kwargs: Any) -> JobHandle:
-        """Enqueue now. `tenant=` routes to the tenant's pod; `pod=` names a pod."""
-        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod)
+                db: Any = None, **kwargs: Any) -> JobHandle:
+        """Enqueue now. `tenant=` routes to the tenant's pod; `pod=` names a pod; `db=` (a
+        SQLAlchemy session on the tenant's shard) writes it in that session's transaction
+        (the outbox, podjobs.transactional)."""
+        return Call(self, args, kwargs).enqueue(tenant=tenant, pod=pod, db=db)
 
     def enqueue_in(self, delay: float | timedelta, *args: Any, tenant: str | None = None,
                    pod: str | None = None, **kwargs: Any) -> JobHandle:
@@ -234,12 +240,20 @@ class Call:
 
     def enqueue(self, *, tenant: str | None = None, pod: str | None = None,
                 delay: float | timedelta | None = None, at: datetime | float | None = None,
-                connection: Any = None) -> JobHandle:
-        """`connection=`: a SQLAlchemy Connection in the caller's transaction on the SQL
-        backend's database: the job is written in that transaction (SQL backend only)."""
+                connection: Any = None, db: Any = None) -> JobHandle:
+        """Enqueue this call. `connection=`: a SQLAlchemy Connection in the caller's
+        transaction on the SQL backend's database: the job is written in that transaction
+        (SQL backend only). `db=` (a SQLAlchemy session on the tenant's shard), or an open
+        `with podjobs.outbox(session):` block, writes it into that transaction's outbox
+        instead (podjobs.transactional): it leaves for Redis only once the session commits."""
         if connection is not None:
             return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at,
                                              connection=connection)
+        session = db if db is not None else OUTBOX.get()
+        if session is not None:
+            from podjobs import transactional  # SQLAlchemy: loaded by the first outbox enqueue
+
+            return transactional.enqueue(session, self, tenant=tenant, pod=pod, delay=delay, at=at)
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 
 
@@ -256,15 +270,19 @@ def job(
     max_memory_mb: float | None = None,
     async_only: bool = False,
     api: bool | Mapping[str, Any] = False,
+    idempotent: bool | Callable[..., Any] = False,
 ) -> Any:
     """Declare a job: `@job` or `@job(queue="low", retries=5, ...)` on a function.
 
     `api=True` lets tenants enqueue it over the HTTP API on its own queue;
-    `api={"queues": ["low", ...]}` also on those queues. Without it the API refuses it."""
+    `api={"queues": ["low", ...]}` also on those queues. Without it the API refuses it.
+    `idempotent=True` (or a function of the job's arguments giving a key): the run records
+    its key with `ctx.once` in the job's shard transaction and is skipped when a committed
+    run already did (podjobs.effects)."""
 
     def wrap(f: Callable[..., Any]) -> JobDef:
         opts = make_options(queue, retries, backoff, timeout, delivery, unique_for, max_memory_mb,
-                            async_only, api)
+                            async_only, api, idempotent)
         return register(JobDef(name or f"{f.__module__}.{f.__qualname__}", f, opts))
 
     return wrap(fn) if fn is not None else wrap
@@ -273,7 +291,8 @@ def job(
 def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout: float | None,
                  delivery: DeliveryMode | str, unique_for: float | timedelta | None,
                  max_memory_mb: float | None, async_only: bool = False,
-                 api: bool | Mapping[str, Any] = False) -> JobOptions:
+                 api: bool | Mapping[str, Any] = False,
+                 idempotent: bool | Callable[..., Any] = False) -> JobOptions:
     if not queue or "," in queue or ":" in queue or queue != queue.strip():
         raise ConfigurationError(f"queue name {queue!r} is not allowed: use letters, digits, '-' and '_'")
     try:
@@ -285,8 +304,11 @@ def make_options(queue: str, retries: int, backoff: backoff_mod.Backoff, timeout
         raise ConfigurationError(f"retries={retries} must be >= 0")
     uf = unique_for.total_seconds() if isinstance(unique_for, timedelta) else unique_for
     allowed, api_queues = _api_access(api)
+    if not (isinstance(idempotent, bool) or callable(idempotent)):
+        raise ConfigurationError(f"idempotent={idempotent!r}: use True (one key per job id) or "
+                                 f"a function of the job's arguments returning the key")
     return JobOptions(queue, retries, backoff, timeout, dl, uf, max_memory_mb, bool(async_only),
-                      allowed, api_queues)
+                      allowed, api_queues, idempotent)
 
 
 def _api_access(api: bool | Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:
@@ -361,8 +383,8 @@ class Job:
 
     @classmethod
     def enqueue(cls, *args: Any, tenant: str | None = None, pod: str | None = None,
-                **kwargs: Any) -> JobHandle:
-        return cls.definition.enqueue(*args, tenant=tenant, pod=pod, **kwargs)
+                db: Any = None, **kwargs: Any) -> JobHandle:
+        return cls.definition.enqueue(*args, tenant=tenant, pod=pod, db=db, **kwargs)
 
     @classmethod
     def enqueue_in(cls, delay: float | timedelta, *args: Any, **kwargs: Any) -> JobHandle:

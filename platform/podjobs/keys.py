@@ -55,6 +55,12 @@ def request(request_id: str) -> str:
     return f"{PREFIX}req:{request_id}"
 
 
+def outbox_sent(job_id: str) -> str:
+    """String kept for a while once the outbox relay pushed job `job_id` (podjobs.transactional):
+    a relay that pushes the same outbox row again writes nothing."""
+    return f"{PREFIX}obx:{job_id}"
+
+
 def heartbeat(worker_id: str) -> str:
     """String with a TTL: present while the worker is alive."""
     return f"{PREFIX}hb:{worker_id}"

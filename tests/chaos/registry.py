@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.chaos import cluster_scenarios as cs
 from tests.chaos import move_scenarios as ms
+from tests.chaos import outbox_scenarios as os_
 from tests.chaos import scenarios as ws
 
 
@@ -49,6 +50,8 @@ SPECS: list[Spec] = [
          cluster=True),
     Spec("scheduler_leader_sigstop", "SIGSTOP scheduler", cs.scheduler_leader_sigstop,
          quick=False, cluster=True),
+    # issue 18: transactional enqueue, the outbox relay killed (first between push and delete)
+    Spec("outbox_relay_kill9", "kill -9 relay", os_.outbox_relay_kill9, cluster=True),
     # issue 11 item 8, tenant moves: kill -9 of `podjobs tenants move` at each crash point
     # (pods/crashpoints.py), then --resume or --rollback; the quick subset runs one
     *[Spec(f"move_kill9_{point}_{then}", "kill -9 mover", ms.scenario(point, then),

@@ -12,6 +12,7 @@ from typing import Any
 from tests.chaos import cluster_scenarios as cs
 from tests.chaos import move_scenarios as ms
 from tests.chaos import scenarios as ws
+from tests.chaos import shard_scenarios as ss
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ SPECS: list[Spec] = [
          cluster=True),
     Spec("scheduler_leader_sigstop", "SIGSTOP scheduler", cs.scheduler_leader_sigstop,
          quick=False, cluster=True),
+    # issue 17 item 3: before, the leader hung on the dead shard and ran no periodic tick
+    Spec("shard_blackholed", "blackholed shard", ss.shard_blackholed, cluster=True),
     # issue 11 item 8, tenant moves: kill -9 of `podjobs tenants move` at each crash point
     # (pods/crashpoints.py), then --resume or --rollback; the quick subset runs one
     *[Spec(f"move_kill9_{point}_{then}", "kill -9 mover", ms.scenario(point, then),

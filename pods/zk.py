@@ -396,6 +396,18 @@ class ZK:
         except NoNodeError:
             return []
 
+    def children_many(self, paths: Iterable[str]) -> dict[str, list[str]]:
+        """The children of many nodes with pipelined requests (one round trip's latency, not
+        N); a missing node maps to []."""
+        pending = [(p, self._client.get_children_async(p)) for p in paths]
+        out: dict[str, list[str]] = {}
+        for p, res in pending:
+            try:
+                out[p] = sorted(res.get())
+            except NoNodeError:
+                out[p] = []
+        return out
+
     def delete(self, path: str, recursive: bool = False, version: int | None = None) -> bool:
         """Delete a node (and its subtree if `recursive`); False if it did not exist."""
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.chaos import cluster_scenarios as cs
+from tests.chaos import ha_scenarios as hs
 from tests.chaos import move_scenarios as ms
 from tests.chaos import scenarios as ws
 from tests.chaos import shard_scenarios as ss
@@ -49,6 +50,13 @@ SPECS: list[Spec] = [
          quick=False, cluster=True),
     # issue 17 item 3: before, the leader hung on the dead shard and ran no periodic tick
     Spec("shard_blackholed", "blackholed shard", ss.shard_blackholed, cluster=True),
+    # issue 17 item 5: the pod's Redis behind Sentinel, its primary killed mid-drain
+    Spec("sentinel_failover", "kill -9 primary", hs.sentinel_failover),
+    # 2 replicas and wait=1: once lost the 78 jobs still queued at the kill (of 295), once
+    # none; not understood yet (NOTES "What remains")
+    Spec("sentinel_failover_wait", "kill -9 primary", hs.sentinel_failover_wait, quick=False,
+         xfail="issue 17 item 5: queued jobs lost once in a failover with 2 replicas",
+         strict=False),
     # issue 11 item 8, tenant moves: kill -9 of `podjobs tenants move` at each crash point
     # (pods/crashpoints.py), then --resume or --rollback; the quick subset runs one
     *[Spec(f"move_kill9_{point}_{then}", "kill -9 mover", ms.scenario(point, then),

@@ -100,7 +100,7 @@ def measure(base: Topology, n: int, migrations: str) -> dict[str, Any]:
     root = f"/bench-sched-scale-{uuid.uuid4().hex[:8]}"
     zk = ZK(base.zookeeper, root).start(10)
     register_topology(zk, topo)
-    cfg = WorkerConfig(queues=["default"], concurrency=4, heartbeat_ttl=2.0, poll_interval=0.05,
+    cfg = WorkerConfig(queues=["default"], concurrency=5, heartbeat_ttl=2.0, poll_interval=0.05,
                        idle_wait=0.2)
     workers = [pod_worker(zk, names[i % n], cfg) for i in range(2)]
     for w in workers:
@@ -141,7 +141,7 @@ def measure(base: Topology, n: int, migrations: str) -> dict[str, Any]:
         th.join(30)
         for w in workers:
             w.stop()
-        duty.reader.close()
+        duty.close()
         close_zk_clients()
         zk.delete(zk.path(), recursive=True)
         zk.stop()

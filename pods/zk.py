@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,6 +62,7 @@ from kazoo.exceptions import (
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
@@ -223,6 +225,48 @@ class Watch:
         listener = getattr(self._raw, "_session_watcher", None)
         if listener is not None:
             self._client.remove_listener(listener)
+
+
+class Mirror:
+    """A subtree kept in memory by kazoo's TreeCache recipe (one watch per node of the subtree,
+    re-synced by the recipe after a reconnect): `children` and `get_json` answer from memory
+    while `fresh` (loaded, and the connection not suspended since), else None: the caller
+    reads ZooKeeper itself. For small subtrees a leader reads every pass (run records, pods),
+    not for tenants."""
+
+    def __init__(self, client: Any, path: str) -> None:
+        self.path = path
+        self._ready = threading.Event()
+        self._cache = TreeCache(client, path)
+        self._cache.listen(self._on_event)
+        self._cache.start()
+
+    def _on_event(self, event: Any) -> None:
+        if event.event_type in (TreeEvent.INITIALIZED, TreeEvent.CONNECTION_RECONNECTED):
+            self._ready.set()
+        elif event.event_type in (TreeEvent.CONNECTION_SUSPENDED, TreeEvent.CONNECTION_LOST):
+            self._ready.clear()
+
+    @property
+    def fresh(self) -> bool:
+        return self._ready.is_set()
+
+    def children(self, path: str) -> list[str] | None:
+        if not self.fresh:
+            return None
+        return sorted(self._cache.get_children(path, frozenset()))
+
+    def get_json(self, path: str) -> tuple[dict[str, Any], int] | None:
+        """The node's JSON and version from memory; None when missing (or not fresh)."""
+        if not self.fresh:
+            return None
+        got = self._cache.get_data(path)
+        if got is None or got.data is None:
+            return None
+        return decode_json(got.data, path), int(got.stat.version)
+
+    def close(self) -> None:
+        self._cache.close()
 
 
 class ZK:
@@ -395,6 +439,10 @@ class ZK:
             return sorted(self._client.get_children(path))
         except NoNodeError:
             return []
+
+    def mirror(self, path: str) -> Mirror:
+        """A `Mirror` of the subtree at `path` (started; `close()` it)."""
+        return Mirror(self._client, path)
 
     def children_many(self, paths: Iterable[str]) -> dict[str, list[str]]:
         """The children of many nodes with pipelined requests (one round trip's latency, not

@@ -6,7 +6,11 @@ Each tick (only while leading; every write goes through the term):
    HTTP API read status from ZooKeeper). Shards are read by shardreads.ShardReader:
    concurrently, with short timeouts, and only when due (a pod's run records
    changed, a failed read, a periodic re-sync), so an idle pass reads no shard and
-   a shard that does not answer holds no pass up.
+   a shard that does not answer holds no pass up. The pods and the run records come
+   from in-memory mirrors (`ZK.mirror`, kazoo's TreeCache) while they are fresh, so
+   an idle pass makes no ZooKeeper read per pod either; every write is still a
+   versioned (compare-and-set) term transaction, so a mirror a moment behind costs
+   a refused write, never a wrong one.
 2. Looks after open runs: a running revision whose backfill job succeeded
    becomes complete (a cancelled backfill fails it); a queued run whose job
    is nowhere on its pod (the leader died between the record and the enqueue)
@@ -31,8 +35,8 @@ from podjobs.gateway import RedisError
 from podjobs.ids import new_id
 from podjobs.jobs import lookup
 from podjobs.payload import encode
-from podjobs.pods.topology import TopologyStore
-from podjobs.pods.zk import ZK, BadVersionError, NodeExistsError
+from podjobs.pods.topology import PODS, Pod, TopologyStore
+from podjobs.pods.zk import ZK, BadVersionError, Mirror, NodeExistsError
 
 from . import migrate as migrate_job  # noqa: F401 - registers podjobs.migrate
 from . import paths
@@ -84,12 +88,47 @@ class MigrationsDuty:
         self.reader = ShardReader(resync_s=config.resync_after)
         #: pod -> its run records' (revision, state, version) at the last pass
         self._marks: dict[str, list[tuple[str, str, int]]] = {}
+        #: in-memory copies of migrations/runs and pods (kazoo TreeCache), made on first use
+        self._mirrors: dict[str, Mirror] = {}
 
     def backend(self, url: str) -> RedisBackend:
         b = self._backends.get(url)
         if b is None:
             b = self._backends[url] = RedisBackend(url)
         return b
+
+    # -- what the leader reads every pass: from memory (ZK.mirror) while fresh -------
+
+    def _mirror(self, which: str) -> Mirror:
+        m = self._mirrors.get(which)
+        if m is None:
+            path = self.zk.path("migrations", "runs") if which == "runs" else self.zk.path(PODS)
+            m = self._mirrors[which] = self.zk.mirror(path)
+        return m
+
+    def _pods(self) -> dict[str, Pod]:
+        m = self._mirror("pods")
+        base = m.path
+        names = m.children(base)
+        if names is not None:
+            out: dict[str, Pod] = {}
+            for n in names:
+                try:
+                    got = m.get_json(f"{base}/{n}")
+                    if got is not None:
+                        out[n] = Pod.from_json(n, got[0])
+                except ValueError as exc:
+                    log.warning("skipping pod %s: %s", n, exc)
+            if m.fresh:
+                return dict(sorted(out.items()))
+        read: dict[str, Pod] = self.topology.pods()
+        return read
+
+    def close(self) -> None:
+        for m in self._mirrors.values():
+            m.close()
+        self._mirrors.clear()
+        self.reader.close()
 
     # -- one tick ----------------------------------------------------------------
 
@@ -99,12 +138,12 @@ class MigrationsDuty:
             self.reader.forget()
             self._marks = {}
             self._term = term.fence
-        pods = self.topology.pods()
+        pods = self._pods()
         self._publish(term, paths.revisions(self.zk), {
             "order": self.revisions.order, "head": self.revisions.head,
             "directory": self.revisions.directory})
         views = []
-        runs = self.store.all(sorted(pods))
+        runs = self.store.all(sorted(pods), self._mirror("runs"))
         marks = {name: sorted((r, run.state.value, run.version) for r, run in rs.items())
                  for name, rs in runs.items()}
         changed = {name for name, m in marks.items() if self._marks.get(name) != m}

@@ -127,7 +127,7 @@ def shard_blackholed(base: Path, size: Size, cx: ClusterCtx) -> Observation:
         for w in workers:
             w.stop()
         proxy.close()
-        migrations.reader.close()
+        migrations.close()
         router.close()
         directory.stop()
         close_zk_clients()

@@ -49,6 +49,8 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scheduler
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.scheduler_scale
 
 bench-peers: deps venv ## podjobs beside Huey, Dramatiq, RQ, Celery, arq (venvs in var/peers/), interleaved; bench/results/peers.json
 	$(BIN)/python -m bench.peers $(PEERS_ARGS)

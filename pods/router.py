@@ -6,7 +6,11 @@
 2. Unknown tenant: `UnknownTenant` before anything is written. A draining pod
    takes no new jobs (`PodDraining`). A tenant being moved: `TenantMoving`.
 3. Without a tenant a job goes to the pod named with `pod=`;
-   `enqueue_all_pods` fans one job out to every active pod.
+   `enqueue_all_pods` fans one job out to every active pod: one enqueue (one
+   round trip) per pod, sent from a bounded pool of FAN_OUT_THREADS threads, so
+   100 pods cost about 100 / FAN_OUT_THREADS round trips of wall time. Pods
+   whose Redis fails do not stop the others: `FanOutIncomplete` then carries
+   the handles of the pods that took the job and the error of each that did not.
 4. `connect(hosts, root)` builds ZooKeeper client + directory + router and
    installs it as the process-wide client (`podjobs.configure(zk=...)`).
 """
@@ -14,12 +18,21 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from podjobs.backend import Backend, open_backend
-from podjobs.client import Client, Target
-from podjobs.errors import ConfigurationError, PodDraining, TenantMoving, UnknownTenant
+from podjobs.client import Client, JobHandle, Target, check_arguments
+from podjobs.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    PodDraining,
+    PodjobsError,
+    TenantMoving,
+    UnknownTenant,
+)
+from podjobs.jobs import Call
 from podjobs.quota import TenantQuota, effective
 
 from .directory import Directory
@@ -150,12 +163,63 @@ def connect(hosts: str | None = None, root: str | None = None, *, timeout: float
     return PodClient(Router(directory), zk)
 
 
+#: threads `enqueue_all_pods` sends from at most (each does one round trip per pod)
+FAN_OUT_THREADS = 4
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _fan_out_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(FAN_OUT_THREADS, thread_name_prefix="podjobs-fan-out")
+    return _pool
+
+
+class FanOutIncomplete(BackendUnavailable):
+    """`enqueue_all_pods` reached some pods but not all: `handles` are the jobs enqueued,
+    `failed` maps each pod that did not take the job to its error."""
+
+    def __init__(self, handles: list[Any], failed: dict[str, Exception]) -> None:
+        self.handles = handles
+        self.failed = failed
+        names = ", ".join(f"{p} ({type(e).__name__}: {e})" for p, e in sorted(failed.items()))
+        super().__init__(
+            f"enqueue_all_pods reached {len(handles)} of {len(handles) + len(failed)} active "
+            f"pods; not enqueued on: {names}. Enqueue on those pods again with "
+            f"job.enqueue(pod=NAME) once their Redis answers (the others have the job)")
+
+
+def fan_out(client: Client, call: Call, pods: list[str]) -> list[JobHandle]:
+    """Enqueue `call` once on each pod of `pods`, in parallel (at most FAN_OUT_THREADS at
+    a time); the handles in `pods` order. A pod that fails does not stop the others."""
+    check_arguments(call)  # a bad argument fails here, once, before any pod is written
+    if len(pods) <= 1:
+        return [client.enqueue_call(call, pod=p) for p in pods]
+    pool = _fan_out_pool()
+    futures: list[tuple[str, Future[JobHandle]]] = [
+        (p, pool.submit(client.enqueue_call, call, pod=p)) for p in pods]
+    handles: list[JobHandle] = []
+    failed: dict[str, Exception] = {}
+    for p, f in futures:
+        try:
+            handles.append(f.result())
+        except PodjobsError as exc:
+            failed[p] = exc
+    if failed:
+        raise FanOutIncomplete(handles, failed)
+    return handles
+
+
 def enqueue_all_pods(job: Any, *args: Any, **kwargs: Any) -> list[Any]:
-    """Enqueue the same job once on every active pod; one handle per pod."""
+    """Enqueue the same job once on every active pod; one handle per pod (see `fan_out`)."""
     from podjobs.client import get_client
 
     client = get_client()
     if not isinstance(client, PodClient):
         raise ConfigurationError("enqueue_all_pods needs a pod-aware client: podjobs.configure(zk=...)")
     jd = getattr(job, "definition", job)
-    return [jd.call(*args, **kwargs).enqueue(pod=p) for p in client.router.active_pods()]
+    return fan_out(client, jd.call(*args, **kwargs), client.router.active_pods())

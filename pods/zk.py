@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,6 +67,7 @@ from kazoo.exceptions import (
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
@@ -246,6 +248,46 @@ class Watcher:
 
     def __call__(self, event: Any) -> None:
         self.fn(str(event.path or ""), str(event.type).lower())
+class Mirror:
+    """A subtree kept in memory by kazoo's TreeCache recipe (one watch per node of the subtree,
+    re-synced by the recipe after a reconnect): `children` and `get_json` answer from memory
+    while `fresh` (loaded, and the connection not suspended since), else None: the caller
+    reads ZooKeeper itself. For small subtrees a leader reads every pass (run records, pods),
+    not for tenants."""
+
+    def __init__(self, client: Any, path: str) -> None:
+        self.path = path
+        self._ready = threading.Event()
+        self._cache = TreeCache(client, path)
+        self._cache.listen(self._on_event)
+        self._cache.start()
+
+    def _on_event(self, event: Any) -> None:
+        if event.event_type in (TreeEvent.INITIALIZED, TreeEvent.CONNECTION_RECONNECTED):
+            self._ready.set()
+        elif event.event_type in (TreeEvent.CONNECTION_SUSPENDED, TreeEvent.CONNECTION_LOST):
+            self._ready.clear()
+
+    @property
+    def fresh(self) -> bool:
+        return self._ready.is_set()
+
+    def children(self, path: str) -> list[str] | None:
+        if not self.fresh:
+            return None
+        return sorted(self._cache.get_children(path, frozenset()))
+
+    def get_json(self, path: str) -> tuple[dict[str, Any], int] | None:
+        """The node's JSON and version from memory; None when missing (or not fresh)."""
+        if not self.fresh:
+            return None
+        got = self._cache.get_data(path)
+        if got is None or got.data is None:
+            return None
+        return decode_json(got.data, path), int(got.stat.version)
+
+    def close(self) -> None:
+        self._cache.close()
 
 
 class ZK:
@@ -419,6 +461,22 @@ class ZK:
             return sorted(self._client.get_children(path))
         except NoNodeError:
             return []
+
+    def mirror(self, path: str) -> Mirror:
+        """A `Mirror` of the subtree at `path` (started; `close()` it)."""
+        return Mirror(self._client, path)
+
+    def children_many(self, paths: Iterable[str]) -> dict[str, list[str]]:
+        """The children of many nodes with pipelined requests (one round trip's latency, not
+        N); a missing node maps to []."""
+        pending = [(p, self._client.get_children_async(p)) for p in paths]
+        out: dict[str, list[str]] = {}
+        for p, res in pending:
+            try:
+                out[p] = sorted(res.get())
+            except NoNodeError:
+                out[p] = []
+        return out
 
     def delete(self, path: str, recursive: bool = False, version: int | None = None) -> bool:
         """Delete a node (and its subtree if `recursive`); False if it did not exist."""

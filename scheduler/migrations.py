@@ -1,9 +1,16 @@
 """The leader's migrations duty: find pending revisions per shard and queue them as jobs.
 
 Each tick (only while leading; every write goes through the term):
-1. Publishes the revision order (migrations/revisions) and reads each
-   shard's alembic revision, publishing it at migrations/shards/{pod} when it
-   changed (deploy pipelines and the HTTP API read status from ZooKeeper).
+1. Publishes the revision order (migrations/revisions) and each shard's alembic
+   revision at migrations/shards/{pod} when it changed (deploy pipelines and the
+   HTTP API read status from ZooKeeper). Shards are read by shardreads.ShardReader:
+   concurrently, with short timeouts, and only when due (a pod's run records
+   changed, a failed read, a periodic re-sync), so an idle pass reads no shard and
+   a shard that does not answer holds no pass up. The pods and the run records come
+   from in-memory mirrors (`ZK.mirror`, kazoo's TreeCache) while they are fresh, so
+   an idle pass makes no ZooKeeper read per pod either; every write is still a
+   versioned (compare-and-set) term transaction, so a mirror a moment behind costs
+   a refused write, never a wrong one.
 2. Looks after open runs: a running revision whose backfill job succeeded
    becomes complete (a cancelled backfill fails it); a queued run whose job
    is nowhere on its pod (the leader died between the record and the enqueue)
@@ -22,25 +29,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from podjobs import db as shard_engines
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
 from podjobs.gateway import RedisError
 from podjobs.ids import new_id
 from podjobs.jobs import lookup
 from podjobs.payload import encode
-from podjobs.pods.topology import TopologyStore
-from podjobs.pods.zk import ZK, BadVersionError, NodeExistsError
+from podjobs.pods.topology import PODS, Pod, TopologyStore
+from podjobs.pods.zk import ZK, BadVersionError, Mirror, NodeExistsError
 
 from . import migrate as migrate_job  # noqa: F401 - registers podjobs.migrate
 from . import paths
 from .leader import NotLeader, Term
-from .revisions import Revisions, current_revision
+from .revisions import Revisions
 from .rollout import ShardView, plan
 from .runs import RunStore, commit_error
 from .runstate import OPEN, Run, RunState, new_run, transition
+from .shardreads import RESYNC_S, ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ class MigrationsConfig:
     steal_after: float = 5.0
     #: seconds a DDL may wait for a table's metadata lock (MySQL lock_wait_timeout)
     lock_wait_timeout: int = 60
+    #: seconds after which a shard's revision is read again though none of its runs changed
+    resync_after: float = RESYNC_S
 
 
 class MigrationsDuty:
@@ -77,6 +84,12 @@ class MigrationsDuty:
         self._term: int | None = None
         #: (pod, revision) -> when the leader last looked for a queued run's job in Redis
         self._checked: dict[tuple[str, str], float] = {}
+        #: reads the shards' revisions (concurrently, short timeouts, only when due)
+        self.reader = ShardReader(resync_s=config.resync_after)
+        #: pod -> its run records' (revision, state, version) at the last pass
+        self._marks: dict[str, list[tuple[str, str, int]]] = {}
+        #: in-memory copies of migrations/runs and pods (kazoo TreeCache), made on first use
+        self._mirrors: dict[str, Mirror] = {}
 
     def backend(self, url: str) -> RedisBackend:
         b = self._backends.get(url)
@@ -84,28 +97,66 @@ class MigrationsDuty:
             b = self._backends[url] = RedisBackend(url)
         return b
 
+    # -- what the leader reads every pass: from memory (ZK.mirror) while fresh -------
+
+    def _mirror(self, which: str) -> Mirror:
+        m = self._mirrors.get(which)
+        if m is None:
+            path = self.zk.path("migrations", "runs") if which == "runs" else self.zk.path(PODS)
+            m = self._mirrors[which] = self.zk.mirror(path)
+        return m
+
+    def _pods(self) -> dict[str, Pod]:
+        m = self._mirror("pods")
+        base = m.path
+        names = m.children(base)
+        if names is not None:
+            out: dict[str, Pod] = {}
+            for n in names:
+                try:
+                    got = m.get_json(f"{base}/{n}")
+                    if got is not None:
+                        out[n] = Pod.from_json(n, got[0])
+                except ValueError as exc:
+                    log.warning("skipping pod %s: %s", n, exc)
+            if m.fresh:
+                return dict(sorted(out.items()))
+        read: dict[str, Pod] = self.topology.pods()
+        return read
+
+    def close(self) -> None:
+        for m in self._mirrors.values():
+            m.close()
+        self._mirrors.clear()
+        self.reader.close()
+
     # -- one tick ----------------------------------------------------------------
 
     def tick(self, term: Term) -> None:
         if term.fence != self._term:  # another leader may have written since our last term
             self._published.clear()
+            self.reader.forget()
+            self._marks = {}
             self._term = term.fence
-        pods = self.topology.pods()
+        pods = self._pods()
         self._publish(term, paths.revisions(self.zk), {
             "order": self.revisions.order, "head": self.revisions.head,
             "directory": self.revisions.directory})
         views = []
-        runs = self.store.all(sorted(pods))
+        runs = self.store.all(sorted(pods), self._mirror("runs"))
+        marks = {name: sorted((r, run.state.value, run.version) for r, run in rs.items())
+                 for name, rs in runs.items()}
+        changed = {name for name, m in marks.items() if self._marks.get(name) != m}
+        self._marks = marks
+        readings = self.reader.readings({n: p.shard_url for n, p in pods.items()}, changed)
         for name, pod in sorted(pods.items()):
-            try:
-                with shard_engines.engine(pod.shard_url).connect() as conn:
-                    cur = current_revision(conn)
-                known, err = True, ""
-            except (SQLAlchemyError, OSError) as exc:
-                cur, known, err = None, False, f"{type(exc).__name__}: {exc}"[:500]
+            reading = readings[name]
+            cur, known, err = reading.current, reading.known, reading.error
+            if not known:
                 log.warning("migrations: cannot read shard of pod %s: %s", name, err)
-            pub = {"current": cur, "error": err} if known else {"error": err}
-            self._publish(term, paths.shard(self.zk, name), pub, stamp=True)
+            if not reading.pending:
+                pub = {"current": cur, "error": err} if known else {"error": err}
+                self._publish(term, paths.shard(self.zk, name), pub, stamp=True)
             if known:
                 cur_ok = cur is None or cur in self.revisions.by_id
                 if not cur_ok:

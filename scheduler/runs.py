@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from podjobs.pods.zk import ZK, NodeExistsError, NoNodeError, RolledBackError
+from podjobs.pods.zk import ZK, Mirror, NodeExistsError, NoNodeError, RolledBackError
 
 from . import paths
 from .runstate import Run, RunState
@@ -60,8 +60,34 @@ class RunStore:
                 out[n] = Run.from_json(*v)
         return out
 
-    def all(self, pods: list[str]) -> dict[str, dict[str, Run]]:
-        return {p: self.for_pod(p) for p in pods}
+    def all(self, pods: list[str], mirror: Mirror | None = None) -> dict[str, dict[str, Run]]:
+        """Every pod's run records in two pipelined rounds (children, then data), not two
+        round trips per pod; from `mirror` (a `ZK.mirror` of migrations/runs) while it is
+        fresh."""
+        bases = {p: paths.runs(self.zk, p) for p in pods}
+        if mirror is not None and mirror.fresh:
+            cached: dict[str, dict[str, Run]] = {}
+            for p, b in bases.items():
+                runs = cached[p] = {}
+                for n in mirror.children(b) or []:
+                    try:
+                        v = mirror.get_json(f"{b}/{n}")
+                    except ValueError:
+                        continue  # malformed: left out, as the direct read does
+                    if v is not None:
+                        runs[n] = Run.from_json(*v)
+            if mirror.fresh:  # still: nothing was read from a half-synced mirror
+                return cached
+        kids = self.zk.children_many(bases.values())
+        got = self.zk.get_many_json(f"{b}/{n}" for b in bases.values() for n in kids[b])
+        out: dict[str, dict[str, Run]] = {}
+        for p, b in bases.items():
+            runs = out[p] = {}
+            for n in kids[b]:
+                v = got.get(f"{b}/{n}")
+                if isinstance(v, tuple):
+                    runs[n] = Run.from_json(*v)
+        return out
 
     def create(self, run: Run, txn: Any = None) -> bool:
         """Create the record (in `txn` when given, committed here); False if it exists."""

@@ -9,6 +9,7 @@ from importlib import resources
 import pytest
 
 from podjobs import gateway
+from podjobs.errors import ConfigurationError
 from podjobs.gateway import ScriptError, expand
 
 LUA = resources.files("podjobs").joinpath("lua")
@@ -77,3 +78,42 @@ def test_no_script_builds_a_key_from_a_literal_prefix() -> None:
     """Key names come from podjobs.keys / iterkeys (in KEYS, or a prefix in ARGV)."""
     for s in gateway.scripts():
         assert not re.search(r"['\"]pj:", s.text), f"{s.name} names a key itself"
+
+
+# -- Sentinel URLs (issue 17 item 5) ---------------------------------------------------------
+
+@pytest.mark.parametrize("url,expect", [
+    ("redis://127.0.0.1:6379/0", None),
+    ("redis+sentinel://10.0.0.5:26379,10.0.0.6:26380/pod1?db=2",
+     gateway.SentinelURL((("10.0.0.5", 26379), ("10.0.0.6", 26380)), "pod1", 2)),
+    ("redis+sentinel://:s3cret@h:1/p?wait=1&wait_ms=500",
+     gateway.SentinelURL((("h", 1),), "p", 0, "s3cret", 1, 500)),
+    ("redis+sentinel://h:1/p", gateway.SentinelURL((("h", 1),), "p")),
+])
+def test_sentinel_urls_parse(url: str, expect: object) -> None:
+    assert gateway.sentinel_url(url) == expect
+
+
+@pytest.mark.parametrize("url,says", [
+    ("redis+sentinel://h/p", "'h' is not HOST:PORT"),
+    ("redis+sentinel://h:1,h2:x/p", "'h2:x' is not HOST:PORT"),
+    ("redis+sentinel://h:1/", "no service name"),
+    ("redis+sentinel://h:1/p?timeout=3", "unknown or bad option 'timeout=3'"),
+    ("redis+sentinel://:pw@h:1/p?db=x", "unknown or bad option 'db=x'"),
+])
+def test_a_bad_sentinel_url_says_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(says)) as exc:
+        gateway.sentinel_url(url)
+    assert "pw" not in str(exc.value)  # the password is redacted
+
+
+@pytest.mark.parametrize("message,never", [
+    ("Error 111 connecting to 127.0.0.1:6379. Connection refused.", True),
+    ("The previous master is now a slave", True),
+    ("Connection closed by server.", False),
+])
+def test_which_connection_errors_mean_nothing_was_sent(message: str, never: bool) -> None:
+    import redis
+
+    assert gateway.never_sent(redis.ConnectionError(message)) is never
+    assert gateway.never_sent(gateway.MasterNotFoundError("No master found for 'p'"))

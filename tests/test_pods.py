@@ -171,6 +171,24 @@ def test_enqueue_all_pods_fans_out(store: TopologyStore, client: PodClient, pods
         assert redis.Redis.from_url(p.redis_url).llen(keys.queue("default")) == 1
 
 
+def test_enqueue_all_pods_goes_on_past_a_dead_pod_and_names_it(pods: Topology) -> None:
+    from podjobs.backend import RedisBackend
+    from podjobs.client import Client, Target
+    from podjobs.infra.ports import free_port
+    from podjobs.pods.router import FanOutIncomplete, fan_out
+
+    live = {p.name: RedisBackend(p.redis_url) for p in pods.pods}
+    dead = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", check=False, connect_timeout=0.5)
+    names = [*live, "gone"]
+    client = Client(resolver=lambda _t, pod: Target(pod, live.get(pod or "", dead)))
+    with pytest.raises(FanOutIncomplete, match=r"reached 3 of 4 .*gone \(BackendUnavailable") as exc:
+        fan_out(client, pods_app.ping.call(), names)
+    assert sorted(h.pod or "" for h in exc.value.handles) == ["p1", "p2", "p3"]
+    assert list(exc.value.failed) == ["gone"]
+    for p in pods.pods:
+        assert redis.Redis.from_url(p.redis_url).llen(keys.queue("default")) == 1
+
+
 def test_worker_refuses_an_unknown_pod(zk: ZK, store: TopologyStore) -> None:
     with pytest.raises(UnknownPod, match="p9"):
         PodWorker(zk, "p9", fast_config())

@@ -222,3 +222,56 @@ def test_plan_refuses_a_half_applied_revision_that_is_not_resumable() -> None:
         plan("r1", ["INSERT INTO log VALUES (1)", "ALTER TABLE t\n   ADD x INT"], False)
     # only row writes applied: run again from the start, as before
     assert plan("r1", ["INSERT INTO log VALUES (1)"], False) == 0
+
+
+# -- shard reads (scheduler/shardreads.py): when the leader reads a shard's revision --------
+
+def _reading(at: float, known: bool = True, url: str = "u") -> object:
+    from podjobs.scheduler.shardreads import Reading
+
+    return Reading(url, at, known, "a" if known else None, "" if known else "boom")
+
+
+@pytest.mark.parametrize("reading,url,changed,busy,now,expect", [
+    (None, "u", False, False, 100.0, True),                      # never read
+    (_reading(99.0), "u", False, False, 100.0, False),           # fresh, nothing changed: idle
+    (_reading(99.0), "u", True, False, 100.0, True),             # its runs changed
+    (_reading(99.0), "v", False, False, 100.0, True),            # its URL changed
+    (_reading(99.0), "u", True, True, 100.0, False),             # a read under way: never two
+    (None, "u", False, True, 100.0, False),
+    (_reading(69.0), "u", False, False, 100.0, True),            # re-sync after RESYNC_S (30)
+    (_reading(71.0), "u", False, False, 100.0, False),
+    (_reading(97.0, known=False), "u", False, False, 100.0, True),   # failed: retry after 2 s
+    (_reading(99.0, known=False), "u", False, False, 100.0, False),
+])
+def test_a_shard_is_read_only_when_due(reading: object, url: str, changed: bool, busy: bool,
+                                       now: float, expect: bool) -> None:
+    from podjobs.scheduler.shardreads import due
+
+    assert due(reading, url, changed, busy, now) is expect  # type: ignore[arg-type]
+
+
+def test_a_pass_waits_at_most_wait_s_for_a_shard_that_does_not_answer() -> None:
+    import threading
+
+    from podjobs.scheduler.shardreads import ShardReader
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def read(url: str) -> str | None:
+        calls.append(url)
+        if url == "slow":
+            release.wait(30)
+        return "a"
+
+    r = ShardReader(read, wait_s=1.0)
+    try:
+        got = r.readings({"p1": "fast", "p2": "slow"}, set())
+        assert got["p1"].known and got["p1"].current == "a"
+        assert got["p2"].pending and not got["p2"].known
+        got = r.readings({"p1": "fast", "p2": "slow"}, {"p2"})  # still busy: not read twice
+        assert calls.count("slow") == 1 and calls.count("fast") == 1
+    finally:
+        release.set()
+        r.close()

@@ -3,7 +3,12 @@
 1. `engine(url)`: PyMySQL for mysql/mariadb URLs (pool_pre_ping, recycled
    connections), SQLite for the embedded default (WAL, a busy timeout, usable
    from worker threads). One engine per URL per process.
-2. `session(url)`: a new ORM session on that shard. A job's `ctx.db` is such a
+2. `reader(url)`: a second, small engine per shard for short reads by
+   supervisors (the scheduler's revision reads): PyMySQL connect, read and
+   write timeouts of READ_TIMEOUTS seconds, so a shard that does not answer
+   costs seconds, not forever. Jobs keep `engine` (no read timeout: a long
+   query is theirs to run).
+3. `session(url)`: a new ORM session on that shard. A job's `ctx.db` is such a
    session on its tenant's shard; the worker commits it when the job succeeds
    and rolls it back when it fails.
 """
@@ -35,7 +40,26 @@ def engine(url: str) -> Engine:
         return e
 
 
-def _make(url: str) -> Engine:
+_readers: dict[str, Engine] = {}
+
+#: (connect, read/write) timeouts in seconds of a `reader` engine
+READ_TIMEOUTS = (2.0, 5.0)
+
+
+def reader(url: str) -> Engine:
+    """A small engine on shard `url` with short timeouts (see the module doc)."""
+    e = _readers.get(url)
+    if e is not None:
+        return e
+    with _lock:
+        e = _readers.get(url)
+        if e is None:
+            e = _make(url, timeouts=READ_TIMEOUTS)
+            _readers[url] = e
+        return e
+
+
+def _make(url: str, timeouts: tuple[float, float] | None = None) -> Engine:
     from podjobs.secrets import resolve
 
     url = resolve(url)  # a password reference (podjobs.secrets) is resolved on connect
@@ -54,6 +78,12 @@ def _make(url: str) -> Engine:
         url = "mysql+pymysql://" + url[len("mysql://"):]
     elif url.startswith("mariadb://"):
         url = "mysql+pymysql://" + url[len("mariadb://"):]
+    if timeouts is not None:
+        connect_s, read_s = timeouts
+        return create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True,
+                             pool_recycle=3600, connect_args={
+                                 "connect_timeout": connect_s, "read_timeout": read_s,
+                                 "write_timeout": read_s})
     return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
                          pool_recycle=3600)
 

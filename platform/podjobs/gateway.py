@@ -15,6 +15,11 @@ to a pod's Redis through it, never through redis-py directly.
    here, more than the script itself; the connection's own health check (PING after 30 s
    idle), reconnect on the next call after an error, and fork check (a new connection in a
    child) stay.
+   A `redis+sentinel://HOST:PORT,HOST:PORT/SERVICE?db=N` URL names a Sentinel-managed
+   primary (`sentinel_url`): both pools are redis-py Sentinel pools, which ask the
+   sentinels for the primary on every new connection, so after a failover the next
+   attempt reaches the new primary (a demoted primary's READONLY reply drops the
+   connection: the write was refused there, so `never_sent`).
 3. `run(name, what, keys, args, repeatable)` sends one script (loading it on NOSCRIPT).
    After a dropped connection it is sent again (up to SCRIPT_ATTEMPTS) when it never got
    through, or when it is `repeatable` (safe to run twice); a timeout is never sent again.
@@ -55,11 +60,13 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.secrets import resolve as resolve_secrets
 
-__all__ = ["SCRIPT_ATTEMPTS", "UNREACHABLE", "Gateway", "RedisError", "Script", "ScriptError", "redacted",
+__all__ = ["SCRIPT_ATTEMPTS", "SENTINEL_SCHEME", "UNREACHABLE", "Gateway", "RedisError", "Script",
+           "ScriptError", "SentinelURL", "redacted", "sentinel_url",
            "script", "scripts", "text"]
 
 #: redis-py's errors that mean the server could not be reached or did not answer
@@ -183,26 +190,100 @@ def _script_retry() -> Retry:
 def never_sent(exc: redis.ConnectionError) -> bool:
     """True when a connection error came from connecting (refused, unreachable): the
     command was not sent. redis-py words these 'Error N connecting to HOST:PORT' and
-    'Timeout connecting to server'."""
-    return "connecting to" in str(exc)
+    'Timeout connecting to server'. Behind Sentinel also: no primary known yet, and a
+    demoted primary's READONLY refusal (redis-py then drops the connection)."""
+    if isinstance(exc, MasterNotFoundError):
+        return True
+    text_ = str(exc)
+    return "connecting to" in text_ or "previous master is now a slave" in text_
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[?db=N]`."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    password: str | None = None
+    #: `wait=N`: an enqueue is acknowledged only once N replicas have it (Redis WAIT)
+    wait: int = 0
+    #: `wait_ms=M`: how long WAIT may block (then BackendTimeout, "may or may not")
+    wait_ms: int = 1000
+
+
+def sentinel_url(url: str) -> SentinelURL | None:
+    """The parts of a Sentinel URL; None for any other URL; ConfigurationError naming what is
+    wrong in a malformed one."""
+    if not url.startswith(SENTINEL_SCHEME):
+        return None
+    rest = url[len(SENTINEL_SCHEME):]
+    where, _, path = rest.partition("/")
+    password = None
+    if "@" in where:
+        auth, where = where.rsplit("@", 1)
+        password = auth.split(":", 1)[1] if ":" in auth else auth
+    path, _, query = path.partition("?")
+    shape = ("use redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[?db=N], e.g. "
+             "redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/pod1?db=0")
+    hosts: list[tuple[str, int]] = []
+    for part in where.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"{redacted(url)}: sentinel address {part!r} is not "
+                                     f"HOST:PORT; {shape}")
+        hosts.append((host, int(port)))
+    if not path.strip("/"):
+        raise ConfigurationError(f"{redacted(url)}: no service name (the sentinels' "
+                                 f"primary name) after the addresses; {shape}")
+    opts = {"db": 0, "wait": 0, "wait_ms": 1000}
+    for item in filter(None, query.split("&")):
+        k, _, v = item.partition("=")
+        if k in opts and v.isdigit():
+            opts[k] = int(v)
+        else:
+            raise ConfigurationError(f"{redacted(url)}: unknown or bad option {item!r} (db=N, "
+                                     f"wait=REPLICAS, wait_ms=MS); {shape}")
+    return SentinelURL(tuple(hosts), path.strip("/"), opts["db"], password, opts["wait"],
+                       opts["wait_ms"])
+
+
+def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: float) -> redis.Redis:
+    """A client on `url`: a plain Redis URL, or the primary of a Sentinel URL."""
+    parts = sentinel_url(url)
+    if parts is None:
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                    socket_connect_timeout=connect_timeout,
+                                    health_check_interval=30, retry=retry)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parts.sentinels), socket_timeout=connect_timeout,
+        sentinel_kwargs={"socket_timeout": connect_timeout,
+                         "socket_connect_timeout": connect_timeout})
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parts.service, db=parts.db, password=parts.password, socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout, health_check_interval=30, retry=retry)
+    return client
 
 
 class Gateway:
     """One pod's Redis: its pools, its scripts and its error wording (see the module doc)."""
 
+    #: scripts acknowledged only once `wait=N` replicas have their writes (Sentinel URLs)
+    DURABLE = frozenset({"enqueue"})
+
     def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
         self.url = url  # as given: a password reference stays one in messages (podjobs.secrets)
         url = resolve_secrets(url)
         #: reads (and the acker's batch): redis-py retries connection errors
-        self.redis: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30, retry=_retry(),
-        )
+        self.redis: redis.Redis = _connect(url, _retry(), socket_timeout, connect_timeout)
         #: the scripts' own pool, without redis-py's retries (see run)
-        self._once: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30, retry=_script_retry(),
-        )
+        self._once: redis.Redis = _connect(url, _script_retry(), socket_timeout, connect_timeout)
+        parts = sentinel_url(url)
+        #: (replicas, ms) a DURABLE script's reply waits for (Redis WAIT); (0, 0): none
+        self.replication = (parts.wait, parts.wait_ms) if parts and parts.wait else (0, 0)
         self.socket_timeout = socket_timeout
         #: each thread's script connection (see _direct), all of them for close()
         self._local = threading.local()
@@ -277,14 +358,15 @@ class Gateway:
         sent = False
         delay = 0.01
         attempt = 0
+        replicas = self.replication[0] if name in self.DURABLE else 0
         while True:
             attempt += 1
             try:
                 try:
-                    return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
+                    return self._send(s, keys_, args, replicas, what)
                 except redis.exceptions.NoScriptError:
                     self._call("SCRIPT", "LOAD", s.text)
-                    return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
+                    return self._send(s, keys_, args, replicas, what)
             except redis.ConnectionError as exc:
                 sent = sent or not never_sent(exc)
                 if attempt < SCRIPT_ATTEMPTS and (repeatable or not sent):
@@ -320,6 +402,34 @@ class Gateway:
             except redis.exceptions.ResponseError:
                 conn.disconnect()  # the BLPOP's error: the script's reply may still be unread
                 raise
+
+    def _send(self, s: Script, keys_: Sequence[str], args: Sequence[Any], replicas: int,
+              what: str) -> Any:
+        if not replicas:
+            return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
+        # WAIT counts the writes of its own connection: both on this thread's connection
+        conn = self._direct()
+        conn.send_packed_command(conn.pack_commands([
+            ("EVALSHA", s.sha, len(keys_), *keys_, *args), ("WAIT", replicas, self.replication[1])]))
+        failed: Exception | None = None
+        try:
+            reply = conn.read_response()
+        except redis.exceptions.ResponseError as exc:  # the script's error: WAIT's reply follows
+            failed, reply = exc, None
+        try:
+            acked: Any = conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            acked = exc
+        if failed is not None:
+            raise failed
+        if isinstance(acked, Exception) or int(acked) < replicas:
+            raise BackendTimeout(
+                f"cannot {what} for sure: Redis at {redacted(self.url)} wrote it, but "
+                f"{acked if not isinstance(acked, Exception) else 0} of the {replicas} "
+                f"replica(s) the URL's wait= asks for confirmed it within "
+                f"{self.replication[1]} ms; a failover now may lose it. Check the replicas "
+                f"('INFO replication'); repeating the same call is safe")
+        return reply
 
     def load_scripts(self) -> None:
         """Load every script into this Redis now (so a first EVALSHA finds it)."""

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.chaos import cluster_scenarios as cs
+from tests.chaos import ha_scenarios as hs
 from tests.chaos import move_scenarios as ms
 from tests.chaos import outbox_scenarios as os_
 from tests.chaos import scenarios as ws
+from tests.chaos import shard_scenarios as ss
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ SPECS: list[Spec] = [
          quick=False, cluster=True),
     # issue 18: transactional enqueue, the outbox relay killed (first between push and delete)
     Spec("outbox_relay_kill9", "kill -9 relay", os_.outbox_relay_kill9, cluster=True),
+    # issue 17 item 3: before, the leader hung on the dead shard and ran no periodic tick
+    Spec("shard_blackholed", "blackholed shard", ss.shard_blackholed, cluster=True),
+    # issue 17 item 5: the pod's Redis behind Sentinel, its primary killed mid-drain. Jobs
+    # still queued at the kill are lost in some runs (quick: 0 in 4 runs with 1 replica, 78 of
+    # 295 once with 2 replicas + wait=1; full: 475 and 643 of ~2,000): not understood yet
+    # (NOTES), so not strict: the table still shows the counts
+    Spec("sentinel_failover", "kill -9 primary", hs.sentinel_failover,
+         xfail="issue 17 item 5: queued jobs lost in some Sentinel failovers", strict=False),
+    Spec("sentinel_failover_wait", "kill -9 primary", hs.sentinel_failover_wait, quick=False,
+         xfail="issue 17 item 5: queued jobs lost in some Sentinel failovers", strict=False),
     # issue 11 item 8, tenant moves: kill -9 of `podjobs tenants move` at each crash point
     # (pods/crashpoints.py), then --resume or --rollback; the quick subset runs one
     *[Spec(f"move_kill9_{point}_{then}", "kill -9 mover", ms.scenario(point, then),

@@ -148,6 +148,12 @@ def test_every_command_prints_json_that_follows_its_schema(
             assert noun is not None
             assert check(noun, doc) == [], (path, doc)
             seen[path + " " + " ".join(argv[:1])] = doc
+        # a pod that stores a plain password (p9's shard URL, forced) is named on stderr
+        capsys.readouterr()
+        assert main(["pods", "list", "--zk", ctx["zk"]]) == 0
+        err = capsys.readouterr().err
+        assert "pod p9 stores a plain password in ZooKeeper (--shard)" in err and "secret" not in err
+        assert "pod p1 " not in err
     finally:
         reg.stop()
     # spot checks of the contents, beyond the shapes

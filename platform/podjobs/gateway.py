@@ -10,7 +10,7 @@ to a pod's Redis through it, never through redis-py directly.
    `ScriptError` naming the file and line.
 2. `Gateway(url)` holds the pod's two connection pools: `redis` (redis-py's retries on
    connection errors, for reads) and the scripts' own pool without them (see `run`).
-   Scripts go over one connection per thread made from that pool and kept (`_direct`):
+   Scripts go over one connection per thread taken from that pool and kept (`_direct`):
    redis-py's pool checkout, command dispatch and release cost about 45 us of CPU a call
    here, more than the script itself; the connection's own health check (PING after 30 s
    idle), reconnect on the next call after an error, and fork check (a new connection in a
@@ -268,6 +268,25 @@ def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: flo
     return client
 
 
+class _Held:
+    """A connection a thread keeps (Gateway._direct); released to its pool when the thread's
+    locals are dropped (the thread ended), never across a fork."""
+
+    __slots__ = ("conn", "pid", "pool")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.pid = os.getpid()
+        self.conn = pool.get_connection()
+
+    def __del__(self) -> None:
+        try:
+            if self.pid == os.getpid():
+                self.pool.release(self.conn)
+        except Exception:  # interpreter exit, a closed pool: nothing to give back
+            pass
+
+
 class Gateway:
     """One pod's Redis: its pools, its scripts and its error wording (see the module doc)."""
 
@@ -290,14 +309,15 @@ class Gateway:
         self._directs: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _direct(self) -> Any:
-        """This thread's own script connection (made on first use, again after a fork)."""
+        """This thread's own script connection: taken from the scripts' pool on first use (an
+        idle, connected one when there is one) and kept; it goes back to the pool when the
+        thread ends (`_Held`), and a forked child takes its own."""
         local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
-            conn = local.conn = self._once.connection_pool.make_connection()
-            local.pid = os.getpid()
-            self._directs.add(conn)
-        return conn
+        held = getattr(local, "held", None)
+        if held is None or held.pid != os.getpid():
+            held = local.held = _Held(self._once.connection_pool)
+            self._directs.add(held.conn)
+        return held.conn
 
     def _call(self, *args: Any) -> Any:
         """One command on this thread's script connection (a failed read disconnects it;

@@ -15,6 +15,7 @@ which `podjobs` prints as one line.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -30,10 +31,19 @@ from .schema import iso, redact
 
 def cmd_pods_list(args: argparse.Namespace) -> int:
     from podjobs.pods.topology import TopologyStore
+    from podjobs.secrets import plain_password
 
     with connect(args) as zk:
         pods = TopologyStore(zk).pods()
     rows = [pod_row(p) for p in pods.values()]
+    for p in pods.values():  # a pod added before references existed, or with --plain-password
+        plain = [flag for flag, url in (("--redis", p.redis_url), ("--shard", p.shard_url))
+                 if url and plain_password(url)]
+        if plain:
+            print(f"podjobs: pod {p.name} stores a plain password in ZooKeeper ({', '.join(plain)}); "
+                  f"store a reference instead: 'podjobs pods add {p.name} --replace "
+                  f"{' '.join(f'{f} URL' for f in plain)}' with the password as ${{env:NAME}} or "
+                  f"${{file:PATH}} in each URL", file=sys.stderr)
     if args.json:
         print_json(rows)
     elif not pods:

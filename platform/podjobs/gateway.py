@@ -16,10 +16,11 @@ to a pod's Redis through it, never through redis-py directly.
    idle), reconnect on the next call after an error, and fork check (a new connection in a
    child) stay.
    A `redis+sentinel://HOST:PORT,HOST:PORT/SERVICE?db=N` URL names a Sentinel-managed
-   primary (`sentinel_url`): both pools are redis-py Sentinel pools, which ask the
-   sentinels for the primary on every new connection, so after a failover the next
-   attempt reaches the new primary (a demoted primary's READONLY reply drops the
-   connection: the write was refused there, so `never_sent`).
+   primary (`sentinel_url`): both pools are redis-py Sentinel pools whose connections ask
+   the sentinels for the primary on every connect (`_FollowingConnection`), so after a
+   failover the next attempt reaches the new primary (a demoted primary's READONLY reply
+   drops the connection: the write was refused there, so `never_sent`); a script
+   connection that failed is given back and the next call takes another (`_using`).
 3. `run(name, what, keys, args, repeatable)` sends one script (loading it on NOSCRIPT).
    After a dropped connection it is sent again (up to SCRIPT_ATTEMPTS) when it never got
    through, or when it is `repeatable` (safe to run twice); a timeout is never sent again.
@@ -60,7 +61,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.secrets import resolve as resolve_secrets
@@ -251,6 +252,21 @@ def sentinel_url(url: str) -> SentinelURL | None:
                        opts["wait_ms"])
 
 
+class _FollowingConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the sentinels for the primary on every connect.
+
+    redis-py's own asks only when the pool hands out a connection: a connection that
+    reconnects by itself (a retry inside a command, a connection a thread keeps) goes back to
+    the address it had, which after a failover is the dead primary (seen: workers stuck on
+    'Error 111 connecting to' the old port for as long as they ran). `_connect` is where
+    redis-py opens the socket to `host:port`, on every path."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[no-untyped-call]
+
+
 def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: float) -> redis.Redis:
     """A client on `url`: a plain Redis URL, or the primary of a Sentinel URL."""
     parts = sentinel_url(url)
@@ -263,25 +279,38 @@ def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: flo
         sentinel_kwargs={"socket_timeout": connect_timeout,
                          "socket_connect_timeout": connect_timeout})
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        parts.service, db=parts.db, password=parts.password, socket_timeout=socket_timeout,
+        parts.service, connection_class=_FollowingConnection, db=parts.db,
+        password=parts.password, socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout, health_check_interval=30, retry=retry)
     return client
 
 
 class _Held:
-    """A connection a thread keeps (Gateway._direct); released to its pool when the thread's
-    locals are dropped (the thread ended), never across a fork."""
+    """A connection a thread keeps (Gateway._direct); given back to its pool when a call on it
+    fails (`give_back`) or when the thread's locals are dropped (the thread ended), never
+    across a fork."""
 
     __slots__ = ("conn", "pid", "pool")
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.pid = os.getpid()
-        self.conn = pool.get_connection()
+        self.conn: Any = pool.get_connection()
+
+    def give_back(self) -> None:
+        """Disconnect and return the connection to its pool (once)."""
+        conn, self.conn = self.conn, None
+        if conn is None or self.pid != os.getpid():
+            return
+        try:
+            conn.disconnect()
+            self.pool.release(conn)
+        except Exception:  # a closed pool: nothing to give back
+            pass
 
     def __del__(self) -> None:
         try:
-            if self.pid == os.getpid():
+            if self.conn is not None and self.pid == os.getpid():
                 self.pool.release(self.conn)
         except Exception:  # interpreter exit, a closed pool: nothing to give back
             pass
@@ -314,17 +343,38 @@ class Gateway:
         thread ends (`_Held`), and a forked child takes its own."""
         local = self._local
         held = getattr(local, "held", None)
-        if held is None or held.pid != os.getpid():
+        if held is None or held.pid != os.getpid() or held.conn is None:
             held = local.held = _Held(self._once.connection_pool)
             self._directs.add(held.conn)
         return held.conn
 
-    def _call(self, *args: Any) -> Any:
-        """One command on this thread's script connection (a failed read disconnects it;
-        the next call connects again)."""
+    def _drop_direct(self) -> None:
+        """Give this thread's script connection back after an error on it: the next call
+        checks one out of the pool again, and a pool checkout connects the way the pool
+        does. A connection that only reconnects by itself would go back to the address it
+        had: behind Sentinel that is the failed primary, forever; the pool's connect asks the
+        sentinels for the current primary."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.give_back()
+
+    @contextmanager
+    def _using(self) -> Iterator[Any]:
+        """This thread's script connection for one exchange; dropped (see _drop_direct) when
+        the exchange fails on the connection (refused, broken, timed out, a demoted primary),
+        so a half-read reply is never left on it."""
         conn = self._direct()
-        conn.send_command(*args)
-        return conn.read_response()
+        try:
+            yield conn
+        except UNREACHABLE:
+            self._drop_direct()
+            raise
+
+    def _call(self, *args: Any) -> Any:
+        """One command on this thread's script connection."""
+        with self._using() as conn:
+            conn.send_command(*args)
+            return conn.read_response()
 
     def _close_directs(self) -> None:
         for conn in list(self._directs):
@@ -408,8 +458,7 @@ class Gateway:
         without a second round trip. Not sent again here: a caller whose script is repeatable
         asks again itself (the fetcher does, with the same request id)."""
         s = script(name)
-        with self.errors(what, sent=True):
-            conn = self._direct()
+        with self.errors(what, sent=True), self._using() as conn:
             conn.send_packed_command(conn.pack_commands([
                 ("BLPOP", *wait_keys, timeout_s), ("EVALSHA", s.sha, len(keys_), *keys_, *args)]))
             try:
@@ -420,7 +469,7 @@ class Gateway:
                     self._call("SCRIPT", "LOAD", s.text)
                     return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
             except redis.exceptions.ResponseError:
-                conn.disconnect()  # the BLPOP's error: the script's reply may still be unread
+                self._drop_direct()  # the BLPOP's error: the script's reply may still be unread
                 raise
 
     def _send(self, s: Script, keys_: Sequence[str], args: Sequence[Any], replicas: int,
@@ -428,18 +477,19 @@ class Gateway:
         if not replicas:
             return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
         # WAIT counts the writes of its own connection: both on this thread's connection
-        conn = self._direct()
-        conn.send_packed_command(conn.pack_commands([
-            ("EVALSHA", s.sha, len(keys_), *keys_, *args), ("WAIT", replicas, self.replication[1])]))
         failed: Exception | None = None
-        try:
-            reply = conn.read_response()
-        except redis.exceptions.ResponseError as exc:  # the script's error: WAIT's reply follows
-            failed, reply = exc, None
-        try:
-            acked: Any = conn.read_response()
-        except redis.exceptions.ResponseError as exc:
-            acked = exc
+        with self._using() as conn:
+            conn.send_packed_command(conn.pack_commands([
+                ("EVALSHA", s.sha, len(keys_), *keys_, *args),
+                ("WAIT", replicas, self.replication[1])]))
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.ResponseError as exc:  # the script's error: WAIT's follows
+                failed, reply = exc, None
+            try:
+                acked: Any = conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                acked = exc
         if failed is not None:
             raise failed
         if isinstance(acked, Exception) or int(acked) < replicas:

@@ -106,6 +106,11 @@ class SentinelGroup:
             wait_until(lambda: all(self._knows(s, replicas, sentinels - 1)
                                    for s in self.sentinels), 30,
                        "every sentinel to know the replicas and the other sentinels")
+            # a replica the sentinels know may still wait for its first full sync (Redis
+            # delays a diskless sync by repl-diskless-sync-delay, 5 s): promoted then, it
+            # would come up empty. Start only with every replica's link up.
+            wait_until(lambda: all(self._synced(s) for s in self.data[1:]), 30,
+                       "every replica to finish its first sync with the primary")
         except BaseException:
             self.close()
             raise
@@ -125,6 +130,13 @@ class SentinelGroup:
             info = r.execute_command("SENTINEL", "MASTER", SERVICE)  # type: ignore[no-untyped-call]
         d = dict(zip(info[::2], info[1::2], strict=False)) if isinstance(info, list) else info
         return int(d["num-slaves"]) >= replicas and int(d["num-other-sentinels"]) >= others
+
+    @staticmethod
+    def _synced(s: Server) -> bool:
+        with contextlib.closing(redis.Redis(host=HOST, port=s.port, socket_timeout=2,
+                                            decode_responses=True)) as r:
+            info = r.info("replication")
+        return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
 
     @property
     def url(self) -> str:

@@ -14,7 +14,7 @@ deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-ge
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	$(BIN)/python -m pip install -q -e '.[api,test,dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -79,3 +79,26 @@ def test_worker_command_loads_only_the_worker_command_module() -> None:
                         "import podjobs.worker")
     assert [m for m in mods if m.startswith("podjobs.surface.cmd_")] == ["podjobs.surface.cmd_worker"]
     assert under(mods, ("podjobs.isolation", "multiprocessing", "podjobs.iteration")) == []
+
+
+def test_the_worker_loads_no_http_stack() -> None:
+    """A worker host installs `podjobs` without the `api` extra: nothing on the worker's path
+    may need it (fastapi also brings opentelemetry-api, which redis-py loads when present:
+    the worker's start-up time, issue 13)."""
+    mods = loaded_after("import podjobs.cli as c\nc.build_parser(['worker', '--app', 'x'])\n"
+                        "import podjobs.worker, podjobs.pods.podworker")
+    assert under(mods, ("fastapi", "starlette", "uvicorn", "jinja2", "pydantic")) == []
+
+
+def test_api_without_the_extra_says_what_to_install() -> None:
+    """`podjobs api` / `podjobs web` where the `api` extra is not installed: exit 2 and the
+    pip line, not an ImportError trace."""
+    for argv, says in ((["api", "--tokens", "t.json"], "podjobs api needs"),
+                       (["web", "--tokens", "t.json"], "podjobs web needs")):
+        out = subprocess.run(
+            [sys.executable, "-c", "import sys\nsys.modules['fastapi'] = None\n"
+             "import podjobs.cli as c\nsys.exit(c.main(sys.argv[1:]))", *argv],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert says in out.stderr and "missing: fastapi" in out.stderr
+        assert "pip install 'podjobs[api]'" in out.stderr and "Traceback" not in out.stderr

@@ -92,9 +92,27 @@ def session_secret(path: str | None) -> str:
     return env.encode().hex() if len(env) >= 16 else secrets.token_hex(32)
 
 
+#: what `podjobs api serve` and `podjobs web` import beyond podjobs' own dependencies
+API_EXTRA = ("fastapi", "uvicorn", "jinja2", "swagger_ui_bundle")
+
+
+def require_api_extra(command: str) -> None:
+    """ConfigurationError (exit 2) naming the missing packages and the install line, when the
+    `api` extra is not installed (a worker-only install: `pip install podjobs`)."""
+    import importlib.util
+
+    missing = [m for m in API_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigurationError(
+            f"podjobs {command} needs the HTTP stack, which is not installed here (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'podjobs[api]' (workers, the "
+            f"scheduler and the other commands do not need it)")
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     if args.action == "token":
         return cmd_token(args)
+    require_api_extra("web" if getattr(args, "mode", "api") == "web" else "api")
     import uvicorn
 
     from podjobs.surface.api.auth import TokenStore

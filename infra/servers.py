@@ -32,10 +32,12 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from podjobs.errors import PodjobsError
+from podjobs.errors import ConfigurationError, PodjobsError
 
 from . import binaries
 from .ports import HOST, check_port_free
@@ -313,8 +315,24 @@ log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] -
 """
 
 
+@dataclass(frozen=True)
+class QuorumPeer:
+    """One member of a ZooKeeper ensemble as every member's zoo.cfg lists it."""
+
+    server_id: int  # 1..255, the member's `myid`
+    client_port: int
+    quorum_port: int  # followers to the leader
+    election_port: int  # leader election
+
+    def line(self) -> str:
+        return (f"server.{self.server_id}={HOST}:{self.quorum_port}:{self.election_port}"
+                f";{HOST}:{self.client_port}")
+
+
 class ZooKeeperServer(Server):
-    """A standalone ZooKeeper (ZooKeeperServerMain) with short ticks for tests.
+    """A ZooKeeper with short ticks for tests: standalone (ZooKeeperServerMain), or, given
+    `quorum` (every member, this one `server_id`), one member of an ensemble
+    (QuorumPeerMain, `myid` in its data dir; see `infra.ensemble`).
 
     tickTime=500ms, so sessions may be as short as `min_session_timeout_ms`
     (1000ms); all four-letter words are allowed, the admin server is off.
@@ -334,9 +352,19 @@ class ZooKeeperServer(Server):
         min_session_timeout_ms: int = 1000,
         max_session_timeout_ms: int = 60000,
         java_lib: Path | None = None,
+        quorum: Sequence[QuorumPeer] = (),
+        server_id: int = 0,
+        heap_mb: int = 256,
         **kwargs: Any,
     ) -> None:
         super().__init__(port, data_dir, log_file, pid_file, **kwargs)
+        if quorum and server_id not in {q.server_id for q in quorum}:
+            raise ConfigurationError(
+                f"ZooKeeper server_id {server_id} is not among the ensemble's members "
+                f"{sorted(q.server_id for q in quorum)}: give one of them")
+        self.quorum = tuple(quorum)
+        self.server_id = server_id
+        self.heap_mb = heap_mb
         # Default: a "conf" folder beside the data dir.
         self.conf_dir = (
             Path(conf_dir).absolute() if conf_dir is not None else self.data_dir.parent / "conf"
@@ -364,12 +392,17 @@ class ZooKeeperServer(Server):
                 "admin.enableServer=false",
                 "4lw.commands.whitelist=*",
                 "forceSync=no",
+                *(["initLimit=10", "syncLimit=4", "standaloneEnabled=false",
+                   "reconfigEnabled=false", *(q.line() for q in self.quorum)]
+                  if self.quorum else []),
                 "",
             ]
         )
 
     def prepare(self) -> None:
         super().prepare()
+        if self.quorum:
+            (self.data_dir / "myid").write_text(f"{self.server_id}\n")
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.zoo_cfg())
         (self.conf_dir / "log4j.properties").write_text(LOG4J_PROPERTIES)
@@ -379,11 +412,12 @@ class ZooKeeperServer(Server):
         jars = binaries.find_zookeeper_jars(self.java_lib)
         return [
             str(java),
-            *ZK_JAVA_OPTS,
+            *[o if not o.startswith("-Xmx") else f"-Xmx{self.heap_mb}m" for o in ZK_JAVA_OPTS],
             f"-Dlog4j.configuration=file:{self.conf_dir / 'log4j.properties'}",
             "-cp",
             jars.classpath(self.conf_dir),
-            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            ("org.apache.zookeeper.server.quorum.QuorumPeerMain" if self.quorum
+             else "org.apache.zookeeper.server.ZooKeeperServerMain"),
             str(self.config_file),
         ]
 
@@ -395,8 +429,16 @@ class ZooKeeperServer(Server):
         return _send_recv(self.port, word.encode()).decode("utf-8", "replace")
 
     def probe(self) -> bool:
-        # `ruok` answers before the database is loaded; `srvr` only once serving.
+        # `ruok` answers before the database is loaded; `srvr` only once serving (in an
+        # ensemble: once it has joined a quorum).
         return self.four_letter("srvr").startswith("Zookeeper version")
+
+    def mode(self) -> str | None:
+        """"leader", "follower" or "standalone" from `srvr`; None when not serving."""
+        for line in self.four_letter("srvr").splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return None
 
     @property
     def address(self) -> str:

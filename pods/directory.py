@@ -25,6 +25,15 @@ thread, which re-reads it (leaving a new watch) and applies the difference.
           node again (one pipelined `exists` each, no data) and re-reads those whose
           version moved meanwhile (one thread), then `stale` is False
 
+The cache is bounded: at most `max_buckets` buckets (MAX_BUCKETS) stay loaded, the least
+recently used dropped first (never one holding a moving tenant a worker follows). A dropped
+bucket is forgotten with its watch: the sync thread ignores its watch when it fires (the
+one-shot server watch is then gone; a reconnect drops it at once), and the next read of
+one of its tenants loads it again. `tenants()` (listings) reads the buckets not loaded
+without keeping or watching them.
+
+    loaded(z) --least recently used, over max_buckets--> unloaded (its watch ignored)
+
 A bucket not loaded while ZooKeeper is unreachable cannot be answered:
 `tenant()` raises `DirectoryUnavailable` (a `BackendUnavailable`), at once when
 disconnected, else after `load_timeout` seconds without an answer.
@@ -35,6 +44,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +60,10 @@ log = logging.getLogger(__name__)
 Kind = Literal["pod", "tenant"]
 #: seconds a first read of a bucket waits for ZooKeeper before giving up
 LOAD_TIMEOUT = 10.0
+#: buckets a process keeps loaded (and watched) at most: with the default 1,024 buckets,
+#: a quarter of the directory (at 1M tenants ~250k entries; see README "Running across
+#: machines")
+MAX_BUCKETS = 256
 _RESYNC = "resync"
 _STOP = "stop"
 
@@ -92,16 +106,24 @@ class Directory:
     (see module doc). Thread-safe."""
 
     def __init__(self, zk: ZK, *, follow_moves: bool = True,
-                 load_timeout: float = LOAD_TIMEOUT) -> None:
+                 load_timeout: float = LOAD_TIMEOUT, max_buckets: int = MAX_BUCKETS) -> None:
+        if max_buckets < 1:
+            raise ConfigurationError(
+                f"max_buckets={max_buckets}: a directory keeps at least one bucket loaded; "
+                f"give 1 or more")
         self.zk = zk
         #: load the buckets of every tenant in the moves index (workers need them)
         self.follow_moves = follow_moves
         self.load_timeout = load_timeout
+        self.max_buckets = max_buckets
         self._cond = threading.Condition(threading.RLock())
         self._pods: dict[str, Pod] = {}
         self._pod_versions: dict[str, int] = {}
-        #: bucket index -> (node version, its tenants); only loaded buckets are here
-        self._buckets: dict[int, tuple[int, dict[str, TenantEntry]]] = {}
+        #: bucket index -> (node version, its tenants); only loaded buckets are here, the
+        #: least recently used first
+        self._buckets: OrderedDict[int, tuple[int, dict[str, TenantEntry]]] = OrderedDict()
+        #: buckets dropped from the cache (LRU), for tests and the bench
+        self.evicted = 0
         self._n = 0
         self._moving_names: set[str] = set()
         self._version = 0
@@ -204,7 +226,10 @@ class Directory:
     def tenant(self, tenant: str) -> TenantEntry | None:
         """The tenant's entry (its bucket read and watched on first use), None if unknown."""
         b = bucket_of(tenant, self._n) if self._n else 0
-        got = self._buckets.get(b)
+        with self._cond:
+            got = self._buckets.get(b)
+            if got is not None:
+                self._buckets.move_to_end(b)
         if got is None:
             self._load([b])
             got = self._buckets.get(b)
@@ -213,13 +238,36 @@ class Directory:
         return got[1].get(tenant)
 
     def tenants(self) -> dict[str, TenantEntry]:
-        """Every tenant: loads (and watches) every bucket; for listings, not request paths."""
-        self._load([i for i in range(self._n) if i not in self._buckets])
+        """Every tenant, for listings (not request paths): the loaded buckets from memory,
+        the others read in one pipelined round, neither kept nor watched."""
         with self._cond:
             out: dict[str, TenantEntry] = {}
+            loaded = set(self._buckets)
             for _, entries in self._buckets.values():
                 out.update(entries)
-            return out
+        rest = {self._path(i): i for i in range(self._n) if i not in loaded}
+        if rest:
+            if not self.zk.connected:
+                raise DirectoryUnavailable(
+                    f"the tenant directory cannot list {len(rest)} bucket(s) it has not "
+                    f"loaded (ZooKeeper at {self.zk.hosts} is unreachable); retry when "
+                    f"ZooKeeper is back")
+            try:
+                got = self.zk.read_watched(rest, None, self.load_timeout)
+            except (ServerUnreachable, KazooException) as exc:
+                raise DirectoryUnavailable(
+                    f"the tenant directory cannot list {len(rest)} bucket(s) it has not "
+                    f"loaded ({exc}); retry when ZooKeeper is back") from exc
+            for path, item in got.items():
+                if item is None:
+                    continue
+                try:
+                    entries, _ = _parse(decode_bucket(item[0], path), {})
+                except ValueError as exc:
+                    log.warning("ignoring %s: %s", path, exc)
+                    continue
+                out.update(entries)
+        return out
 
     def moving(self) -> dict[str, TenantEntry]:
         """The tenants of the moves index that are moving (loaded with the index)."""
@@ -322,6 +370,8 @@ class Directory:
         if moves_root in items and self.follow_moves:
             self._sync_moves()
         buckets = [int(p[len(bucket_root):], 16) for p in items if p.startswith(bucket_root)]
+        with self._cond:  # a dropped bucket's watch fired: not read again (nor watched)
+            buckets = [b for b in buckets if b in self._buckets]
         if buckets:
             self._reload(buckets)
 
@@ -423,6 +473,8 @@ class Directory:
                 except ValueError as exc:
                     log.warning("ignoring %s: %s", path, exc)
                     continue
+                if old is None and not first:
+                    continue  # dropped from the cache meanwhile: stays dropped
                 self._buckets[i] = (version, entries)
                 if old is None:
                     continue  # a first load is no change
@@ -430,8 +482,22 @@ class Directory:
                     changes.append(self._bump("tenant", t, removed=True))
                 for t in differ:
                     changes.append(self._bump("tenant", t, removed=False))
+            if first:
+                self._evict()
             self._cond.notify_all()
         self._notify(changes)
+
+    def _evict(self) -> None:
+        """Under the lock: drop the least recently used buckets over `max_buckets`, keeping
+        those that hold a tenant of the moves index (a worker must see its move)."""
+        over = len(self._buckets) - self.max_buckets
+        if over <= 0:
+            return
+        keep = ({bucket_of(t, self._n) for t in self._moving_names}
+                if self.follow_moves and self._n else set())
+        for i in [i for i in self._buckets if i not in keep][:over]:
+            del self._buckets[i]
+            self.evicted += 1
 
     def _bump(self, kind: Kind, name: str, removed: bool) -> Change:
         """Under the lock: count a change and wake `wait_for` callers."""

@@ -137,24 +137,71 @@ def revisions_with(directory: str, revision: str) -> Revisions | None:
 
 
 class _Watch:
-    """Why this runner may no longer act (ZooKeeper trouble, a cancel), or None."""
+    """Why this runner may no longer act (ZooKeeper trouble, a cancel), or None.
 
-    def __init__(self, zk: ZK, store: RunStore, pod: str, revision: str) -> None:
+    A suspended connection (ZooKeeper unreachable, e.g. while an ensemble elects a new
+    leader) holds the runner before its next statement, up to the session timeout: if the
+    client gets back to the same session (CONNECTED after SUSPENDED), the server never
+    expired it, so our ephemeral lock node was never deleted and nobody else can have
+    taken the lock: the run goes on. A lost session, or no answer within the session
+    timeout, stops it (`LockLost`). Before issue 17's ensemble test a one-second leader
+    election failed every running revision."""
+
+    def __init__(self, zk: ZK, store: RunStore, pod: str, revision: str,
+                 lock_node: str | None = None) -> None:
         self.zk, self.store, self.pod, self.revision = zk, store, pod, revision
+        self.lock_node = lock_node
         self.trouble: str | None = None
+        self.suspended = False
+        self._verify = False  # back from a suspension: is our lock node still there?
+        self._cond = threading.Condition()
         zk.add_listener(self._on_state)
 
     def _on_state(self, state: ConnState) -> None:
-        if state != ConnState.CONNECTED and self.trouble is None:
-            self.trouble = f"ZooKeeper session {state.value.lower()}: the shard lock may be gone"
+        with self._cond:
+            if state == ConnState.LOST and self.trouble is None:
+                self.trouble = "ZooKeeper session lost: the shard lock is gone"
+            self.suspended = state == ConnState.SUSPENDED
+            self._cond.notify_all()
+
+    def _settled(self) -> str | None:
+        with self._cond:
+            if self.suspended and self.trouble is None:
+                waited = time.monotonic()
+                self._cond.wait_for(lambda: not self.suspended or self.trouble is not None,
+                                    timeout=self.zk.timeout)
+                if self.suspended and self.trouble is None:
+                    self.trouble = (f"ZooKeeper session suspended for over its timeout "
+                                    f"({self.zk.timeout:g} s): the shard lock may be gone")
+                elif self.trouble is None:
+                    self._verify = True
+                    log.info("migration %s on %s: ZooKeeper connection back after %.2f s, "
+                             "same session: going on", self.revision, self.pod,
+                             time.monotonic() - waited)
+            return self.trouble
 
     def reason(self) -> str | None:
-        if self.trouble:
-            return self.trouble
-        try:
-            run = self.store.get(self.pod, self.revision)
-        except KazooException as exc:
-            return f"cannot read the run record ({exc!r})"
+        deadline = time.monotonic() + self.zk.timeout
+        while True:
+            trouble = self._settled()
+            if trouble:
+                return trouble
+            try:
+                if self._verify and self.lock_node is not None:
+                    if not self.zk.exists(self.lock_node):
+                        return f"our ZooKeeper lock node {self.lock_node} is gone"
+                    self._verify = False
+                run = self.store.get(self.pod, self.revision)
+                break
+            except KazooException as exc:
+                # the connection dropped under the read, maybe before kazoo reported the
+                # suspension: read again (the suspension, once reported, holds us above)
+                # until the session timeout
+                if time.monotonic() >= deadline:
+                    return f"cannot read the run record ({exc!r})"
+                self._verify = True
+                with self._cond:
+                    self._cond.wait(0.1)
         if run is not None and run.cancel_requested:
             return "cancelled by an operator"
         return None
@@ -190,6 +237,24 @@ def _finish(store: RunStore, run: Run, state: RunState, error: str = "", **chang
 def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout: float = 10.0,
             steal_after: float = 5.0, lock_wait_timeout: int = 60) -> dict[str, Any]:
     """Apply `revision` from `directory` to the shard of pod `shard` (see the module docstring)."""
+    try:
+        return _migrate(zk_spec, shard, revision, directory, zk_timeout, steal_after,
+                        lock_wait_timeout)
+    except KazooException as exc:
+        # ZooKeeper unreachable for a moment (an ensemble electing a leader): no DDL ran, or
+        # the shard has it and the next run finishes the bookkeeping. Not a failed attempt:
+        # the job's retry backoff (a minute by the third) would hold the rollout that long
+        log.warning("migration %s on %s: ZooKeeper trouble (%r); put back for %.0f s",
+                    revision, shard, exc, ZK_TROUBLE_DELAY)
+        raise Reenqueue(delay=ZK_TROUBLE_DELAY, reason=f"ZooKeeper: {exc!r}") from exc
+
+
+#: seconds before a migration job that met ZooKeeper trouble before its DDL runs again
+ZK_TROUBLE_DELAY = 1.0
+
+
+def _migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout: float,
+             steal_after: float, lock_wait_timeout: int) -> dict[str, Any]:
     ctx = current()
     pod = shard
     zk = zk_client(zk_spec, zk_timeout)
@@ -210,7 +275,8 @@ def migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout:
         got = False
     if not got:
         raise Reenqueue(delay=1.0, reason="the shard's migration lock is busy")
-    watch = _Watch(zk, store, pod, revision)
+    watch = _Watch(zk, store, pod, revision,
+                   f"{lock.path}/{lock.node}" if lock.node else None)
     try:
         fence = fence_of(lock.node)
         return _run_locked(ctx, store, watch, pod, revision, directory, fence, steal_after,

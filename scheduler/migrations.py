@@ -81,6 +81,9 @@ class MigrationsDuty:
         self.topology = TopologyStore(zk)
         self._backends: dict[str, RedisBackend] = {}
         self._published: dict[str, Any] = {}
+        #: node versions this term wrote (the shards' published readings)
+        self._versions: dict[str, int] = {}
+        self._parents: set[str] = set()
         self._term: int | None = None
         #: (pod, revision) -> when the leader last looked for a queued run's job in Redis
         self._checked: dict[tuple[str, str], float] = {}
@@ -135,6 +138,7 @@ class MigrationsDuty:
     def tick(self, term: Term) -> None:
         if term.fence != self._term:  # another leader may have written since our last term
             self._published.clear()
+            self._versions.clear()
             self.reader.forget()
             self._marks = {}
             self._term = term.fence
@@ -149,6 +153,7 @@ class MigrationsDuty:
         changed = {name for name, m in marks.items() if self._marks.get(name) != m}
         self._marks = marks
         readings = self.reader.readings({n: p.shard_url for n, p in pods.items()}, changed)
+        pubs: list[tuple[str, dict[str, Any]]] = []
         for name, pod in sorted(pods.items()):
             reading = readings[name]
             cur, known, err = reading.current, reading.known, reading.error
@@ -156,7 +161,7 @@ class MigrationsDuty:
                 log.warning("migrations: cannot read shard of pod %s: %s", name, err)
             if not reading.pending:
                 pub = {"current": cur, "error": err} if known else {"error": err}
-                self._publish(term, paths.shard(self.zk, name), pub, stamp=True)
+                pubs.append((paths.shard(self.zk, name), pub))
             if known:
                 cur_ok = cur is None or cur in self.revisions.by_id
                 if not cur_ok:
@@ -171,14 +176,52 @@ class MigrationsDuty:
                         self._look_after(term, run, pod.redis_url)
                     except (RedisError, BackendUnavailable) as exc:  # other pods go on
                         log.warning("migrations: pod %s's Redis: %s", name, exc)
+        self._publish_many(term, pubs)
         halted = set(self.store.halts())
         canary = self.config.canary or (min(pods) if pods else None)
-        for pod_name, rev in plan(self.revisions.order, views, halted, canary,
-                                  self.config.wave_size):
+        planned = plan(self.revisions.order, views, halted, canary, self.config.wave_size)
+        self.store.ensure_parents(p for p, _ in planned)
+        for pod_name, rev in planned:
             try:
                 self._queue(term, pod_name, rev, pods[pod_name].redis_url)
             except (RedisError, BackendUnavailable) as exc:
                 log.warning("migrations: cannot queue %s on %s: %s", rev, pod_name, exc)
+
+    def _publish_many(self, term: Term, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish the shards' readings that changed (stamped with checked_at) in one
+        transaction of the term: one pipelined read of the nodes whose version this term
+        has not written yet, one commit (was: a read and a commit per shard, ~300 round
+        trips a pass over 100 shards in a rollout). On a conflict, one at a time."""
+        todo = [(p, o) for p, o in items if self._published.get(p) != o]
+        if not todo:
+            return
+        term.check()
+        unknown = [p for p, _ in todo if p not in self._versions]
+        if unknown:
+            got = self.zk.get_many_json(unknown)
+            for p in unknown:
+                v = got.get(p)
+                self._versions[p] = v[1] if isinstance(v, tuple) else -1  # -1: create it
+        parent = todo[0][0].rsplit("/", 1)[0]
+        if parent not in self._parents and any(self._versions[p] < 0 for p, _ in todo):
+            self.zk.ensure_path(parent)
+            self._parents.add(parent)
+        now = time.time()
+        txn = term.transaction()
+        for p, o in todo:
+            raw = json.dumps(dict(o, checked_at=now), sort_keys=True).encode()
+            if self._versions[p] < 0:
+                txn.create(p, raw)
+            else:
+                txn.set_data(p, raw, version=self._versions[p])
+        if _commit(txn):
+            for p, o in todo:
+                self._versions[p] += 1  # created: -1 -> 0
+                self._published[p] = o
+            return
+        for p, o in todo:  # someone else wrote one of them (an operator's tool): one by one
+            self._versions.pop(p, None)
+            self._publish(term, p, o, stamp=True)
 
     def _publish(self, term: Term, path: str, obj: dict[str, Any], stamp: bool = False) -> None:
         if self._published.get(path) == obj:
@@ -196,6 +239,7 @@ class MigrationsDuty:
             txn.set_data(path, raw, version=got[1])
         if _commit(txn):
             self._published[path] = obj
+            self._versions[path] = 0 if got is None else got[1] + 1
 
     # -- queue a run ---------------------------------------------------------------
 

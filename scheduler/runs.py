@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import text
@@ -44,6 +45,8 @@ class RunStore:
 
     def __init__(self, zk: ZK) -> None:
         self.zk = zk
+        #: runs parents this store made sure of (`create` ensures each once)
+        self._parents: set[str] = set()
 
     def get(self, pod: str, revision: str) -> Run | None:
         got = self.zk.get_json(paths.run(self.zk, pod, revision))
@@ -92,7 +95,10 @@ class RunStore:
     def create(self, run: Run, txn: Any = None) -> bool:
         """Create the record (in `txn` when given, committed here); False if it exists."""
         path = paths.run(self.zk, run.pod, run.revision)
-        self.zk.ensure_path(paths.runs(self.zk, run.pod))
+        parent = paths.runs(self.zk, run.pod)
+        if parent not in self._parents:  # once per pod and process, not a round trip a run
+            self.zk.ensure_path(parent)
+            self._parents.add(parent)
         if txn is None:
             try:
                 self.zk.create_json(path, run.to_json())
@@ -103,9 +109,18 @@ class RunStore:
         err = commit_error(txn.commit())
         if isinstance(err, NodeExistsError):
             return False
+        if isinstance(err, NoNodeError):  # the pod's runs were deleted since: made again
+            self._parents.discard(parent)
         if err is not None:
             raise err
         return True
+
+    def ensure_parents(self, pods: Iterable[str]) -> None:
+        """Make sure the run parents of `pods` exist, pipelined (before a wave's creates)."""
+        todo = {paths.runs(self.zk, p) for p in pods} - self._parents
+        if todo:
+            self.zk.ensure_many(sorted(todo))
+            self._parents |= todo
 
     def update(self, run: Run, txn: Any = None) -> Run:
         """Write `run` if it is still at `run.version` (`BadVersionError` otherwise)."""

@@ -54,6 +54,7 @@ from podjobs.pods.zk import (
     zk_from_env,
 )
 from podjobs.surface import cmd_moves, cmd_pods, cmd_tenants, options
+from tests.helpers import wait_until
 
 # Seconds: short sessions so expiry tests are quick (the test server allows >= 1 s).
 SESSION_TIMEOUT = 2.0
@@ -451,6 +452,7 @@ def test_directory_follows_another_client(store: TopologyStore, make_zk: Callabl
         with pytest.raises(UnknownPod, match="pod 'p9'"):
             directory.pod("p9")
 
+        assert directory.tenant("new-shop") is None  # its bucket loaded (listings keep none)
         v0 = directory.version
         store.assign("new-shop", "p3")  # through the other client
         assert directory.wait_for(lambda d: d.tenant("new-shop") is not None, WAIT)
@@ -467,6 +469,7 @@ def test_directory_follows_another_client(store: TopologyStore, make_zk: Callabl
         assert directory.wait_for(
             lambda d: all(d.tenant(f"bulk-{i:03d}") is not None for i in range(300)), WAIT)
         # A removed tenant leaves the cache.
+        assert directory.tenant("t8") is not None
         assert store.remove_tenant("t8") and not store.remove_tenant("t8")
         assert directory.wait_for(lambda d: d.tenant("t8") is None, WAIT)
         assert {(c.kind, c.name, c.removed) for c in changes} >= {
@@ -493,14 +496,64 @@ def test_directory_costs_one_listener_and_one_thread_and_loads_lazily(
     assert directory.loaded_buckets == 1 and 0 < directory.loaded_tenants < 20
     watched = reader.kazoo_client._data_watchers
     assert len(watched) == 1 + 3  # t7's bucket and the 3 pods
-    assert len(directory.tenants()) == 2000 and directory.loaded_buckets == directory.buckets
+    # A listing reads every bucket but keeps (and watches) none of those it had not loaded.
+    assert len(directory.tenants()) == 2000 and directory.loaded_buckets == 1
+    assert len(watched) == 1 + 3
     assert threading.active_count() == threads + 1
     directory.stop()
     assert len(reader.kazoo_client.state_listeners) == before
     assert threading.active_count() == threads
     store.assign("late", "p1")  # no longer followed, the last values stay
     assert not directory.wait_for(lambda d: d.tenant("late") is not None, 0.5)
-    assert directory.pod_of("t1") == "p1"
+    assert directory.pod_of("t7") == "p1"
+
+
+def test_directory_keeps_at_most_max_buckets_lru_and_drops_their_watches(
+    store: TopologyStore, make_zk: Callable[[], ZK]
+) -> None:
+    """Issue 17: a busy worker used to end up holding (and watching) every bucket."""
+    store.assign_many({f"t{i}": "p1" for i in range(2000)})
+    reader = make_zk()
+    directory = Directory(reader, max_buckets=4).start()
+    root = reader.path("tenantdir", "b") + "/"
+
+    def watched() -> set[str]:
+        return {p for p in reader.kazoo_client._data_watchers if p.startswith(root)}
+
+    def path(t: str) -> str:
+        return f"{root}{bucket_of(t, directory.buckets):04x}"
+
+    try:
+        names: dict[int, str] = {}  # one tenant in each of 12 buckets
+        for i in range(2000):
+            names.setdefault(bucket_of(f"t{i}", directory.buckets), f"t{i}")
+            if len(names) == 12:
+                break
+        ts = list(names.values())
+        for t in ts:
+            assert directory.pod_of(t) == "p1"
+        assert directory.loaded_buckets == 4 and directory.evicted == 8
+        assert {path(t) for t in ts[-4:]} <= watched()
+        # least recently used first: ts[-4] used again, then ts[0] loaded again -> ts[-3] goes
+        directory.tenant(ts[-4])
+        directory.tenant(ts[0])
+        kept = [ts[0], ts[-4], ts[-2], ts[-1]]
+        assert directory.loaded_buckets == 4 and directory.evicted == 9
+        # every tenant removed by another client: the loaded buckets see it, the dropped
+        # ones' watches fire into nothing and are not set again
+        for t in ts:
+            assert store.remove_tenant(t)
+        assert directory.wait_for(
+            lambda d: all(t not in d._buckets[bucket_of(t, d.buckets)][1] for t in kept), WAIT)
+        wait_until(lambda: watched() == {path(t) for t in kept}, WAIT,
+                   "only the kept buckets watched")
+        assert directory.loaded_buckets == 4
+        assert directory.tenant(ts[1]) is None  # a dropped bucket: read fresh on next use
+        assert directory.loaded_buckets == 4 and path(ts[1]) in watched()
+    finally:
+        directory.stop()
+    with pytest.raises(ConfigurationError, match="max_buckets=0"):
+        Directory(reader, max_buckets=0)
 
 
 def test_directory_answers_while_zookeeper_is_down_and_catches_up(
@@ -511,7 +564,8 @@ def test_directory_answers_while_zookeeper_is_down_and_catches_up(
     states = StateLog(reader)
     directory = Directory(reader).start()
     try:
-        directory.tenants()  # every bucket loaded: answered from memory while ZooKeeper is down
+        for t in ("shop-1", "shop-2", "shop-3"):  # their buckets loaded: answered from memory
+            directory.tenant(t)                      # while ZooKeeper is down
         version = directory.version
         with zookeeper_stopped(cluster, _zk_admin) as restart:
             assert directory.wait_for(lambda d: d.stale, WAIT)

@@ -15,6 +15,7 @@ from tests.chaos import move_scenarios as ms
 from tests.chaos import outbox_scenarios as os_
 from tests.chaos import scenarios as ws
 from tests.chaos import shard_scenarios as ss
+from tests.chaos import zk_ensemble_scenarios as zs
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ SPECS: list[Spec] = [
     Spec("outbox_relay_kill9", "kill -9 relay", os_.outbox_relay_kill9, cluster=True),
     # issue 17 item 3: before, the leader hung on the dead shard and ran no periodic tick
     Spec("shard_blackholed", "blackholed shard", ss.shard_blackholed, cluster=True),
+    # issue 17 item 5: the directory on a three-server ZooKeeper ensemble, a follower then the
+    # leader killed while routed enqueues, two tenant moves and a rollout go on
+    Spec("zk_ensemble_kill9", "kill -9 ZooKeeper", zs.zk_ensemble_kill9, quick=False,
+         cluster=True),
     # issue 17 item 5: the pod's Redis behind Sentinel, its primary killed mid-drain. Before:
     # connections that reconnected by themselves went back to the dead primary (quick: 220 of
     # 299 lost), and the group started its drain before the replica's first sync had ended

@@ -14,7 +14,11 @@ the tenant's shard), moved to the pod's Redis only once that transaction committ
    sent marker exists), then deletes the rows. A relay killed between the push and the
    delete pushes the rows again, and Redis writes nothing: each job is enqueued once.
    `run(stop)` repeats it, waiting `idle_wait` s when nothing was there.
-3. `outbox(session)` (podjobs.client's, re-exported as podjobs.outbox): a block whose
+3. A tenant move (pods/moves.py) takes the tenant's unsent rows off the source shard:
+   `tenant_rows` reads them (row order), the move claims each job's sent marker on the
+   source pod's Redis (`RedisBackend.outbox_claim`), holds the ones it owns on the
+   destination pod with the tenant's other jobs, then `delete_rows`.
+4. `outbox(session)` (podjobs.client's, re-exported as podjobs.outbox): a block whose
    enqueues go to the outbox. Not in the outbox: unique jobs and tracked jobs (refused with a message).
 """
 
@@ -153,6 +157,32 @@ class Row:
     payload: str
 
 
+def tenant_rows(url: str, tenant: str, limit: int = BATCH) -> list[Row]:
+    """The oldest `limit` unsent rows of one tenant on a shard (row order); [] when the shard
+    has no outbox table."""
+    e = engine(url)
+    try:
+        with e.connect() as conn:
+            rows = conn.execute(text(
+                f"SELECT id, job_id, queue, due_ms, payload FROM {TABLE} WHERE tenant = :t "
+                f"ORDER BY id LIMIT :n"), {"t": tenant, "n": limit}).all()
+            conn.rollback()
+    except ProgrammingError as exc:
+        if not _missing_table(exc):
+            raise
+        return []
+    return [Row(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+
+def delete_rows(url: str, ids: list[int]) -> int:
+    """Delete outbox rows by row id (their jobs were sent); returns how many were there."""
+    if not ids:
+        return 0
+    with engine(url).begin() as conn:
+        return int(conn.execute(text(
+            f"DELETE FROM {TABLE} WHERE id IN ({','.join(str(int(i)) for i in ids)})")).rowcount)
+
+
 class Relay:
     """Moves one shard's committed outbox rows to one pod's Redis (see the module docstring)."""
 
@@ -197,8 +227,7 @@ class Relay:
                 start = i
         if self.after_push is not None:
             self.after_push(rows)
-        with e.begin() as conn:
-            conn.execute(text(f"DELETE FROM {TABLE} WHERE id IN ({','.join(str(r.id) for r in rows)})"))
+        delete_rows(self.shard_url, [r.id for r in rows])
         self.moved += len(rows)
         return len(rows)
 

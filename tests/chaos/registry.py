@@ -56,6 +56,8 @@ SPECS: list[Spec] = [
          quick=False, cluster=True),
     # issue 18: transactional enqueue, the outbox relay killed (first between push and delete)
     Spec("outbox_relay_kill9", "kill -9 relay", os_.outbox_relay_kill9, cluster=True),
+    # issue 18: tenants moved while their jobs sit in the old pod's outbox and its relays die
+    Spec("outbox_move_relay_kill9", "kill -9 relay", os_.outbox_move_relay_kill9, cluster=True),
     # issue 18: ctx.once charges on a MariaDB shard, workers killed after a commit before
     # the ack and at random: exactly one charge per job. The control without ctx.once must
     # fail (charges done twice), so the check is shown able to fail

@@ -179,7 +179,7 @@ def outbox_move_relay_kill9(base: Path, size: Size, cx: ClusterCtx) -> Observati
             while mover.poll() is None:
                 seen = leading()
                 r = relay(crash=False)
-                wait_until(lambda s=seen: leading() > s or mover.poll() is not None, 30,
+                wait_until(lambda s=seen, m=mover: leading() > s or m.poll() is not None, 30,
                            "the relay to lead, or the move to end")
                 time.sleep(rng.uniform(0.0, 0.3))       # the fault's moment
                 faults.kill9(r)

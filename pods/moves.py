@@ -25,7 +25,8 @@ resumed or rolled back by another process:
       │       pj:helddue:T) -> cleared from the staging. Held jobs never run nor
       │       come due before the release; holding twice holds once.
       ▼
-    copy_data the application's copy hooks copy T's data P1 shard -> P2 shard
+    copy_data T's ctx.once keys P1 shard -> P2 shard (jobs-only moves too);
+      │       the application's copy hooks copy T's data P1 shard -> P2 shard
       ▼
     flip      entry: pod=P2, state=active (compare-and-set), move.step=release
       ▼
@@ -68,7 +69,7 @@ from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
-from podjobs import keys, transactional
+from podjobs import effects, keys, transactional
 from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError, NotSupported, PodjobsError
 from podjobs.gateway import text
@@ -301,10 +302,14 @@ class Mover:
 
     def _copy_data(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
+        src, dst = self.store.pod(str(entry.move["from"])), self.store.pod(str(entry.move["to"]))
+        # the tenant's ctx.once keys (final: its fence is up on the source), jobs-only too
+        n = effects.copy_keys(src.shard_url, dst.shard_url, entry.tenant)
+        if n:
+            self.progress(f"{entry.tenant}: {n} ctx.once key(s) copied to {dst.name}")
         if self.jobs_only:
             self.progress(f"{entry.tenant}: --jobs-only: no data copied")
             return entry
-        src, dst = self.store.pod(str(entry.move["from"])), self.store.pod(str(entry.move["to"]))
         for hook in _hooks:
             hook(entry.tenant, src, dst)
         self.progress(f"{entry.tenant}: data copied by {len(_hooks)} hook(s)")

@@ -141,7 +141,8 @@ def test_prune_deletes_only_expired_keys(shard: Any) -> None:
     now = int(time.time() * 1000)
     with engine(url).begin() as conn:
         for i, exp in enumerate([now - 10, now - 1, now + 60_000]):
-            conn.execute(text(f"INSERT INTO {effects.TABLE} VALUES (:k, :j, :c, :e)"),
+            conn.execute(text(f"INSERT INTO {effects.TABLE} (okey, job_id, created_ms, expires_ms) "
+                                 "VALUES (:k, :j, :c, :e)"),
                          {"k": f"k{i}", "j": "0" * 26, "c": now, "e": exp})
     assert effects.prune(url, now_ms=now, batch=1) == 2
     assert [k for k, _ in _ledger(url)] == ["k2"]

@@ -7,6 +7,7 @@ mover killed with kill -9 mid-way and resumed enqueues nothing twice."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -115,3 +116,26 @@ def test_a_mover_killed_then_resumed_enqueues_each_outbox_job_once(
     assert [jid for _, jid, _ in got] == sorted(ids + late)   # once each, oldest first
     assert _queue(b1) == []
     assert store.where("acme").pod == "p2"
+
+
+def _once(url: str, tenant: str, key: str) -> bool:
+    """ctx.once(key) for a job of `tenant` on the shard at `url`, committed."""
+    from podjobs import effects
+    from podjobs.ids import new_id
+
+    with Session(engine(url)) as s:
+        got = effects.once(SimpleNamespace(db=s, job_id=new_id(), tenant=tenant), key)  # type: ignore[arg-type]
+        s.commit()
+    return got
+
+
+def test_a_move_copies_the_tenants_once_keys(zk: ZK, pods: Topology, setup: Any) -> None:
+    """A job whose effect committed on p1 but which is run again on p2 after the move (its
+    worker died before the ack) finds its ctx.once key there: no second effect."""
+    url2 = pods.pod("p2").shard_url
+    _, _, _, url = setup
+    assert _once(url, "acme", "charge:1") and _once(url, "acme", "charge:2")
+    assert _once(url, "other", "charge:3")
+    Mover(zk, jobs_only=True).move("acme", "p2")
+    assert not _once(url2, "acme", "charge:1") and not _once(url2, "acme", "charge:2")
+    assert _once(url2, "other", "charge:3")              # another tenant's keys stay behind

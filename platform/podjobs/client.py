@@ -318,6 +318,18 @@ def get_client() -> Client:
 
 #: the session of the innermost `with podjobs.outbox(session):` block (podjobs.transactional)
 OUTBOX: contextvars.ContextVar[Any] = contextvars.ContextVar("podjobs_outbox_session", default=None)
+#: the session of an open `with podjobs.after_commit(session):` block (podjobs.aftercommit)
+AFTER_COMMIT: contextvars.ContextVar[Any] = contextvars.ContextVar("podjobs_after_commit",
+                                                                   default=None)
+
+
+def after_commit(session: Any) -> contextlib.AbstractContextManager[Any]:
+    """Inside the block, `job.enqueue(...)` (and podjobs.enqueue) keep the job on `session` (a
+    SQLAlchemy session) and enqueue it when the session commits; a rollback drops it. Not
+    atomic with the commit: see podjobs.aftercommit (and the outbox, which is)."""
+    from podjobs import aftercommit  # SQLAlchemy: loaded by the first use
+
+    return aftercommit.after_commit(session)
 
 
 @contextlib.contextmanager

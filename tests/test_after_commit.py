@@ -106,3 +106,40 @@ def test_the_readme_fastapi_example(shard: tuple[str, RedisBackend], pods: Any, 
     assert http.post("/orders/7").status_code == 500      # duplicate key: rolled back
     jobs = _queued(b, "mail")
     assert [(j["id"], j["args"]) for j in jobs] == [(r.json()["job"], [7])]
+
+
+def test_the_readme_django_example(shard: tuple[str, RedisBackend], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    django = pytest.importorskip("django", reason="the test extra installs Django")
+    import pymysql
+    from django.conf import settings
+    from sqlalchemy.engine import make_url
+
+    url, b = shard
+    u = make_url(url)
+    pymysql.install_as_MySQLdb()
+    if not settings.configured:
+        settings.configure(DATABASES={"default": {
+            "ENGINE": "django.db.backends.mysql", "NAME": u.database, "USER": u.username,
+            "PASSWORD": u.password or "", "HOST": u.host, "PORT": str(u.port)}},
+            INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+    else:
+        settings.DATABASES["default"].update(NAME=u.database, HOST=u.host, PORT=str(u.port))
+    from django.db import IntegrityError as DjangoIntegrityError
+    from django.db import connection
+    from django.test import RequestFactory
+
+    (tmp_path / "shop_django.py").write_text(readme_example("django"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("shop_django", None)
+    import shop_django  # type: ignore[import-not-found]
+
+    rf = RequestFactory()
+    try:
+        assert shop_django.create_order(rf.post("/orders/9"), 9).status_code == 200
+        with pytest.raises(DjangoIntegrityError):            # duplicate key: rolled back
+            shop_django.create_order(rf.post("/orders/9"), 9)
+    finally:
+        connection.close()
+    assert [j["args"] for j in _queued(b, "mail")] == [[9]]

@@ -370,6 +370,10 @@ class Job:
     max_memory_mb: ClassVar[float | None] = None
     async_only: ClassVar[bool] = False
     api: ClassVar[bool | dict[str, Any]] = False
+    #: True (one ctx.once key per job id) or a function of perform's arguments (after ctx)
+    #: giving the key, e.g. `idempotent = staticmethod(lambda order_id: f"refund:{order_id}")`:
+    #: a run is skipped when a committed run with that key did it (see `job(idempotent=)`)
+    idempotent: ClassVar[bool | Callable[..., Any]] = False
     job_name: ClassVar[str | None] = None
     definition: ClassVar[JobDef]
 
@@ -383,7 +387,8 @@ class Job:
 
         run.__signature__ = _perform_signature(cls)  # type: ignore[attr-defined]
         opts = make_options(cls.queue, cls.retries, cls.backoff, cls.timeout, cls.delivery,
-                            cls.unique_for, cls.max_memory_mb, cls.async_only, cls.api)
+                            cls.unique_for, cls.max_memory_mb, cls.async_only, cls.api,
+                            cls.idempotent)
         jd = JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts)
         jd.job_class = cls
         cls.definition = register(jd)

@@ -12,6 +12,7 @@ Every id has exactly 26 characters of Crockford base32, so the payload
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import time
 
@@ -23,6 +24,15 @@ _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _bits = random.getrandbits
 #: next() is atomic under the GIL: two threads never get the same value
 _seq = itertools.count(random.SystemRandom().getrandbits(38))
+
+
+def _reseed() -> None:
+    """A forked child counts from its own random start (not its parent's next values)."""
+    global _seq
+    _seq = itertools.count(random.SystemRandom().getrandbits(38))
+
+
+os.register_at_fork(after_in_child=_reseed)
 _MASK40 = (1 << 40) - 1
 _last_ms = -1
 _last_prefix = ""

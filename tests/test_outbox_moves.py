@@ -139,3 +139,20 @@ def test_a_move_copies_the_tenants_once_keys(zk: ZK, pods: Topology, setup: Any)
     Mover(zk, jobs_only=True).move("acme", "p2")
     assert not _once(url2, "acme", "charge:1") and not _once(url2, "acme", "charge:2")
     assert _once(url2, "other", "charge:3")              # another tenant's keys stay behind
+
+
+def test_a_ledger_table_made_before_the_tenant_column_is_upgraded(pods: Topology) -> None:
+    from podjobs import effects
+
+    url, url2 = pods.pod("p1").shard_url, pods.pod("p2").shard_url
+    with engine(url).begin() as conn:                  # the table as issue 18 first made it
+        conn.execute(text(f"CREATE TABLE {effects.TABLE} (okey VARCHAR(255) NOT NULL PRIMARY "
+                          "KEY, job_id CHAR(26) NOT NULL, created_ms BIGINT NOT NULL, "
+                          "expires_ms BIGINT NOT NULL)"))
+        conn.execute(text(f"INSERT INTO {effects.TABLE} VALUES ('old', :j, 1, 99999999999999)"),
+                     {"j": "0" * 26})
+    effects._ensured.clear()
+    assert effects.copy_keys(url, url2, "acme") == 0    # column added; old keys have no tenant
+    assert _once(url, "acme", "charge:9")
+    assert effects.copy_keys(url, url2, "acme") == 1
+    assert not _once(url2, "acme", "charge:9")

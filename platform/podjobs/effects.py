@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from podjobs.db import engine
 
@@ -162,7 +162,7 @@ def copy_keys(src_url: str, dst_url: str, tenant: str, batch: int = 1000) -> int
                     f"AND okey > :a AND expires_ms > :now ORDER BY okey LIMIT {int(batch)}"),
                     {"t": tenant, "a": after, "now": now}).all()
                 conn.rollback()
-        except ProgrammingError as exc:
+        except DBAPIError as exc:  # (PyMySQL: an unknown column is an OperationalError)
             msg = str(exc).lower()
             if TABLE in msg and "tenant" in msg and "unknown column" in msg and not upgraded:
                 ensure_table(src, cached=False)    # a table made before the column: add it

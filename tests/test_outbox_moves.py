@@ -156,3 +156,22 @@ def test_a_ledger_table_made_before_the_tenant_column_is_upgraded(pods: Topology
     assert _once(url, "acme", "charge:9")
     assert effects.copy_keys(url, url2, "acme") == 1
     assert not _once(url2, "acme", "charge:9")
+
+
+def test_a_move_killed_with_outbox_jobs_held_rolls_back_once(cluster: Any, zk_root: str,
+                                                             setup: Any) -> None:
+    """kill -9 with a batch held on p2 and its rows still on p1, then --rollback: the held
+    jobs come back to p1's queue, and p1's relay, pushing the rows left (that batch and the
+    ones the move never reached), writes each job once."""
+    store, b1, b2, url = setup
+    ids = _commit(url, "acme", *range(0, 700))
+    killed(mover_cli(cluster, zk_root, "acme", "--to", "p2", "--jobs-only",
+                     crash_at="outbox_held"))
+    assert len(_unsent(url, "acme")) == 700             # the first batch held, not deleted
+    ok(mover_cli(cluster, zk_root, "acme", "--rollback"))
+    Relay(url, b1).once()
+    Relay(url, b1).once()
+    assert _unsent(url, "acme") == []
+    assert sorted(jid for _, jid, _ in _queue(b1)) == sorted(ids)
+    assert _queue(b2) == []
+    assert store.where("acme").pod == "p1"

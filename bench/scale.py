@@ -92,9 +92,14 @@ def child_first(zk: str, root: str, tenant: str) -> None:
 def child_watch(zk: str, root: str, probe: str) -> None:
     """A client that watches the probe's bucket (+ RECONNECT_BUCKETS more); reports each
     version of the probe it sees, its CPU time on request, and its reconnects."""
+    import logging
+    import os
+
     from podjobs.pods.directory import Change, Directory
     from podjobs.pods.zk import ZK
 
+    if os.environ.get("BENCH_SCALE_LOG"):  # each client's kazoo states, for a slow reconnect
+        logging.basicConfig(level=logging.INFO, format="%(created).3f %(process)d %(name)s %(message)s")
     z = ZK(zk, root)
     z.start(30)
     d = Directory(z).start()
@@ -328,7 +333,10 @@ def measure(size: int, topo: Any, zk_server: Any, clients: int, storm: int = 0) 
     row["move_status_ms"] = 1000 * statistics.median(times)
     row["zk_heap_mb"] = zk_heap_mb(zk_server.pid)
     if storm:
+        zk.stop()  # its session may expire during the restart: a fresh one cleans up
         row.update(reconnect_storm(topo, zk_server, root, storm))
+        zk = ZK(topo.zookeeper, root, timeout=30)
+        zk.start(30)
     zk.delete(zk.path(), recursive=True)
     zk.stop()
     return row

@@ -73,3 +73,12 @@ def ready_depths(r: Any, queues: Sequence[str]) -> list[tuple[int, list[bytes]]]
 def ready_count(r: Any, queue: str) -> int:
     """How many jobs of `queue` are ready (its own list and its tenants' lists)."""
     return ready_depths(r, [queue])[0][0]
+
+
+def ready_jobs(r: Any, queue: str) -> list[bytes]:
+    """Every ready payload of `queue` (as stored): its own list's, then each tenant list's,
+    each newest first."""
+    out: list[bytes] = []
+    for key in ready_lists(r, queue):
+        out += r.lrange(key, 0, -1)
+    return out

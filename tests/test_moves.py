@@ -144,6 +144,8 @@ def test_a_failed_move_holds_jobs_and_can_be_rolled_back(
 
     hooks.append(broken)
     moves_app.record_run.enqueue_many([(i,) for i in range(5)], tenant="mover")
+    p1 = redis.Redis.from_url(pods.pod("p1").redis_url)
+    assert p1.llen(keys.tenant_queue("default", "mover")) == 5  # fair share: its own list
     with pytest.raises(MoveError, match="stopped at step copy_data.*destination table missing"):
         Mover(zk, progress=lambda m: None).move("mover", "p2")
     entry = store.where("mover")
@@ -151,7 +153,6 @@ def test_a_failed_move_holds_jobs_and_can_be_rolled_back(
     assert "destination table missing" in entry.move["error"]
     client.router.directory.wait_for(lambda d: (d.tenant("mover") or entry).state == "moving", 10)
     moves_app.record_run.enqueue(5, tenant="mover")  # held on p2, not lost, not run
-    p1 = redis.Redis.from_url(pods.pod("p1").redis_url)
     p2 = redis.Redis.from_url(pods.pod("p2").redis_url)
     assert ready_count(p1, "default") == 0 and p2.hlen(keys.held("mover")) == 6
     Mover(zk, progress=lambda m: None).rollback("mover")

@@ -4,8 +4,9 @@
 -- turn. Every other way back to ready (retry, recover, requeue, promote, release, ...)
 -- pushes to the queue's own list (pj:q:QUEUE), which joins the ring as one more member
 -- while it has jobs. Invariant: a tenant list with jobs is in the ring (only reserve takes
--- a member out of the ring, and only when its list is empty); a member whose list was
--- emptied elsewhere (cancel, a move's carry) is dropped by the next reserve.
+-- a member out of the ring, and only when it finds its list empty); a member whose list was
+-- emptied (by reserve's last take, cancel, a move's carry) stays until a reserve finds it
+-- empty, and keeps a new job of its tenant from adding it twice (LPOS).
 
 -- push payloads ARGV[from..to] onto a tenant list and make sure it is in the ring
 local function fair_push(list, ring, from, to)
@@ -20,34 +21,48 @@ local function fair_push(list, ring, from, to)
 end
 
 -- take up to `want` payloads from a queue: its own list alone while the ring is empty
--- (as without fair share), else one job per ring member in turn.
+-- (as without fair share), else one job per ring member in turn, from the ring's tail: a
+-- pass serves the last m members (m = min(want, members)) and moves them to the head, in
+-- three calls plus one RPOP per job; a member found empty leaves the ring then. A single
+-- member is taken in one batch.
 local function fair_take(plain, ring, want)
-  if redis.call('LLEN', ring) == 0 then
+  local size = redis.call('LLEN', ring)
+  if size == 0 then
     return redis.call('RPOP', plain, want) or {}
   end
   if redis.call('LLEN', plain) > 0 and not redis.call('LPOS', ring, plain) then
     redis.call('RPUSH', ring, plain)
+    size = size + 1
   end
   local out = {}
-  local guard = want + redis.call('LLEN', ring) + 1
-  while want > 0 and guard > 0 do
-    guard = guard - 1
-    local size = redis.call('LLEN', ring)
-    if size == 0 then break end
-    local k
-    local count = 1
+  local passes = want + 2
+  while want > 0 and size > 0 and passes > 0 do
+    passes = passes - 1
     if size == 1 then
-      k = redis.call('LINDEX', ring, 0)
-      count = want
-    else
-      k = redis.call('LMOVE', ring, ring, 'RIGHT', 'LEFT')
+      local k = redis.call('LINDEX', ring, 0)
+      local got = redis.call('RPOP', k, want)
+      if got then
+        for _, p in ipairs(got) do out[#out + 1] = p end
+        want = want - #got
+      end
+      if not got or want > 0 then redis.call('LREM', ring, 0, k) end
+      break
     end
-    local got = redis.call('RPOP', k, count)
-    if got then
-      for _, p in ipairs(got) do out[#out + 1] = p end
-      want = want - #got
+    local m = math.min(want, size)
+    local window = redis.call('LRANGE', ring, -m, -1)
+    local back = {}
+    for j = #window, 1, -1 do
+      local k = window[j]
+      local got = redis.call('RPOP', k)
+      if got then
+        out[#out + 1] = got
+        want = want - 1
+        back[#back + 1] = k
+      end
     end
-    if redis.call('LLEN', k) == 0 then redis.call('LREM', ring, 0, k) end
+    redis.call('LTRIM', ring, 0, -(m + 1))
+    if #back > 0 then redis.call('LPUSH', ring, unpack(back)) end
+    size = size - m + #back
   end
   if want > 0 then
     -- the ring ran dry: the queue's own list may hold jobs it had not joined with

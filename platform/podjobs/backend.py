@@ -122,19 +122,24 @@ class RedisBackend(Gateway):
 
     #: the queue's scripts called through redis-py's Script (the acker's batch, the bulk
     #: enqueue's MULTI); every other script is sent by name with `run`
-    SCRIPTS = ("enqueue", "ack_many")
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
                  connect_timeout: float = 5.0, fair_share: bool | None = None) -> None:
         super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+        #: redis-py Script objects, registered on first use (a worker needs few of them)
+        self._registered: dict[str, RedisScript] = {}
         #: enqueue a tenant's jobs into its own list, taken in turn with the other tenants'
         #: (README "Fair share"); off: into the queue's list (FIFO across tenants). Reserve
         #: reads both ways whatever this says. Default: on unless PODJOBS_FAIR_SHARE=0.
         self.fair_share = fair_share_default() if fair_share is None else fair_share
-        self._scripts: dict[str, RedisScript] = {
-            n: self.redis.register_script(script(n).text) for n in self.SCRIPTS}
         if check:
             self.check()
+
+    def _script(self, name: str) -> RedisScript:
+        got = self._registered.get(name)
+        if got is None:
+            got = self._registered.setdefault(name, self.redis.register_script(script(name).text))
+        return got
 
     def check(self) -> None:
         """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
@@ -212,7 +217,7 @@ class RedisBackend(Gateway):
         for i in range(0, len(payloads), ENQUEUE_CHUNK):
             chunk = payloads[i : i + ENQUEUE_CHUNK]
             ks[5] = keys.request(request_id(chunk[0]))
-            self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
+            self._script("enqueue")(keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
                                                     "", *chunk], client=pipe)
         try:
             results = pipe.execute()
@@ -328,7 +333,7 @@ class RedisBackend(Gateway):
         with self.errors("ack jobs"):
             pipe = self.redis.pipeline(transaction=False)
             for q, ids in acks.items():
-                self._scripts["ack_many"](
+                self._script("ack_many")(
                     keys=[keys.inflight(worker_id, q), keys.stat("processed")], args=list(ids), client=pipe)
             return sum(int(n) for n in pipe.execute())
 

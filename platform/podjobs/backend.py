@@ -277,6 +277,19 @@ class RedisBackend(Gateway):
             args += (due, payload)
         return int(self.run("outbox_push", "push outbox jobs", ks, args, repeatable=True))
 
+    def outbox_claim(self, job_ids: Sequence[str], owner: str,
+                     marker_ms: int = OUTBOX_MARKER_MS) -> list[bool]:
+        """A tenant move's claim on outbox jobs of this pod (lua/outbox_claim.lua): per job,
+        True when the move owns it (its sent marker set to `owner` now or before: a relay
+        pushing it later writes nothing), False when a relay pushed it already. Safe to ask
+        again with the same owner."""
+        if not job_ids:
+            return []
+        ks = [keys.outbox_sent(jid) for jid in job_ids]
+        got = self.run("outbox_claim", "claim outbox jobs for a move", ks, [marker_ms, owner],
+                       repeatable=True)
+        return [bool(int(f)) for f in got]
+
     # -- worker side ----------------------------------------------------------------
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int,

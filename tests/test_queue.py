@@ -14,6 +14,7 @@ import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
+from podjobs.fairshare import ready_count
 from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.settlement import Kind
@@ -88,19 +89,19 @@ def uniq(x: int) -> None:
 def test_enqueue_and_run_with_context(r: redis.Redis, redis_url: str) -> None:
     h = add.enqueue(2, 3)
     assert h.enqueued and len(h.id) == 26 and h.queue == "default"
-    assert r.llen(keys.queue("default")) == 1
+    assert ready_count(r, "default") == 1
     with worker(redis_url):
         wait_until(lambda: ran, what="the job to run")
     assert ran == [("add", 5, 1, "default")]
     wait_until(lambda: r.get(keys.stat("processed")) == b"1", what="the ack")
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
     assert not [k for k in r.keys("pj:inflight:*")]
 
 
 def test_bulk_enqueue_is_one_round_trip(r: redis.Redis, redis_url: str) -> None:
     handles = add.enqueue_many([(i, i) for i in range(500)] + [{"a": 1, "b": 1}])
     assert len(handles) == 501 and len({h.id for h in handles}) == 501
-    assert r.llen(keys.queue("default")) == 501
+    assert ready_count(r, "default") == 501
     with worker(redis_url, concurrency=8):
         wait_until(lambda: len(ran) == 501, what="all bulk jobs")
     assert sorted(x[1] for x in ran) == sorted([2 * i for i in range(500)] + [2])
@@ -127,7 +128,7 @@ def test_strict_priority_and_specialised_pool(r: redis.Redis, redis_url: str) ->
         after = len(replies)
         wait_until(lambda: [] in replies[after:], what="a reservation that found nothing")
     assert ran == ["crit0", "crit1", "crit2", "def0", "def1", "def2"]
-    assert r.llen(keys.queue("low")) == 3
+    assert ready_count(r, "low") == 3
     with worker(redis_url, queues=["critical", "default", "low"], concurrency=1):
         wait_until(lambda: len(ran) == 9, what="the low queue")
     assert ran[6:] == ["low0", "low1", "low2"]
@@ -168,7 +169,7 @@ def test_dead_retry_and_delete(r: redis.Redis, redis_url: str) -> None:
     arg_dead = next(d for d, _ in ins.dead() if d["dead_reason"] == "arguments")
     assert "missing a required argument" in arg_dead["error"]["message"]
     assert ins.dead_retry(arg_dead["id"])
-    assert r.zcard(keys.DEAD) == 1 and r.llen(keys.queue("default")) == 1
+    assert r.zcard(keys.DEAD) == 1 and ready_count(r, "default") == 1
     bad = next(d for d, _ in ins.dead() if d["dead_reason"] == "malformed")
     assert ins.dead_delete(bad["id"])
     assert r.zcard(keys.DEAD) == 0
@@ -226,7 +227,7 @@ def test_unique_enqueue(r: redis.Redis, redis_url: str) -> None:
     b = uniq.enqueue(1)
     c = uniq.enqueue(2)
     assert a.enqueued and not b.enqueued and c.enqueued
-    assert r.llen(keys.queue("default")) == 2
+    assert ready_count(r, "default") == 2
     with worker(redis_url):
         wait_until(lambda: len(ran) == 2, what="unique jobs")
         wait_until(lambda: not r.keys("pj:unique:*"), what="unique keys released on success")
@@ -262,7 +263,7 @@ def test_out_of_memory_at_enqueue_is_a_clear_error(r: redis.Redis, redis_url: st
             add.enqueue(1, 2)
     finally:
         r.config_set("maxmemory", old)
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
 
 
 def test_refuses_an_evicting_redis(r: redis.Redis, redis_url: str) -> None:

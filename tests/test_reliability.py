@@ -11,6 +11,7 @@ import redis
 import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.fairshare import ready_count
 from podjobs.ops import Inspector
 from tests.apps import core_app
 from tests.helpers import spawn_worker, stop_proc, wait_until
@@ -46,7 +47,7 @@ def test_sigkill_mid_job_loses_nothing(r: redis.Redis, redis_url: str, tmp_path:
     # only jobs that were running (or buffered) in the killed worker may run twice
     assert len(dupes) <= 8, dupes
     assert Inspector(RedisBackend(redis_url)).stats()["recovered"] >= 1
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
 
 
 def test_sigstopped_worker_is_taken_over_and_its_late_ack_is_harmless(
@@ -90,7 +91,7 @@ def test_sigterm_finishes_running_jobs_and_gives_the_rest_back(
     started = [x.decode() for x in r.lrange("rec:started", 0, -1)]
     done = [x.decode() for x in r.lrange("rec:done", 0, -1)]
     assert sorted(started) == sorted(done)  # every started job finished
-    assert r.llen(keys.queue("default")) == 10 - len(done)  # the rest is back in the queue
+    assert ready_count(r, "default") == 10 - len(done)  # the rest is back in the queue
     assert not r.keys("pj:inflight:*") and r.scard(keys.WORKERS) == 0
 
 
@@ -101,7 +102,7 @@ def test_sigterm_gives_back_a_job_that_outlives_the_grace_period(
     w = spawn_worker(redis_url, "--shutdown-timeout", "0.5", concurrency=1, log=tmp_path / "w.log")
     wait_until(lambda: r.llen("rec:started") == 1, what="the long job to start")
     stop_proc(w, signal.SIGTERM)
-    assert r.llen(keys.queue("default")) == 1
+    assert ready_count(r, "default") == 1
     assert not r.keys("pj:inflight:*")
 
 
@@ -154,7 +155,7 @@ def test_at_most_once_never_reruns(r: redis.Redis, redis_url: str, tmp_path: Pat
     finally:
         stop_proc(w2)
     assert counts(r) == {"killed": 1, "fail-1": 1}
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps venv demo test test-fast chaos lint lint-imports bench bench-peers bench-scale up down status clean
+.PHONY: deps venv demo demo-sql test test-fast chaos lint lint-imports bench bench-peers bench-scale up down status clean
 
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
@@ -21,6 +21,9 @@ venv: $(STAMP)
 
 demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
 	$(BIN)/python -m demo.run
+
+demo-sql: deps venv ## a short tour on a cluster with no Redis: 2 pods on SQLite (dev up --backend sql)
+	$(BIN)/python -m demo.sql_tour
 
 test: deps venv ## the whole suite, on servers the tests start themselves
 	$(BIN)/python -m pytest -q

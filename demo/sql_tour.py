@@ -8,9 +8,9 @@
    directory and writes into the tenant's pod's SQLite file (`open_backend` per pod).
 3. Enqueues a workload (jobs in demo/sql_app.py): three priority queues, a bulk enqueue,
    a job that fails twice then succeeds (retries), one that ends in the dead set, one
-   scheduled 1 s out; prints what each shard holds before any worker runs.
+   scheduled 1 s out; prints what each shard holds before any worker runs and `podjobs queues` (every pod).
 4. Starts two workers for p1 and one for p2 (`podjobs worker --pod pN --zk ...`), waits until
-   everything settled, prints what ran, what retried and what died.
+   everything settled, prints what ran, what retried and what died, and runs `podjobs dead list --pod p1`: the commands read a SQL pod's tables.
 5. Stops the workers (SIGTERM) and the cluster, removes the temp dir; exits 0, or 1 after
    printing the end of every log.
 """
@@ -37,6 +37,7 @@ from demo.common import (
     die_with_parent,
     heading,
     print_log_tails,
+    run_cli,
     short_args,
     stop_workers,
 )
@@ -223,6 +224,7 @@ def main() -> int:
         expect = enqueue_workload()
         print("\nwhat each pod's shard holds (pj_ready / pj_due / pj_dead / pj_unique rows):")
         show_shards(backends)
+        run_cli(["queues", "--zk", spec])
 
         heading("workers: podjobs worker --pod pN --zk ... (" +
                 ", ".join(f"{n} for {p}" for p, n in WORKERS.items()) + ")")
@@ -235,6 +237,7 @@ def main() -> int:
         report(record_file, backends, expect)
         print("\nthe shards afterwards:")
         show_shards(backends)
+        run_cli(["dead", "list", "--pod", "p1", "--zk", spec])
         ok = True
     except KeyboardInterrupt as exc:
         print(f"\ndemo interrupted ({exc or 'Ctrl-C'})")

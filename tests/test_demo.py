@@ -118,3 +118,9 @@ def test_demo_sql_runs_with_no_redis() -> None:
     # afterwards: only the dead job is left
     assert re.search(r"^p1\s+0\s+0\s+0\s+0\s+1\s+0$", out, re.M), out
     assert "cluster down: stopped 1 servers (zookeeper zookeeper)" in out, out
+    # `podjobs queues` over every pod and `podjobs dead list` read the SQL pods' tables
+    assert re.search(r"^p1\s+default\s+11\s+\S+\s+0\s+0\s+0\s+running$", out, re.M), out
+    assert re.search(r"^p1\s+low\s+1\s+\S+\s+1\s+0\s+0\s+running$", out, re.M), out
+    assert re.search(r"^p2\s+critical\s+1\s", out, re.M), out
+    assert re.search(r"^p1\s+\w{26}\s+demo\.sql_app\.broken_export\(13\)\s+low\s+2\s+.*"
+                     r"retries_exhausted", out, re.M), out

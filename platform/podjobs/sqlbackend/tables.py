@@ -8,6 +8,9 @@
 | pj_dead     | the dead set                                                                   |
 | pj_unique   | unique keys: the owning job's id, and when the key lapses                       |
 | pj_workers  | registered workers and their lease (`expires_ms`, renewed by the heartbeat)     |
+| pj_paused   | paused queues (`podjobs queues pause`; pj:paused)                                |
+| pj_requests | enqueue request markers: an enqueue's first job id, kept REQUEST_TTL_MS, so a   |
+|             | re-sent enqueue (lost commit reply) writes nothing twice (pj:req:<id>)          |
 
 tests/test_sqlbackend.py checks that the revisions make exactly these tables.
 """
@@ -74,4 +77,16 @@ workers = Table(
     Column("expires_ms", BigInteger(), nullable=False),
     Column("queues", Text(), nullable=False),
     Column("info", Text(), nullable=False),
+)
+
+paused = Table(
+    "pj_paused", metadata,
+    Column("queue", String(100), primary_key=True),
+)
+
+requests = Table(
+    "pj_requests", metadata,
+    Column("request", String(80), primary_key=True),
+    Column("expires_ms", BigInteger(), nullable=False),
+    Index("pj_requests_expiry", "expires_ms"),
 )

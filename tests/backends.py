@@ -66,6 +66,30 @@ class Probe:
             return RedisBackend(self.url)
         return SqlBackend(self.url)
 
+    def inspector(self) -> Any:
+        """The pod's Inspector: podjobs.ops.Inspector on Redis, SqlInspector on SQL."""
+        if self.kind == "redis":
+            from podjobs.ops import Inspector
+
+            return Inspector(RedisBackend(self.url))
+        from podjobs.sqlbackend.ops import SqlInspector
+
+        return SqlInspector(SqlBackend(self.url))
+
+    def empty(self) -> bool:
+        """Nothing written anywhere (no job, no key, no row)."""
+        if self.kind == "redis":
+            r = redis.Redis.from_url(self.url)
+            try:
+                return int(r.dbsize()) == 0
+            finally:
+                r.close()
+        b = SqlBackend(self.url, migrate=False)
+        try:
+            return not any(b.counts().values())
+        finally:
+            b.close()
+
     def target(self) -> list[str]:
         """The worker command's options that name this backend."""
         return ["--redis", self.url] if self.kind == "redis" else ["--database-url", self.url]

@@ -183,13 +183,23 @@ class SqlInspector:
                                        payload=encode(data, 1 << 30)))
         return q
 
+    @staticmethod
+    def _dead_row(c: Connection, job_id: str) -> tuple[int, str]:
+        """(seq, payload) of a dead job by id: its job_id column, else the id its payload
+        shows (a malformed payload died under the id it was given then)."""
+        row = c.execute(select(dead.c.seq, dead.c.payload).where(dead.c.job_id == job_id)
+                        .limit(1)).first()
+        if row is None:
+            for seq, raw in c.execute(select(dead.c.seq, dead.c.payload)):
+                if _decode(raw).get("id") == job_id:
+                    return int(seq), str(raw)
+            raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
+        return int(row[0]), str(row[1])
+
     def dead_retry(self, job_id: str) -> bool:
         """Put a dead job back on its queue with a fresh attempt count."""
         def go(c: Connection) -> bool:
-            row = c.execute(select(dead.c.seq, dead.c.payload).where(dead.c.job_id == job_id)
-                            .limit(1)).first()
-            if row is None:
-                raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
+            row = self._dead_row(c, job_id)
             self._requeue(c, row[1])
             return bool(c.execute(delete(dead).where(dead.c.seq == row[0])).rowcount)
 
@@ -212,11 +222,10 @@ class SqlInspector:
 
     def dead_delete(self, job_id: str) -> bool:
         def go(c: Connection) -> int:
-            return int(c.execute(delete(dead).where(dead.c.job_id == job_id)).rowcount)
+            seq, _ = self._dead_row(c, job_id)
+            return int(c.execute(delete(dead).where(dead.c.seq == seq)).rowcount)
 
-        if not self.backend._retrying("delete a dead job", go):
-            raise JobNotFound(f"job {job_id!r} is not in the dead set; see 'podjobs dead list'")
-        return True
+        return bool(self.backend._retrying("delete a dead job", go))
 
     def dead_clear(self) -> int:
         n: int = self.backend._retrying("clear the dead set",

@@ -98,6 +98,28 @@ class Probe:
         """Ready (not reserved) jobs in `queue`."""
         return self.counts(queue)["ready"]
 
+    def ready_payloads(self, queue: str = "default") -> list[str]:
+        """The ready jobs of `queue`, oldest first."""
+        if self.kind == "redis":
+            r = redis.Redis.from_url(self.url)
+            try:
+                return [m.decode() for m in reversed(r.lrange(keys.queue(queue), 0, -1))]
+            finally:
+                r.close()
+        from sqlalchemy import select
+
+        from podjobs.sqlbackend.tables import ready
+
+        b = SqlBackend(self.url, migrate=False)
+        try:
+            with b.engine.connect().execution_options(pj_read=True) as c:
+                rows = c.execute(select(ready.c.payload).where(
+                    ready.c.queue == queue, ready.c.worker == "").order_by(ready.c.seq)).all()
+                c.rollback()
+            return [r[0] for r in rows]
+        finally:
+            b.close()
+
     def in_flight(self) -> int:
         """Jobs reserved by a worker, over every queue."""
         if self.kind == "redis":

@@ -19,7 +19,7 @@ from podjobs.errors import BackendUnavailable, ConfigurationError, NotSupported,
 from podjobs.payload import encode
 from podjobs.settlement import Kind
 from tests.backends import Probe
-from tests.helpers import wait_until, worker
+from tests.helpers import reserve_replies, wait_until, worker
 
 ran: list[Any] = []
 
@@ -74,22 +74,6 @@ def stamp(ctx: podjobs.Context, t: str) -> None:
         ran.append((t, sec * 1000 + usec // 1000))
     else:
         ran.append((t, time.time_ns() // 1_000_000))
-
-
-def reserve_replies(w: Any) -> list[Any]:
-    """What each of the worker's reservations got from Redis from now on ([] for nothing)."""
-    replies: list[Any] = []
-    backend = w.fetcher.backend
-    for name in ("reserve", "reserve_after_wait"):  # plain, and an idle worker's wait + reserve
-        method = getattr(backend, name)
-
-        def recorded(*a: Any, _method: Any = method, **kw: Any) -> Any:
-            got = _method(*a, **kw)
-            replies.append(list(got) if got is not None else None)
-            return got
-
-        setattr(backend, name, recorded)
-    return replies
 
 
 @podjobs.job(name="q.unique", unique_for=60)

@@ -18,8 +18,7 @@ from podjobs.payload import encode
 from podjobs.sqlbackend import SqlBackend
 from podjobs.sqlbackend.ops import SqlInspector
 from tests.backends import Probe, make_probe, selected_kinds
-from tests.helpers import wait_until
-from tests.test_queue import reserve_replies
+from tests.helpers import reserve_replies, wait_until
 
 ran: list[Any] = []
 

@@ -140,3 +140,12 @@ def test_queues_and_dead_commands_read_a_sql_pod(sql: Probe, capsys: pytest.Capt
     assert row["job_id"] == h.id and row["reason"] == "retries_exhausted"
     assert cli.main(["dead", "retry", h.id]) == 0
     assert sql.ready() == 1
+
+
+def test_a_parallel_iteration_is_refused_by_name(sql: Probe) -> None:
+    from podjobs.errors import NotSupported
+    from tests.apps.iter_app import Count
+
+    with pytest.raises(NotSupported, match=r"parallel iteration .*it\.count.* SQL backend"):
+        Count.enqueue_parallel(2, span=(0, 10), tag="x", n=10)
+    assert sql.empty()

@@ -11,6 +11,7 @@
 | pj_paused   | paused queues (`podjobs queues pause`; pj:paused)                                |
 | pj_requests | enqueue request markers: an enqueue's first job id, kept REQUEST_TTL_MS, so a   |
 |             | re-sent enqueue (lost commit reply) writes nothing twice (pj:req:<id>)          |
+| pj_iterations | iteration jobs' checkpoints and states (pj:iter:{id}; iteration/sqlstore.py)  |
 
 tests/test_sqlbackend.py checks that the revisions make exactly these tables.
 """
@@ -89,4 +90,25 @@ requests = Table(
     Column("request", String(80), primary_key=True),
     Column("expires_ms", BigInteger(), nullable=False),
     Index("pj_requests_expiry", "expires_ms"),
+)
+
+iterations = Table(
+    "pj_iterations", metadata,
+    Column("job_id", String(80), primary_key=True),
+    Column("job", String(200), nullable=False, server_default=""),
+    Column("queue", String(100), nullable=False, server_default=""),
+    Column("tenant", String(100), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),
+    Column("cursor", PAYLOAD, nullable=True),
+    Column("done", BigInteger(), nullable=False, server_default="0"),
+    Column("total", BigInteger(), nullable=True),
+    Column("runs", Integer(), nullable=False, server_default="0"),
+    Column("interrupted", Integer(), nullable=False, server_default="0"),
+    Column("checkpoints", Integer(), nullable=False, server_default="0"),
+    Column("control", String(16), nullable=False, server_default=""),
+    Column("run", String(80), nullable=False, server_default=""),
+    Column("reason", String(200), nullable=False, server_default=""),
+    Column("error", Text(), nullable=True),
+    Column("parked", PAYLOAD, nullable=True),
+    Column("updated_ms", BigInteger(), nullable=False),
 )

@@ -84,6 +84,9 @@ def test_a_re_sent_enqueue_writes_nothing_twice(sql: Probe) -> None:
     other = [encode({"id": new_id(), "job": "sqlops.tag", "queue": "default", "args": ["y"],
                      "enqueued_at": 0})]
     assert b.enqueue("default", other) == 1 and sql.ready() == 4
+    # a payload without an id of its own (written as-is, malformed) is never taken for a re-send
+    assert b.enqueue("default", ["garbage"]) == 1 and b.enqueue("default", ["garbage"]) == 1
+    assert sql.ready() == 6
     b.close()
 
 

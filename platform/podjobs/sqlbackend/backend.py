@@ -236,11 +236,14 @@ class SqlBackend:
                  at_ms: int | None, uniq: tuple[str, int, str] | None) -> int:
         now = self.now_ms()
         marker = inflight_field(payloads[0])
-        if c.execute(select(requests.c.request).where(requests.c.request == marker)).first():
+        marked = not marker.startswith("bad:")  # a payload podjobs wrote: it has its own id
+        if marked and c.execute(select(requests.c.request)
+                                .where(requests.c.request == marker)).first():
             return len(payloads)  # a re-sent enqueue whose first send committed
         if uniq is not None and not self._take_unique(c, uniq, now):
             return 0
-        c.execute(insert(requests).values(request=marker, expires_ms=now + REQUEST_TTL_MS))
+        if marked:
+            c.execute(insert(requests).values(request=marker, expires_ms=now + REQUEST_TTL_MS))
         if delay_ms is None and at_ms is None:
             c.execute(insert(ready), [{"queue": queue, "job_id": inflight_field(p), "payload": p}
                                       for p in payloads])

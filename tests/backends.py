@@ -32,6 +32,12 @@ SQL_KINDS = ("sqlite", "mariadb", "postgres")
 DEFAULT_KINDS = ("redis", "sqlite")
 
 
+def trimmed(probe: Probe) -> bool:
+    """True for a SQL run of `make test` (no PODJOBS_TEST_BACKENDS): a test variant that only
+    repeats another one's path on SQL skips itself there to keep `make test` short."""
+    return probe.sql and not os.environ.get("PODJOBS_TEST_BACKENDS")
+
+
 def selected_kinds() -> tuple[str, ...]:
     """The backends of the parametrised suites, from $PODJOBS_TEST_BACKENDS (see the module doc)."""
     spec = os.environ.get("PODJOBS_TEST_BACKENDS", "").strip()

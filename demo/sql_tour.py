@@ -1,7 +1,8 @@
 """`make demo-sql`: a short tour of podjobs with no Redis at all (issue 19).
 
 1. `Cluster.up(2, backend="sql")` in a fresh temp dir: ZooKeeper and nothing else; pods p1
-   and p2 keep their queues in tables on their own SQLite shards (`Pod.backend` "sql").
+   and p2 keep their queues in tables on their own SQLite shards (`Pod.backend` "sql"), or
+   with `--db mysql` on databases of a private MariaDB it starts.
    Checks that no redis-server was started.
 2. Registers the pods in ZooKeeper, assigns tenant acme to p1 and globex to p2, and
    configures the client with `zk=`: `job.enqueue(..., tenant=)` routes through the
@@ -191,7 +192,13 @@ def setup_routing(topology: Topology, zk: ZK, spec: str) -> PodClient:
     return client
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m demo.sql_tour", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite",
+                        help="the pods' databases: SQLite files (default) or a private MariaDB")
+    db = parser.parse_args(argv).db
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     signal.signal(signal.SIGTERM, _on_sigterm)
     t_start = time.monotonic()
@@ -204,9 +211,9 @@ def main() -> int:
     client: PodClient | None = None
     ok = False
     try:
-        heading(f"cluster: 2 pods on SQLite, no Redis, in {tmp}")
+        heading(f"cluster: 2 pods on {'SQLite' if db == 'sqlite' else 'MariaDB'}, no Redis, in {tmp}")
         t = time.monotonic()
-        topology = cluster.up(2, db="sqlite", backend="sql", timeout=60)
+        topology = cluster.up(2, db=db, backend="sql", timeout=60)
         print(f"started in {time.monotonic() - t:.1f} s\n")
         print(format_topology(topology))
         kinds = [s.kind for s in cluster.status()]

@@ -132,7 +132,7 @@ def test_queues_and_dead_commands_read_a_sql_pod(sql: Probe, capsys: pytest.Capt
         monkeypatch.setattr(options, "pod_targets", lambda args: [("p9", sql.url)])
         assert cli.main(["queues", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)
-        assert [(r["pod"], r["queue"], r["size"]) for r in rows] == [("p9", "default", 2)]
+        assert [(r["pod"], r["queue"], r["size"]) for r in rows] == [("p9", "default", 2)], rows
         assert cli.main(["workers", "--json"]) == 0
         (w,) = json.loads(capsys.readouterr().out)
         assert w["alive"] and w["pod"] == "p9"

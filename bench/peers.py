@@ -249,20 +249,25 @@ def client(lib: str, mode: str, n: int, url: str) -> dict[str, Any]:
     return result
 
 
-def install_podjobs(lib: str, tree: Path) -> str:
+def install_podjobs(lib: str, tree: Path, redis_py: str | None = None) -> str:
     """podjobs from `tree` installed into var/peers/<lib> the way a user installs it (a
     wheel, not the editable checkout of `make venv`, whose import hook slows every import
     of a fresh process), like each peer in its own venv; the code is installed again on
     every run, so the figures are the tree's as it is now."""
     d = PEER_DIR / lib
-    if not (d / "bin" / "python").exists():
+    fresh = not (d / "bin" / "python").exists()
+    if fresh:
         print(f"bench-peers: creating {d} (podjobs from {tree}) ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(d)], check=True, timeout=120)
         subprocess.run([str(d / "bin" / "pip"), "install", "-q", str(tree)], check=True, timeout=900)
-    else:
+    if redis_py:
+        subprocess.run([str(d / "bin" / "pip"), "install", "-q", f"redis[hiredis]=={redis_py}"],
+                       check=True, timeout=900, capture_output=True)
+    if not fresh:
         subprocess.run([str(d / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(tree)],
                        check=True, timeout=900, capture_output=True)
-    return f"podjobs ({tree}, {_git_head(tree)}, installed in {d})"
+    return (f"podjobs ({tree}, {_git_head(tree)}, installed in {d}"
+            + (f", redis-py {redis_py}" if redis_py else "") + ")")
 
 
 def ensure_venvs() -> dict[str, str]:
@@ -509,9 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated peers to include (default: all)")
     ap.add_argument("--baseline", metavar="TREE", help="another podjobs checkout (installed into var/peers/podjobs-base), "
                     "measured interleaved as the pseudo-peer podjobs-base (a before/after A/B)")
+    ap.add_argument("--baseline-redis-py", metavar="VERSION",
+                    help="install the baseline (this tree when --baseline is not given) with this "
+                         "redis-py, e.g. 5.3.1 (arq's): podjobs on the same client library as a peer")
     args = ap.parse_args(argv)
-    if args.baseline:
-        BASELINE.append(Path(args.baseline).resolve())
+    if args.baseline or args.baseline_redis_py:
+        BASELINE.append(Path(args.baseline or REPO).resolve())
     n = min(max(args.n, N_BOUNDS[0]), N_BOUNDS[1])
     probes = min(max(args.probes, 10), 2_000)
     only = [x for x in args.only.split(",") if x]
@@ -526,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     versions["podjobs"] = install_podjobs("podjobs", REPO)
     if BASELINE:
-        versions[BASE] = install_podjobs(BASE, BASELINE[0])
+        versions[BASE] = install_podjobs(BASE, BASELINE[0], args.baseline_redis_py)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="podjobs-peers-") as d:
         port = free_port()

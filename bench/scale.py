@@ -18,6 +18,9 @@ For each size, on a fresh ZooKeeper root:
   stale; kazoo's reconnect backoff, up to 2 s, included), and the most threads any
   client had meanwhile;
 - move --status: `moves_in_progress` with 5 moves under way (the moves index);
+- reconnect storm (the largest size only): `--storm` N (default 100) watcher processes,
+  each holding 64 buckets, in a pids cgroup (bench/pidcap.py), reconnect at once after a
+  ZooKeeper restart: the time until all are caught up, and the threads and tasks they ran;
 - bucket / data / ZK heap: the largest bucket node, all bucket nodes together, and
   ZooKeeper's used heap after a full GC (jcmd/jstat).
 
@@ -52,6 +55,8 @@ SIGNUPS = 200
 RECONNECT_BUCKETS = 64
 STEP = 1_000_000
 DEADLINE_S = 120.0
+#: the storm's pids cgroup allows this many tasks a client (a watcher runs ~8 threads)
+STORM_TASKS_PER_CLIENT = 40
 
 
 @podjobs.job(name="bench.scale", queue="bench")
@@ -87,9 +92,14 @@ def child_first(zk: str, root: str, tenant: str) -> None:
 def child_watch(zk: str, root: str, probe: str) -> None:
     """A client that watches the probe's bucket (+ RECONNECT_BUCKETS more); reports each
     version of the probe it sees, its CPU time on request, and its reconnects."""
+    import logging
+    import os
+
     from podjobs.pods.directory import Change, Directory
     from podjobs.pods.zk import ZK
 
+    if os.environ.get("BENCH_SCALE_LOG"):  # each client's kazoo states, for a slow reconnect
+        logging.basicConfig(level=logging.INFO, format="%(created).3f %(process)d %(name)s %(message)s")
     z = ZK(zk, root)
     z.start(30)
     d = Directory(z).start()
@@ -140,9 +150,10 @@ def child_watch(zk: str, root: str, probe: str) -> None:
 # -- the parent ---------------------------------------------------------------------------
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str, preexec: Any = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench.scale", *args], cwd=REPO,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=preexec)
 
 
 def ask(p: subprocess.Popen[str], cmd: str | None = None) -> dict[str, Any]:
@@ -172,7 +183,61 @@ def zk_heap_mb(pid: int | None) -> float | None:
         return None
 
 
-def measure(size: int, topo: Any, zk_server: Any, clients: int) -> dict[str, Any]:
+def reconnect_storm(topo: Any, zk_server: Any, root: str, n: int) -> dict[str, Any]:
+    """`n` watcher processes (in a pids cgroup: at most STORM_TASKS_PER_CLIENT tasks each)
+    hold RECONNECT_BUCKETS buckets; ZooKeeper is stopped and started; the time from its
+    answering again until every one is caught up, the most threads in one, and the tasks
+    in the cgroup after the catch-up (a thread storm would show in both)."""
+    from bench.pidcap import PidsCap
+
+    probe = "shop-0000000"
+    row: dict[str, Any] = {"storm_clients": n}
+    with PidsCap("podjobs-bench-storm", n * STORM_TASKS_PER_CLIENT) as cap:
+        kids: list[subprocess.Popen[str]] = []
+        try:
+            for _ in range(n):
+                kids.append(spawn("child-watch", topo.zookeeper, root, probe, preexec=cap.enter))
+            for kid in kids:
+                ask(kid)
+            for kid in kids:
+                ask(kid, "load")
+            row["storm_tasks_before"] = cap.current()
+            for kid in kids:
+                assert kid.stdin is not None
+                kid.stdin.write("synced\n")
+                kid.stdin.flush()
+            zk_server.stop(timeout=10)
+            time.sleep(1.0)
+            zk_server.start()
+            zk_server.wait_ready(60)
+            t0 = time.time()
+            synced = [ask(kid) for kid in kids]
+            row["storm_s"] = max(s["at"] for s in synced) - t0
+            row["storm_ok"] = all(s["synced"] for s in synced)
+            row["storm_max_threads"] = max(s["max_threads"] for s in synced)
+            row["storm_tasks_after"] = cap.current()
+            say(f"storm: {n} clients caught up {row['storm_s']:.2f} s after the restart "
+                f"(all synced: {row['storm_ok']}), at most {row['storm_max_threads']} threads in "
+                f"a client, {row['storm_tasks_before']} -> {row['storm_tasks_after']} tasks")
+        finally:
+            _quit(kids)
+    return row
+
+
+def _quit(kids: list[subprocess.Popen[str]]) -> None:
+    for kid in kids:
+        try:
+            ask(kid, "quit") if kid.poll() is None else None
+        except (RuntimeError, BrokenPipeError, ValueError):
+            pass
+    for kid in kids:
+        try:
+            kid.wait(30)
+        except subprocess.TimeoutExpired:
+            kid.kill()
+
+
+def measure(size: int, topo: Any, zk_server: Any, clients: int, storm: int = 0) -> dict[str, Any]:
     from podjobs.pods.moves import moves_in_progress
     from podjobs.pods.topology import TenantState, TopologyStore, register_topology
     from podjobs.pods.zk import ZK
@@ -252,15 +317,7 @@ def measure(size: int, topo: Any, zk_server: Any, clients: int) -> dict[str, Any
         say(f"{size:,}: {clients} clients caught up {row['reconnect_s']:.2f} s after the restart, "
             f"at most {row['reconnect_max_threads']} threads in a client")
     finally:
-        for kid in kids:
-            try:
-                ask(kid, "quit") if kid.poll() is None else None
-            except (RuntimeError, BrokenPipeError, ValueError):
-                pass
-            try:
-                kid.wait(30)
-            except subprocess.TimeoutExpired:
-                kid.kill()
+        _quit(kids)
     zk.stop()
     zk = ZK(topo.zookeeper, root, timeout=30)
     zk.start(30)
@@ -275,6 +332,11 @@ def measure(size: int, topo: Any, zk_server: Any, clients: int) -> dict[str, Any
         times.append(time.perf_counter() - t)
     row["move_status_ms"] = 1000 * statistics.median(times)
     row["zk_heap_mb"] = zk_heap_mb(zk_server.pid)
+    if storm:
+        zk.stop()  # its session may expire during the restart: a fresh one cleans up
+        row.update(reconnect_storm(topo, zk_server, root, storm))
+        zk = ZK(topo.zookeeper, root, timeout=30)
+        zk.start(30)
     zk.delete(zk.path(), recursive=True)
     zk.stop()
     return row
@@ -296,8 +358,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--pods", type=int, default=PODS)
+    ap.add_argument("--storm", type=int, default=100,
+                    help="watcher processes reconnecting at once at the largest size (0: none; "
+                         "at most 200; needs a writable pids cgroup)")
     opts = ap.parse_args(args)
     clients = max(1, min(12, opts.clients))
+    storm = max(0, min(200, opts.storm))
+    if storm:
+        from bench.pidcap import PidsCap
+
+        if not PidsCap.available():
+            say(f"no writable pids cgroup: the {storm}-client reconnect storm is left out")
+            storm = 0
     sizes = [int(s) for s in opts.sizes.split(",")]
     rows = []
     from podjobs.infra.cluster import Cluster
@@ -308,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         server = next(s for s in cluster.servers() if s.kind == "zookeeper")
         try:
             for size in sizes:
-                rows.append(measure(size, topo, server, clients))
+                rows.append(measure(size, topo, server, clients, storm if size == sizes[-1] else 0))
         finally:
             cluster.down(purge=True)
     print(table(rows))
@@ -342,8 +414,13 @@ def table(rows: list[dict[str, Any]]) -> str:
                       f"move --status x{b['move_status_ms'] / a['move_status_ms']:.2f}, bucket data "
                       f"x{b['data_mb'] / a['data_mb']:.1f}")
     clients = rows[0]["clients"] if rows else 0
+    storm = [f"reconnect storm at {r['tenants']:,} tenants: {r['storm_clients']} clients caught "
+             f"up {r['storm_s']:.2f} s after ZooKeeper answered again (all synced: "
+             f"{r['storm_ok']}); at most {r['storm_max_threads']} threads in a client; "
+             f"{r['storm_tasks_before']} -> {r['storm_tasks_after']} tasks in their cgroup"
+             for r in rows if "storm_s" in r]
     return (render(head, body) + f"\n\n{PODS} pods, {clients} client processes; "
-            + "\n".join(["growth:", *growth]))
+            + "\n".join(["growth:", *growth, *storm]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ Points of `podjobs tenants move` (pods/moves.py):
   recorded in the directory entry, nothing of it done yet;
 - `carry_written`: carried jobs are written to the destination's held hash,
   the source's staging hash is not cleared yet;
+- `outbox_held`: a batch of the tenant's unsent outbox jobs is held on the
+  destination, their rows not yet deleted from the source shard;
 - `rollback_recorded`: the rollback is recorded in the directory entry, no job
   returned yet;
 - `rollback_written`: returning jobs are written to the source, not yet

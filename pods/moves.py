@@ -15,16 +15,23 @@ resumed or rolled back by another process:
       │       the end of the step anyway: from then on a job of T admitted on P1
       │       before the move (a paused worker waking up) cannot commit there.
       ▼
-    carry     T's queued, scheduled and retrying jobs on P1 -> P1's staging hash
+    carry     T's unsent outbox rows on P1's shard (podjobs.transactional): each job's
+      │       sent marker on P1's Redis claimed for the move (so P1's relay, which may
+      │       have read the row already, writes nothing when it pushes it), the job
+      │       held on P2 by id, the row deleted; a job P1's relay pushed first is on
+      │       P1's queue and is carried with the others. Then
+      │       T's queued, scheduled and retrying jobs on P1 -> P1's staging hash
       │       (atomic per job) -> P2's held hash by job id (a due time kept in
       │       pj:helddue:T) -> cleared from the staging. Held jobs never run nor
       │       come due before the release; holding twice holds once.
       ▼
-    copy_data the application's copy hooks copy T's data P1 shard -> P2 shard
+    copy_data T's ctx.once keys P1 shard -> P2 shard (jobs-only moves too);
+      │       the application's copy hooks copy T's data P1 shard -> P2 shard
       ▼
     flip      entry: pod=P2, state=active (compare-and-set), move.step=release
       ▼
-    release   P2's held jobs of T go onto their queues (or back into their
+    release   outbox rows of T committed on P1 since the carry are taken the same way;
+      │       P2's held jobs of T go onto their queues (or back into their
       │       scheduled/retry sets), oldest first, atomically per batch; the
       │       marker goes, so late holders enqueue directly; entry.move cleared
       ▼
@@ -62,7 +69,7 @@ from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
-from podjobs import keys
+from podjobs import effects, keys, transactional
 from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError, NotSupported, PodjobsError
 from podjobs.gateway import text
@@ -287,16 +294,22 @@ class Mover:
     def _carry(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
         src, dst = self.backend(str(entry.move["from"])), self.backend(str(entry.move["to"]))
+        o = self._carry_outbox(entry, src, dst)
         n = self._carry_jobs(entry.tenant, src, dst)
-        self.progress(f"{entry.tenant}: carried {n} queued, scheduled and retrying job(s) to {entry.move['to']}")
+        self.progress(f"{entry.tenant}: carried {n} queued, scheduled and retrying job(s) and {o} "
+                      f"unsent outbox job(s) to {entry.move['to']}")
         return entry
 
     def _copy_data(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
+        src, dst = self.store.pod(str(entry.move["from"])), self.store.pod(str(entry.move["to"]))
+        # the tenant's ctx.once keys (final: its fence is up on the source), jobs-only too
+        n = effects.copy_keys(src.shard_url, dst.shard_url, entry.tenant)
+        if n:
+            self.progress(f"{entry.tenant}: {n} ctx.once key(s) copied to {dst.name}")
         if self.jobs_only:
             self.progress(f"{entry.tenant}: --jobs-only: no data copied")
             return entry
-        src, dst = self.store.pod(str(entry.move["from"])), self.store.pod(str(entry.move["to"]))
         for hook in _hooks:
             hook(entry.tenant, src, dst)
         self.progress(f"{entry.tenant}: data copied by {len(_hooks)} hook(s)")
@@ -314,6 +327,10 @@ class Mover:
     def _release(self, entry: TenantEntry) -> TenantEntry:
         assert entry.move is not None
         dst = self.backend(str(entry.move["to"]))
+        late = self._carry_outbox(entry, self.backend(str(entry.move["from"])), dst)
+        if late:
+            self.progress(f"{entry.tenant}: {late} outbox job(s) committed on {entry.move['from']} "
+                          f"during the move carried too")
         total = 0
         for _ in range(1000):
             total += self._release_held(entry.tenant, dst)
@@ -348,6 +365,34 @@ class Mover:
         self._send(tenant, src, dst, "carry_written")
         self._stage_all(tenant, src)
         return self._send(tenant, src, dst, "carry_written")
+
+    def _carry_outbox(self, entry: TenantEntry, src: RedisBackend, dst: RedisBackend) -> int:
+        """The tenant's unsent outbox rows on the source shard -> held on the destination.
+
+        Per batch, in row order: claim the jobs' sent markers on the source Redis for this
+        move (lua/outbox_claim.lua), hold the claimed ones on the destination by id, delete
+        the rows. A job whose marker the source's relay set first is already on the
+        source's queue (carried next, or forwarded by its workers' tenant check). Killed
+        anywhere and resumed: the same move id claims the same jobs again, and holding
+        twice holds once; so each job is enqueued once, released in id order with the
+        tenant's other jobs."""
+        assert entry.move is not None
+        url = self.store.pod(str(entry.move["from"])).shard_url
+        owner = f"move:{entry.move['id']}"
+        total = 0
+        while True:
+            rows = transactional.tenant_rows(url, entry.tenant, 500)
+            if not rows:
+                return total
+            mine = src.outbox_claim([r.job_id for r in rows], owner)
+            now = time.time_ns() // 1_000_000
+            dst.accept(entry.tenant, [
+                (r.job_id, "sched" if r.due_ms > now else "queue",
+                 str(r.due_ms) if r.due_ms > now else "0", r.payload)
+                for r, m in zip(rows, mine, strict=True) if m])
+            crash_point("outbox_held")
+            transactional.delete_rows(url, [r.id for r in rows])
+            total += sum(mine)
 
     def _stage_all(self, tenant: str, b: RedisBackend) -> None:
         """The tenant's queued, scheduled and retrying jobs on a pod -> its staging hash."""

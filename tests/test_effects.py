@@ -37,6 +37,18 @@ def refund(ctx: podjobs.Context, order_id: int) -> None:
                    {"o": -order_id, "j": ctx.job_id})
 
 
+class Rebate(podjobs.Job):
+    """The class form of `idempotent=`: one rebate per order, whatever the jobs."""
+
+    job_name = "fxt.rebate"
+    queue = "fxt"
+    idempotent = staticmethod(lambda order_id: f"rebate:{order_id}")
+
+    def perform(self, ctx: podjobs.Context, order_id: int) -> None:
+        ctx.db.execute(text("INSERT INTO charges (order_id, job_id) VALUES (:o, :j)"),
+                       {"o": 1000 + order_id, "j": ctx.job_id})
+
+
 def _charges(url: str) -> list[tuple[int, str]]:
     with engine(url).connect() as conn:
         return [(int(r[0]), str(r[1])) for r in conn.execute(
@@ -135,13 +147,24 @@ def test_an_idempotent_job_runs_once_per_key(shard: Any) -> None:
     assert dict(_ledger(shard.shard_url))["fxt.refund:refund:7"] in {h.id for h in refunds}
 
 
+def test_a_class_job_with_idempotent_runs_once_per_key(shard: Any) -> None:
+    podjobs.configure(shard.redis_url)
+    rebates = [Rebate.enqueue(5) for _ in range(3)] + [Rebate.enqueue(6)]
+    marker = charge.enqueue(98)                  # done last (one queue, one thread)
+    with worker(shard.redis_url, queues=["fxt"], shard_url=shard.shard_url, concurrency=1):
+        assert DONE.get(timeout=60)[0] == marker.id
+    assert sorted(o for o, _ in _charges(shard.shard_url)) == [98, 1005, 1006]
+    assert dict(_ledger(shard.shard_url))["fxt.rebate:rebate:5"] in {h.id for h in rebates}
+
+
 def test_prune_deletes_only_expired_keys(shard: Any) -> None:
     url = shard.shard_url
     effects.ensure_table(url, cached=False)
     now = int(time.time() * 1000)
     with engine(url).begin() as conn:
         for i, exp in enumerate([now - 10, now - 1, now + 60_000]):
-            conn.execute(text(f"INSERT INTO {effects.TABLE} VALUES (:k, :j, :c, :e)"),
+            conn.execute(text(f"INSERT INTO {effects.TABLE} (okey, job_id, created_ms, expires_ms) "
+                                 "VALUES (:k, :j, :c, :e)"),
                          {"k": f"k{i}", "j": "0" * 26, "c": now, "e": exp})
     assert effects.prune(url, now_ms=now, batch=1) == 2
     assert [k for k, _ in _ledger(url)] == ["k2"]

@@ -39,6 +39,8 @@ def test_ids_sort_by_time_and_have_fixed_length() -> None:
     assert a < b
     assert id_time_ms(b) == 2_000
     assert len({new_id() for _ in range(10_000)}) == 10_000
+    same_ms = [new_id(5_000) for _ in range(1_000)]     # one process, one millisecond
+    assert same_ms == sorted(same_ms) and len(set(same_ms)) == 1_000
 
 
 @pytest.mark.parametrize(

@@ -440,3 +440,25 @@ def test_handle_status_cancel_and_find(probe: Probe) -> None:
     assert done.cancel() is False  # it ran
     with pytest.raises(podjobs.JobNotFound):
         podjobs.find(plain.id)
+
+
+def test_find_job_sees_a_job_reserved_while_it_looks(r: redis.Redis, redis_url: str) -> None:
+    """The in-flight hashes are read first and the queue last: a job reserved in between was
+    in neither when read. The scheduler took such a miss for a vanished migration job and
+    queued it a second time (a run with attempts 2 in test_scheduler)."""
+    b = RedisBackend(redis_url)
+    h = tag_default.enqueue("moving")
+    b.heartbeat("w1", 5000, True, {"queues": "default"})
+
+    class Racing(Inspector):
+        moved = False
+
+        def _inflight_keys(self) -> list[tuple[str, str, str]]:
+            got = super()._inflight_keys()
+            if not Racing.moved:  # the worker reserves it just after this read
+                Racing.moved = True
+                assert b.reserve("w1", ["default"], 1, "req-race")
+            return got
+
+    found = Racing(b).find_job(h.id)
+    assert Racing.moved and found.where == "in_flight" and found.worker == "w1"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from podjobs import client as _client
 from podjobs import context as _context
 from podjobs.backoff import constant, exponential
-from podjobs.client import Client, configure, get_client, outbox
+from podjobs.client import Client, after_commit, configure, get_client, outbox
 from podjobs.context import Context, current
 from podjobs.cron import periodic
 from podjobs.delivery import Delivery
@@ -110,7 +110,8 @@ __all__ = [
     "Created", "Delivery", "DeliveryMode", "IterationJob", "Job", "JobDef", "JobHandle",
     "JobNotFound", "Middleware", "PayloadError", "PodDraining", "PodjobsError", "Reenqueue",
     "Settlement", "SkipJob", "TenantMoving",
-    "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "configure", "constant",
+    "UnknownJob", "UnknownPod", "UnknownTenant", "add_middleware", "after_commit", "configure",
+    "constant",
     "current", "enqueue", "enqueue_all_pods", "exponential", "find", "get_client", "job",
     "outbox", "periodic",
 ]

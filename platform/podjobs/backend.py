@@ -120,15 +120,20 @@ class RedisBackend(Gateway):
 
     #: the queue's scripts called through redis-py's Script (the acker's batch, the bulk
     #: enqueue's MULTI); every other script is sent by name with `run`
-    SCRIPTS = ("enqueue", "ack_many")
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
                  connect_timeout: float = 5.0) -> None:
         super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
-        self._scripts: dict[str, RedisScript] = {
-            n: self.redis.register_script(script(n).text) for n in self.SCRIPTS}
+        #: redis-py Script objects, registered on first use (a worker needs few of them)
+        self._registered: dict[str, RedisScript] = {}
         if check:
             self.check()
+
+    def _script(self, name: str) -> RedisScript:
+        got = self._registered.get(name)
+        if got is None:
+            got = self._registered.setdefault(name, self.redis.register_script(script(name).text))
+        return got
 
     def check(self) -> None:
         """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
@@ -199,7 +204,7 @@ class RedisBackend(Gateway):
         for i in range(0, len(payloads), ENQUEUE_CHUNK):
             chunk = payloads[i : i + ENQUEUE_CHUNK]
             ks[5] = keys.request(request_id(chunk[0]))
-            self._scripts["enqueue"](keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
+            self._script("enqueue")(keys=ks, args=[queue, when, ms, 0, "", "", 0, REQUEST_MARKER_MS,
                                                     "", *chunk], client=pipe)
         try:
             results = pipe.execute()
@@ -259,6 +264,19 @@ class RedisBackend(Gateway):
             args += (due, payload)
         return int(self.run("outbox_push", "push outbox jobs", ks, args, repeatable=True))
 
+    def outbox_claim(self, job_ids: Sequence[str], owner: str,
+                     marker_ms: int = OUTBOX_MARKER_MS) -> list[bool]:
+        """A tenant move's claim on outbox jobs of this pod (lua/outbox_claim.lua): per job,
+        True when the move owns it (its sent marker set to `owner` now or before: a relay
+        pushing it later writes nothing), False when a relay pushed it already. Safe to ask
+        again with the same owner."""
+        if not job_ids:
+            return []
+        ks = [keys.outbox_sent(jid) for jid in job_ids]
+        got = self.run("outbox_claim", "claim outbox jobs for a move", ks, [marker_ms, owner],
+                       repeatable=True)
+        return [bool(int(f)) for f in got]
+
     # -- worker side ----------------------------------------------------------------
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int,
@@ -315,7 +333,7 @@ class RedisBackend(Gateway):
         with self.errors("ack jobs"):
             pipe = self.redis.pipeline(transaction=False)
             for q, ids in acks.items():
-                self._scripts["ack_many"](
+                self._script("ack_many")(
                     keys=[keys.inflight(worker_id, q), keys.stat("processed")], args=list(ids), client=pipe)
             return sum(int(n) for n in pipe.execute())
 

@@ -318,13 +318,32 @@ def get_client() -> Client:
 
 #: the session of the innermost `with podjobs.outbox(session):` block (podjobs.transactional)
 OUTBOX: contextvars.ContextVar[Any] = contextvars.ContextVar("podjobs_outbox_session", default=None)
+#: `session.info` key: the session's outbox enqueues are ordered (podjobs.transactional)
+OUTBOX_ORDERED = "podjobs_outbox_ordered"
+#: the session of an open `with podjobs.after_commit(session):` block (podjobs.aftercommit)
+AFTER_COMMIT: contextvars.ContextVar[Any] = contextvars.ContextVar("podjobs_after_commit",
+                                                                   default=None)
+
+
+def after_commit(session: Any) -> contextlib.AbstractContextManager[Any]:
+    """Inside the block, `job.enqueue(...)` (and podjobs.enqueue) keep the job on `session` (a
+    SQLAlchemy session) and enqueue it when the session commits; a rollback drops it. Not
+    atomic with the commit: see podjobs.aftercommit (and the outbox, which is)."""
+    from podjobs import aftercommit  # SQLAlchemy: loaded by the first use
+
+    return aftercommit.after_commit(session)
 
 
 @contextlib.contextmanager
-def outbox(session: Any) -> Iterator[Any]:
+def outbox(session: Any, ordered: bool = False) -> Iterator[Any]:
     """Inside the block, `job.enqueue(...)` (and podjobs.enqueue) write the job into the outbox
     table through `session` (a SQLAlchemy session on the tenant's shard), in its transaction:
-    the jobs leave for Redis only if and when it commits (podjobs.transactional)."""
+    the jobs leave for Redis only if and when it commits (podjobs.transactional).
+    `ordered=True`: the session's outbox enqueues (in the block and after it, `db=` too) take
+    their tenant's outbox lock, so two transactions of one tenant that enqueue leave in the
+    order they commit (the second waits at its first enqueue for the first to end)."""
+    if ordered:
+        session.info[OUTBOX_ORDERED] = True
     token = OUTBOX.set(session)
     try:
         yield session

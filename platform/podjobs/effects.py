@@ -8,6 +8,9 @@ the job's shard, through `ctx.db`, so in the same transaction as the job's own w
   delivery, a second job with the same key): skip the effect. A run still in flight with
   the same key makes the insert wait for its transaction (the row lock) and then answer.
 
+Each key records the job's tenant: a tenant move copies the tenant's keys to the new pod's
+shard (`copy_keys`, pods/moves.py), so a job run again there does not repeat the effect.
+
 Insert-or-ignore by dialect (MySQL/MariaDB `INSERT IGNORE`, SQLite `INSERT OR IGNORE`,
 PostgreSQL `ON CONFLICT DO NOTHING`), so a duplicate never aborts the job's transaction.
 Rows expire: `ttl` (default DEFAULT_TTL_S) sets `expires_ms`; `prune(url)` deletes expired
@@ -23,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from podjobs.db import engine
 
@@ -48,13 +51,30 @@ def _create(conn: Connection) -> None:
         " okey VARCHAR(255) NOT NULL PRIMARY KEY,"
         " job_id CHAR(26) NOT NULL,"
         " created_ms BIGINT NOT NULL,"
-        " expires_ms BIGINT NOT NULL)"))
+        " expires_ms BIGINT NOT NULL,"
+        " tenant VARCHAR(255) NULL)"))
+    _add_tenant(conn)
     if conn.dialect.name != "sqlite":
         # (MySQL has no CREATE INDEX IF NOT EXISTS everywhere: ask first)
         got = conn.execute(text(f"SHOW INDEX FROM {TABLE} WHERE Key_name = 'ix_once_expires'")
                            ).first() if conn.dialect.name in ("mysql", "mariadb") else True
         if not got:
             conn.execute(text(f"CREATE INDEX ix_once_expires ON {TABLE} (expires_ms)"))
+
+
+def _add_tenant(conn: Connection) -> None:
+    """The `tenant` column (a tenant move copies the tenant's keys) on a table made before it."""
+    d = conn.dialect.name
+    if d == "sqlite":
+        cols = {r[1] for r in conn.execute(text(f"PRAGMA table_info({TABLE})"))}
+    elif d in ("mysql", "mariadb"):
+        cols = {r[0] for r in conn.execute(text(f"SHOW COLUMNS FROM {TABLE}"))}
+    else:
+        cols = {r[0] for r in conn.execute(text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = :t"),
+            {"t": TABLE})}
+    if "tenant" not in cols:
+        conn.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN tenant VARCHAR(255) NULL"))
 
 
 def ensure_table(url_or_engine: str | Engine, cached: bool = True) -> None:
@@ -70,7 +90,8 @@ def ensure_table(url_or_engine: str | Engine, cached: bool = True) -> None:
 
 
 def _insert_sql(dialect: str) -> str:
-    cols = f"{TABLE} (okey, job_id, created_ms, expires_ms) VALUES (:k, :j, :c, :e)"
+    cols = (f"{TABLE} (okey, job_id, created_ms, expires_ms, tenant) "
+            f"VALUES (:k, :j, :c, :e, :t)")
     if dialect == "sqlite":
         return f"INSERT OR IGNORE INTO {cols}"
     if dialect == "postgresql":
@@ -92,7 +113,7 @@ def once(ctx: Context, key: str, ttl: float = DEFAULT_TTL_S) -> bool:
     bind = session.get_bind().engine
     ensure_table(bind)
     now = time.time_ns() // 1_000_000
-    params = {"k": key, "j": ctx.job_id, "c": now, "e": now + int(ttl * 1000)}
+    params = {"k": key, "j": ctx.job_id, "c": now, "e": now + int(ttl * 1000), "t": ctx.tenant}
     sql = text(_insert_sql(bind.dialect.name))
     try:
         res = session.execute(sql, params)
@@ -122,6 +143,44 @@ def prune(url: str, now_ms: int | None = None, batch: int = PRUNE_BATCH) -> int:
         total += n
         if n < batch:
             return total
+
+
+def copy_keys(src_url: str, dst_url: str, tenant: str, batch: int = 1000) -> int:
+    """Copy a tenant's unexpired keys from one shard's ledger to another's (a tenant move, after
+    the tenant's fence went up on the source): a job of the tenant run again on the new pod
+    (redelivered after a worker died between its commit and its ack) finds its key there and
+    does not repeat the effect. Keys already there are kept; returns how many were read."""
+    src, dst = engine(src_url), engine(dst_url)
+    now = time.time_ns() // 1_000_000
+    sql = text(_insert_sql(dst.dialect.name))
+    after, total, upgraded = "", 0, False
+    while True:
+        try:
+            with src.connect() as conn:
+                rows = conn.execute(text(
+                    f"SELECT okey, job_id, created_ms, expires_ms FROM {TABLE} WHERE tenant = :t "
+                    f"AND okey > :a AND expires_ms > :now ORDER BY okey LIMIT {int(batch)}"),
+                    {"t": tenant, "a": after, "now": now}).all()
+                conn.rollback()
+        except DBAPIError as exc:  # (PyMySQL: an unknown column is an OperationalError)
+            msg = str(exc).lower()
+            if TABLE in msg and "tenant" in msg and "unknown column" in msg and not upgraded:
+                ensure_table(src, cached=False)    # a table made before the column: add it
+                upgraded = True
+                continue
+            if TABLE in msg and ("doesn't exist" in msg or "no such table" in msg
+                                 or "does not exist" in msg):
+                return total                       # no ctx.once on the source: nothing to copy
+            raise
+        if not rows:
+            return total
+        if not total:
+            ensure_table(dst, cached=False)
+        with dst.begin() as conn:
+            conn.execute(sql, [{"k": r[0], "j": r[1], "c": r[2], "e": r[3], "t": tenant}
+                               for r in rows])
+        total += len(rows)
+        after = str(rows[-1][0])
 
 
 def _prune_job(ctx: Context) -> int:

@@ -336,6 +336,9 @@ class Gateway:
         #: each thread's script connection (see _direct), all of them for close()
         self._local = threading.local()
         self._directs: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: scripts this process has sent whole (EVAL) to this Redis: later calls send the SHA
+        #: only (a Redis restart or SCRIPT FLUSH answers NOSCRIPT, and run loads it again)
+        self._sent_whole: set[str] = set()
 
     def _direct(self) -> Any:
         """This thread's own script connection: taken from the scripts' pool on first use (an
@@ -475,7 +478,12 @@ class Gateway:
     def _send(self, s: Script, keys_: Sequence[str], args: Sequence[Any], replicas: int,
               what: str) -> Any:
         if not replicas:
-            return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
+            if s.sha in self._sent_whole:
+                return self._call("EVALSHA", s.sha, len(keys_), *keys_, *args)
+            # the first call of a script from this process: EVAL caches it in Redis as SCRIPT
+            # LOAD does, in one round trip instead of EVALSHA, NOSCRIPT, LOAD and EVALSHA again
+            self._sent_whole.add(s.sha)
+            return self._call("EVAL", s.text, len(keys_), *keys_, *args)
         # WAIT counts the writes of its own connection: both on this thread's connection
         failed: Exception | None = None
         with self._using() as conn:

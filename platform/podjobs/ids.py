@@ -1,4 +1,9 @@
-"""Time-sortable job ids (ULID: 48-bit milliseconds + 80 random bits, 26 chars).
+"""Time-sortable job ids (ULID: 48-bit milliseconds + 80 more bits, 26 chars).
+
+The 80 bits are a per-process counter (40 bits, from a random start) then 40 random bits,
+so the ids one process makes sort in the order it made them, within a millisecond too
+(a tenant move releases held jobs in id order: one transaction's outbox jobs keep their
+order); ids of two processes in one millisecond differ by counter and random bits.
 
 Every id has exactly 26 characters of Crockford base32, so the payload
 `{"id":"<26 chars>",...` can be read by Lua with a fixed substring.
@@ -6,6 +11,8 @@ Every id has exactly 26 characters of Crockford base32, so the payload
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import time
 
@@ -15,6 +22,18 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 # random.getrandbits: Mersenne Twister, reseeded in a forked child by the random module
 _bits = random.getrandbits
+#: next() is atomic under the GIL: two threads never get the same value
+_seq = itertools.count(random.SystemRandom().getrandbits(38))
+
+
+def _reseed() -> None:
+    """A forked child counts from its own random start (not its parent's next values)."""
+    global _seq
+    _seq = itertools.count(random.SystemRandom().getrandbits(38))
+
+
+os.register_at_fork(after_in_child=_reseed)
+_MASK40 = (1 << 40) - 1
 _last_ms = -1
 _last_prefix = ""
 
@@ -28,12 +47,13 @@ def _time_prefix(ms: int) -> str:
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """A new ULID string; ids made in a later millisecond sort after earlier ones."""
+    """A new ULID string; ids made in a later millisecond sort after earlier ones, and ids
+    this process makes sort in the order it made them."""
     global _last_ms, _last_prefix
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if ms != _last_ms:
         _last_prefix, _last_ms = _time_prefix(ms), ms
-    v = _bits(80)
+    v = ((next(_seq) & _MASK40) << 40) | _bits(40)
     p = _PAIRS
     return (_last_prefix + p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023]
             + p[(v >> 40) & 1023] + p[(v >> 30) & 1023] + p[(v >> 20) & 1023]

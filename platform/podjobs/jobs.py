@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from podjobs import backoff as backoff_mod
-from podjobs.client import OUTBOX, get_client
+from podjobs.client import AFTER_COMMIT, OUTBOX, get_client
 from podjobs.client import JobHandle as JobHandle
 from podjobs.errors import ConfigurationError, UnknownJob
 from podjobs.ids import new_id
@@ -245,7 +245,9 @@ class Call:
         transaction on the SQL backend's database: the job is written in that transaction
         (SQL backend only). `db=` (a SQLAlchemy session on the tenant's shard), or an open
         `with podjobs.outbox(session):` block, writes it into that transaction's outbox
-        instead (podjobs.transactional): it leaves for Redis only once the session commits."""
+        instead (podjobs.transactional): it leaves for Redis only once the session commits.
+        In a `with podjobs.after_commit(session):` block it is enqueued when the session
+        commits, dropped on a rollback (podjobs.aftercommit)."""
         if connection is not None:
             return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at,
                                              connection=connection)
@@ -254,6 +256,11 @@ class Call:
             from podjobs import transactional  # SQLAlchemy: loaded by the first outbox enqueue
 
             return transactional.enqueue(session, self, tenant=tenant, pod=pod, delay=delay, at=at)
+        later = AFTER_COMMIT.get()
+        if later is not None:
+            from podjobs import aftercommit  # SQLAlchemy: loaded by the first deferred enqueue
+
+            return aftercommit.defer(later, self, tenant=tenant, pod=pod, delay=delay, at=at)
         return get_client().enqueue_call(self, tenant=tenant, pod=pod, delay=delay, at=at)
 
 
@@ -363,6 +370,10 @@ class Job:
     max_memory_mb: ClassVar[float | None] = None
     async_only: ClassVar[bool] = False
     api: ClassVar[bool | dict[str, Any]] = False
+    #: True (one ctx.once key per job id) or a function of perform's arguments (after ctx)
+    #: giving the key, e.g. `idempotent = staticmethod(lambda order_id: f"refund:{order_id}")`:
+    #: a run is skipped when a committed run with that key did it (see `job(idempotent=)`)
+    idempotent: ClassVar[bool | Callable[..., Any]] = False
     job_name: ClassVar[str | None] = None
     definition: ClassVar[JobDef]
 
@@ -376,7 +387,8 @@ class Job:
 
         run.__signature__ = _perform_signature(cls)  # type: ignore[attr-defined]
         opts = make_options(cls.queue, cls.retries, cls.backoff, cls.timeout, cls.delivery,
-                            cls.unique_for, cls.max_memory_mb, cls.async_only, cls.api)
+                            cls.unique_for, cls.max_memory_mb, cls.async_only, cls.api,
+                            cls.idempotent)
         jd = JobDef(cls.job_name or f"{cls.__module__}.{cls.__qualname__}", run, opts)
         jd.job_class = cls
         cls.definition = register(jd)

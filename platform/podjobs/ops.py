@@ -331,6 +331,19 @@ class Inspector:
     # -- finding one job ------------------------------------------------------------
 
     def find_job(self, job_id: str) -> FoundJob:
+        """Where job `job_id` is on this pod. The places are read one after another, so a
+        job moving between two of them (reserved from the queue just after the in-flight
+        hashes were read, say) can be missed by one pass: a miss is looked for once more
+        before `JobNotFound` (a job does not move twice within one pass)."""
+        for _ in range(2):
+            found = self._look(job_id)
+            if found is not None:
+                return found
+        raise JobNotFound(
+            f"job {job_id!r} is not queued, scheduled, retrying, running or dead on this pod; "
+            f"it may have finished (finished jobs are not kept) or live on another pod")
+
+    def _look(self, job_id: str) -> FoundJob | None:
         for k, wid, q in self._inflight_keys():
             raw: Any = self.r.hget(k, job_id)
             if raw:
@@ -347,9 +360,7 @@ class Inspector:
         if hit:
             data = _decode(hit[0])
             return FoundJob("dead", str(data.get("queue", "")), data, hit[1])
-        raise JobNotFound(
-            f"job {job_id!r} is not queued, scheduled, retrying, running or dead on this pod; "
-            f"it may have finished (finished jobs are not kept) or live on another pod")
+        return None
 
     def _scan_list(self, key: str, chunk: int = 1000) -> Iterator[bytes]:
         start = 0

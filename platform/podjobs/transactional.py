@@ -13,8 +13,16 @@ the tenant's shard), moved to the pod's Redis only once that transaction committ
    batches (`RedisBackend.outbox_push`: one script a queue run, each job written unless its
    sent marker exists), then deletes the rows. A relay killed between the push and the
    delete pushes the rows again, and Redis writes nothing: each job is enqueued once.
-   `run(stop)` repeats it, waiting `idle_wait` s when nothing was there.
-3. `outbox(session)` (podjobs.client's, re-exported as podjobs.outbox): a block whose
+   `run(stop)` repeats it, waiting `idle_wait` s when nothing was there. Two transactions of
+   one tenant open at once can commit in the other order than their row ids: with
+   `outbox(session, ordered=True)` each enqueue first takes the tenant's row lock in
+   `podjobs_outbox_lock` (held to the transaction's end), so the second waits for the first
+   and the relay's id order is the commit order.
+3. A tenant move (pods/moves.py) takes the tenant's unsent rows off the source shard:
+   `tenant_rows` reads them (row order), the move claims each job's sent marker on the
+   source pod's Redis (`RedisBackend.outbox_claim`), holds the ones it owns on the
+   destination pod with the tenant's other jobs, then `delete_rows`.
+4. `outbox(session)` (podjobs.client's, re-exported as podjobs.outbox): a block whose
    enqueues go to the outbox. Not in the outbox: unique jobs and tracked jobs (refused with a message).
 """
 
@@ -30,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from podjobs.client import OUTBOX, JobHandle, check_arguments
+from podjobs.client import OUTBOX, OUTBOX_ORDERED, JobHandle, check_arguments
 from podjobs.db import engine
 from podjobs.errors import ConfigurationError
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode
@@ -45,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("podjobs.outbox")
 
 TABLE = "podjobs_outbox"
+#: one row per tenant whose outbox enqueues are ordered: its row lock orders the transactions
+LOCKS = "podjobs_outbox_lock"
 #: rows a relay moves per round trip
 BATCH = 1000
 
@@ -68,6 +78,8 @@ def _create(conn: Connection) -> None:
         " due_ms BIGINT NOT NULL,"
         " created_ms BIGINT NOT NULL,"
         f" {body})"))
+    conn.execute(text(f"CREATE TABLE IF NOT EXISTS {LOCKS} ("
+                      " tenant VARCHAR(255) NOT NULL PRIMARY KEY, n BIGINT NOT NULL)"))
 
 
 def ensure_table(url_or_engine: str | Engine) -> None:
@@ -126,16 +138,36 @@ def enqueue(session: Session, call: Call, *, tenant: str | None = None, pod: str
                   "VALUES (:job_id, :tenant, :queue, :due, :now, :payload)")
     row = {"job_id": p["id"], "tenant": tenant, "queue": queue,
            "due": _due_ms(now_ms, delay, at), "now": now_ms, "payload": body}
-    try:
-        session.execute(insert, row)
-    except ProgrammingError as exc:
-        if not _missing_table(exc):
-            raise
-        # dropped since this process made it: again (MySQL/MariaDB keep the transaction)
-        _ensured.discard(str(bind.url))
-        ensure_table(bind)
-        session.execute(insert, row)
+    ordered = tenant is not None and bool(session.info.get(OUTBOX_ORDERED))
+    for again in (False, True):
+        try:
+            if ordered:
+                assert tenant is not None
+                _lock_tenant(session, bind.dialect.name, tenant)
+            session.execute(insert, row)
+            break
+        except ProgrammingError as exc:
+            if again or not _missing_table(exc):
+                raise
+            # dropped since this process made it: again (MySQL/MariaDB keep the transaction)
+            _ensured.discard(str(bind.url))
+            ensure_table(bind)
     return JobHandle(p["id"], call.job.name, queue, pod, tenant)
+
+
+def _lock_tenant(session: Session, dialect: str, tenant: str) -> None:
+    """Take the tenant's outbox row lock in the session's transaction (held to its end): a
+    second transaction of the tenant waits here, so its rows get larger ids and it commits
+    after the first; the relay's id order is then the commit order (`outbox(s, ordered=True)`).
+    SQLite serializes writing transactions already."""
+    if dialect == "sqlite":
+        return
+    if dialect == "postgresql":
+        sql = (f"INSERT INTO {LOCKS} (tenant, n) VALUES (:t, 1) "
+               f"ON CONFLICT (tenant) DO UPDATE SET n = {LOCKS}.n + 1")
+    else:
+        sql = f"INSERT INTO {LOCKS} (tenant, n) VALUES (:t, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+    session.execute(text(sql), {"t": tenant})
 
 
 def current() -> Session | None:
@@ -151,6 +183,32 @@ class Row:
     queue: str
     due_ms: int
     payload: str
+
+
+def tenant_rows(url: str, tenant: str, limit: int = BATCH) -> list[Row]:
+    """The oldest `limit` unsent rows of one tenant on a shard (row order); [] when the shard
+    has no outbox table."""
+    e = engine(url)
+    try:
+        with e.connect() as conn:
+            rows = conn.execute(text(
+                f"SELECT id, job_id, queue, due_ms, payload FROM {TABLE} WHERE tenant = :t "
+                f"ORDER BY id LIMIT :n"), {"t": tenant, "n": limit}).all()
+            conn.rollback()
+    except ProgrammingError as exc:
+        if not _missing_table(exc):
+            raise
+        return []
+    return [Row(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+
+def delete_rows(url: str, ids: list[int]) -> int:
+    """Delete outbox rows by row id (their jobs were sent); returns how many were there."""
+    if not ids:
+        return 0
+    with engine(url).begin() as conn:
+        return int(conn.execute(text(
+            f"DELETE FROM {TABLE} WHERE id IN ({','.join(str(int(i)) for i in ids)})")).rowcount)
 
 
 class Relay:
@@ -197,8 +255,7 @@ class Relay:
                 start = i
         if self.after_push is not None:
             self.after_push(rows)
-        with e.begin() as conn:
-            conn.execute(text(f"DELETE FROM {TABLE} WHERE id IN ({','.join(str(r.id) for r in rows)})"))
+        delete_rows(self.shard_url, [r.id for r in rows])
         self.moved += len(rows)
         return len(rows)
 

@@ -193,17 +193,27 @@ class Worker:
         self.poller.poll_once()
         self.acker.start()
         if self.config.isolation == "process":
+            # every child imports the app before the first reservation
             self._warming = self.config.concurrency
-        for i in range(self.config.concurrency):
+            self._start_exec_threads(0, self.config.concurrency)
+            self._wait_children_warm()
+            self.fetcher.start()
+        else:
+            # one executor thread, then fetching, then the rest: the first job does not wait
+            # for nine thread start-ups (~0.4 ms each)
+            self._start_exec_threads(0, 1)
+            self.fetcher.start()
+            self._start_exec_threads(1, self.config.concurrency)
+        self.heartbeat.start()
+        self.poller.start()
+        log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
+                 ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
+
+    def _start_exec_threads(self, first: int, end: int) -> None:
+        for i in range(first, end):
             t = threading.Thread(target=self._exec_loop, name=f"podjobs-exec-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        self.heartbeat.start()
-        self.poller.start()
-        self._wait_children_warm()
-        self.fetcher.start()
-        log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
-                 ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
 
     def _wait_children_warm(self) -> None:
         """Process isolation: reserve no job before every child has imported the app (or

@@ -30,6 +30,9 @@ Counts (`Report`):
   (wall-clock) time: `placement` is a list of (from, pod or None = nowhere), sorted,
   `pod_of_pid` says which pod each worker serves, `placed` which ids it is about (e.g. a job run on the old pod after
   the move's fence, or on the new pod before the flip);
+- effect_twice / effect_missing: with `effects` (rows of an exactly-once effect per job id,
+  read from the shard: ctx.once scenarios), acknowledged jobs whose effect was written more
+  than once / never (duplicate runs are allowed there; duplicate effects never);
 - notes: what the scenario itself saw go wrong (a recovery command that failed, a move
   record left behind); each is a failure.
 The verdict is PASS when every target holds: no lost, stranded, unexpected, zombie rerun,
@@ -67,6 +70,8 @@ class Observation:
     placement: Sequence[tuple[float, str | None]] = ()
     placed: frozenset[str] = frozenset()  # the ids `placement` is about (empty: all)
     notes: Sequence[str] = ()
+    #: job id -> effect rows it left (None: the scenario has no exactly-once effect)
+    effects: Mapping[str, int] | None = None
 
 
 @dataclass
@@ -83,6 +88,8 @@ class Report:
     poison_bad: int = 0
     held: int = 0
     misplaced: int = 0
+    effect_twice: int = 0
+    effect_missing: int = 0
     exit_times: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -168,11 +175,18 @@ def check(obs: Observation) -> Report:
     if poison:
         bad = len(poison) - min(obs.dead_writes, obs.dead_malformed)
         r.poison_bad = max(bad, abs(obs.dead_writes - len(poison))) + len(poison_ran)
+    effect_twice: list[str] = []
+    effect_missing: list[str] = []
+    if obs.effects is not None:
+        effect_twice = sorted(i for i, n in obs.effects.items() if n > 1)
+        effect_missing = sorted(i for i in acked if not obs.effects.get(i))
+        r.effect_twice, r.effect_missing = len(effect_twice), len(effect_missing)
     for name, ids in (("lost", lost), ("twice", twice), ("overlapping", overlapping),
                       ("amo_twice", amo_twice), ("stranded", stranded),
                       ("unexpected", unexpected), ("zombie_reruns", zombie),
                       ("poison_ran", poison_ran), ("held", sorted(obs.held)),
-                      ("misplaced", misplaced)):
+                      ("misplaced", misplaced), ("effect_twice", effect_twice),
+                      ("effect_missing", effect_missing)):
         if ids:
             r.examples[name] = ids[:5]
 
@@ -180,7 +194,9 @@ def check(obs: Observation) -> Report:
     for name, n in (("lost", r.lost), ("stranded", r.stranded), ("unexpected", r.unexpected),
                     ("at_most_once run twice", r.amo_twice), ("zombie re-runs", r.zombie_reruns),
                     ("held or staged at the end", r.held),
-                    ("runs on a pod the tenant was not placed on", r.misplaced)):
+                    ("runs on a pod the tenant was not placed on", r.misplaced),
+                    ("effects done twice", r.effect_twice),
+                    ("effects never done", r.effect_missing)):
         if n:
             fails.append(f"{name}: {n}")
     if not obs.allow_duplicates:

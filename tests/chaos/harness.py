@@ -72,8 +72,10 @@ class Harness:
 
     def spawn(self, *extra: str, url: str | None = None, concurrency: int = 4,
               isolation: str = "thread", ttl: float = TTL,
-              app: str = "tests.chaos.app", pod: str | None = None) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONPATH=str(REPO), **{ledger_mod.ENV: str(self.ledger_dir)})
+              app: str = "tests.chaos.app", pod: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(REPO), **{ledger_mod.ENV: str(self.ledger_dir)},
+                   **(env or {}))
         where = ["--pod", pod, "--zk", self.zk_spec or ""] if pod else ["--redis", url or self.url]
         if self.database_url and not pod and not url:
             where = ["--database-url", self.database_url]

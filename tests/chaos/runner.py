@@ -21,7 +21,8 @@ from tests.chaos.checker import Report
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROWS: list[dict[str, Any]] = []
 COLUMNS = ["scenario", "fault", "ack", "lost", "twice", "overlap", "amo twice", "stranded",
-           "held", "wrong pod", "unexpected", "zombie", "poison bad", "exits (s)", "time (s)", "verdict"]
+           "held", "wrong pod", "unexpected", "zombie", "poison bad", "effect x2", "exits (s)",
+           "time (s)", "verdict"]
 
 
 def record(name: str, fault: str, report: Report | None, seconds: float, mode: str,
@@ -51,6 +52,8 @@ def table(rows: list[dict[str, Any]]) -> str:
              cell(r, "twice"), cell(r, "overlapping"), cell(r, "amo_twice"),
              cell(r, "stranded"), cell(r, "held"), cell(r, "misplaced"), cell(r, "unexpected"), cell(r, "zombie_reruns"),
              cell(r, "poison_bad") if r.get("poison") else "-",
+             r.get("effect_twice", 0) + r.get("effect_missing", 0)
+             if r.get("effect_twice") or r.get("effect_missing") else "-",
              " ".join(f"{t:.1f}" for t in r.get("exit_times", [])) or "-",
              r["seconds"], _verdict(r)] for r in rows]
     return render(COLUMNS, body)

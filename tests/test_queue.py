@@ -16,6 +16,7 @@ import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, NotSupported, PayloadError
+from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.settlement import Kind
 from tests.backends import Probe

@@ -58,6 +58,7 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.scheduler_scale
+	$(BIN)/python -m bench.fairness
 
 bench-peers: deps venv ## podjobs beside Huey, Dramatiq, RQ, Celery, arq (venvs in var/peers/), interleaved; bench/results/peers.json
 	$(BIN)/python -m bench.peers $(PEERS_ARGS)

@@ -36,6 +36,7 @@ import redis
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.client import Client
+from podjobs.fairshare import ready_count
 from podjobs.infra.cluster import Cluster
 from podjobs.infra.ports import free_port
 from podjobs.jobs import Call
@@ -127,7 +128,7 @@ def bench_http(zk: str, tokens: Path, redis_url: str, workers: int, log: Path) -
         random.shuffle(posts)
         health = asyncio.run(_load(port, [_request("GET", "/healthz")], 200, SECONDS / 2))
         post = asyncio.run(_load(port, posts, 202, SECONDS))
-        queued = r.llen(keys.queue("bench"))
+        queued = ready_count(r, "bench")
         records = sum(1 for _ in r.scan_iter(match=keys.status("*"), count=10_000))
         if queued < post["requests"] or records != queued:
             raise RuntimeError(f"{post['requests']} accepted but {queued} queued, {records} records")

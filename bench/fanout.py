@@ -26,6 +26,7 @@ import redis
 
 import podjobs
 from podjobs import keys
+from podjobs.fairshare import ready_count
 from podjobs.infra.cluster import Cluster
 from podjobs.infra.topofile import Pod, Topology
 from podjobs.pods.router import FAN_OUT_THREADS, connect, fan_out
@@ -84,7 +85,7 @@ def measure(base: Topology, n_pods: int) -> dict[str, Any]:
     total = 0
     for p in topo.pods:
         r = redis.Redis.from_url(p.redis_url)
-        total += int(r.llen(keys.queue("bench-fanout")))
+        total += int(ready_count(r, "bench-fanout"))
         r.delete(keys.queue("bench-fanout"))
         r.close()
     expected = (2 + 2 * ROUNDS * CALLS)

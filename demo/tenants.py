@@ -11,7 +11,7 @@ import sqlalchemy
 
 import podjobs
 from demo.common import QUEUES, WORKLOAD_TIMEOUT, DemoFailed, heading
-from podjobs import keys
+from podjobs.fairshare import ready_count
 from podjobs.infra.topofile import Topology
 from podjobs.pods.registration import fleet
 from podjobs.pods.router import PodClient
@@ -35,7 +35,7 @@ def queued(topology: Topology) -> dict[str, int]:
     for pod in topology.pods:
         r = redis.Redis.from_url(pod.redis_url)
         try:
-            out[pod.name] = sum(int(r.llen(keys.queue(q))) for q in QUEUES.split(","))
+            out[pod.name] = sum(int(ready_count(r, q)) for q in QUEUES.split(","))
         finally:
             r.close()
     return out

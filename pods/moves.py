@@ -400,6 +400,11 @@ class Mover:
             ready = [(d["id"], text(raw), 0.0) for raw in b.queued(q)
                      if (d := self._mine(tenant, raw)) is not None]
             self._stage(b, tenant, keys.queue(q), "queue", q, ready)
+            # its own list (fair share): every job in it is the tenant's
+            own = keys.tenant_queue(q, tenant)
+            ready = [(d["id"], text(raw), 0.0) for raw in b.queued(q, own)
+                     if (d := self._mine(tenant, raw)) is not None]
+            self._stage(b, tenant, own, "queue", q, ready)
             for kind, zkey in (("sched", keys.scheduled(q)), ("retry", keys.retry(q))):
                 rows = [(str(json.loads(m)["id"]), m, s) for m, s in self._zrows(b, zkey, tenant)]
                 self._stage(b, tenant, zkey, kind, q, rows)

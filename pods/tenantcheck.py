@@ -186,7 +186,9 @@ class TenantCheck(Middleware):
         if decision.hold:
             backend.hold(data["tenant"], queue, [(data["id"], text)], status=status)
         else:
-            backend.enqueue(queue, [text], status=status)
+            tenant = data.get("tenant")
+            backend.enqueue(queue, [text], status=status,
+                            tenant=tenant if isinstance(tenant, str) else None)
 
     # -- move barrier ---------------------------------------------------------------
 

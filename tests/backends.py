@@ -23,6 +23,7 @@ from servers import drop_all_tables, flush_redis
 
 from podjobs import keys
 from podjobs.backend import Backend, RedisBackend
+from podjobs.fairshare import ready_count
 from podjobs.sqlbackend import SqlBackend
 from podjobs.worker import Worker
 from tests.helpers import REPO, fast_config
@@ -177,7 +178,7 @@ class Probe:
         if self.kind == "redis":
             r = redis.Redis.from_url(self.url)
             try:
-                return {"ready": int(r.llen(keys.queue(queue))),
+                return {"ready": int(ready_count(r, queue)),
                         "scheduled": int(r.zcard(keys.scheduled(queue))),
                         "retry": int(r.zcard(keys.retry(queue))), "dead": int(r.zcard(keys.DEAD)),
                         "unique": len(list(r.scan_iter(match="pj:unique:*")))}

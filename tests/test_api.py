@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from podjobs import keys
+from podjobs.fairshare import ready_count
 from podjobs.infra.ports import free_port
 from podjobs.pods.podworker import PodWorker
 from podjobs.pods.topology import Pod, PodState, TopologyStore, register_topology
@@ -205,11 +206,11 @@ def test_delete_cancels_a_queued_or_scheduled_job_and_refuses_a_started_one(env:
         # no worker serves queue "parked": the job waits there
         r = post(c, "shop-a", {"job": "api.add", "args": [1, 1], "queue": "parked"})
         assert r.status_code == 202 and r.json()["queue"] == "parked"
-        assert r1.llen(keys.queue("parked")) == 1
+        assert ready_count(r1, "parked") == 1
         d = c.delete(r.headers["location"])
         assert d.status_code == 200, d.text
         assert d.json()["state"] == "cancelled" and d.json()["reason"] == "cancelled"
-        assert r1.llen(keys.queue("parked")) == 0
+        assert ready_count(r1, "parked") == 0
         assert c.get(r.headers["location"]).json()["state"] == "cancelled"
         assert c.delete(r.headers["location"]).status_code == 200  # idempotent
         # a job due in an hour waits in the scheduled set
@@ -319,7 +320,7 @@ def test_417_after_the_wait_cancels_an_unstarted_job_or_points_at_a_running_one(
                  headers={"Prefer": "wait=0.3"})
         assert r.status_code == 417 and "location" not in r.headers
         assert r.json()["job"]["state"] == "cancelled"
-        assert r1.llen(keys.queue("parked")) == 0
+        assert ready_count(r1, "parked") == 0
         # an idle worker starts it within the 2 s; it runs 3 s
         r = post(c, "shop-a", {"job": "api.slow", "args": [3.0]}, headers={"Prefer": "wait=2"})
         assert r.status_code == 417

@@ -14,6 +14,7 @@ import redis
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable
+from podjobs.fairshare import ready_count
 from podjobs.surface.api.app import create_app
 from podjobs.surface.api.auth import Principal, TokenStore, digest
 from podjobs.surface.api.service import ApiError, Service
@@ -90,7 +91,7 @@ def test_a_failed_read_after_the_enqueue_answers_417_or_202_with_the_monitor(
     svc.state = "succeeded"
     got = post(c, {"Expect": "200-ok"})
     assert got.status_code == 417 and got.headers["location"] == got.json()["job"]["monitor"]
-    assert r.llen(keys.queue("parked")) == 3
+    assert ready_count(r, "parked") == 3
 
 
 def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_written(
@@ -118,7 +119,7 @@ def test_an_enqueue_the_pod_does_not_answer_in_time_names_the_job_it_may_have_wr
             mon = wait_until(lambda: (g := c.get(got.headers["location"], headers=AUTH))
                              .status_code == 200 and g, what="the job's record")
             assert mon.json()["state"] == "queued"
-            assert r.llen(keys.queue("parked")) == 1
+            assert ready_count(r, "parked") == 1
             assert busy.read_response() == 1
     finally:
         r.connection_pool.release(busy)

@@ -13,6 +13,7 @@ import redis
 from podjobs import keys, status
 from podjobs.backend import RedisBackend
 from podjobs.client import Client, Target
+from podjobs.fairshare import ready_count, ready_jobs
 from podjobs.jobs import Call, JobDef
 from podjobs.ops import Inspector
 from podjobs.payload import encode
@@ -45,7 +46,7 @@ def test_untracked_jobs_write_no_status_record(redis_url: str, r: redis.Redis) -
     c.enqueue_many(api_app.add, [((i, 1), {}) for i in range(20)])
     c.enqueue_call(api_app.fail.call("x"))
     with worker(redis_url):
-        wait_until(lambda: r.llen(keys.queue("default")) == 0 and r.zcard(keys.DEAD) == 1,
+        wait_until(lambda: ready_count(r, "default") == 0 and r.zcard(keys.DEAD) == 1,
                    what="the jobs to run")
     assert list(r.scan_iter(match=keys.status("*"))) == []
     assert b"track" not in r.zrange(keys.DEAD, 0, -1)[0]
@@ -55,7 +56,7 @@ def test_a_tracked_job_goes_queued_running_succeeded(redis_url: str, r: redis.Re
     jid = enqueue(redis_url, api_app.create_thing, "t1")
     rec = record(r, jid)
     assert rec["state"] == "queued" and rec["job"] == "api.create_thing"
-    assert rec["payload"] == r.lindex(keys.queue("default"), 0).decode()
+    assert rec["payload"] == ready_jobs(r, "default")[0].decode()
     assert rec["max_attempts"] == "1" and rec["attempts"] == "0"
     assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid)) <= status.PENDING_TTL_S
     with worker(redis_url) as w:
@@ -148,7 +149,7 @@ def test_a_refused_unique_enqueue_writes_no_record(redis_url: str, r: redis.Redi
     second = c.enqueue_call(Call(api_app.unique, ("k",), track=TTL))
     assert first.enqueued and not second.enqueued
     assert r.exists(keys.status(first.id)) and not r.exists(keys.status(second.id))
-    ukey = json.loads(r.lindex(keys.queue("default"), 0))["unique"]
+    ukey = json.loads(ready_jobs(r, "default")[0])["unique"]
     assert RedisBackend(redis_url).cancel(first.id, "default", None, ukey, TTL)[0] == "cancelled"
     assert not r.exists(ukey)  # the unique key is free again
     assert c.enqueue_call(Call(api_app.unique, ("k",), track=TTL)).enqueued
@@ -273,10 +274,10 @@ def test_a_paused_iteration_job_is_queued_not_succeeded_and_cancellable_once_res
     assert adm.resume(jid) == {jid: "enqueued"}
     rec = record(r, jid)
     assert rec["state"] == "queued" and rec["reason"] == "resumed" and not rec.get("finished_ms")
-    assert rec["payload"].encode() == r.lindex(keys.queue("default"), 0)
+    assert rec["payload"].encode() == ready_jobs(r, "default")[0]
     assert '"cursor":' in rec["payload"]
     assert b.cancel(jid, "default", None, None, TTL)[0] == "cancelled"
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
     # a resumed job runs on to succeeded
     jid = Client(b).enqueue_call(Call(api_app.Steps.definition, (), {"n": 30, "sleep": 0.01},
                                       track=TTL)).id
@@ -303,11 +304,11 @@ def test_a_paused_job_in_a_child_process_fires_no_follow_up(redis_url: str, r: r
         adm.pause(jid)
         wait_until(lambda: record(r, jid).get("reason") == "paused", what="the job parked")
         assert record(r, jid)["state"] == "queued"
-        assert r.llen(keys.queue("parked")) == 0  # paused is not done: no follow-up
+        assert ready_count(r, "parked") == 0  # paused is not done: no follow-up
         adm.resume(jid)
         wait_until(lambda: record(r, jid).get("state") == "succeeded", timeout=30,
                    what="the resumed job")
-        wait_until(lambda: r.llen(keys.queue("parked")) == 1, what="its follow-up, once")
+        wait_until(lambda: ready_count(r, "parked") == 1, what="its follow-up, once")
 
 
 def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
@@ -325,7 +326,7 @@ def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
     assert b.recover("w9", ["default", "low"]) == 2
     rec = record(r, jid)
     assert rec["state"] == "queued" and rec["reason"] == "recovered" and "worker" not in rec
-    assert rec["payload"].encode() == r.lindex(keys.queue("default"), 0) == raw
+    assert rec["payload"].encode() == ready_jobs(r, "default")[0] == raw
     assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid))
     assert not r.exists(keys.status(plain))  # untracked: still no record
     assert b.cancel(jid, q, None, None, TTL)[0] == "cancelled"
@@ -357,7 +358,7 @@ def test_a_forwarded_job_is_tracked_on_its_tenants_pod(cluster: Any, zk: Any, po
     assert 0 < r1.ttl(keys.status(h.id)) <= TTL
     there = record(r2, h.id)
     assert there["state"] == "queued" and there["reason"] == "forwarded" and there["pod"] == "p2"
-    assert there["payload"].encode() == r2.lindex(keys.queue("fwd"), 0)
+    assert there["payload"].encode() == ready_jobs(r2, "fwd")[0]
     assert there["tenant"] == "shop-w" and there["max_attempts"] == "1" and there["job"] == "api.add"
     c = connect(zk.hosts, zk.root)
     svc = Service(c.router)
@@ -365,7 +366,7 @@ def test_a_forwarded_job_is_tracked_on_its_tenants_pod(cluster: Any, zk: Any, po
         found = svc.find(Principal("w", tenant="shop-w"), h.id)
         assert found.pod == "p2" and found.record["reason"] == "forwarded"
         ok, view = svc.cancel(Principal("w", tenant="shop-w"), h.id)
-        assert ok and view["state"] == "cancelled" and r2.llen(keys.queue("fwd")) == 0
+        assert ok and view["state"] == "cancelled" and ready_count(r2, "fwd") == 0
     finally:
         svc.close()
         c.close()

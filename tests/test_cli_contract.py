@@ -21,6 +21,7 @@ import redis
 import podjobs
 from podjobs import keys
 from podjobs.cli import build_parser, main
+from podjobs.fairshare import ready_jobs
 from podjobs.infra.topofile import Topology
 from podjobs.pods.registration import WorkerRegistration
 from podjobs.pods.topology import TopologyStore, register_topology
@@ -166,7 +167,7 @@ def test_every_command_prints_json_that_follows_its_schema(
     assert listed["pod"] == "p2" and listed["at"].endswith("Z") and listed["job_id"] == sched.id
     assert seen["scheduled run-now"]["changed"] == [sched.id]
     assert seen["retries retry-now"]["changed"] == [retry.id]
-    assert r.lindex(keys.queue("default"), -1) is not None  # taken next
+    assert ready_jobs(r, "default")[-1] is not None  # taken next
     assert seen["job show"]["where"] == "dead" and seen["job show"]["pod"] == "p1"
     assert [p["pod"] for p in seen["pods list --zk"]] == ["p1", "p2", "p3"]  # before p9
     added = seen["pods add p9"]["pod"]

@@ -16,6 +16,7 @@ import redis
 import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.fairshare import ready_count
 from podjobs.ids import new_id
 from podjobs.infra.ports import free_port
 from podjobs.infra.servers import RedisServer
@@ -83,7 +84,7 @@ def test_zombie_worker_never_starts_a_job_reserved_before_its_reap(
             stop_proc(w1)
         if w2 is not None:
             stop_proc(w2)
-    assert _inflight(r) == 0 and r.llen(keys.queue("default")) == 0
+    assert _inflight(r) == 0 and ready_count(r, "default") == 0
 
 
 class AofRedis(RedisServer):
@@ -133,7 +134,7 @@ def test_redis_down_past_twice_the_ttl_strands_nothing(
         wait_until(lambda: _inflight(q) == 0, timeout=10, what="nothing left in flight")
     finally:
         stop_proc(w)
-    assert q.llen(keys.queue("default")) == 0 and _inflight(q) == 0
+    assert ready_count(q, "default") == 0 and _inflight(q) == 0
 
 
 def _raw(job: str, **extra: object) -> str:
@@ -186,13 +187,13 @@ def test_a_resent_enqueue_is_a_duplicate_and_a_resent_reserve_replays(
     p = _raw("t.ledger", args=["once"])
     assert b.enqueue("default", [p]) == 1
     assert b.enqueue("default", [p]) == 1  # the first call's answer, nothing written
-    assert r.llen(keys.queue("default")) == 1
+    assert ready_count(r, "default") == 1
     b.enqueue("default", [_raw("t.ledger", args=[str(i)]) for i in range(5)])
     b.heartbeat("w1", 5000, True, {"queues": "default"})
     first = b.reserve("w1", ["default"], 3, "req-1")
     again = b.reserve("w1", ["default"], 3, "req-1")
     assert first is not None and len(first) == 3 and again == first
-    assert r.llen(keys.queue("default")) == 3 and r.hlen(keys.inflight("w1", "default")) == 3
+    assert ready_count(r, "default") == 3 and r.hlen(keys.inflight("w1", "default")) == 3
     rest = b.reserve("w1", ["default"], 10, "req-2")
     assert rest is not None and len(rest) == 3 and not {p for _, p in rest} & {p for _, p in first}
     # the reservation record goes with the worker
@@ -212,4 +213,4 @@ def test_a_resent_bulk_enqueue_in_chunks_is_a_duplicate_too(
     payloads = [_raw("t.ledger", args=[str(i)]) for i in range(10)]
     assert b.enqueue("default", payloads) == 10
     assert b.enqueue("default", payloads) == 10  # the first call's answers
-    assert r.llen(keys.queue("default")) == 10
+    assert ready_count(r, "default") == 10

@@ -22,6 +22,7 @@ import podjobs
 from podjobs.backend import RedisBackend
 from podjobs.cli import main
 from podjobs.errors import JobNotFound
+from podjobs.fairshare import ready_count
 from podjobs.iteration import IterationJob, State, iterkeys
 from podjobs.iteration.admin import GroupProgress, Iterations
 from podjobs.iteration.state import Progress
@@ -277,7 +278,7 @@ def test_pause_and_cancel_jobs_still_in_the_queue(r: redis.Redis, redis_url: str
     assert adm.cancel(b.id) == {b.id: "cancelled"}
     with worker(redis_url):
         wait_until(lambda: r.hexists(iterkeys.job(a.id), "parked"), what="the job to be parked")
-        wait_until(lambda: r.llen("pj:q:default") == 0
+        wait_until(lambda: ready_count(r, "default") == 0
                    and all(r.hlen(k) == 0 for k in r.keys("pj:inflight:*")), what="the queue to drain")
         assert not items(r, "wa") and not items(r, "wb")
         assert state(adm, a.id) is State.PAUSED and state(adm, b.id) is State.CANCELLED

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, select
 
 import podjobs
 from podjobs import keys
+from podjobs.fairshare import ready_count
 from podjobs.infra.topofile import Topology
 from podjobs.pods import moves
 from podjobs.pods.moves import MoveError, Mover
@@ -143,6 +144,8 @@ def test_a_failed_move_holds_jobs_and_can_be_rolled_back(
 
     hooks.append(broken)
     moves_app.record_run.enqueue_many([(i,) for i in range(5)], tenant="mover")
+    p1 = redis.Redis.from_url(pods.pod("p1").redis_url)
+    assert p1.llen(keys.tenant_queue("default", "mover")) == 5  # fair share: its own list
     with pytest.raises(MoveError, match="stopped at step copy_data.*destination table missing"):
         Mover(zk, progress=lambda m: None).move("mover", "p2")
     entry = store.where("mover")
@@ -150,13 +153,12 @@ def test_a_failed_move_holds_jobs_and_can_be_rolled_back(
     assert "destination table missing" in entry.move["error"]
     client.router.directory.wait_for(lambda d: (d.tenant("mover") or entry).state == "moving", 10)
     moves_app.record_run.enqueue(5, tenant="mover")  # held on p2, not lost, not run
-    p1 = redis.Redis.from_url(pods.pod("p1").redis_url)
     p2 = redis.Redis.from_url(pods.pod("p2").redis_url)
-    assert p1.llen(keys.queue("default")) == 0 and p2.hlen(keys.held("mover")) == 6
+    assert ready_count(p1, "default") == 0 and p2.hlen(keys.held("mover")) == 6
     Mover(zk, progress=lambda m: None).rollback("mover")
     entry = store.where("mover")
     assert entry.pod == "p1" and entry.state == "active" and entry.move is None
-    assert p1.llen(keys.queue("default")) == 6 and not p2.exists(keys.held("mover"))
+    assert ready_count(p1, "default") == 6 and not p2.exists(keys.held("mover"))
     ws = workers(zk, ["p1", "p2"])
     try:
         wait_until(lambda: len(runs(pods)) == 6, timeout=20, what="the returned jobs to run on p1")
@@ -188,7 +190,7 @@ def test_a_failed_move_can_be_resumed(
     assert steps == [(2, 5, "copy_data"), (3, 5, "flip"), (4, 5, "release"), (5, 5, "done")]
     assert entry.pod == "p3" and entry.move is None
     p3 = redis.Redis.from_url(pods.pod("p3").redis_url)
-    assert p3.llen(keys.queue("default")) == 3
+    assert ready_count(p3, "default") == 3
     assert profiles(pods.pod("p3").shard_url) == [("mover", "Mover Ltd")]
 
 
@@ -213,7 +215,7 @@ def test_a_bulk_enqueue_during_a_move_is_held_whole(
     client.router.directory.wait_for(lambda d: (d.tenant("mover") or entry).state == "moving", 10)
     handles = moves_app.record_run.enqueue_many([(i,) for i in range(5000)], tenant="mover")
     assert {h.pod for h in handles} == {"p2"}
-    assert p2.hlen(keys.held("mover")) == 5000 and p2.llen(keys.queue("default")) == 0
+    assert p2.hlen(keys.held("mover")) == 5000 and ready_count(p2, "default") == 0
 
 
 def test_a_long_job_of_the_moving_tenant_checkpoints_instead_of_delaying_the_move(

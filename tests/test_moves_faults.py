@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from podjobs import keys
+from podjobs.fairshare import ready_count
 from podjobs.infra.topofile import Topology
 from podjobs.pods.moves import Mover
 from podjobs.pods.router import PodClient
@@ -56,7 +57,7 @@ def leftovers(pods: Topology) -> dict[str, int]:
     out: dict[str, int] = {}
     for p in pods.pods:
         r = redis.Redis.from_url(p.redis_url)
-        n = {"q": r.llen(keys.queue("default")), "sched": r.zcard(keys.scheduled("default")),
+        n = {"q": ready_count(r, "default"), "sched": r.zcard(keys.scheduled("default")),
              "retry": r.zcard(keys.retry("default")), "held": r.hlen(keys.held("mover")),
              "carry": r.hlen(keys.carry("mover"))}
         n["inflight"] = sum(int(r.hlen(k)) for k in r.scan_iter(match=keys.inflight("*", "*")))

@@ -21,6 +21,7 @@ import redis
 from podjobs import cron as pc
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.fairshare import ready_jobs
 from podjobs.infra.topofile import Topology
 from podjobs.pods.directory import Directory
 from podjobs.pods.router import Router
@@ -76,7 +77,7 @@ def queued(topo: Topology, queue: str = "default") -> dict[str, list[dict[str, A
     out = {}
     for p in topo.pods:
         r = redis.Redis.from_url(p.redis_url)
-        out[p.name] = [json.loads(x) for x in reversed(r.lrange(keys.queue(queue), 0, -1))]
+        out[p.name] = [json.loads(x) for x in reversed(ready_jobs(r, queue))]
         r.close()
     return out
 

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, func, select
 import podjobs
 from podjobs import keys
 from podjobs.errors import PodDraining, UnknownPod, UnknownTenant
+from podjobs.fairshare import ready_count
 from podjobs.infra.topofile import Topology
 from podjobs.pods.directory import DirectoryUnavailable
 from podjobs.pods.podworker import PodWorker
@@ -80,7 +81,7 @@ def test_20000_jobs_over_500_tenants_land_on_their_pods_and_shards(
     expected = Counter(tenants.values())
     for p in pods.pods:
         r = redis.Redis.from_url(p.redis_url)
-        assert r.llen(keys.queue("default")) == expected[p.name] * 40
+        assert ready_count(r, "default") == expected[p.name] * 40
     ws = pod_workers(zk, pods, concurrency=8, batch=200, prefetch=200)
     try:
         wait_until(lambda: count_rows(pods) == 20_000, timeout=120, what="20,000 rows")
@@ -126,7 +127,7 @@ def test_a_directory_change_reaches_the_enqueuer_by_watch(
     assert client.router.directory.wait_for(lambda d: d.tenant("late") is not None, 10)
     h = pods_app.write_row.enqueue(1, tenant="late")
     assert h.pod == "p3"
-    assert redis.Redis.from_url(pods.pod("p3").redis_url).llen(keys.queue("default")) == 1
+    assert ready_count(redis.Redis.from_url(pods.pod("p3").redis_url), "default") == 1
 
 
 def test_a_job_on_the_wrong_pod_is_forwarded_not_run_there(
@@ -168,7 +169,7 @@ def test_enqueue_all_pods_fans_out(store: TopologyStore, client: PodClient, pods
     handles = podjobs.enqueue_all_pods(pods_app.ping)
     assert sorted(h.pod or "" for h in handles) == ["p1", "p2", "p3"]
     for p in pods.pods:
-        assert redis.Redis.from_url(p.redis_url).llen(keys.queue("default")) == 1
+        assert ready_count(redis.Redis.from_url(p.redis_url), "default") == 1
 
 
 def test_enqueue_all_pods_goes_on_past_a_dead_pod_and_names_it(pods: Topology) -> None:
@@ -186,7 +187,7 @@ def test_enqueue_all_pods_goes_on_past_a_dead_pod_and_names_it(pods: Topology) -
     assert sorted(h.pod or "" for h in exc.value.handles) == ["p1", "p2", "p3"]
     assert list(exc.value.failed) == ["gone"]
     for p in pods.pods:
-        assert redis.Redis.from_url(p.redis_url).llen(keys.queue("default")) == 1
+        assert ready_count(redis.Redis.from_url(p.redis_url), "default") == 1
 
 
 def test_worker_refuses_an_unknown_pod(zk: ZK, store: TopologyStore) -> None:
@@ -219,4 +220,4 @@ def test_routing_keeps_working_while_zookeeper_is_down_and_catches_up(
         other.stop()
     assert client.router.directory.wait_for(lambda d: d.tenant("shop-b") is not None, 30)
     assert pods_app.write_row.enqueue(2, tenant="shop-b").pod == "p2"
-    assert redis.Redis.from_url(pods.pod("p3").redis_url).llen(keys.queue("default")) == 1
+    assert ready_count(redis.Redis.from_url(pods.pod("p3").redis_url), "default") == 1

@@ -16,6 +16,7 @@ import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import BackendUnavailable, ConfigurationError, NotSupported, PayloadError
+from podjobs.fairshare import ready_count
 from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.settlement import Kind
@@ -260,7 +261,7 @@ def test_out_of_memory_at_enqueue_is_a_clear_error(r: redis.Redis, redis_url: st
             add.enqueue(1, 2)
     finally:
         r.config_set("maxmemory", old)
-    assert r.llen(keys.queue("default")) == 0
+    assert ready_count(r, "default") == 0
 
 
 def test_refuses_an_evicting_redis(r: redis.Redis, redis_url: str) -> None:

@@ -16,6 +16,7 @@ import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.cli import main
+from podjobs.fairshare import ready_count, ready_jobs
 from podjobs.ids import new_id
 from podjobs.infra.topofile import Topology
 from podjobs.pods.router import PodClient, connect
@@ -60,13 +61,13 @@ def test_the_rate_bucket_refuses_over_its_burst_and_writes_nothing(backend: Redi
     assert 0 < (e.value.retry_after_s or 0) <= 0.5  # one token at 2/s, less what refilled
     assert "'shop'" in str(e.value) and "2 jobs/s" in str(e.value)
     assert snapshot(r) == before, "a refused enqueue wrote something"
-    assert r.llen(keys.queue("q")) == 3
+    assert ready_count(r, "q") == 3
     with pytest.raises(QuotaExceeded) as e:  # more than the bucket ever holds: never
         backend.enqueue("q", [payload() for _ in range(4)], quota=tq)
     assert e.value.limit == "burst" and e.value.retry_after_s is None
     # refilled at the rate: accepted again once a token is back (an event, polled)
     wait_until(lambda: _accepted(backend, tq), timeout=10, what="a refilled token")
-    assert r.llen(keys.queue("q")) == 4
+    assert ready_count(r, "q") == 4
 
 
 def _accepted(backend: RedisBackend, tq: TenantQuota) -> bool:
@@ -82,7 +83,7 @@ def test_a_resend_of_an_accepted_enqueue_is_not_charged_twice(backend: RedisBack
     text = payload()
     assert backend.enqueue("q", [text], quota=tq) == 1
     assert backend.enqueue("q", [text], quota=tq) == 1  # a re-send (lost reply): its answer
-    assert r.llen(keys.queue("q")) == 1
+    assert ready_count(r, "q") == 1
     assert r.hget(keys.PENDING_COUNT, "shop") == b"1"
     assert float(r.hget(keys.rate("shop"), "t") or -1) == pytest.approx(1, abs=0.01)
     assert backend.enqueue("q", [payload()], quota=tq) == 1  # the second token is still there
@@ -145,7 +146,7 @@ def test_deleting_a_scheduled_job_or_carrying_it_off_in_a_move_frees_its_place(
     assert r.hget(keys.PENDING_COUNT, "shop") == b"2"
     assert Inspector(backend).delete_waiting("scheduled", later)
     assert r.hget(keys.PENDING_COUNT, "shop") == b"1"
-    stored = r.lrange(keys.queue("q"), 0, -1)[0].decode()
+    stored = ready_jobs(r, "q")[0].decode()
     assert backend.carry("shop", keys.queue("q"), "queue", "q", [(ready, stored, 0.0)]) == 1
     assert r.hget(keys.PENDING_COUNT, "shop") is None and r.hlen(keys.PENDING) == 0
 
@@ -204,7 +205,7 @@ def test_the_pods_default_and_the_tenants_override_reach_the_enqueuer(
     for i in range(5):  # p2 has no default: free is not limited
         pods_app.write_row.enqueue(i, tenant="free")
     p1 = redis.Redis.from_url(pods.pod("p1").redis_url)
-    assert p1.llen(keys.queue("default")) == 4
+    assert ready_count(p1, "default") == 4
     assert main(["tenants", "top", "--json", *zk]) == 0
     top = json.loads(capsys.readouterr().out)
     assert [(u["tenant"], u["pod"], u["pending"], u["pending_cap"]) for u in top] == [

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import PodjobsError
+from podjobs.fairshare import ready_count
 from podjobs.payload import encode
 from tests.chaos.sentinel import SentinelGroup
 from tests.helpers import wait_until
@@ -52,7 +52,7 @@ def test_every_connection_follows_a_failover(group: SentinelGroup) -> None:
         other.start()
         other.join()
         with backend.errors("read"):
-            assert backend.redis.llen(keys.queue("default")) == 2
+            assert ready_count(backend.redis, "default") == 2
         wait_until(lambda: all(group._synced(s) for s in group.data[1:]), 10,  # noqa: SLF001
                    "the replica to have both jobs")
 
@@ -64,7 +64,7 @@ def test_every_connection_follows_a_failover(group: SentinelGroup) -> None:
         _enqueue_until_ok(backend, 2)
         # and a read: its first attempt after the failover goes to the new primary
         with backend.errors("read"):
-            assert backend.redis.llen(keys.queue("default")) == 3
+            assert ready_count(backend.redis, "default") == 3
         assert backend.redis.connection_pool.get_master_address()[1] == new
     finally:
         backend.close()

@@ -20,6 +20,7 @@ import redis
 import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
+from podjobs.fairshare import ready_count
 from podjobs.ops import Inspector
 from tests.apps import signals_app
 from tests.helpers import spawn_worker, stop_proc, wait_until
@@ -149,7 +150,7 @@ def test_sigterm_thread_isolation_exits_with_a_job_that_ignores_stopping(
         assert w.returncode == 0
     finally:
         stop_proc(w, timeout=1)
-    assert r.llen(keys.queue("default")) == 1  # given back
+    assert ready_count(r, "default") == 1  # given back
     assert not r.keys("pj:inflight:*") and r.scard(keys.WORKERS) == 0
 
 
@@ -242,7 +243,7 @@ def test_tstp_and_usr1_quiet_a_worker_until_sigterm(
         wait_until(lambda: _log_has(log, "quiet"), what="the worker to go quiet")
         wait_until(lambda: r.get(keys.stat("processed")) == b"1", what="the running job to finish")
         assert len(_runs(r)) == 1  # nothing else started
-        assert r.llen(keys.queue("default")) == 3  # what it had buffered went back
+        assert ready_count(r, "default") == 3  # what it had buffered went back
         assert not r.keys("pj:inflight:*")
         assert w.poll() is None and r.scard(keys.WORKERS) == 1  # up until SIGTERM
     finally:

@@ -29,6 +29,7 @@ from redis.commands.core import Script as RedisScript
 
 from podjobs import keys
 from podjobs.errors import ConfigurationError
+from podjobs.fairshare import fair_share_default
 from podjobs.gateway import Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
@@ -66,6 +67,7 @@ class Backend(Protocol):
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
         quota: TenantQuota | None = None,
+        tenant: str | None = None,
     ) -> int: ...
 
     def reserve(self, worker_id: str, queues: Sequence[str], n: int,
@@ -122,10 +124,14 @@ class RedisBackend(Gateway):
     #: enqueue's MULTI); every other script is sent by name with `run`
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, fair_share: bool | None = None) -> None:
         super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         #: redis-py Script objects, registered on first use (a worker needs few of them)
         self._registered: dict[str, RedisScript] = {}
+        #: enqueue a tenant's jobs into its own list, taken in turn with the other tenants'
+        #: (README "Fair share"); off: into the queue's list (FIFO across tenants). Reserve
+        #: reads both ways whatever this says. Default: on unless PODJOBS_FAIR_SHARE=0.
+        self.fair_share = fair_share_default() if fair_share is None else fair_share
         if check:
             self.check()
 
@@ -159,6 +165,7 @@ class RedisBackend(Gateway):
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
         quota: TenantQuota | None = None,
+        tenant: str | None = None,
     ) -> int:
         """Push payloads to `queue` now, after `delay_ms`, or at `at_ms`.
 
@@ -166,6 +173,8 @@ class RedisBackend(Gateway):
         `status`: the status record of a tracked job (one payload), written in the same step.
         `quota`: the tenant's limits, checked in the same step (`QuotaExceeded`, nothing
         written, when over one; see podjobs.quota).
+        `tenant`: the jobs' tenant; with fair share on, jobs due now wait in the tenant's own
+        list and reserve takes tenants in turn (lua/include/fair.lua).
         Returns how many payloads were written.
         """
         if delay_ms is not None:
@@ -182,6 +191,10 @@ class RedisBackend(Gateway):
             if len(payloads) != 1:
                 raise ValueError("a tracked enqueue carries one job")
             ks.append(status.key)
+        else:
+            ks.append(ks[0])
+        if tenant is not None and self.fair_share:
+            ks += (keys.tenant_queue(queue, tenant), keys.ring(queue))
         if quota is not None:
             spec = quota.spec()
             ks += (keys.rate(quota.tenant), keys.PENDING, keys.PENDING_COUNT)
@@ -303,7 +316,7 @@ class RedisBackend(Gateway):
                       request_id: str) -> tuple[list[str], list[str | int]]:
         ks: list[str] = []
         for q in queues:
-            ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q))
+            ks += (keys.inflight(worker_id, q), keys.queue(q), keys.wake(q), keys.ring(q))
         ks += (keys.PAUSED, keys.WORKERS, keys.reservation(worker_id), keys.PENDING,
                keys.PENDING_COUNT)
         return ks, [min(n, MAX_RESERVE), worker_id, request_id or new_id()]
@@ -436,7 +449,8 @@ class RedisBackend(Gateway):
         """Cancel a tracked job that has not started (see lua/cancel.lua): (outcome, state)."""
         sk = keys.status(job_id)
         ks = [sk, keys.queue(queue), keys.scheduled(queue), keys.retry(queue),
-              keys.held(tenant) if tenant else sk, unique_key or sk, keys.PENDING, keys.PENDING_COUNT]
+              keys.held(tenant) if tenant else sk, unique_key or sk, keys.PENDING, keys.PENDING_COUNT,
+              keys.tenant_queue(queue, tenant) if tenant else keys.queue(queue)]
         res = self.run("cancel", "cancel a job", ks,
                         [job_id, queue, ttl_s, "1" if tenant else "0", "1" if unique_key else "0"])
         return text(res[0]), text(res[1])
@@ -585,10 +599,11 @@ class RedisBackend(Gateway):
         with self.errors("list queues"):
             return sorted(text(x) for x in self.redis.smembers(keys.QUEUES))
 
-    def queued(self, queue: str) -> list[bytes]:
-        """The payloads waiting in a queue (as stored), newest first."""
+    def queued(self, queue: str, key: str | None = None) -> list[bytes]:
+        """The payloads waiting in a queue's own list (as stored), newest first, or in one of
+        its ready lists, `key` (fairshare.ready_lists)."""
         with self.errors("read a queue"):
-            raw: Any = self.redis.lrange(keys.queue(queue), 0, -1)
+            raw: Any = self.redis.lrange(key or keys.queue(queue), 0, -1)
         return list(raw)
 
     def due_set(self, key: str) -> list[tuple[bytes, float]]:

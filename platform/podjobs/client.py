@@ -178,7 +178,7 @@ class Client:
                 n = _enqueue_with(backend, connection, queue, text, delay_ms, at_ms, unique, status)
             else:
                 n = backend.enqueue(queue, [text], delay_ms=delay_ms, at_ms=at_ms, unique=unique,
-                                    status=status, quota=target.quota)
+                                    status=status, quota=target.quota, tenant=tenant)
         except BackendTimeout as exc:  # the job may be enqueued: say which one
             exc.job_id = p["id"]
             raise
@@ -222,8 +222,8 @@ class Client:
             handles.append(JobHandle(jid, name, queue, pod_name, tenant))
         if target.hold and tenant is not None:
             backend.hold(tenant, queue, [(h.id, t) for h, t in zip(handles, texts, strict=True)])
-        elif target.quota is not None:
-            backend.enqueue(queue, texts, quota=target.quota)
+        elif tenant is not None:
+            backend.enqueue(queue, texts, quota=target.quota, tenant=tenant)
         else:
             backend.enqueue(queue, texts)
         return handles

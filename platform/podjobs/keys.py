@@ -23,6 +23,21 @@ def queue(name: str) -> str:
     return f"{PREFIX}q:{name}"
 
 
+def tenant_queue(name: str, tenant: str) -> str:
+    """List of one tenant's ready payloads in queue `name` (fair share, lua/include/fair.lua):
+    LPUSH at the head, RPOP from the tail. The queue name is length-prefixed so that no
+    pair of queue and tenant names can build another pair's key."""
+    return f"{PREFIX}qt:{len(name)}:{name}:{tenant}"
+
+
+def ring(name: str) -> str:
+    """List of the ready lists of queue `name` that reserve takes from in turn (fair share):
+    the tenant lists (tenant_queue) with jobs, and the queue's own list (queue(name)) while
+    it has jobs and some tenant list has too. Empty = no tenant list has jobs: reserve reads
+    queue(name) alone, as without fair share."""
+    return f"{PREFIX}ring:{name}"
+
+
 def wake(name: str) -> str:
     """List holding at most a token or two; idle workers BLPOP on it."""
     return f"{PREFIX}wake:{name}"

@@ -21,6 +21,7 @@ from typing import Any
 from podjobs import keys
 from podjobs.backend import RedisBackend
 from podjobs.errors import JobNotFound
+from podjobs.fairshare import ready_depths, ready_lists
 from podjobs.gateway import text
 from podjobs.ids import ID_LENGTH
 
@@ -104,11 +105,10 @@ class Inspector:
         names = self.queue_names()
         pipe = self.r.pipeline(transaction=False)
         for q in names:
-            pipe.llen(keys.queue(q))
-            pipe.lindex(keys.queue(q), -1)
             pipe.zcard(keys.scheduled(q))
             pipe.zcard(keys.retry(q))
         res = pipe.execute()
+        ready = ready_depths(self.r, names)
         inflight: dict[str, int] = {}
         ik = self._inflight_keys()
         if ik:
@@ -121,12 +121,13 @@ class Inspector:
         paused = {text(m) for m in self.r.smembers(keys.PAUSED)}
         out = []
         for i, q in enumerate(names):
-            size, oldest, sched, retry = res[4 * i : 4 * i + 4]
+            sched, retry = res[2 * i : 2 * i + 2]
+            size, tails = ready[i]
             latency = 0.0
-            if oldest:
+            for oldest in tails:  # the oldest job of each ready list (fair share)
                 enq = _decode(oldest).get("enqueued_at")
                 if isinstance(enq, int):
-                    latency = max(0.0, (now_ms - enq) / 1000)
+                    latency = max(latency, (now_ms - enq) / 1000)
             out.append(QueueStats(q, int(size), round(latency, 3), int(sched), int(retry),
                                   inflight.get(q, 0), keys.queue(q) in paused))
         return out
@@ -142,7 +143,8 @@ class Inspector:
     def resume(self, queue: str) -> bool:
         """Workers take jobs from `queue` again; False if it was not paused."""
         return bool(self.backend.run("queue_resume", f"resume queue {queue!r}",
-                                      [keys.PAUSED, keys.queue(queue), keys.wake(queue)], []))
+                                      [keys.PAUSED, keys.queue(queue), keys.wake(queue),
+                                       keys.ring(queue)], []))
 
     def _redis_ms(self) -> int:
         sec, usec = self.r.time()
@@ -353,9 +355,10 @@ class Inspector:
                 hit = self._zfind(zk, job_id)
                 if hit:
                     return FoundJob(kind, q, _decode(hit[0]), hit[1])
-            for raw in self._scan_list(keys.queue(q)):
-                if _id_of(raw) == job_id:
-                    return FoundJob("queue", q, _decode(raw))
+            for key in ready_lists(self.r, q):
+                for raw in self._scan_list(key):
+                    if _id_of(raw) == job_id:
+                        return FoundJob("queue", q, _decode(raw))
         hit = self._zfind(keys.DEAD, job_id)
         if hit:
             data = _decode(hit[0])

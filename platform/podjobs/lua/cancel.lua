@@ -8,6 +8,8 @@
 -- KEYS[5] held hash of the record's tenant (pj:held:TENANT) or the status hash again
 -- KEYS[6] the job's unique key (pj:unique:JOB:DIGEST) or the status hash again
 -- KEYS[7], KEYS[8] pending jobs and counts (pj:pending, pj:pendingn; podjobs.quota)
+-- KEYS[9] the tenant's ready list in that queue (pj:qt:LEN:NAME:TENANT, fair share) or the
+--         queue list again (an emptied list leaves the ring at the next reserve)
 -- ARGV[1] job id
 -- ARGV[2] the queue name KEYS[2..4] were built for
 -- ARGV[3] seconds the cancelled record is kept
@@ -28,6 +30,7 @@ if redis.call('HGET', s, 'queue') ~= ARGV[2] then return {'stale', st} end
 local p = redis.call('HGET', s, 'payload')
 if not p then return {'refused', st} end
 local n = redis.call('LREM', KEYS[2], 1, p)
+if n == 0 and KEYS[9] ~= KEYS[2] then n = redis.call('LREM', KEYS[9], 1, p) end
 if n == 0 then n = redis.call('ZREM', KEYS[3], p) end
 if n == 0 then n = redis.call('ZREM', KEYS[4], p) end
 if n == 0 and ARGV[4] == '1' then n = redis.call('HDEL', KEYS[5], ARGV[1]) end

@@ -7,7 +7,11 @@
 -- KEYS[6] request marker    (pj:req:ID, ID = the first job's id): the answer of this call, kept
 --         ARGV[8] ms, so that a re-send of the same call (a reply lost on a dropped
 --         connection) writes nothing again and gets the same answer
--- KEYS[7] status hash       (pj:status:ID), only when ARGV[6] ~= "" (a tracked job: one payload)
+-- KEYS[7] status hash       (pj:status:ID) when ARGV[6] ~= "" (a tracked job: one payload),
+--         else the queue list again
+-- KEYS[8], KEYS[9] fair share (include/fair.lua), only for a tenant's jobs: the tenant's
+--         list (pj:qt:LEN:NAME:TENANT) and the queue's ring (pj:ring:NAME); jobs due now go
+--         to the tenant's list instead of KEYS[1]
 -- ARGV[1] queue name
 -- ARGV[2] when: "now" | "in" (ARGV[3] = delay ms from Redis' clock) | "at" (ARGV[3] = epoch ms)
 -- ARGV[3] milliseconds (see ARGV[2])
@@ -28,7 +32,10 @@
 -- {'pending', ms to wait, current count}.
 --! include clock
 --! include status
+--! include fair
 local n = #ARGV - 9
+-- 7 KEYS, then 2 for fair share, then 3 for a quota
+local fair = #KEYS - (ARGV[9] ~= '' and 3 or 0) == 9
 local charge = false
 if ARGV[9] ~= '' then
   -- a re-send of an accepted call gets its answer without being charged again
@@ -87,8 +94,12 @@ local function track(due, now)
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[2] == 'now' then
-  for i = 10, #ARGV, 1000 do
-    redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  if fair then
+    fair_push(KEYS[8], KEYS[9], 10, #ARGV)
+  else
+    for i = 10, #ARGV, 1000 do
+      redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+    end
   end
   if redis.call('LLEN', KEYS[2]) == 0 then
     redis.call('LPUSH', KEYS[2], '1')

@@ -5,8 +5,10 @@
 -- A reservation is recorded under its request id: the same request sent again (its reply
 -- was lost on a dropped connection or a timeout) gets the same jobs back, still in flight,
 -- and takes nothing more, so a lost reply never strands jobs in a live worker.
--- KEYS: triples in priority order: in-flight hash, queue list, wake list
---       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME)
+-- Within a queue, tenants' jobs are taken in turn (fair share, include/fair.lua); across
+-- queues the priority stays strict.
+-- KEYS: quadruples in priority order: in-flight hash, queue list, wake list, ring
+--       (pj:inflight:WORKER:NAME, pj:q:NAME, pj:wake:NAME, pj:ring:NAME)
 -- KEYS[#KEYS - 4] paused queues (pj:paused: a set of queue list keys); a paused queue is
 --                passed over (its jobs stay; later queues are served as if it were empty)
 -- KEYS[#KEYS - 3] workers set (pj:workers)
@@ -18,9 +20,10 @@
 -- ARGV[1] max number of jobs
 -- ARGV[2] worker id; a worker that is not in the workers set (it was reaped) gets nothing
 -- ARGV[3] request id (fresh per reservation; the same when asking again after a lost reply)
--- Returns: flat list of (queue index, payload) pairs; index is 1-based into the triples;
+-- Returns: flat list of (queue index, payload) pairs; index is 1-based into the quadruples;
 -- {-1} when the worker was reaped.
 --! include pending
+--! include fair
 local nk = #KEYS - 5
 if redis.call('SISMEMBER', KEYS[nk + 2], ARGV[2]) == 0 then
   return {-1}
@@ -33,7 +36,7 @@ if last and string.sub(last, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then
     if string.sub(item, 1, 1) == '#' then
       idx = tonumber(string.sub(item, 2))
     else
-      local p = redis.call('HGET', KEYS[(idx - 1) * 3 + 1], item)
+      local p = redis.call('HGET', KEYS[(idx - 1) * 4 + 1], item)
       if p then
         out[#out + 1] = idx
         out[#out + 1] = p
@@ -46,15 +49,15 @@ local want = tonumber(ARGV[1])
 local taken = {}
 local any_paused = redis.call('SCARD', KEYS[nk + 1]) > 0
 local capped = redis.call('HLEN', KEYS[nk + 5]) > 0
-for i = 1, nk, 3 do
+for i = 1, nk, 4 do
   if want <= 0 then break end
   local items = false
   if not (any_paused and redis.call('SISMEMBER', KEYS[nk + 1], KEYS[i + 1]) == 1) then
-    items = redis.call('RPOP', KEYS[i + 1], want)
+    items = fair_take(KEYS[i + 1], KEYS[i + 3], want)
   end
-  if items then
+  if items and #items > 0 then
     local args = {}
-    local idx = (i + 2) / 3
+    local idx = (i + 3) / 4
     taken[#taken + 1] = '#' .. idx
     for _, p in ipairs(items) do
       local id
@@ -75,7 +78,7 @@ for i = 1, nk, 3 do
     redis.call('HSET', KEYS[i], unpack(args))
     want = want - #items
     -- more work left here: make sure another idle worker wakes up for it
-    if redis.call('LLEN', KEYS[i + 1]) > 0 and redis.call('LLEN', KEYS[i + 2]) == 0 then
+    if fair_left(KEYS[i + 1], KEYS[i + 3]) and redis.call('LLEN', KEYS[i + 2]) == 0 then
       redis.call('LPUSH', KEYS[i + 2], '1')
     end
   end

@@ -186,9 +186,11 @@ class SqlBackend:
         unique: tuple[str, int, str] | None = None,
         status: StatusWrite | None = None,
         quota: TenantQuota | None = None,
+        tenant: str | None = None,
     ) -> int:
         """Insert payloads into `queue` now, after `delay_ms`, or at `at_ms`; 0 when the
-        unique key is held. Tenant quotas are refused (they live in a pod's Redis)."""
+        unique key is held. Tenant quotas are refused (they live in a pod's Redis); `tenant`
+        is not used (no fair share on SQL: one FIFO per queue)."""
         if quota is not None:
             raise NotSupported(
                 f"tenant {quota.tenant!r} has a quota, and quotas are checked in a pod's Redis; "

@@ -83,9 +83,11 @@ class MemoryBackend:
 
     def enqueue(self, queue: str, payloads: Sequence[str], *, delay_ms: int | None = None,
                 at_ms: int | None = None, unique: tuple[str, int, str] | None = None,
-                status: StatusWrite | None = None, quota: TenantQuota | None = None) -> int:
-        """`quota` is not enforced here: tenant quotas live in a pod's Redis (test them with
-        the `podjobs_redis` fixture)."""
+                status: StatusWrite | None = None, quota: TenantQuota | None = None,
+                tenant: str | None = None) -> int:
+        """`tenant` is not used (one FIFO per queue: no fair share here); `quota` is not
+        enforced here: tenant quotas live in a pod's Redis (test them with the
+        `podjobs_redis` fixture)."""
         now = time.time_ns() // 1_000_000
         due = now + delay_ms if delay_ms else (at_ms or 0)
         with self._lock:

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps venv demo test test-fast chaos lint lint-imports bench bench-peers bench-scale up down status clean
+.PHONY: deps venv demo demo-sql test test-sql test-fast chaos lint lint-imports bench bench-peers bench-scale up down status clean
 
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
@@ -22,8 +22,15 @@ venv: $(STAMP)
 demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
 	$(BIN)/python -m demo.run
 
+demo-sql: deps venv ## a short tour on a cluster with no Redis: 2 pods on SQLite (dev up --backend sql)
+	$(BIN)/python -m demo.sql_tour
+
 test: deps venv ## the whole suite, on servers the tests start themselves
 	$(BIN)/python -m pytest -q
+
+test-sql: deps venv ## the backend-parametrised suites on MariaDB and PostgreSQL (make test runs redis + sqlite)
+	PODJOBS_TEST_BACKENDS=all $(BIN)/python -m pytest -q tests/test_queue.py tests/test_reliability.py \
+		tests/test_sqlbackend.py tests/test_sqlops.py tests/test_iteration.py -k "mariadb or postgres"
 
 test-fast: venv ## the pure tests (no servers), in seconds
 	$(BIN)/python -m pytest -q tests/test_pure.py tests/test_*_pure.py

@@ -6,6 +6,8 @@
    - "mysql": a private mariadbd started here, one database podjobs_<pod> each;
    - "mysql" with `mysql_url`: databases <prefix>_<pod> created on an existing
      server (prefix = the URL's database, default "podjobs"); nothing started.
+   With `backend="sql"` no redis-server is started at all: each pod keeps its
+   queue in tables on its own shard (podjobs.sqlbackend; `Pod.backend` "sql").
    `up` is idempotent: servers recorded in DIR/state.json that still run are
    kept, missing ones are (re)started on their recorded ports, pods can be added.
    It checks binaries and ports before spawning anything, waits until every
@@ -42,6 +44,8 @@ from .topofile import Pod, Topology
 
 STATE_VERSION = 1
 DB_KINDS = ("sqlite", "mysql")
+#: where the pods keep their queues: a redis-server each, or tables on their shard
+BACKENDS = ("redis", "sql")
 _DB_NAME = re.compile(r"[A-Za-z0-9_]{1,48}")
 
 
@@ -220,8 +224,12 @@ class Cluster:
         mysql_url: str | None = None,
         base_port: int | None = None,
         timeout: float = 60.0,
+        backend: str | None = None,
     ) -> Topology:
         """Start what is missing, wait for everything, write topology.json; see module doc."""
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigurationError(
+                f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if n_pods < 1:
             raise ConfigurationError(f"--pods must be at least 1, not {n_pods}")
         if db is not None and db not in DB_KINDS:
@@ -235,9 +243,11 @@ class Cluster:
             if db is None and mysql_url is None and state is not None:
                 # A plain re-up keeps what the directory was started with.
                 db, mysql_url = state["db"], state.get("mysql_url")
+            if backend is None:
+                backend = str(state.get("backend", "redis")) if state is not None else "redis"
             if db is None:
                 db = "mysql" if mysql_url else "sqlite"
-            return self._up(state, n_pods, db, mysql_url, base_port, timeout)
+            return self._up(state, n_pods, db, mysql_url, base_port, timeout, backend)
 
     def _up(
         self,
@@ -247,6 +257,7 @@ class Cluster:
         mysql_url: str | None,
         base_port: int | None,
         timeout: float,
+        backend: str = "redis",
     ) -> Topology:
         external = _mysql_url_parts(mysql_url) if mysql_url else None
         pods = pod_names(n_pods)
@@ -257,6 +268,12 @@ class Cluster:
                     f"{self.dir} already holds a cluster with db={state['db']}{where}; "
                     f"run 'podjobs dev down --dir {self.dir}' first to change it"
                 )
+            if state.get("backend", "redis") != backend:
+                raise ConfigurationError(
+                    f"{self.dir} already holds a cluster with --backend "
+                    f"{state.get('backend', 'redis')}; run 'podjobs dev down --dir {self.dir}' "
+                    f"first to change it"
+                )
             if len(state["pods"]) > n_pods:
                 raise ConfigurationError(
                     f"{self.dir} already holds {len(state['pods'])} pods; ask for at least "
@@ -265,7 +282,9 @@ class Cluster:
         private_mysql = db == "mysql" and external is None
 
         # Check every binary before starting anything.
-        needed = ["redis-server", "java", "zookeeper.jar"]
+        needed = ["java", "zookeeper.jar"]
+        if backend == "redis":
+            needed.insert(0, "redis-server")
         if private_mysql:
             needed += ["mariadb-install-db", "mariadbd"]
         binaries.require(needed, self.search_path, self.java_lib)
@@ -302,7 +321,8 @@ class Cluster:
 
         zk = get("zookeeper", "zookeeper", 0, self.dir / "zookeeper")
         mariadb = get("mariadb", "mariadb", 1, self.dir / "mariadb") if private_mysql else None
-        redis = [get("redis", p, 1 + i, self.dir / "redis" / p) for i, p in enumerate(pods, 1)]
+        redis = ([get("redis", p, 1 + i, self.dir / "redis" / p) for i, p in enumerate(pods, 1)]
+                 if backend == "redis" else [])
         servers: list[Server] = [zk, *([mariadb] if mariadb else []), *redis]
 
         to_start = [s for s in servers if not s.is_running()]
@@ -321,14 +341,14 @@ class Cluster:
                 spawned_at[f"{srv.kind} {srv.name}"] = time.monotonic()
                 srv.start()
                 started.append(srv)
-            self._write_state(db, mysql_url, pods, servers, None)
+            self._write_state(db, mysql_url, pods, servers, None, backend)
             deadline = t0 + timeout
             for srv in servers:
                 srv.wait_ready(max(1.0, deadline - time.monotonic()))
                 key = f"{srv.kind} {srv.name}"
                 if key in spawned_at:
                     self.timings[key] = time.monotonic() - spawned_at[key]
-            topology = self._make_shards(db, pods, zk, mariadb, redis, external)
+            topology = self._make_shards(db, pods, zk, mariadb, redis, external, backend)
         except BaseException:
             for srv in started:
                 with contextlib.suppress(Exception):
@@ -339,7 +359,7 @@ class Cluster:
             else:  # back to what was recorded before this call
                 self._write_json(self.state_file, state)
             raise
-        self._write_state(db, mysql_url, pods, servers, topology)
+        self._write_state(db, mysql_url, pods, servers, topology, backend)
         topology.save(self.topology_file)
         return topology
 
@@ -351,6 +371,7 @@ class Cluster:
         mariadb: Server | None,
         redis: list[Server],
         external: tuple[Any, str] | None,
+        backend: str = "redis",
     ) -> Topology:
         shard_urls: list[str] = []
         if db == "sqlite":
@@ -372,14 +393,13 @@ class Cluster:
             names = [f"{prefix}_{pod}" for pod in pods]
             _create_mysql_databases(url, names)
             shard_urls = [url.set(database=n).render_as_string(hide_password=False) for n in names]
-        return Topology(
-            zookeeper=zk.address,
-            pods=[
-                Pod(name=p, redis_url=r.address, shard_url=u)
-                for p, r, u in zip(pods, redis, shard_urls, strict=True)
-            ],
-            db=db,
-        )
+        if backend == "sql":  # the queue is in the shard itself: no Redis URL
+            members = [Pod(name=p, redis_url="", shard_url=u, backend="sql")
+                       for p, u in zip(pods, shard_urls, strict=True)]
+        else:
+            members = [Pod(name=p, redis_url=r.address, shard_url=u)
+                       for p, r, u in zip(pods, redis, shard_urls, strict=True)]
+        return Topology(zookeeper=zk.address, pods=members, db=db)
 
     def _write_state(
         self,
@@ -388,6 +408,7 @@ class Cluster:
         pods: list[str],
         servers: list[Server],
         topology: Topology | None,
+        backend: str = "redis",
     ) -> None:
         self._write_json(
             self.state_file,
@@ -396,6 +417,7 @@ class Cluster:
                 "dir": str(self.dir),
                 "db": db,
                 "mysql_url": mysql_url,
+                "backend": backend,
                 "pods": pods,
                 "servers": [self._record(s) for s in servers],
                 "topology": topology.to_dict() if topology else None,
@@ -451,10 +473,12 @@ def up(
     die_with_parent: bool = False,
     search_path: str | None = None,
     timeout: float = 60.0,
+    backend: str | None = None,
 ) -> Cluster:
     """Start (or keep) a cluster in `dir` and return it; see `Cluster.up`."""
     cluster = Cluster(dir, die_with_parent=die_with_parent, search_path=search_path)
-    cluster.up(n_pods, db=db, mysql_url=mysql_url, base_port=base_port, timeout=timeout)
+    cluster.up(n_pods, db=db, mysql_url=mysql_url, base_port=base_port, timeout=timeout,
+               backend=backend)
     return cluster
 
 

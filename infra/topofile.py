@@ -183,6 +183,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_topology(topology: Topology) -> str:
-    rows = [[p.name, p.redis_url, p.shard_url] for p in topology.pods]
+    rows = [[p.name, p.redis_url if p.backend == "redis" else f"- (queue on its shard: {p.backend})",
+             p.shard_url] for p in topology.pods]
     table = format_table(["pod", "redis", "shard"], rows)
     return f"{table}\n\nzookeeper  {topology.zookeeper}"

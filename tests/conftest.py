@@ -29,6 +29,7 @@ from servers import (  # noqa: F401 - imported so pytest registers them
 )
 
 from podjobs.pods.zk import ZK
+from tests.backends import Probe, make_probe, selected_kinds
 from tests.chaos.runner import pytest_terminal_summary  # noqa: F401 - the chaos table
 
 
@@ -38,3 +39,35 @@ def zk(cluster: Any, zk_root: str) -> Iterator[ZK]:  # noqa: F811 - the fixtures
     z.start(10)
     yield z
     z.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[tuple[Any, str]]:
+    """A private PostgreSQL server for the session (skipped, saying why, where none can run)."""
+    from tests.pgserver import PgServer, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"PostgreSQL: {why}")
+    server = PgServer()
+    try:
+        yield server, server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=selected_kinds())
+def probe(request: pytest.FixtureRequest, cluster: Any,  # noqa: F811 - the fixture, by name
+          tmp_path: Any) -> Iterator[Probe]:
+    """One queue backend per run (tests/backends.py `selected_kinds`: redis and sqlite unless
+    $PODJOBS_TEST_BACKENDS says otherwise), emptied, with the process-wide client on it; the
+    test apps record on pod p1's Redis (`probe.record_url`) on every kind."""
+    import podjobs
+
+    pg_ = request.getfixturevalue("pg") if request.param == "postgres" else None
+    p = make_probe(request.param, cluster, tmp_path, pg_)
+    client = podjobs.configure(client=podjobs.Client(p.backend()))
+    try:
+        yield p
+    finally:
+        client.close()

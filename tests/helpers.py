@@ -136,3 +136,19 @@ def api_server(args: list[str], log: Path, probe: str = "/healthz",
     finally:
         stop_proc(proc)
         out.close()
+
+
+def reserve_replies(w: Any) -> list[Any]:
+    """What each of the worker's reservations got from Redis from now on ([] for nothing)."""
+    replies: list[Any] = []
+    backend = w.fetcher.backend
+    for name in ("reserve", "reserve_after_wait"):  # plain, and an idle worker's wait + reserve
+        method = getattr(backend, name)
+
+        def recorded(*a: Any, _method: Any = method, **kw: Any) -> Any:
+            got = _method(*a, **kw)
+            replies.append(list(got) if got is not None else None)
+            return got
+
+        setattr(backend, name, recorded)
+    return replies

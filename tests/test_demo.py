@@ -91,3 +91,36 @@ def test_demo_runs_end_to_end() -> None:
     for pod in ("p1", "p2", "p3"):
         assert re.search(rf"^    {pod}: tick .* UTC, 0 problem\(s\) \(consistent\)$", out, re.M), out
     assert re.search(r"^  scheduler pid \d+: exit 0 after SIGTERM", out, re.M), out
+
+
+def test_demo_sql_runs_with_no_redis() -> None:
+    """`make demo-sql`: a --backend sql cluster (ZooKeeper only), tenants routed to their
+    pod's SQLite shard, workers per pod drain it: priorities, a retry, the dead set, a
+    scheduled job."""
+    proc = subprocess.run([sys.executable, "-m", "demo.sql_tour"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "demo-sql OK" in out, out
+    assert "servers started: zookeeper; redis-server: 0" in out, out
+    assert re.search(r"^p1\s+- \(queue on its shard: sql\)\s+sqlite:///", out, re.M), out
+    # before the workers: p1's shard holds 15 ready jobs and the scheduled one, p2's 1
+    assert re.search(r"^p1\s+15\s+0\s+1\s+0\s+0\s+0$", out, re.M), out
+    assert re.search(r"^p2\s+1\s+0\s+0\s+0\s+0\s+0$", out, re.M), out
+    for q, n in (("critical", 4), ("default", 11), ("low", 1)):
+        assert re.search(rf"^{q}\s+{n}\s+{n}\s", out, re.M), out
+    assert "send_receipt(1) ran on p1 (acme), send_receipt(100) on p2 (globex)" in out, out
+    assert "partner API timed out (attempt 2)" in out, out
+    assert "flaky_sync(7) succeeded on attempt 3" in out, out
+    assert re.search(r"broken_export\(13\)\s+2\s+retries_exhausted\s+RuntimeError: export 13",
+                     out), out
+    assert re.search(r"nightly_report\(42\) ran [1-9]\.\d\d s after enqueue_in\(1\.0\)", out), out
+    # afterwards: only the dead job is left
+    assert re.search(r"^p1\s+0\s+0\s+0\s+0\s+1\s+0$", out, re.M), out
+    assert "cluster down: stopped 1 servers (zookeeper zookeeper)" in out, out
+    # `podjobs queues` over every pod and `podjobs dead list` read the SQL pods' tables
+    assert re.search(r"^p1\s+default\s+11\s+\S+\s+0\s+0\s+0\s+running$", out, re.M), out
+    assert re.search(r"^p1\s+low\s+1\s+\S+\s+1\s+0\s+0\s+running$", out, re.M), out
+    assert re.search(r"^p2\s+critical\s+1\s", out, re.M), out
+    assert re.search(r"^p1\s+\w{26}\s+demo\.sql_app\.broken_export\(13\)\s+low\s+2\s+.*"
+                     r"retries_exhausted", out, re.M), out

@@ -242,6 +242,34 @@ def test_mysql_shards_private_and_existing_server(cluster_dir: Path, tmp_path: P
 # -- errors ---------------------------------------------------------------------------
 
 
+def test_sql_backend_cluster_starts_no_redis(cluster_dir: Path, tmp_path: Path) -> None:
+    """`dev up --backend sql`: ZooKeeper only (redis-server not even on the search path), each
+    pod's queue in its own SQLite shard; a re-up keeps the backend, another one is refused."""
+    import shutil
+
+    from podjobs.sqlbackend import SqlBackend
+
+    bin_dir = tmp_path / "bin"  # java and nothing else: no redis-server to start
+    bin_dir.mkdir()
+    java = shutil.which("java")
+    assert java is not None
+    (bin_dir / "java").symlink_to(java)
+    cluster = Cluster(cluster_dir, die_with_parent=True, search_path=str(bin_dir))
+    topo = cluster.up(2, backend="sql")
+    assert [s.kind for s in cluster.status()] == ["zookeeper"]
+    assert [(p.backend, p.redis_url) for p in topo.pods] == [("sql", ""), ("sql", "")]
+    assert Topology.load(cluster.topology_file) == topo
+    assert cluster.up(2) == topo  # a plain re-up keeps --backend sql
+    with pytest.raises(ConfigurationError, match="already holds a cluster with --backend sql"):
+        cluster.up(2, backend="redis")
+    backend = SqlBackend(topo.pod("p1").shard_url)
+    try:
+        assert backend.enqueue("default", ['{"id": "a"}']) == 1
+        assert backend.counts()["ready"] == 1
+    finally:
+        backend.close()
+
+
 def test_missing_binary_names_the_package(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()

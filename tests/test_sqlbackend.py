@@ -18,11 +18,10 @@ import redis
 
 import podjobs
 from podjobs.errors import ConfigurationError, NotSupported
-from podjobs.ids import new_id
 from podjobs.payload import encode
 from podjobs.sqlbackend import SqlBackend, schema
 from podjobs.sqlbackend.tables import VERSION_TABLE, metadata
-from tests.backends import KINDS, SQL_KINDS, Probe, make_probe
+from tests.backends import SQL_KINDS, Probe, make_probe, selected_kinds
 from tests.helpers import REPO, stop_proc, wait_until
 from tests.pgserver import PgServer, missing
 
@@ -47,7 +46,7 @@ def sql_probe(kind: str, request: pytest.FixtureRequest, cluster: Any, tmp_path:
     return make_probe(kind, cluster, tmp_path, pg_)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=selected_kinds())
 def probe(request: pytest.FixtureRequest, cluster: Any, tmp_path: Path) -> Iterator[Probe]:
     p = sql_probe(request.param, request, cluster, tmp_path)
     client = podjobs.configure(client=podjobs.Client(p.backend()))
@@ -104,105 +103,12 @@ def once(x: int) -> None:
     ran.append(("once", x))
 
 
-# -- the same behaviour on every backend ------------------------------------------------
+# -- the lease, on every backend ---------------------------------------------------------
 
 
-def test_enqueue_and_run_with_context(probe: Probe) -> None:
-    h = add.enqueue(2, 3)
-    assert h.enqueued and len(h.id) == 26 and h.queue == "default"
-    assert probe.counts()["ready"] == 1
-    with probe.worker():
-        wait_until(lambda: ran, what="the job to run")
-        wait_until(lambda: probe.counts()["ready"] == 0, what="the ack")
-    assert ran == [("add", 5, 1, "default")]
-
-
-def test_bulk_enqueue_runs_every_job_once(probe: Probe) -> None:
-    handles = add.enqueue_many([(i, i) for i in range(500)] + [{"a": 1, "b": 1}])
-    assert len({h.id for h in handles}) == 501
-    assert probe.counts()["ready"] == 501
-    with probe.worker(concurrency=8):
-        wait_until(lambda: len(ran) == 501, what="all bulk jobs")
-    assert sorted(x[1] for x in ran) == sorted([2 * i for i in range(500)] + [2])
-
-
-def test_strict_priority_and_specialised_pool(probe: Probe) -> None:
-    for i in range(3):
-        tag_low.enqueue(f"low{i}")
-        tag_default.enqueue(f"def{i}")
-        tag_critical.enqueue(f"crit{i}")
-    with probe.worker(queues=["critical", "default"], concurrency=1, prefetch=0, batch=1):
-        wait_until(lambda: len(ran) == 6, what="critical and default jobs")
-    assert ran == ["crit0", "crit1", "crit2", "def0", "def1", "def2"]
-    assert probe.counts("low")["ready"] == 3  # a specialised pool leaves 'low' alone
-    with probe.worker(queues=["critical", "default", "low"], concurrency=1):
-        wait_until(lambda: len(ran) == 9, what="the low queue")
-    assert ran[6:] == ["low0", "low1", "low2"]
-
-
-def test_retries_then_success_and_then_dead(probe: Probe) -> None:
-    flaky.enqueue("ok-after-2", 2)
-    flaky.enqueue("never", 99)
-    with probe.worker():
-        wait_until(lambda: ran.count("ok-after-2") == 3 and ran.count("never") == 3, what="retries")
-        wait_until(lambda: probe.counts()["dead"] == 1, what="the dead job")
-    (d,) = probe.dead()
-    assert d["args"] == ["never", 99] and d["dead_reason"] == "retries_exhausted"
-    assert d["error"]["class"] == "ValueError" and "fail #3" in d["error"]["message"]
-    assert d["attempt"] == 3
-    assert probe.counts()["retry"] == 0
-
-
-def test_unknown_and_malformed_jobs_go_dead_and_the_worker_goes_on(probe: Probe) -> None:
-    probe.push_raw(encode({"id": new_id(), "job": "no.such.job", "queue": "default", "args": [],
-                           "kwargs": {}, "enqueued_at": 0, "attempt": 0}))
-    probe.push_raw("garbage")
-    add.enqueue(1, 1)
-    with probe.worker():
-        wait_until(lambda: ran and probe.counts()["dead"] == 2, what="two dead jobs + the next one")
-    reasons = sorted(d.get("dead_reason", "") for d in probe.dead())
-    assert reasons == ["malformed", "unknown_job"]
-
-
-def test_scheduled_jobs_wait_for_their_time(probe: Probe) -> None:
-    t0 = time.time()
-    stamp.enqueue_in(0.5, "in")
-    stamp.enqueue_at(t0 + 0.5, "at")
-    assert probe.counts()["scheduled"] == 2 and probe.counts()["ready"] == 0
-    with probe.worker():
-        wait_until(lambda: len(ran) == 2, what="scheduled jobs")
-    assert {t for t, _ in ran} == {"in", "at"}
-    assert all(at >= t0 + 0.5 - 0.01 for _, at in ran), (t0, ran)
-
-
-def test_chain_runs_followup_only_after_success(probe: Probe) -> None:
-    add.call(1, 2).then(tag_default, "after-add").then(tag_critical, "third").enqueue()
-    flaky.call("parent-fails", 99).then(tag_default, "never").enqueue()
-    with probe.worker(queues=["critical", "default"]):
-        wait_until(lambda: "third" in ran, what="the chain")
-        wait_until(lambda: probe.counts()["dead"] == 1, what="the failing parent to die")
-    assert ran.index(("add", 3, 1, "default")) < ran.index("after-add") < ran.index("third")
-    assert "never" not in ran
-
-
-def test_unique_enqueue_is_held_until_the_job_succeeds(probe: Probe) -> None:
-    a, b, c = uniq.enqueue(1), uniq.enqueue(1), uniq.enqueue(2)
-    assert a.enqueued and not b.enqueued and c.enqueued
-    assert probe.counts()["ready"] == 2 and probe.counts()["unique"] == 2
-    assert uniq.enqueue(7, tenant="shop-1").enqueued and uniq.enqueue(7, tenant="shop-2").enqueued
-    with probe.worker():
-        wait_until(lambda: len(ran) == 4, what="unique jobs")
-        wait_until(lambda: probe.counts()["unique"] == 0, what="unique keys released on success")
-    assert uniq.enqueue(1).enqueued
-
-
-def test_at_most_once_runs_its_followups_and_releases_its_unique_key(probe: Probe) -> None:
-    once.call(5).then(tag_default, "followup").enqueue()
-    with probe.worker():
-        wait_until(lambda: "followup" in ran, what="the follow-up of an at-most-once job")
-        wait_until(lambda: probe.counts()["unique"] == 0, what="its unique key released")
-    assert ran == [("once", 5), "followup"]
-    assert once.enqueue(5).enqueued
+# test_queue.py and test_reliability.py run the queue's behaviour on redis and sqlite (and
+# mariadb, postgres with PODJOBS_TEST_BACKENDS=all: `make test-sql`); what follows is the
+# SQL backend's own.
 
 
 def test_a_worker_whose_lease_ran_out_is_reaped_and_its_jobs_run_elsewhere(probe: Probe) -> None:

@@ -89,13 +89,20 @@ class Context:
 
     @property
     def backend(self) -> Any:
-        """The RedisBackend of the pod this job runs on (made on first use in a child process)."""
+        """The backend of the pod this job runs on (made on first use in a child process):
+        a RedisBackend, or a SqlBackend when `redis_url` is the pod's database URL."""
         if self._backend is None:
             if not self.redis_url:
                 raise RuntimeError(f"job {self.job_name} runs without a queue backend")
             from podjobs.backend import RedisBackend
 
-            self._backend = _backends.get(self.redis_url) or RedisBackend(self.redis_url, check=False)
+            made = _backends.get(self.redis_url)
+            if made is None and self.redis_url.split(":", 1)[0] not in (
+                    "redis", "rediss", "unix", "redis+sentinel"):
+                from podjobs.sqlbackend import SqlBackend
+
+                made = SqlBackend(self.redis_url, migrate=False)
+            self._backend = made or RedisBackend(self.redis_url, check=False)
             _backends[self.redis_url] = self._backend
         return self._backend
 

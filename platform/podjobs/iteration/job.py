@@ -242,12 +242,20 @@ def _register(h: JobHandle) -> None:
 
 
 def store_for(ctx: Context) -> Store:
-    """The store a run uses: one put in ctx.extras, else the pod's Redis, else memory."""
+    """The store a run uses: one put in ctx.extras, else the pod's Redis (or its SQL
+    database: SqlStore), else memory."""
     s = ctx.extras.get(STORE_EXTRA)
     if s is not None:
         return s  # type: ignore[no-any-return]
     if ctx._backend is not None or ctx.redis_url:
-        return RedisStore(ctx.backend)
+        from podjobs.backend import RedisBackend
+
+        backend = ctx.backend
+        if not isinstance(backend, RedisBackend):  # a pod on the SQL backend
+            from podjobs.iteration.sqlstore import SqlStore
+
+            return SqlStore(backend)
+        return RedisStore(backend)
     s = MemoryStore()
     ctx.extras[STORE_EXTRA] = s
     return s

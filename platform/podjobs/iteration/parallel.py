@@ -75,7 +75,11 @@ def enqueue_parallel(job: type[IterationJob], parts: int | Sequence[dict[str, An
     target = client._target(tenant, pod)
     backend = target.backend
     if not isinstance(backend, RedisBackend):
-        raise ConfigurationError("enqueue_parallel needs a Redis backend")
+        from podjobs.errors import NotSupported
+
+        raise NotSupported(
+            f"a parallel iteration (enqueue_parallel of {jd.name!r}) is not supported on the SQL "
+            f"backend yet; enqueue it as one iteration job, or run it on a Redis pod")
     if target.hold:
         raise ConfigurationError(
             f"tenant {tenant!r} is being moved; enqueue the parallel iteration after the move "

@@ -17,8 +17,11 @@ behind the same `podjobs.backend.Backend` interface as Redis.
    POLL_MIN_S doubling to POLL_MAX_S, and an enqueue in the same process wakes it at once.
 4. Times are the database's clock for MySQL/MariaDB (the offset is read on connect), this
    machine's for SQLite.
-5. Refused with `NotSupported`, naming the feature: status tracking (tracked jobs), tenant
-   moves (hold), paused queues, iteration checkpoints. Database errors become
+5. Paused queues (pj_paused): reserve and the idle wait leave them alone. An enqueue writes
+   its first job id into pj_requests (kept REQUEST_TTL_MS) in the same transaction; a
+   commit whose reply was lost is sent once more, and finds its marker: nothing twice.
+6. Refused with `NotSupported`, naming the feature: status tracking (tracked jobs), tenant
+   moves (hold). Database errors become
    `BackendUnavailable` naming the server (`BackendTimeout` after a lost commit reply).
 """
 
@@ -33,18 +36,20 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from podjobs.errors import BackendUnavailable, NotSupported
+from podjobs.errors import BackendTimeout, BackendUnavailable, NotSupported
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field
 from podjobs.quota import TenantQuota
 from podjobs.settlement import Kind, Settlement
 from podjobs.sqlbackend import schema
 from podjobs.sqlbackend.engine import listener, make_engine, shown
-from podjobs.sqlbackend.tables import dead, due, ready, unique, workers
+from podjobs.sqlbackend.tables import dead, due, paused, ready, requests, unique, workers
 from podjobs.status import StatusWrite
 
 #: most jobs one reserve takes
 MAX_RESERVE = 1000
+#: how long an enqueue's request marker is kept (the Redis backend's pj:req:<id> TTL)
+REQUEST_TTL_MS = 30_000
 #: the idle poll's delays (seconds): doubling from the first to the second while idle
 POLL_MIN_S = 0.002
 POLL_MAX_S = 0.05
@@ -97,6 +102,7 @@ class SqlBackend:
         self.dialect = self.engine.dialect.name
         self._wake = _wake_for(url)
         self._offset_ms = 0
+        self._swept_ms = 0
         self._pg = self.dialect == "postgresql"
         self._listener: Any = None
         #: the latest reserve request ids this object sent: only asking with one of them again
@@ -193,8 +199,16 @@ class SqlBackend:
         self._check(payloads, unique, status)
         if not payloads:
             return 0
-        with self.tx("enqueue") as c:
-            n = self._enqueue(c, queue, payloads, delay_ms, at_ms, unique)
+        for attempt in (1, 2):
+            try:
+                with self.tx("enqueue") as c:
+                    n = self._enqueue(c, queue, payloads, delay_ms, at_ms, unique)
+                break
+            except BackendTimeout:
+                # the commit was sent and its reply lost: it may have committed. Sent once
+                # more, the request marker (pj_requests) tells, and nothing is written twice
+                if attempt == 2:
+                    raise
         if n and delay_ms is None and at_ms is None:
             self._notify()
         return n
@@ -223,8 +237,15 @@ class SqlBackend:
     def _enqueue(self, c: Connection, queue: str, payloads: Sequence[str], delay_ms: int | None,
                  at_ms: int | None, uniq: tuple[str, int, str] | None) -> int:
         now = self.now_ms()
+        marker = inflight_field(payloads[0])
+        marked = not marker.startswith("bad:")  # a payload podjobs wrote: it has its own id
+        if marked and c.execute(select(requests.c.request)
+                                .where(requests.c.request == marker)).first():
+            return len(payloads)  # a re-sent enqueue whose first send committed
         if uniq is not None and not self._take_unique(c, uniq, now):
             return 0
+        if marked:
+            c.execute(insert(requests).values(request=marker, expires_ms=now + REQUEST_TTL_MS))
         if delay_ms is None and at_ms is None:
             c.execute(insert(ready), [{"queue": queue, "job_id": inflight_field(p), "payload": p}
                                       for p in payloads])
@@ -278,9 +299,12 @@ class SqlBackend:
                     return [(q, p.encode()) for q, p in again]
             out: list[tuple[str, bytes]] = []
             want = want0
+            stopped = {r[0] for r in c.execute(select(paused.c.queue))}
             for q in queues:
                 if want <= 0:
                     break
+                if q in stopped:
+                    continue
                 rows = c.execute(select(ready.c.seq, ready.c.payload)
                                  .where(ready.c.queue == q, ready.c.worker == "")
                                  .order_by(ready.c.seq).limit(want)
@@ -417,6 +441,11 @@ class SqlBackend:
         n: int = self._retrying("promote due jobs", go)
         if n:
             self._notify()
+        now = self.now_ms()
+        if now - self._swept_ms >= REQUEST_TTL_MS // 10:  # expired request markers, now and then
+            self._swept_ms = now
+            self._retrying("drop expired request markers", lambda c: c.execute(
+                delete(requests).where(requests.c.expires_ms < now)))
         return n
 
     def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool:
@@ -476,7 +505,8 @@ class SqlBackend:
                     delay = min(POLL_MAX_S, delay * 2)
 
     def _has_work(self, queues: Sequence[str]) -> bool:
-        look = (select(ready.c.seq).where(ready.c.queue.in_(list(queues)), ready.c.worker == "")
+        look = (select(ready.c.seq).where(ready.c.queue.in_(list(queues)), ready.c.worker == "",
+                                          ready.c.queue.not_in(select(paused.c.queue)))
                 .limit(1))
         with self.errors("wait for jobs"), self.engine.connect().execution_options(pj_read=True) as c:
             found = c.execute(look).first() is not None
@@ -507,6 +537,35 @@ class SqlBackend:
             raise BackendUnavailable(f"could not wait for jobs on the SQL backend at {self.shown}: "
                                      f"{type(exc).__name__}: {exc}") from exc
 
+    # -- paused queues ------------------------------------------------------------------
+
+    def pause(self, queue: str) -> bool:
+        """Workers stop taking jobs from `queue` (jobs keep arriving); False if it was
+        paused already."""
+        def go(c: Connection) -> bool:
+            if c.execute(select(paused.c.queue).where(paused.c.queue == queue)).first():
+                return False
+            c.execute(insert(paused).values(queue=queue))
+            return True
+
+        done: bool = self._retrying(f"pause queue {queue!r}", go)
+        return done
+
+    def resume(self, queue: str) -> bool:
+        """Workers take jobs from `queue` again; False if it was not paused."""
+        done: bool = self._retrying(f"resume queue {queue!r}", lambda c: bool(
+            c.execute(delete(paused).where(paused.c.queue == queue)).rowcount))
+        if done:
+            self._notify()
+        return done
+
+    def paused(self) -> list[str]:
+        with self.errors("read paused queues"), \
+                self.engine.connect().execution_options(pj_read=True) as c:
+            rows = c.execute(select(paused.c.queue).order_by(paused.c.queue)).all()
+            c.rollback()
+        return [r[0] for r in rows]
+
     def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
              status: StatusWrite | None = None) -> bool:
         raise refuse(f"a tenant move (holding tenant {tenant!r}'s jobs)",
@@ -520,13 +579,16 @@ class SqlBackend:
 
     # -- reads (tests, bench, `queues` views) ----------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        """ready / reserved / scheduled / retry / dead / unique row counts."""
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """ready / reserved / scheduled / retry / dead / unique row counts (ready, reserved,
+        scheduled and retry of `queue` only when given)."""
+        rq = [ready.c.queue == queue] if queue is not None else []
+        dq = [due.c.queue == queue] if queue is not None else []
         with self.errors("count jobs"), self.engine.connect().execution_options(pj_read=True) as c:
-            free = c.execute(select(func.count()).where(ready.c.worker == "")).scalar()
-            held = c.execute(select(func.count()).where(ready.c.worker != "")).scalar()
-            d: dict[str, int] = {str(k): int(v) for k, v in
-                                 c.execute(select(due.c.kind, func.count()).group_by(due.c.kind)).all()}
+            free = c.execute(select(func.count()).where(ready.c.worker == "", *rq)).scalar()
+            held = c.execute(select(func.count()).where(ready.c.worker != "", *rq)).scalar()
+            d: dict[str, int] = {str(k): int(v) for k, v in c.execute(
+                select(due.c.kind, func.count()).where(*dq).group_by(due.c.kind)).all()}
             out = {"ready": int(free or 0), "reserved": int(held or 0),
                    "scheduled": int(d.get("sched", 0)), "retry": int(d.get("retry", 0)),
                    "dead": int(c.execute(select(func.count()).select_from(dead)).scalar() or 0),

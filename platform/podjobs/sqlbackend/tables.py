@@ -8,6 +8,10 @@
 | pj_dead     | the dead set                                                                   |
 | pj_unique   | unique keys: the owning job's id, and when the key lapses                       |
 | pj_workers  | registered workers and their lease (`expires_ms`, renewed by the heartbeat)     |
+| pj_paused   | paused queues (`podjobs queues pause`; pj:paused)                                |
+| pj_requests | enqueue request markers: an enqueue's first job id, kept REQUEST_TTL_MS, so a   |
+|             | re-sent enqueue (lost commit reply) writes nothing twice (pj:req:<id>)          |
+| pj_iterations | iteration jobs' checkpoints and states (pj:iter:{id}; iteration/sqlstore.py)  |
 
 tests/test_sqlbackend.py checks that the revisions make exactly these tables.
 """
@@ -74,4 +78,37 @@ workers = Table(
     Column("expires_ms", BigInteger(), nullable=False),
     Column("queues", Text(), nullable=False),
     Column("info", Text(), nullable=False),
+)
+
+paused = Table(
+    "pj_paused", metadata,
+    Column("queue", String(100), primary_key=True),
+)
+
+requests = Table(
+    "pj_requests", metadata,
+    Column("request", String(80), primary_key=True),
+    Column("expires_ms", BigInteger(), nullable=False),
+    Index("pj_requests_expiry", "expires_ms"),
+)
+
+iterations = Table(
+    "pj_iterations", metadata,
+    Column("job_id", String(80), primary_key=True),
+    Column("job", String(200), nullable=False, server_default=""),
+    Column("queue", String(100), nullable=False, server_default=""),
+    Column("tenant", String(100), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),
+    Column("cursor", PAYLOAD, nullable=True),
+    Column("done", BigInteger(), nullable=False, server_default="0"),
+    Column("total", BigInteger(), nullable=True),
+    Column("runs", Integer(), nullable=False, server_default="0"),
+    Column("interrupted", Integer(), nullable=False, server_default="0"),
+    Column("checkpoints", Integer(), nullable=False, server_default="0"),
+    Column("control", String(16), nullable=False, server_default=""),
+    Column("run", String(80), nullable=False, server_default=""),
+    Column("reason", String(200), nullable=False, server_default=""),
+    Column("error", Text(), nullable=True),
+    Column("parked", PAYLOAD, nullable=True),
+    Column("updated_ms", BigInteger(), nullable=False),
 )

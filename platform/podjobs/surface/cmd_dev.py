@@ -1,7 +1,8 @@
 """`podjobs dev ...`: run a local cluster for development and demos.
 
 1. `podjobs dev up --pods N [--db sqlite|mysql] [--mysql-url URL] [--dir var/]
-   [--base-port P]` starts (or keeps) ZooKeeper, a Redis per pod and the shards,
+   [--base-port P] [--backend redis|sql]` starts (or keeps) ZooKeeper, a Redis per pod
+   (none with `--backend sql`: the pods' queues are tables on their shards) and the shards,
    prints the topology as a table and the path of topology.json.
 2. `podjobs dev status [--dir var/] [--json]` lists the recorded servers;
    exit code 0 if all run, 1 if any is down or nothing is recorded.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = "var"
 DB_KINDS = ("sqlite", "mysql")  # podjobs.infra.cluster.DB_KINDS (not imported for --help)
+BACKENDS = ("redis", "sql")  # podjobs.infra.cluster.BACKENDS
 
 
 def publish_topology(topology: Topology) -> str:
@@ -43,7 +45,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     cluster = Cluster(args.dir)
     topology = cluster.up(
         args.pods, db=args.db, mysql_url=args.mysql_url, base_port=args.base_port,
-        timeout=args.timeout,
+        timeout=args.timeout, backend=args.backend,
     )  # fmt: skip
     published = publish_topology(topology)
     if args.json:
@@ -127,6 +129,11 @@ def register(cmds: Commands) -> None:
     up.add_argument(
         "--base-port", type=int, default=None, metavar="P",
         help="ports P (ZooKeeper), P+1 (MariaDB), P+1+i (Redis of pod i); default: free ports",
+    )  # fmt: skip
+    up.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="where the pods keep their queues: a redis-server each (default) or tables on "
+        "their own shard (sql: no Redis is started; SQLite files, or MariaDB with --db mysql)",
     )  # fmt: skip
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for servers")
     add_dir(up)

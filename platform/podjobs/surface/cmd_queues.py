@@ -47,9 +47,16 @@ T = TypeVar("T")
 
 
 def _inspector(url: str) -> Inspector:
+    """The Inspector of a pod's queue: Redis, or a SqlInspector when `url` is a database URL
+    (a pod on the SQL backend; the same methods)."""
     from podjobs.backend import RedisBackend
     from podjobs.ops import Inspector
 
+    if url.split(":", 1)[0] not in ("redis", "rediss", "unix", "redis+sentinel"):
+        from podjobs.sqlbackend import SqlBackend
+        from podjobs.sqlbackend.ops import SqlInspector
+
+        return SqlInspector(SqlBackend(url, migrate=False))  # type: ignore[return-value]
     return Inspector(RedisBackend(url, check=False))
 
 
@@ -318,7 +325,8 @@ def _find(ins: Inspector, job_id: str) -> tuple[FoundJob | None, dict[str, str]]
     from podjobs import keys
     from podjobs.gateway import text
 
-    record = {text(k): text(v) for k, v in ins.r.hgetall(keys.status(job_id)).items()}
+    r = getattr(ins, "r", None)  # a SQL pod keeps no status records
+    record = {text(k): text(v) for k, v in r.hgetall(keys.status(job_id)).items()} if r else {}
     try:
         return ins.find_job(job_id), record
     except JobNotFound:

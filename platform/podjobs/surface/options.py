@@ -225,12 +225,22 @@ def pod_redis_url(args: argparse.Namespace) -> str:
         return url
 
 
+def queue_url(pod: Any) -> str:
+    """Where a pod's queue is: its Redis URL, or its shard's URL when `pod.backend` is "sql"
+    (the views of cmd_queues open a SqlInspector on it)."""
+    return str(pod.shard_url if getattr(pod, "backend", "redis") == "sql" else pod.redis_url)
+
+
 def pod_targets(args: argparse.Namespace) -> list[tuple[str | None, str]]:
-    """[(pod name, Redis URL)] a fleet-wide view reads: `--redis URL` (pod unknown unless
+    """[(pod name, queue URL: Redis, or the shard of a SQL pod)] a fleet-wide view reads: `--redis URL` (pod unknown unless
     `--pod` names it), `--pod NAME`, `$PODJOBS_REDIS_URL`, else every pod of the topology in
     ZooKeeper (`--zk`, `$PODJOBS_ZK`, the topology file)."""
-    if getattr(args, "redis", None) or getattr(args, "pod", None) or \
-            os.environ.get("PODJOBS_REDIS_URL"):
+    if getattr(args, "pod", None) and not getattr(args, "redis", None):
+        from podjobs.pods.topology import TopologyStore
+
+        with connect(args) as zk:
+            return [(args.pod, queue_url(TopologyStore(zk).pod(args.pod)))]
+    if getattr(args, "redis", None) or os.environ.get("PODJOBS_REDIS_URL"):
         url, pod = resolve_redis(args)
         return [(pod, url)]
     try:
@@ -243,7 +253,7 @@ def pod_targets(args: argparse.Namespace) -> list[tuple[str | None, str]]:
 
     zk = open_zk(spec)
     try:
-        return [(name, pod.redis_url) for name, pod in sorted(TopologyStore(zk).pods().items())]
+        return [(name, queue_url(pod)) for name, pod in sorted(TopologyStore(zk).pods().items())]
     finally:
         zk.stop()
 

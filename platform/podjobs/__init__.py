@@ -17,7 +17,8 @@ contract: `IterationJob` (a lazy module attribute: `from podjobs import Iteratio
 stays, without loading iteration, Redis scripts and SQLAlchemy helpers for every
 `import podjobs`), `enqueue_all_pods`, and the two hooks it installs into the core:
 `configure(zk=...)` connects through podjobs.pods.router, and a fenced `ctx.db` session
-is checked by podjobs.pods.fence.
+is checked by podjobs.pods.fence. `periodic` is lazy too (a core module, but one a worker
+of an app without periodic jobs need not import before its first job).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,6 @@ from podjobs import context as _context
 from podjobs.backoff import constant, exponential
 from podjobs.client import Client, after_commit, configure, get_client, outbox
 from podjobs.context import Context, current
-from podjobs.cron import periodic
 from podjobs.delivery import Delivery
 from podjobs.errors import (
     ArgumentsMismatch,
@@ -49,6 +49,7 @@ from podjobs.settlement import Settlement
 from podjobs.status import Created
 
 if TYPE_CHECKING:
+    from podjobs.cron import periodic
     from podjobs.iteration import IterationJob
 
 
@@ -102,6 +103,10 @@ def __getattr__(name: str) -> Any:
         from podjobs.iteration import IterationJob
 
         return IterationJob
+    if name == "periodic":  # loads podjobs.cron (and croniter's helpers) only where used
+        from podjobs.cron import periodic
+
+        return periodic
     raise AttributeError(f"module 'podjobs' has no attribute {name!r}")
 
 

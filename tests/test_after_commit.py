@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import podjobs
 from podjobs.backend import RedisBackend
 from podjobs.db import engine
+from podjobs.fairshare import ready_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,8 @@ def note(n: int) -> None:
 
 
 def _queued(b: RedisBackend, queue: str) -> list[dict[str, Any]]:
-    return [json.loads(raw) for raw in reversed(b.queued(queue))]
+    """The ready jobs, oldest first (one tenant's, or none's: one ready list)."""
+    return [json.loads(raw) for raw in reversed(ready_jobs(b.redis, queue))]
 
 
 @pytest.fixture

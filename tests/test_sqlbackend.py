@@ -181,8 +181,6 @@ def test_enqueue_in_a_transaction_is_refused_on_redis(redis_url: str) -> None:
 
 def test_what_the_sql_backend_cannot_do_is_refused_by_name(sqlite_url: str) -> None:
     podjobs.configure(database_url=sqlite_url)
-    with pytest.raises(NotSupported, match="status tracking"):
-        add.call(1, 2).tracked().enqueue()
     with pytest.raises(NotSupported, match="tenant move"):
         SqlBackend(sqlite_url).hold("shop-1", "default", [("x", "{}")])
     assert SqlBackend(sqlite_url).counts()["ready"] == 0

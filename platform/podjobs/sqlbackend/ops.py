@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from podjobs.errors import JobNotFound
 from podjobs.ops import SETS, FoundJob, QueueStats, WorkerInfo
 from podjobs.payload import encode
+from podjobs.sqlbackend import status as records
 from podjobs.sqlbackend.backend import SqlBackend
 from podjobs.sqlbackend.tables import dead, due, ready, workers
 
@@ -179,8 +180,14 @@ class SqlInspector:
         data["attempt"] = 0
         data["enqueued_at"] = self.backend.now_ms()
         q = str(data.get("queue", "default"))
-        c.execute(insert(ready).values(queue=q, job_id=str(data.get("id", "")),
-                                       payload=encode(data, 1 << 30)))
+        payload = encode(data, 1 << 30)
+        c.execute(insert(ready).values(queue=q, job_id=str(data.get("id", "")), payload=payload))
+        if "track" in data and isinstance(data.get("id"), str):  # its record: queued again
+            from podjobs import status
+
+            now = self.backend.now_ms()
+            records.write(c, data["id"], now, {"updated_ms": now, "run_at_ms": now,
+                                               "payload": payload}, status.revived(data))
         return q
 
     @staticmethod

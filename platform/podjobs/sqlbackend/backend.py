@@ -528,6 +528,15 @@ class SqlBackend:
             c.rollback()
         return rec or {}
 
+    def worker_alive(self, worker_id: str) -> bool:
+        """The worker is registered and its lease is current (the Redis heartbeat key)."""
+        with self.errors("read a worker's lease"), \
+                self.engine.connect().execution_options(pj_read=True) as c:
+            exp = c.execute(select(workers.c.expires_ms)
+                            .where(workers.c.worker_id == worker_id)).scalar()
+            c.rollback()
+        return exp is not None and int(exp) > self.now_ms()
+
     def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int:
         """Reserved, unstarted jobs back to where they were in their queue."""
         if not items:

@@ -2,8 +2,9 @@
 pod declared `backend: sql` whose queue and status records live in tables of the probe's
 database: sqlite by default, mariadb and postgres with PODJOBS_TEST_BACKENDS=all): `podjobs
 api` in a subprocess, a pod worker in this one, httpx as the client. The same requests get
-the same answers on each: 202 with a monitor, 303 See Other to the created resource, DELETE
-of a queued or scheduled job, 409 for a running one, 200 with the error of a failed one."""
+the same answers on each: 202 with a monitor, 303 See Other to the created resource, 201 with
+Prefer: wait, DELETE of a queued or scheduled job, 409 for a running one, 200 with the error
+of a failed one."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def test_job_routes_on_a_pod_of_each_backend(probe: Probe, cluster: Any, zk: ZK,
             doc = done.json()
             assert doc["state"] == "succeeded" and doc["attempts"] == 1 and doc["error"] is None
             assert doc["enqueued_at"] <= doc["started_at"] <= doc["finished_at"]
+            # Prefer: wait answers 201 Created once the job is done (polling its record)
+            r = c.post("/v1/tenants/shop-a/jobs", json={"job": "api.create_thing", "args": ["sync"]},
+                       headers={"Prefer": "wait=5"})
+            assert r.status_code == 201, r.text
+            assert r.headers["location"] == "/things/sync" and r.json()["state"] == "succeeded"
             # a running job cannot be cancelled, nor a finished one
             r = c.post("/v1/tenants/shop-a/jobs", json={"job": "api.slow", "args": [1.0]})
             poll(c, r.headers["location"], lambda g: g.json()["state"] == "running")

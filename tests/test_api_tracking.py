@@ -204,6 +204,36 @@ def test_a_refused_unique_enqueue_writes_no_record(probe: Probe, sb: Any) -> Non
     assert c.enqueue_call(Call(api_app.unique, ("k",), track=TTL)).enqueued
 
 
+def test_a_reserved_job_is_not_cancellable_and_an_expired_record_is_gone(
+        probe: Probe, sb: Any) -> None:
+    """A worker took the job (reserved, not started yet): cancel refuses and changes nothing.
+    A record past its TTL reads as none; on SQL the promote sweep deletes its row."""
+    sb.heartbeat("w1", 60_000, True, {"queues": "default"})
+    jid = tracked(sb, api_app.add, 1, 2)
+    assert sb.reserve("w1", ["default"], 1)
+    assert sb.cancel(jid, "default", None, None, TTL) == ("refused", "queued")
+    assert rec_of(sb, jid)["state"] == "queued" and probe.in_flight() == 1
+    if isinstance(sb, RedisBackend):
+        sb.redis.pexpire(keys.status(jid), 1)
+        wait_until(lambda: not rec_of(sb, jid), what="the record to expire")
+        return
+    from sqlalchemy import func, select, update
+
+    from podjobs.sqlbackend.tables import status as pj_status
+
+    with sb.engine.begin() as c:
+        c.execute(update(pj_status).where(pj_status.c.job_id == jid).values(expires_ms=1))
+    assert rec_of(sb, jid) == {}
+    assert sb.cancel(jid, "default", None, None, TTL) == ("unknown", "")
+    fresh = probe.backend()  # a backend object sweeps at its first promote
+    try:
+        fresh.promote(["default"])
+        with fresh.engine.connect() as c:
+            assert c.execute(select(func.count()).select_from(pj_status)).scalar() == 0
+    finally:
+        fresh.close()
+
+
 class OnePodRouter:
     """What the HTTP API's Service needs of a pods Router (and its directory), for pod p1
     alone, where every tenant lives."""

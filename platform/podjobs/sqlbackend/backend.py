@@ -345,31 +345,37 @@ class SqlBackend:
 
         def go(c: Connection) -> int:
             now = self.now_ms()
-            for _q, sid, s_in_flight, st in starts:
-                rec = records.read(c, sid, now, lock=True)
-                state = (rec or {}).get("state", "")
-                if s_in_flight:
-                    ok = state not in records.FINAL and c.execute(
-                        select(ready.c.seq).where(ready.c.worker == worker_id,
-                                                  ready.c.job_id == sid)).first() is not None
-                else:
-                    ok = state in records.WAITING
-                if ok:
-                    own: dict[str, object] = {"updated_ms": now}
-                    if not (rec or {}).get("started_ms"):
-                        own["started_ms"] = now
-                    records.write(c, sid, now, own, st, ("payload", "run_at_ms"), current=rec)
+            if starts:
+                sids = [sid for _, sid, _, _ in starts]
+                found = records.read_many(c, sids, now)
+                mine = {r[0] for r in c.execute(select(ready.c.job_id).where(
+                    ready.c.worker == worker_id, ready.c.job_id.in_(sids)))}
+                writes = []
+                for _q, sid, s_in_flight, st in starts:
+                    state = found.get(sid, {}).get("state", "")
+                    if (state not in records.FINAL and sid in mine) if s_in_flight \
+                            else state in records.WAITING:
+                        own: dict[str, object] = {"updated_ms": now}
+                        if not found.get(sid, {}).get("started_ms"):
+                            own["started_ms"] = now
+                        writes.append((sid, own, st, ("payload", "run_at_ms")))
+                records.write_many(c, now, found, writes)
             n = 0
             if ids:
                 n = int(c.execute(delete(ready).where(ready.c.worker == worker_id,
                                                       ready.c.job_id.in_(ids))).rowcount)
-            for jid, in_flight, st in done:
-                gone = c.execute(delete(ready).where(ready.c.worker == worker_id,
-                                                     ready.c.job_id == jid)).rowcount
-                if gone or not in_flight:
-                    n += 1
-                    records.write(c, jid, now, {"updated_ms": now, "finished_ms": now}, st,
-                                  ("payload", "worker", "run_at_ms"))
+            if done:
+                dids = [jid for jid, _, _ in done]
+                held = {r[0] for r in c.execute(select(ready.c.job_id).where(
+                    ready.c.worker == worker_id, ready.c.job_id.in_(dids)).with_for_update())}
+                if held:
+                    c.execute(delete(ready).where(ready.c.worker == worker_id,
+                                                  ready.c.job_id.in_(list(held))))
+                ends = [(jid, {"updated_ms": now, "finished_ms": now}, st,
+                         ("payload", "worker", "run_at_ms"))
+                        for jid, in_flight, st in done if jid in held or not in_flight]
+                n += len(ends)
+                records.write_many(c, now, records.read_many(c, [e[0] for e in ends], now), ends)
             return n
 
         n: int = self._retrying("ack jobs", go)

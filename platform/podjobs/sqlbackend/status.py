@@ -13,9 +13,9 @@ the queue change they belong to, as the Lua scripts write pj:status:{id} on Redi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from podjobs.sqlbackend.tables import status as table
 from podjobs.status import StatusWrite
@@ -68,6 +68,43 @@ def write(c: Connection, job_id: str, now_ms: int, own: Mapping[str, object], sw
     else:
         c.execute(insert(table).values(job_id=job_id, **values))
     return out
+
+
+def read_many(c: Connection, job_ids: Sequence[str], now_ms: int) -> dict[str, dict[str, str]]:
+    """The rows of these jobs, locked (FOR UPDATE): job id -> record ({} when expired: the
+    row is there, the record is not). A job without a row is not in the answer."""
+    if not job_ids:
+        return {}
+    rows = c.execute(select(table.c.job_id, table.c.fields, table.c.expires_ms)
+                     .where(table.c.job_id.in_(list(set(job_ids)))).with_for_update()).all()
+    return {str(j): (_decode(str(f)) if int(e) > now_ms else {}) for j, f, e in rows}
+
+
+def write_many(c: Connection, now_ms: int, found: dict[str, dict[str, str]],
+               writes: Sequence[tuple[str, Mapping[str, object], StatusWrite, Iterable[str]]]) -> None:
+    """`write` for many jobs in two statements (an executemany UPDATE and INSERT): each
+    (job id, own fields, StatusWrite, dropped names) onto `found` (read_many's answer, under
+    its locks; updated here, so a job written twice takes both in order)."""
+    exists = set(found)
+    ups: dict[str, dict[str, object]] = {}
+    news: dict[str, dict[str, object]] = {}
+    for jid, own, sw, drop in writes:
+        out = dict(found.get(jid) or {})
+        out.update({k: str(v) for k, v in own.items()})
+        out.update(_decode(sw.fields))
+        for k in drop:
+            out.pop(k, None)
+        row = {"b_job": jid, "b_fields": json.dumps(out, separators=(",", ":"), ensure_ascii=False),
+               "b_exp": now_ms + int(sw.ttl_s) * 1000}
+        (ups if jid in exists else news)[jid] = row
+        found[jid] = out
+    if news:
+        c.execute(insert(table), [{"job_id": r["b_job"], "fields": r["b_fields"],
+                                   "expires_ms": r["b_exp"]} for r in news.values()])
+    if ups:
+        c.execute(update(table).where(table.c.job_id == bindparam("b_job"))
+                  .values(fields=bindparam("b_fields"), expires_ms=bindparam("b_exp")),
+                  list(ups.values()))
 
 
 def prune(c: Connection, now_ms: int) -> int:

@@ -177,6 +177,40 @@ def test_job_show_and_scheduled_delete_of_a_tracked_job_on_a_sql_pod(
     assert shown["where"] == "finished" and shown["status"]["state"] == "cancelled"
 
 
+def test_tracked_enqueues_from_many_threads_each_write_their_record(sql: Probe) -> None:
+    """Concurrent tracked enqueues (each a new pj_status row in the enqueue's transaction):
+    every job is queued with its record, none refused."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from podjobs.sqlbackend.tables import status as pj_status
+
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            for i in range(40):
+                ids.append(tag.call(f"t{i}").tracked().enqueue().id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(ids) == 160 and sql.ready() == 160
+    b = SqlBackend(sql.url, migrate=False)
+    try:
+        with b.engine.connect() as c:
+            assert c.execute(select(func.count()).select_from(pj_status)).scalar() == 160
+        assert {b.status_record(i)["state"] for i in ids[::20]} == {"queued"}
+    finally:
+        b.close()
+
+
 def test_a_parallel_iteration_is_refused_by_name(sql: Probe) -> None:
     from podjobs.errors import NotSupported
     from tests.apps.iter_app import Count

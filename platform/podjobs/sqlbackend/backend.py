@@ -262,7 +262,7 @@ class SqlBackend:
             records.write(c, records.job_id_of(status), now,
                           {"updated_ms": now, "enqueued_ms": now, "payload": payloads[0],
                            "run_at_ms": when}, status,
-                          ttl_s=status.ttl_s + max(0, -(-(when - now) // 1000)))
+                          ttl_s=status.ttl_s + max(0, -(-(when - now) // 1000)), lock=False)
         return len(payloads)
 
     def _take_unique(self, c: Connection, uniq: tuple[str, int, str], now: int) -> bool:

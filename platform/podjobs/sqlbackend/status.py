@@ -45,13 +45,15 @@ def read(c: Connection, job_id: str, now_ms: int, *, lock: bool = False) -> dict
 
 def write(c: Connection, job_id: str, now_ms: int, own: Mapping[str, object], sw: StatusWrite | None,
           drop: Iterable[str] = (), ttl_s: int | None = None,
-          current: dict[str, str] | None = None) -> dict[str, str]:
+          current: dict[str, str] | None = None, lock: bool = True) -> dict[str, str]:
     """Set `own` then `sw.fields` on the job's record, drop `drop`, keep it `ttl_s` seconds
-    (default: sw.ttl_s). `current`: the record as the caller read it under lock."""
+    (default: sw.ttl_s). `current`: the record as the caller read it under lock. `lock`
+    False: a new job's record (enqueue): read without FOR UPDATE, so no gap lock on
+    MySQL/MariaDB makes two enqueues of new records deadlock."""
     exists = current is not None
     if current is None:
-        row = c.execute(select(table.c.fields, table.c.expires_ms)
-                        .where(table.c.job_id == job_id).with_for_update()).first()
+        q = select(table.c.fields, table.c.expires_ms).where(table.c.job_id == job_id)
+        row = c.execute(q.with_for_update() if lock else q).first()
         exists = row is not None
         current = _decode(str(row[0])) if row is not None and int(row[1]) > now_ms else {}
     out = dict(current)

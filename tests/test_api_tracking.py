@@ -4,6 +4,7 @@ transition writes the record in the script that makes it; untracked jobs write n
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,13 +15,15 @@ from podjobs import keys, status
 from podjobs.backend import RedisBackend
 from podjobs.client import Client, Target
 from podjobs.fairshare import ready_count, ready_jobs
+from podjobs.gateway import text
 from podjobs.jobs import Call, JobDef
-from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.pods.topology import PodState
+from podjobs.settlement import Kind, Settlement
 from podjobs.surface.api.auth import Principal
 from podjobs.surface.api.service import ApiError, Service
 from tests.apps import api_app
+from tests.backends import Probe
 from tests.helpers import wait_until, worker
 
 TTL = 120
@@ -39,6 +42,51 @@ def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
 
 
+# -- on each backend (the `probe` fixture: redis and sqlite; PODJOBS_TEST_BACKENDS=all adds
+# mariadb and postgres): the records read through the backend (StatusStore.status_record)
+
+
+@pytest.fixture
+def sb(probe: Probe) -> Iterator[Any]:
+    """The probe's backend (Redis or SQL), for the writes and the reads of a test."""
+    b = probe.backend()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def rec_of(b: Any, job_id: str) -> dict[str, str]:
+    got: dict[str, str] = b.status_record(job_id)
+    return got
+
+
+def ttl_of(b: Any, job_id: str) -> int:
+    """Seconds the record is still kept (Redis: its TTL; SQL: expires_ms from now)."""
+    if isinstance(b, RedisBackend):
+        return int(b.redis.ttl(keys.status(job_id)))
+    from sqlalchemy import select
+
+    from podjobs.sqlbackend.tables import status as pj_status
+
+    with b.engine.connect() as c:
+        exp = c.execute(select(pj_status.c.expires_ms).where(pj_status.c.job_id == job_id)).scalar()
+    return -2 if exp is None else (int(exp) - b.now_ms()) // 1000
+
+
+def waiting(b: Any, kind: str, queue: str = "default") -> list[str]:
+    """The payloads in `queue`'s retry or scheduled set (kind "retry" / "scheduled")."""
+    if isinstance(b, RedisBackend):
+        zkey = keys.retry(queue) if kind == "retry" else keys.scheduled(queue)
+        return [text(m) for m in b.redis.zrange(zkey, 0, -1)]
+    want = "retry" if kind == "retry" else "sched"
+    return [p for q, k, _, p in b.due_rows() if q == queue and k == want]
+
+
+def tracked(b: Any, jd: JobDef, *args: Any, queue: str | None = None, **kw: Any) -> str:
+    return Client(b).enqueue_call(Call(jd, args, queue=queue, track=TTL), **kw).id
+
+
 def test_untracked_jobs_write_no_status_record(redis_url: str, r: redis.Redis) -> None:
     c = Client(RedisBackend(redis_url))
     for i in range(20):
@@ -52,20 +100,20 @@ def test_untracked_jobs_write_no_status_record(redis_url: str, r: redis.Redis) -
     assert b"track" not in r.zrange(keys.DEAD, 0, -1)[0]
 
 
-def test_a_tracked_job_goes_queued_running_succeeded(redis_url: str, r: redis.Redis) -> None:
-    jid = enqueue(redis_url, api_app.create_thing, "t1")
-    rec = record(r, jid)
+def test_a_tracked_job_goes_queued_running_succeeded(probe: Probe, sb: Any) -> None:
+    jid = tracked(sb, api_app.create_thing, "t1")
+    rec = rec_of(sb, jid)
     assert rec["state"] == "queued" and rec["job"] == "api.create_thing"
-    assert rec["payload"] == ready_jobs(r, "default")[0].decode()
+    assert rec["payload"] == probe.ready_payloads()[0]
     assert rec["max_attempts"] == "1" and rec["attempts"] == "0"
-    assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid)) <= status.PENDING_TTL_S
-    with worker(redis_url) as w:
-        wait_until(lambda: record(r, jid)["state"] == "succeeded", what="success")
-    rec = record(r, jid)
+    assert status.PENDING_TTL_S - 5 < ttl_of(sb, jid) <= status.PENDING_TTL_S
+    with probe.worker() as w:
+        wait_until(lambda: rec_of(sb, jid).get("state") == "succeeded", what="success")
+    rec = rec_of(sb, jid)
     assert rec["location"] == "/things/t1" and json.loads(rec["result"]) == {"location": "/things/t1"}
     assert rec["attempts"] == "1" and "payload" not in rec and "worker" not in rec
     assert int(rec["enqueued_ms"]) <= int(rec["started_ms"]) <= int(rec["finished_ms"])
-    assert 0 < r.ttl(keys.status(jid)) <= TTL
+    assert 0 < ttl_of(sb, jid) <= TTL
     assert w.id  # the worker that ran it
 
 
@@ -80,55 +128,55 @@ def test_created_travels_from_a_child_process(redis_url: str, r: redis.Redis) ->
     assert record(r, b)["location"] == "/once/amo"
 
 
-def test_retrying_then_cancelled_from_the_retry_set(redis_url: str, r: redis.Redis) -> None:
-    jid = enqueue(redis_url, api_app.retry_later)
-    with worker(redis_url):
-        wait_until(lambda: record(r, jid).get("state") == "retrying", what="retrying")
-    rec = record(r, jid)
+def test_retrying_then_cancelled_from_the_retry_set(probe: Probe, sb: Any) -> None:
+    jid = tracked(sb, api_app.retry_later)
+    with probe.worker():
+        wait_until(lambda: rec_of(sb, jid).get("state") == "retrying", what="retrying")
+    rec = rec_of(sb, jid)
     assert rec["attempts"] == "1" and json.loads(rec["error"])["class"] == "RuntimeError"
     assert int(rec["run_at_ms"]) > int(rec["updated_ms"]) + 25_000
-    assert rec["payload"].encode() == r.zrange(keys.retry("default"), 0, -1)[0]
-    b = RedisBackend(redis_url)
-    assert b.cancel(jid, "default", None, None, TTL) == ("cancelled", "cancelled")
-    assert r.zcard(keys.retry("default")) == 0
-    assert b.cancel(jid, "default", None, None, TTL) == ("already", "cancelled")
-    assert b.cancel(jid, "other", None, None, TTL) == ("already", "cancelled")
-    assert b.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV", "default", None, None, TTL) == ("unknown", "")
+    assert [rec["payload"]] == waiting(sb, "retry")
+    assert sb.cancel(jid, "default", None, None, TTL) == ("cancelled", "cancelled")
+    assert waiting(sb, "retry") == []
+    assert sb.cancel(jid, "default", None, None, TTL) == ("already", "cancelled")
+    assert sb.cancel(jid, "other", None, None, TTL) == ("already", "cancelled")
+    assert sb.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV", "default", None, None, TTL) == ("unknown", "")
+    assert 0 < ttl_of(sb, jid) <= TTL
 
 
-def test_a_job_put_back_is_queued_again_and_cancellable(redis_url: str, r: redis.Redis) -> None:
-    jid = enqueue(redis_url, api_app.put_back)
-    with worker(redis_url):
-        wait_until(lambda: record(r, jid).get("reason") == "throttled", what="put back")
-    rec = record(r, jid)
+def test_a_job_put_back_is_queued_again_and_cancellable(probe: Probe, sb: Any) -> None:
+    jid = tracked(sb, api_app.put_back)
+    with probe.worker():
+        wait_until(lambda: rec_of(sb, jid).get("reason") == "throttled", what="put back")
+    rec = rec_of(sb, jid)
     assert rec["state"] == "queued" and rec["attempts"] == "1"
-    assert rec["payload"].encode() == r.zrange(keys.scheduled("default"), 0, -1)[0]
-    assert RedisBackend(redis_url).cancel(jid, "default", None, None, TTL)[0] == "cancelled"
-    assert r.zcard(keys.scheduled("default")) == 0
+    assert [rec["payload"]] == waiting(sb, "scheduled")
+    assert sb.cancel(jid, "default", None, None, TTL)[0] == "cancelled"
+    assert waiting(sb, "scheduled") == []
 
 
-def test_failed_then_revived_from_the_dead_set(redis_url: str, r: redis.Redis) -> None:
-    jid = enqueue(redis_url, api_app.fail, "nope")
-    with worker(redis_url):
-        wait_until(lambda: record(r, jid).get("state") == "failed", what="failed")
-        rec = record(r, jid)
+def test_failed_then_revived_from_the_dead_set(probe: Probe, sb: Any) -> None:
+    jid = tracked(sb, api_app.fail, "nope")
+    with probe.worker():
+        wait_until(lambda: rec_of(sb, jid).get("state") == "failed", what="failed")
+        rec = rec_of(sb, jid)
         assert rec["reason"] == "retries_exhausted" and json.loads(rec["error"])["message"] == "nope"
-        assert 0 < r.ttl(keys.status(jid)) <= TTL
-        assert Inspector(RedisBackend(redis_url)).dead_retry(jid)
+        assert 0 < ttl_of(sb, jid) <= TTL
+        assert probe.inspector().dead_retry(jid)
         # back on its queue, then failed once more
-        wait_until(lambda: record(r, jid).get("state") == "failed"
-                   and int(record(r, jid)["updated_ms"]) > int(rec["updated_ms"]), what="rerun")
+        wait_until(lambda: rec_of(sb, jid).get("state") == "failed"
+                   and int(rec_of(sb, jid)["updated_ms"]) > int(rec["updated_ms"]), what="rerun")
 
 
 def test_the_record_a_running_job_has_and_a_started_job_is_not_cancellable(
-        redis_url: str, r: redis.Redis) -> None:
-    jid = enqueue(redis_url, api_app.slow, 1.0)
-    with worker(redis_url) as w:
-        wait_until(lambda: record(r, jid).get("state") == "running", what="running")
-        rec = record(r, jid)
+        probe: Probe, sb: Any) -> None:
+    jid = tracked(sb, api_app.slow, 1.0)
+    with probe.worker() as w:
+        wait_until(lambda: rec_of(sb, jid).get("state") == "running", what="running")
+        rec = rec_of(sb, jid)
         assert rec["worker"] == w.id and "payload" not in rec and rec["attempts"] == "1"
-        assert RedisBackend(redis_url).cancel(jid, "default", None, None, TTL) == ("refused", "running")
-        wait_until(lambda: record(r, jid).get("state") == "succeeded", what="done")
+        assert sb.cancel(jid, "default", None, None, TTL) == ("refused", "running")
+        wait_until(lambda: rec_of(sb, jid).get("state") == "succeeded", what="done")
 
 
 def test_a_held_job_is_tracked_and_cancellable(redis_url: str, r: redis.Redis) -> None:
@@ -143,16 +191,47 @@ def test_a_held_job_is_tracked_and_cancellable(redis_url: str, r: redis.Redis) -
     assert r.hlen(keys.held("shop-m")) == 0
 
 
-def test_a_refused_unique_enqueue_writes_no_record(redis_url: str, r: redis.Redis) -> None:
-    c = Client(RedisBackend(redis_url))
+def test_a_refused_unique_enqueue_writes_no_record(probe: Probe, sb: Any) -> None:
+    c = Client(sb)
     first = c.enqueue_call(Call(api_app.unique, ("k",), track=TTL))
     second = c.enqueue_call(Call(api_app.unique, ("k",), track=TTL))
     assert first.enqueued and not second.enqueued
-    assert r.exists(keys.status(first.id)) and not r.exists(keys.status(second.id))
-    ukey = json.loads(ready_jobs(r, "default")[0])["unique"]
-    assert RedisBackend(redis_url).cancel(first.id, "default", None, ukey, TTL)[0] == "cancelled"
-    assert not r.exists(ukey)  # the unique key is free again
+    assert rec_of(sb, first.id) and not rec_of(sb, second.id)
+    ukey = json.loads(probe.ready_payloads()[0])["unique"]
+    assert probe.counts()["unique"] == 1
+    assert sb.cancel(first.id, "default", None, ukey, TTL)[0] == "cancelled"
+    assert probe.counts()["unique"] == 0  # the unique key is free again
     assert c.enqueue_call(Call(api_app.unique, ("k",), track=TTL)).enqueued
+
+
+def test_a_reserved_job_is_not_cancellable_and_an_expired_record_is_gone(
+        probe: Probe, sb: Any) -> None:
+    """A worker took the job (reserved, not started yet): cancel refuses and changes nothing.
+    A record past its TTL reads as none; on SQL the promote sweep deletes its row."""
+    sb.heartbeat("w1", 60_000, True, {"queues": "default"})
+    jid = tracked(sb, api_app.add, 1, 2)
+    assert sb.reserve("w1", ["default"], 1)
+    assert sb.cancel(jid, "default", None, None, TTL) == ("refused", "queued")
+    assert rec_of(sb, jid)["state"] == "queued" and probe.in_flight() == 1
+    if isinstance(sb, RedisBackend):
+        sb.redis.pexpire(keys.status(jid), 1)
+        wait_until(lambda: not rec_of(sb, jid), what="the record to expire")
+        return
+    from sqlalchemy import func, select, update
+
+    from podjobs.sqlbackend.tables import status as pj_status
+
+    with sb.engine.begin() as c:
+        c.execute(update(pj_status).where(pj_status.c.job_id == jid).values(expires_ms=1))
+    assert rec_of(sb, jid) == {}
+    assert sb.cancel(jid, "default", None, None, TTL) == ("unknown", "")
+    fresh = probe.backend()  # a backend object sweeps at its first promote
+    try:
+        fresh.promote(["default"])
+        with fresh.engine.connect() as c:
+            assert c.execute(select(func.count()).select_from(pj_status)).scalar() == 0
+    finally:
+        fresh.close()
 
 
 class OnePodRouter:
@@ -207,43 +286,46 @@ def test_another_tenants_record_costs_no_further_read(
         svc.close()
 
 
-def test_a_late_start_never_overwrites_what_happened_since(redis_url: str, r: redis.Redis) -> None:
+def test_a_late_start_never_overwrites_what_happened_since(probe: Probe, sb: Any) -> None:
     """A start is written only while the job is in the worker's in-flight hash: a start sent
     again after a lost reply, or by a worker reaped meanwhile, changes nothing."""
-    b = RedisBackend(redis_url)
+    b = sb
     b.heartbeat("w1", 60_000, True, {"queues": "default"})
-    a = enqueue(redis_url, api_app.add, 1, 2)
+    a = tracked(b, api_app.add, 1, 2)
     (q, raw), = b.reserve("w1", ["default"], 1) or []
     data = json.loads(raw)
     start = (q, a, True, status.started(data, "w1", 1))
     assert b.ack("w1", {}, [start]) == 0
-    assert record(r, a)["state"] == "running" and "payload" not in record(r, a)
+    assert rec_of(b, a)["state"] == "running" and "payload" not in rec_of(b, a)
     # it failed: retrying, with the payload of its next attempt; then the start arrives again
     nxt = encode({**data, "attempt": 1})
-    assert b.retry("w1", q, a, 30_000, nxt, True, status.retrying(data, 1, {"class": "E"}))
+    again = Settlement(Kind.RETRY, a, delay_ms=30_000, payload=nxt)
+    again.status = status.retrying(data, 1, {"class": "E"})
+    assert b.settle("w1", q, again)
     b.ack("w1", {}, [start])
-    rec = record(r, a)
+    rec = rec_of(b, a)
     assert rec["state"] == "retrying" and rec["payload"] == nxt
     assert b.cancel(a, q, None, None, TTL)[0] == "cancelled"  # it is still cancellable
     # a worker reaped before its buffered start was written: the job is back on its queue
-    c = enqueue(redis_url, api_app.add, 3, 4)
+    c = tracked(b, api_app.add, 3, 4)
     (q, raw), = b.reserve("w1", ["default"], 1) or []
-    b.redis.delete(keys.heartbeat("w1"))
-    assert b.recover("w1", ["default"]) == 1
+    if isinstance(b, RedisBackend):
+        b.redis.delete(keys.heartbeat("w1"))
+    assert b.recover("w1", ["default"], force=probe.sql) == 1
     b.ack("w1", {}, [(q, c, True, status.started(json.loads(raw), "w1", 1))])
-    assert record(r, c)["state"] == "queued" and record(r, c)["payload"] == raw.decode()
+    assert rec_of(b, c)["state"] == "queued" and rec_of(b, c)["payload"] == raw.decode()
     assert b.cancel(c, q, None, None, TTL)[0] == "cancelled"
     # at-most-once (acked before it ran): written while the record is queued or retrying only
     b.heartbeat("w1", 60_000, True, {"queues": "default"})
-    d = enqueue(redis_url, api_app.once, "x")
+    d = tracked(b, api_app.once, "x")
     (q, raw), = b.reserve("w1", ["default"], 1) or []
     assert b.ack("w1", {q: [d]}) == 1
     once = (q, d, False, status.started(json.loads(raw), "w1", 1))
     b.ack("w1", {}, [once])
-    assert record(r, d)["state"] == "running"
+    assert rec_of(b, d)["state"] == "running"
     b.ack("w1", {}, [], {q: [(d, False, status.succeeded(json.loads(raw), None))]})
     b.ack("w1", {}, [once])
-    assert record(r, d)["state"] == "succeeded"
+    assert rec_of(b, d)["state"] == "succeeded"
 
 
 def test_a_paused_iteration_job_is_queued_not_succeeded_and_cancellable_once_resumed(
@@ -311,24 +393,24 @@ def test_a_paused_job_in_a_child_process_fires_no_follow_up(redis_url: str, r: r
         wait_until(lambda: ready_count(r, "parked") == 1, what="its follow-up, once")
 
 
-def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(
-        redis_url: str, r: redis.Redis) -> None:
-    b = RedisBackend(redis_url)
+def test_a_dead_workers_tracked_job_is_queued_again_and_cancellable(probe: Probe, sb: Any) -> None:
+    b = sb
     b.heartbeat("w9", 60_000, True, {"queues": "default,low"})
-    jid = enqueue(redis_url, api_app.add, 1, 2)
+    jid = tracked(b, api_app.add, 1, 2)
     plain = Client(b).enqueue_call(Call(api_app.add, (5, 6), queue="low")).id
     got = b.reserve("w9", ["default", "low"], 10) or []
     assert len(got) == 2
     q, raw = got[0]
     b.ack("w9", {}, [(q, jid, True, status.started(json.loads(raw), "w9", 1))])
-    assert record(r, jid)["state"] == "running"
-    b.redis.delete(keys.heartbeat("w9"))  # w9 died
-    assert b.recover("w9", ["default", "low"]) == 2
-    rec = record(r, jid)
+    assert rec_of(b, jid)["state"] == "running"
+    if isinstance(b, RedisBackend):
+        b.redis.delete(keys.heartbeat("w9"))  # w9 died
+    assert b.recover("w9", ["default", "low"], force=probe.sql) == 2
+    rec = rec_of(b, jid)
     assert rec["state"] == "queued" and rec["reason"] == "recovered" and "worker" not in rec
-    assert rec["payload"].encode() == ready_jobs(r, "default")[0] == raw
-    assert status.PENDING_TTL_S - 5 < r.ttl(keys.status(jid))
-    assert not r.exists(keys.status(plain))  # untracked: still no record
+    assert rec["payload"].encode() == probe.ready_payloads()[0].encode() == raw
+    assert status.PENDING_TTL_S - 5 < ttl_of(b, jid)
+    assert not rec_of(b, plain)  # untracked: still no record
     assert b.cancel(jid, q, None, None, TTL)[0] == "cancelled"
 
 

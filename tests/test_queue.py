@@ -15,13 +15,13 @@ import redis
 import podjobs
 from podjobs import keys
 from podjobs.backend import RedisBackend
-from podjobs.errors import BackendUnavailable, ConfigurationError, NotSupported, PayloadError
+from podjobs.errors import BackendUnavailable, ConfigurationError, PayloadError
 from podjobs.fairshare import ready_count
 from podjobs.ops import Inspector
 from podjobs.payload import encode
 from podjobs.settlement import Kind
 from tests.backends import Probe
-from tests.helpers import reserve_replies, wait_until, worker
+from tests.helpers import reserve_replies, wait_until
 
 ran: list[Any] = []
 
@@ -418,12 +418,6 @@ def test_enqueue_refuses_arguments_that_do_not_fit_before_writing(probe: Probe) 
 
 
 def test_handle_status_cancel_and_find(probe: Probe) -> None:
-    if probe.sql:  # refused on the SQL backend, by name (status records live in a pod's Redis)
-        with pytest.raises(NotSupported, match="status tracking"):
-            tag_default.call("later").tracked().enqueue(delay=600)
-        assert probe.empty()
-        return
-    redis_url = probe.url
     plain = tag_default.enqueue("plain")
     assert plain.status().state == "queued" and not plain.status().tracked
     with pytest.raises(podjobs.PodjobsError, match="only tracked jobs can be cancelled"):
@@ -433,12 +427,15 @@ def test_handle_status_cancel_and_find(probe: Probe) -> None:
     assert podjobs.find(later.id) == later
     assert later.cancel() is True and later.status().state == "cancelled"
     assert later.cancel() is True  # cancelled before: still True
+    assert probe.counts()["scheduled"] == 0  # off its scheduled set
     done = add.call(2, 3).tracked().enqueue()
-    with worker(redis_url):
+    with probe.worker():
         wait_until(lambda: done.status().finished, what="the tracked job to finish")
         wait_until(lambda: plain.status().state == "unknown", what="the plain job to be gone")
     st = done.status()
     assert (st.state, st.attempts, st.result) == ("succeeded", 1, 5)
+    assert int(st.record["enqueued_ms"]) <= int(st.record["started_ms"]) <= int(st.record["finished_ms"])
+    assert "payload" not in st.record and "worker" not in st.record
     assert done.cancel() is False  # it ran
     with pytest.raises(podjobs.JobNotFound):
         podjobs.find(plain.id)

@@ -161,15 +161,19 @@ def test_enqueue_in_the_callers_transaction(kind: str, cluster: Any, tmp_path: P
     with b.engine.connect() as c:
         with c.begin() as t:
             assert add.call(1, 1).enqueue(connection=c).enqueued
-            t.rollback()  # the caller's data failed: the job goes with it
+            gone = add.call(1, 5).tracked().enqueue(connection=c)
+            t.rollback()  # the caller's data failed: the job goes with it, and its record
         with c.begin():
             h = add.call(2, 2).enqueue(connection=c)
             assert b.enqueue_with(c, "default", [encode(add.call(3, 3).payload(0))]) == 1
-    assert b.counts()["ready"] == 2
+            kept = add.call(3, 4).tracked().enqueue(connection=c)
+    assert b.counts()["ready"] == 3
+    assert b.status_record(gone.id) == {} and b.status_record(kept.id)["state"] == "queued"
     ran.clear()
     with Probe(kind, b.url).worker():
-        wait_until(lambda: len(ran) == 2, what="the committed jobs")
-    assert sorted(x[1] for x in ran) == [4, 6] and h.enqueued
+        wait_until(lambda: len(ran) == 3, what="the committed jobs")
+        wait_until(lambda: kept.status().state == "succeeded", what="the tracked one's record")
+    assert sorted(x[1] for x in ran) == [4, 6, 7] and h.enqueued
     b.close()
 
 
@@ -181,8 +185,6 @@ def test_enqueue_in_a_transaction_is_refused_on_redis(redis_url: str) -> None:
 
 def test_what_the_sql_backend_cannot_do_is_refused_by_name(sqlite_url: str) -> None:
     podjobs.configure(database_url=sqlite_url)
-    with pytest.raises(NotSupported, match="status tracking"):
-        add.call(1, 2).tracked().enqueue()
     with pytest.raises(NotSupported, match="tenant move"):
         SqlBackend(sqlite_url).hold("shop-1", "default", [("x", "{}")])
     assert SqlBackend(sqlite_url).counts()["ready"] == 0

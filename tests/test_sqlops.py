@@ -50,6 +50,16 @@ def sql(request: pytest.FixtureRequest, cluster: Any, tmp_path: Path) -> Iterato
         client.close()
 
 
+def target(monkeypatch: pytest.MonkeyPatch, p: Probe) -> None:
+    """The operator commands read pod p9 at the probe's URL. cmd_queues holds its own name
+    for pod_targets (imported from options when first loaded): patched too, else a later
+    test's commands would read the database of the test that loaded it first."""
+    from podjobs.surface import cmd_queues, options
+
+    monkeypatch.setattr(options, "pod_targets", lambda args: [("p9", p.url)])
+    monkeypatch.setattr(cmd_queues, "pod_targets", lambda args: [("p9", p.url)])
+
+
 def inspector(p: Probe) -> SqlInspector:
     return SqlInspector(SqlBackend(p.url))
 
@@ -120,23 +130,17 @@ def test_inspector_lists_retries_and_deletes_dead_jobs_and_finds_any_job(sql: Pr
 
 
 def test_queues_and_dead_commands_read_a_sql_pod(sql: Probe, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 request: pytest.FixtureRequest) -> None:
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """`podjobs queues|dead list --json` on a pod of the topology whose backend is sql."""
-    if sql.kind == "postgres":
-        # seen in every `make test-sql` run (never alone, nor after test_queue + test_reliability
-        # + test_sqlbackend on postgres only): `queues` counted 1 ready row in default while
-        # counts() right after said 2, none in flight. Not understood yet: left visible.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="SqlInspector.queues on "
-                                              "PostgreSQL in make test-sql: 1 of 2 rows"))
+    # (it read 1 of 2 rows on PostgreSQL in `make test-sql`: cmd_queues' own pod_targets,
+    # patched by the first kind's run only, still named that run's database; see target())
     from podjobs import cli
-    from podjobs.surface import options
 
     h = broken.enqueue("c")
     tag.enqueue("d")
     with sql.worker(queues=["critical"]):  # registers a worker, takes nothing of default
         wait_until(lambda: sql.n_workers() == 1, what="the worker's lease")
-        monkeypatch.setattr(options, "pod_targets", lambda args: [("p9", sql.url)])
+        target(monkeypatch, sql)
         assert cli.main(["queues", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)
         assert [(r["pod"], r["queue"], r["size"]) for r in rows] == [("p9", "default", 2)], (
@@ -151,6 +155,60 @@ def test_queues_and_dead_commands_read_a_sql_pod(sql: Probe, capsys: pytest.Capt
     assert row["job_id"] == h.id and row["reason"] == "retries_exhausted"
     assert cli.main(["dead", "retry", h.id]) == 0
     assert sql.ready() == 1
+
+
+def test_job_show_and_scheduled_delete_of_a_tracked_job_on_a_sql_pod(
+        sql: Probe, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`job show` adds the pj_status record; `scheduled delete` cancels a tracked job."""
+    from podjobs import cli
+
+    target(monkeypatch, sql)
+    later = tag.call("t").tracked().enqueue(delay=3600)
+    code = cli.main(["job", "show", later.id, "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out
+    shown = json.loads(out.out)
+    assert shown["where"] == "scheduled" and shown["status"]["state"] == "queued"
+    assert cli.main(["scheduled", "delete", later.id]) == 0
+    capsys.readouterr()
+    assert later.status().state == "cancelled" and sql.counts()["scheduled"] == 0
+    assert cli.main(["job", "show", later.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["where"] == "finished" and shown["status"]["state"] == "cancelled"
+
+
+def test_tracked_enqueues_from_many_threads_each_write_their_record(sql: Probe) -> None:
+    """Concurrent tracked enqueues (each a new pj_status row in the enqueue's transaction):
+    every job is queued with its record, none refused."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from podjobs.sqlbackend.tables import status as pj_status
+
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            for i in range(40):
+                ids.append(tag.call(f"t{i}").tracked().enqueue().id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(ids) == 160 and sql.ready() == 160
+    b = SqlBackend(sql.url, migrate=False)
+    try:
+        with b.engine.connect() as c:
+            assert c.execute(select(func.count()).select_from(pj_status)).scalar() == 160
+        assert {b.status_record(i)["state"] for i in ids[::20]} == {"queued"}
+    finally:
+        b.close()
 
 
 def test_a_parallel_iteration_is_refused_by_name(sql: Probe) -> None:

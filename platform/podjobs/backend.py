@@ -22,7 +22,7 @@ Redis implementation (one Redis per pod).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from redis.commands.core import Script as RedisScript
@@ -96,6 +96,16 @@ class Backend(Protocol):
 
     def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
              status: StatusWrite | None = None) -> bool: ...
+
+
+@runtime_checkable
+class StatusStore(Protocol):
+    """A backend that keeps tracked jobs' status records (podjobs.status): Redis and SQL."""
+
+    def status_record(self, job_id: str) -> dict[str, str]: ...
+
+    def cancel(self, job_id: str, queue: str, tenant: str | None, unique_key: str | None,
+               ttl_s: int) -> tuple[str, str]: ...
 
 
 def open_backend(kind: str, redis_url: str, database_url: str, *, check: bool = True) -> Backend:
@@ -443,6 +453,12 @@ class RedisBackend(Gateway):
             n += int(self.run("ack_status", "ack tracked jobs", ks, args))
             starts = ()
         return n
+
+    def status_record(self, job_id: str) -> dict[str, str]:
+        """A tracked job's status record ({} when there is none)."""
+        with self.errors("read a job's status"):
+            raw = self.redis.hgetall(keys.status(job_id))
+        return {text(k): text(v) for k, v in raw.items()}
 
     def cancel(self, job_id: str, queue: str, tenant: str | None, unique_key: str | None,
                ttl_s: int) -> tuple[str, str]:

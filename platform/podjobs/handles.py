@@ -4,6 +4,7 @@
    queued, running, retrying, succeeded, failed, dead, cancelled, with attempts, error,
    result); an untracked job's place in its pod's Redis (queued, scheduled, retrying,
    running, dead), or "unknown" once it is gone (untracked jobs leave nothing when done).
+   Records are read through the backend (`StatusStore.status_record`: Redis or SQL).
 2. `cancel(handle)` -> bool: a tracked job that has not started is removed from its
    queue, scheduled or retry set (cancel.lua, as `DELETE /v1/jobs/{id}` does): True when it
    is cancelled (now or before), False when it has started or finished. An untracked job
@@ -20,11 +21,10 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from podjobs import keys
 from podjobs.errors import JobNotFound, PodjobsError
 
 if TYPE_CHECKING:
-    from podjobs.backend import RedisBackend
+    from podjobs.backend import StatusStore
     from podjobs.client import JobHandle
 
 #: the place of an untracked job in Redis (ops.FoundJob.where) -> its state
@@ -50,8 +50,8 @@ class JobStatus:
         return self.state in ("succeeded", "failed", "dead", "cancelled")
 
 
-def _backend(handle: JobHandle) -> RedisBackend:
-    from podjobs.backend import RedisBackend
+def _backend(handle: JobHandle) -> StatusStore:
+    from podjobs.backend import StatusStore
     from podjobs.client import get_client
 
     client = get_client()
@@ -59,15 +59,27 @@ def _backend(handle: JobHandle) -> RedisBackend:
         b = client.resolver(None, handle.pod).backend
     else:
         b = client.backend  # type: ignore[assignment]
-    if not isinstance(b, RedisBackend):
-        raise PodjobsError(f"job {handle.id}: its pod's backend is not Redis; nothing to read")
+    if not isinstance(b, StatusStore):
+        raise PodjobsError(f"job {handle.id}: its pod's backend keeps no status records; "
+                           f"nothing to read")
     return b
 
 
-def _record(b: RedisBackend, job_id: str) -> dict[str, str]:
-    from podjobs.gateway import text
+def _record(b: StatusStore, job_id: str) -> dict[str, str]:
+    return b.status_record(job_id)
 
-    return {text(k): text(v) for k, v in b.redis.hgetall(keys.status(job_id)).items()}
+
+def _inspector(b: StatusStore) -> Any:
+    """The pod's Inspector (podjobs.ops on Redis, SqlInspector on SQL)."""
+    from podjobs.backend import RedisBackend
+
+    if isinstance(b, RedisBackend):
+        from podjobs.ops import Inspector
+
+        return Inspector(b)
+    from podjobs.sqlbackend.ops import SqlInspector
+
+    return SqlInspector(b)  # type: ignore[arg-type]
 
 
 def _json(raw: str | None) -> Any:
@@ -87,10 +99,8 @@ def status(handle: JobHandle) -> JobStatus:
                          int(rec["attempts"]) if rec.get("attempts", "").isdigit() else None,
                          rec.get("reason") or None, _json(rec.get("error")),
                          _json(rec.get("result")), rec)
-    from podjobs.ops import Inspector
-
     try:
-        found = Inspector(b).find_job(handle.id)
+        found = _inspector(b).find_job(handle.id)
     except JobNotFound:
         return JobStatus(handle.id, "unknown", False)
     p = found.payload
@@ -123,7 +133,7 @@ def cancel(handle: JobHandle) -> bool:
 
 
 def find(job_id: str) -> JobHandle:
-    from podjobs.backend import RedisBackend
+    from podjobs.backend import StatusStore
     from podjobs.client import JobHandle, get_client
 
     client = get_client()
@@ -134,11 +144,11 @@ def find(job_id: str) -> JobHandle:
     else:
         pods = [(None, client.backend)]
     for pod, b in pods:
-        if not isinstance(b, RedisBackend):
+        if not isinstance(b, StatusStore):
             continue
         rec = _record(b, job_id)
         if rec and rec.get("reason") != "moved":
             return JobHandle(job_id, rec.get("job", ""), rec.get("queue", ""),
                              rec.get("pod") or pod, rec.get("tenant") or None)
-    raise JobNotFound(f"no tracked job {job_id!r} on {'any pod' if router else 'this Redis'} "
+    raise JobNotFound(f"no tracked job {job_id!r} on {'any pod' if router else 'this backend'} "
                       f"(untracked jobs have no record to find them by)")

@@ -20,8 +20,10 @@ behind the same `podjobs.backend.Backend` interface as Redis.
 5. Paused queues (pj_paused): reserve and the idle wait leave them alone. An enqueue writes
    its first job id into pj_requests (kept REQUEST_TTL_MS) in the same transaction; a
    commit whose reply was lost is sent once more, and finds its marker: nothing twice.
-6. Refused with `NotSupported`, naming the feature: status tracking (tracked jobs), tenant
-   moves (hold). Database errors become
+6. Tracked jobs' status records (pj_status, sqlbackend/status.py) are written in the
+   transaction of the queue change they belong to: enqueue, start and success (ack),
+   settlement, cancel, recover, dead retry; read by `status_record`.
+7. Refused with `NotSupported`, naming the feature: tenant moves (hold). Database errors become
    `BackendUnavailable` naming the server (`BackendTimeout` after a lost commit reply).
 """
 
@@ -42,9 +44,10 @@ from podjobs.payload import inflight_field
 from podjobs.quota import TenantQuota
 from podjobs.settlement import Kind, Settlement
 from podjobs.sqlbackend import schema
+from podjobs.sqlbackend import status as records
 from podjobs.sqlbackend.engine import listener, make_engine, shown
 from podjobs.sqlbackend.tables import dead, due, paused, ready, requests, unique, workers
-from podjobs.status import StatusWrite
+from podjobs.status import PENDING_TTL_S, StatusWrite
 
 #: most jobs one reserve takes
 MAX_RESERVE = 1000
@@ -202,7 +205,7 @@ class SqlBackend:
         for attempt in (1, 2):
             try:
                 with self.tx("enqueue") as c:
-                    n = self._enqueue(c, queue, payloads, delay_ms, at_ms, unique)
+                    n = self._enqueue(c, queue, payloads, delay_ms, at_ms, unique, status)
                 break
             except BackendTimeout:
                 # the commit was sent and its reply lost: it may have committed. Sent once
@@ -224,18 +227,18 @@ class SqlBackend:
         if not payloads:
             return 0
         with self.errors("enqueue in the caller's transaction", sent=True):
-            return self._enqueue(connection, queue, payloads, delay_ms, at_ms, unique)
+            return self._enqueue(connection, queue, payloads, delay_ms, at_ms, unique, status)
 
     def _check(self, payloads: Sequence[str], unique: tuple[str, int, str] | None,
                status: StatusWrite | None) -> None:
-        if status is not None:
-            raise refuse("status tracking (a tracked job, .tracked())",
-                         "enqueue it untracked, or run this pod on Redis")
+        if status is not None and len(payloads) != 1:
+            raise ValueError("a tracked enqueue carries one job")
         if unique is not None and len(payloads) != 1:
             raise ValueError("a unique enqueue carries one job")
 
     def _enqueue(self, c: Connection, queue: str, payloads: Sequence[str], delay_ms: int | None,
-                 at_ms: int | None, uniq: tuple[str, int, str] | None) -> int:
+                 at_ms: int | None, uniq: tuple[str, int, str] | None,
+                 status: StatusWrite | None = None) -> int:
         now = self.now_ms()
         marker = inflight_field(payloads[0])
         marked = not marker.startswith("bad:")  # a payload podjobs wrote: it has its own id
@@ -247,6 +250,7 @@ class SqlBackend:
         if marked:
             c.execute(insert(requests).values(request=marker, expires_ms=now + REQUEST_TTL_MS))
         if delay_ms is None and at_ms is None:
+            when = now
             c.execute(insert(ready), [{"queue": queue, "job_id": inflight_field(p), "payload": p}
                                       for p in payloads])
             self._tell(c, [queue])
@@ -254,6 +258,11 @@ class SqlBackend:
             when = now + delay_ms if delay_ms is not None else int(at_ms or 0)
             c.execute(insert(due), [{"queue": queue, "kind": "sched", "due_ms": when,
                                      "job_id": inflight_field(p), "payload": p} for p in payloads])
+        if status is not None:  # queued (enqueue.lua): kept longer by how far off it is due
+            records.write(c, records.job_id_of(status), now,
+                          {"updated_ms": now, "enqueued_ms": now, "payload": payloads[0],
+                           "run_at_ms": when}, status,
+                          ttl_s=status.ttl_s + max(0, -(-(when - now) // 1000)), lock=False)
         return len(payloads)
 
     def _take_unique(self, c: Connection, uniq: tuple[str, int, str], now: int) -> bool:
@@ -323,16 +332,51 @@ class SqlBackend:
     def ack(self, worker_id: str, acks: Mapping[str, Sequence[str]],
             starts: Sequence[tuple[str, str, bool, StatusWrite]] = (),
             tracked: Mapping[str, Sequence[tuple[str, bool, StatusWrite]]] | None = None) -> int:
-        """Delete acked jobs of this worker (all queues, one transaction); the number acked."""
-        if starts or tracked:
-            raise refuse("status tracking (a tracked job, .tracked())")
+        """Delete acked jobs of this worker (all queues, one transaction); the number acked.
+        Tracked jobs (ack_status.lua): `starts` (queue, job id, in flight, running status) are
+        marked running first, each only while the job is still this worker's (or, acked
+        before it ran, while its record is waiting) and its record is not final; then the
+        jobs of `tracked` (queue -> [(job id, in flight, succeeded status)]) are acked and
+        marked succeeded."""
         ids = [j for js in acks.values() for j in js]
-        if not ids:
+        done = [t for ts in (tracked or {}).values() for t in ts]
+        if not ids and not starts and not done:
             return 0
 
         def go(c: Connection) -> int:
-            return int(c.execute(delete(ready).where(ready.c.worker == worker_id,
-                                                     ready.c.job_id.in_(ids))).rowcount)
+            now = self.now_ms()
+            if starts:
+                sids = [sid for _, sid, _, _ in starts]
+                found = records.read_many(c, sids, now)
+                mine = {r[0] for r in c.execute(select(ready.c.job_id).where(
+                    ready.c.worker == worker_id, ready.c.job_id.in_(sids)))}
+                writes = []
+                for _q, sid, s_in_flight, st in starts:
+                    state = found.get(sid, {}).get("state", "")
+                    if (state not in records.FINAL and sid in mine) if s_in_flight \
+                            else state in records.WAITING:
+                        own: dict[str, object] = {"updated_ms": now}
+                        if not found.get(sid, {}).get("started_ms"):
+                            own["started_ms"] = now
+                        writes.append((sid, own, st, ("payload", "run_at_ms")))
+                records.write_many(c, now, found, writes)
+            n = 0
+            if ids:
+                n = int(c.execute(delete(ready).where(ready.c.worker == worker_id,
+                                                      ready.c.job_id.in_(ids))).rowcount)
+            if done:
+                dids = [jid for jid, _, _ in done]
+                held = {r[0] for r in c.execute(select(ready.c.job_id).where(
+                    ready.c.worker == worker_id, ready.c.job_id.in_(dids)).with_for_update())}
+                if held:
+                    c.execute(delete(ready).where(ready.c.worker == worker_id,
+                                                  ready.c.job_id.in_(list(held))))
+                ends = [(jid, {"updated_ms": now, "finished_ms": now}, st,
+                         ("payload", "worker", "run_at_ms"))
+                        for jid, in_flight, st in done if jid in held or not in_flight]
+                n += len(ends)
+                records.write_many(c, now, records.read_many(c, [e[0] for e in ends], now), ends)
+            return n
 
         n: int = self._retrying("ack jobs", go)
         return n
@@ -340,8 +384,6 @@ class SqlBackend:
     def settle(self, worker_id: str, queue: str, s: Settlement) -> bool:
         """End one delivery as `s` says, in one transaction; False when the job was no
         longer in flight (nothing changed)."""
-        if s.status is not None:
-            raise refuse("status tracking (a tracked job, .tracked())")
         k = s.kind
         if k is Kind.NONE:
             raise ValueError(f"settlement {s!r} has nothing to send")
@@ -373,12 +415,35 @@ class SqlBackend:
                 self._trim_dead(c, now)
             if s.unique and (k is not Kind.RETRY and k is not Kind.REENQUEUE):
                 c.execute(delete(unique).where(unique.c.ukey == s.unique, unique.c.owner == s.job_id))
+            if s.status is not None:
+                self._settled_status(c, s, now)
             return True
 
         ok: bool = self._retrying("settle a job", go)
         if ok and ((k is Kind.ACK and s.children) or (k is Kind.REENQUEUE and s.delay_ms <= 0)):
             self._notify()
         return ok
+
+    @staticmethod
+    def _settled_status(c: Connection, s: Settlement, now: int) -> None:
+        """A settlement's status write, as its Lua script makes it (ack_one, retry,
+        reenqueue, dead)."""
+        st = s.status
+        assert st is not None
+        k = s.kind
+        if k is Kind.RETRY or k is Kind.REENQUEUE:
+            delay = max(0, s.delay_ms)
+            records.write(c, s.job_id, now, {"updated_ms": now, "run_at_ms": now + delay,
+                                             "payload": s.payload}, st, ("worker",),
+                          ttl_s=st.ttl_s + -(-delay // 1000))
+            return
+        rec = None
+        if st.if_worker:  # written only while the record says running on that worker
+            rec = records.read(c, s.job_id, now, lock=True)
+            if rec is None or rec.get("state") != "running" or rec.get("worker") != st.if_worker:
+                return
+        records.write(c, s.job_id, now, {"updated_ms": now, "finished_ms": now}, st,
+                      ("payload", "worker", "run_at_ms"), current=rec)
 
     def _trim_dead(self, c: Connection, now: int) -> None:
         c.execute(delete(dead).where(dead.c.died_ms < now - DEAD_MAX_AGE_MS))
@@ -397,6 +462,7 @@ class SqlBackend:
             if row is not None and not force and row[0] > self.now_ms():
                 return -1
             c.execute(delete(workers).where(workers.c.worker_id == worker_id))
+            self._recovered_status(c, worker_id)
             n = int(c.execute(update(ready).where(ready.c.worker == worker_id)
                               .values(worker="", request="")).rowcount)
             if n:
@@ -407,6 +473,75 @@ class SqlBackend:
         if n > 0:
             self._notify()
         return n
+
+    def _recovered_status(self, c: Connection, worker_id: str) -> None:
+        """A gone worker's tracked jobs with a record say queued again (reason recovered),
+        with their payload (recover.lua)."""
+        mine = c.execute(select(ready.c.job_id, ready.c.payload)
+                         .where(ready.c.worker == worker_id)).all()
+        now = self.now_ms()
+        for jid, p in mine:
+            if '"track":' not in p:
+                continue
+            rec = records.read(c, jid, now, lock=True)
+            if rec is not None:
+                records.write(c, jid, now, {"state": "queued", "reason": "recovered", "payload": p,
+                                            "run_at_ms": now, "updated_ms": now},
+                              None, ("worker",), PENDING_TTL_S, current=rec)
+
+    def cancel(self, job_id: str, queue: str, tenant: str | None, unique_key: str | None,
+               ttl_s: int) -> tuple[str, str]:
+        """Cancel a tracked job that has not started (as lua/cancel.lua): (outcome, state),
+        outcome one of cancelled, already, unknown, stale (the record names another queue),
+        refused (it runs, ran, or a worker has just taken it). `tenant` is not used (no
+        held jobs on SQL)."""
+
+        def go(c: Connection) -> tuple[str, str]:
+            now = self.now_ms()
+            rec = records.read(c, job_id, now, lock=True)
+            if rec is None:
+                return "unknown", ""
+            st = rec.get("state", "")
+            if st == "cancelled":
+                return "already", st
+            if st not in ("queued", "retrying"):
+                return "refused", st
+            if rec.get("queue") != queue:
+                return "stale", st
+            if not rec.get("payload"):
+                return "refused", st
+            n = c.execute(delete(ready).where(ready.c.worker == "", ready.c.job_id == job_id,
+                                              ready.c.queue == queue)).rowcount
+            if not n:
+                n = c.execute(delete(due).where(due.c.job_id == job_id, due.c.queue == queue)).rowcount
+            if not n:
+                return "refused", st
+            if unique_key:
+                c.execute(delete(unique).where(unique.c.ukey == unique_key, unique.c.owner == job_id))
+            records.write(c, job_id, now, {"state": "cancelled", "reason": "cancelled",
+                                           "updated_ms": now, "finished_ms": now},
+                          None, ("payload", "run_at_ms", "worker"), ttl_s, current=rec)
+            return "cancelled", "cancelled"
+
+        got: tuple[str, str] = self._retrying("cancel a job", go)
+        return got
+
+    def status_record(self, job_id: str) -> dict[str, str]:
+        """A tracked job's status record ({} when there is none, or it expired)."""
+        with self.errors("read a job's status"), \
+                self.engine.connect().execution_options(pj_read=True) as c:
+            rec = records.read(c, job_id, self.now_ms())
+            c.rollback()
+        return rec or {}
+
+    def worker_alive(self, worker_id: str) -> bool:
+        """The worker is registered and its lease is current (the Redis heartbeat key)."""
+        with self.errors("read a worker's lease"), \
+                self.engine.connect().execution_options(pj_read=True) as c:
+            exp = c.execute(select(workers.c.expires_ms)
+                            .where(workers.c.worker_id == worker_id)).scalar()
+            c.rollback()
+        return exp is not None and int(exp) > self.now_ms()
 
     def requeue(self, worker_id: str, queue: str, items: Sequence[tuple[str, str | bytes]]) -> int:
         """Reserved, unstarted jobs back to where they were in their queue."""
@@ -446,6 +581,7 @@ class SqlBackend:
             self._swept_ms = now
             self._retrying("drop expired request markers", lambda c: c.execute(
                 delete(requests).where(requests.c.expires_ms < now)))
+            self._retrying("drop expired status records", lambda c: records.prune(c, now))
         return n
 
     def heartbeat(self, worker_id: str, ttl_ms: int, first: bool, info: Mapping[str, str]) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from podjobs.errors import JobNotFound
 from podjobs.ops import SETS, FoundJob, QueueStats, WorkerInfo
 from podjobs.payload import encode
+from podjobs.sqlbackend import status as records
 from podjobs.sqlbackend.backend import SqlBackend
 from podjobs.sqlbackend.tables import dead, due, ready, workers
 
@@ -179,8 +180,14 @@ class SqlInspector:
         data["attempt"] = 0
         data["enqueued_at"] = self.backend.now_ms()
         q = str(data.get("queue", "default"))
-        c.execute(insert(ready).values(queue=q, job_id=str(data.get("id", "")),
-                                       payload=encode(data, 1 << 30)))
+        payload = encode(data, 1 << 30)
+        c.execute(insert(ready).values(queue=q, job_id=str(data.get("id", "")), payload=payload))
+        if "track" in data and isinstance(data.get("id"), str):  # its record: queued again
+            from podjobs import status
+
+            now = self.backend.now_ms()
+            records.write(c, data["id"], now, {"updated_ms": now, "run_at_ms": now,
+                                               "payload": payload}, status.revived(data))
         return q
 
     @staticmethod
@@ -252,9 +259,26 @@ class SqlInspector:
         return ok
 
     def delete_waiting(self, kind: str, job_id: str) -> bool:
-        def go(c: Connection) -> bool:
-            seq, _, _ = self._waiting(c, kind, job_id)
-            return bool(c.execute(delete(due).where(due.c.seq == seq)).rowcount)
+        """Drop a scheduled or retrying job; a tracked one is cancelled (SqlBackend.cancel),
+        so its status record says cancelled."""
+        def go(c: Connection) -> tuple[bool, str, dict[str, Any]]:
+            seq, q, raw = self._waiting(c, kind, job_id)
+            data = _decode(raw)
+            if "track" in data:
+                return False, q, data
+            return bool(c.execute(delete(due).where(due.c.seq == seq)).rowcount), q, data
 
-        ok: bool = self.backend._retrying("delete a waiting job", go)
-        return ok
+        ok, q, data = self.backend._retrying("delete a waiting job", go)
+        if "track" in data:
+            from podjobs import status
+
+            unique = data.get("unique")
+            outcome, _ = self.backend.cancel(job_id, q, data.get("tenant") or None,
+                                             unique if isinstance(unique, str) else None,
+                                             status.finished_ttl(data))
+            return outcome in ("cancelled", "already")
+        return bool(ok)
+
+    def status_record(self, job_id: str) -> dict[str, str]:
+        """A tracked job's status record ({} when none): what `podjobs job show` adds."""
+        return self.backend.status_record(job_id)

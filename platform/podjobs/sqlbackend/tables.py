@@ -12,6 +12,8 @@
 | pj_requests | enqueue request markers: an enqueue's first job id, kept REQUEST_TTL_MS, so a   |
 |             | re-sent enqueue (lost commit reply) writes nothing twice (pj:req:<id>)          |
 | pj_iterations | iteration jobs' checkpoints and states (pj:iter:{id}; iteration/sqlstore.py)  |
+| pj_status   | tracked jobs' status records: the fields as a JSON object of strings, and when  |
+|             | the record lapses (pj:status:{id} and its TTL; sqlbackend/status.py)            |
 
 tests/test_sqlbackend.py checks that the revisions make exactly these tables.
 """
@@ -111,4 +113,12 @@ iterations = Table(
     Column("error", Text(), nullable=True),
     Column("parked", PAYLOAD, nullable=True),
     Column("updated_ms", BigInteger(), nullable=False),
+)
+
+status = Table(
+    "pj_status", metadata,
+    Column("job_id", String(80), primary_key=True),
+    Column("fields", PAYLOAD, nullable=False),
+    Column("expires_ms", BigInteger(), nullable=False),
+    Index("pj_status_expiry", "expires_ms"),
 )

@@ -325,8 +325,11 @@ def _find(ins: Inspector, job_id: str) -> tuple[FoundJob | None, dict[str, str]]
     from podjobs import keys
     from podjobs.gateway import text
 
-    r = getattr(ins, "r", None)  # a SQL pod keeps no status records
-    record = {text(k): text(v) for k, v in r.hgetall(keys.status(job_id)).items()} if r else {}
+    r = getattr(ins, "r", None)
+    if r is not None:
+        record = {text(k): text(v) for k, v in r.hgetall(keys.status(job_id)).items()}
+    else:  # a SQL pod: its pj_status row (SqlInspector.status_record)
+        record = ins.status_record(job_id) if hasattr(ins, "status_record") else {}
     try:
         return ins.find_job(job_id), record
     except JobNotFound:

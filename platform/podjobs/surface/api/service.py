@@ -14,6 +14,9 @@
    most that long and never stalls the API's threads.
 3. `cancel`: one Lua script (lua/cancel.lua) removes the job from its queue, scheduled or
    retry set, or held hash, only if it is still there.
+   A pod on the SQL backend (`backend: sql`) is read and cancelled through its SqlBackend
+   (the router's): the record from pj_status (`status_record`), a worker's liveness from
+   its lease; an iteration job's progress is not shown there.
 4. `pods()` / `pod_queues(pod)`: the operator views.
 Errors are `ApiError`s carrying the HTTP status, detail and headers.
 """
@@ -184,6 +187,21 @@ class Service:
                 self._readers[pod] = b
             return b
 
+    def _sql(self, pod: str) -> Any:
+        """The pod's SqlBackend (the router's) when its queue is on the SQL backend, else None."""
+        if getattr(self.directory.pod(pod), "backend", "redis") != "sql":
+            return None
+        return self.router.backend(pod)
+
+    def _inspector(self, pod: str) -> Any:
+        """The pod's Inspector: podjobs.ops on Redis, SqlInspector on SQL."""
+        sql = self._sql(pod)
+        if sql is None:
+            return Inspector(self.reader(pod))
+        from podjobs.sqlbackend.ops import SqlInspector
+
+        return SqlInspector(sql)
+
     def _each(self, fn: Callable[[str], T], pods: Sequence[str]) -> list[tuple[str, T | Exception]]:
         """(pod, fn(pod) or the exception it raised) for each pod, the pods at once."""
         def one(pod: str) -> T | Exception:
@@ -226,7 +244,7 @@ class Service:
         hit = self._served.get(pod)
         if hit is not None and now - hit[0] < SERVED_TTL_S:
             return hit[1]
-        live = [w for w in Inspector(self.reader(pod)).workers() if w.alive]
+        live = [w for w in self._inspector(pod).workers() if w.alive]
         served = {q for w in live for q in w.queues} if live else None
         self._served[pod] = (now, served)
         return served
@@ -311,7 +329,11 @@ class Service:
         """When the job was enqueued on Redis' clock (its record's enqueued_ms, the time
         every later answer shows); the server's clock only when the record cannot be read."""
         try:
-            if pod:
+            if pod and (sql := self._sql(pod)) is not None:
+                got = sql.status_record(job_id).get("enqueued_ms")
+                if got:
+                    return int(got)
+            elif pod:
                 b = self.reader(pod)
                 with b.errors("read a job's enqueue time"):
                     got = b.redis.hget(keys.status(job_id), "enqueued_ms")
@@ -337,6 +359,9 @@ class Service:
     def _read(self, pod: str, job_id: str, principal: Principal) -> Found | None:
         """The record on `pod` when there is one the principal may see; nothing more is read
         for another tenant's record."""
+        sql = self._sql(pod)
+        if sql is not None:
+            return self._read_sql(sql, pod, job_id, principal)
         b = self.reader(pod)
         sk = keys.status(job_id)
         with b.errors("read a job's status"):
@@ -364,6 +389,17 @@ class Service:
             with b.errors("read a worker's heartbeat"):
                 alive = bool(b.redis.exists(keys.heartbeat(rec["worker"])))
         return Found(pod, rec, progress, alive)
+
+    @staticmethod
+    def _read_sql(sql: Any, pod: str, job_id: str, principal: Principal) -> Found | None:
+        """`_read` on a SQL pod: the record is one row (read whole, then the tenant checked)."""
+        rec: dict[str, str] = sql.status_record(job_id)
+        if not rec.get("state") or not principal.may_act_for(rec.get("tenant") or None):
+            return None
+        alive = None
+        if rec.get("state") == "running" and rec.get("worker"):
+            alive = bool(sql.worker_alive(rec["worker"]))
+        return Found(pod, rec, None, alive)
 
     def find(self, principal: Principal, job_id: str) -> Found:
         """The job's record (see the module doc); ApiError 404, or 503 when a pod that might
@@ -405,6 +441,8 @@ class Service:
     def read_state(self, pod: str, job_id: str) -> str:
         """The record's state on `pod` ("" when none): the cheap read a waiting request polls."""
         b = self.router.backend(pod)
+        if not isinstance(b, RedisBackend):
+            return str(b.status_record(job_id).get("state", ""))
         with b.errors("read a job's status"):
             st = b.redis.hget(keys.status(job_id), "state")
         return text(st) if st else ""

@@ -63,6 +63,11 @@ def tag(t: str) -> None:
     ran.append(t)
 
 
+@podjobs.job(name="f.hitag", queue="hi")
+def hitag(t: str) -> None:
+    ran.append(t)
+
+
 @podjobs.job(name="f.flaky", retries=2, backoff=podjobs.constant(0.05))
 def flaky(t: str) -> None:
     ran.append(t)
@@ -117,6 +122,31 @@ def test_round_robin_within_a_batch_and_strict_priority_across_queues(backend: R
     assert {t[0] for _, t in got[:3]} == {"a", "b", "c"}
     assert take(backend, ["critical", "low"]) == []
     assert backend.redis.llen(keys.ring("low")) == 0  # lists found empty leave the ring
+
+
+def test_emptied_ring_members_neither_hide_a_waiting_job_nor_let_a_lower_queue_first(
+        r: redis.Redis, backend: RedisBackend) -> None:
+    """A reserve that took a list's last job used to put it back in the ring, and a reserve
+    looked at no more than want + 2 members: behind such empty members a new job was not
+    found, a lower queue was served first, and no wake token was left for it (review of
+    the fair-share merge)."""
+    tenants = [f"t{i}" for i in range(30)]
+    for t in tenants:
+        backend.enqueue("hi", [payload(t, f"{t}-0", "hi")], tenant=t)
+    assert len(take(backend, ["hi"], 29)) == 29 and len(take(backend, ["hi"], 1)) == 1
+    assert backend.redis.llen(keys.ring("hi")) == 0  # a list whose last job went left the ring
+    backend.enqueue("lo", [payload("x", "low", "lo")], tenant="x")
+    backend.enqueue("hi", [payload("t7", "again", "hi")], tenant="t7")
+    assert take(backend, ["hi", "lo"]) == [("hi", "again")]
+    # members emptied by a cancel stay in the ring until a reserve meets them: it goes on
+    # past them to the job behind
+    handles = [hitag.call(f"{t}-c").tracked().enqueue(tenant=t) for t in tenants[:10]]
+    backend.enqueue("hi", [payload("last", "behind", "hi")], tenant="last")
+    assert all(h.cancel() for h in handles)
+    assert backend.redis.llen(keys.ring("hi")) == 11  # ten emptied members, then "last"
+    assert take(backend, ["hi", "lo"]) == [("hi", "behind")]
+    assert take(backend, ["hi", "lo"]) == [("lo", "low")]
+    assert backend.redis.llen(keys.ring("hi")) == 0
 
 
 def test_jobs_on_the_queues_own_list_share_the_ring(backend: RedisBackend) -> None:

@@ -34,8 +34,9 @@ def _reseed() -> None:
 
 os.register_at_fork(after_in_child=_reseed)
 _MASK40 = (1 << 40) - 1
-_last_ms = -1
-_last_prefix = ""
+#: (ms, its time prefix) of the last id: ONE global, read and replaced whole, so threads
+#: never pair one millisecond with another's prefix
+_last: tuple[int, str] = (-1, "")
 
 
 def _time_prefix(ms: int) -> str:
@@ -47,15 +48,16 @@ def _time_prefix(ms: int) -> str:
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """A new ULID string; ids made in a later millisecond sort after earlier ones, and ids
-    this process makes sort in the order it made them."""
-    global _last_ms, _last_prefix
+    """A new ULID string; ids of a later millisecond sort after earlier ones, and ids this
+    process makes within one millisecond sort in the order it made them."""
+    global _last
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    if ms != _last_ms:
-        _last_prefix, _last_ms = _time_prefix(ms), ms
+    last = _last
+    if ms != last[0]:
+        last = _last = (ms, _time_prefix(ms))
     v = ((next(_seq) & _MASK40) << 40) | _bits(40)
     p = _PAIRS
-    return (_last_prefix + p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023]
+    return (last[1] + p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023]
             + p[(v >> 40) & 1023] + p[(v >> 30) & 1023] + p[(v >> 20) & 1023]
             + p[(v >> 10) & 1023] + p[v & 1023])
 

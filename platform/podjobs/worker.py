@@ -193,19 +193,23 @@ class Worker:
         self.poller.poll_once()
         self.acker.start()
         if self.config.isolation == "process":
-            # every child imports the app before the first reservation
+            # every child imports the app before the first reservation; the heartbeat beats
+            # meanwhile (an app slower to import than the heartbeat TTL must not get the
+            # worker reaped, nor its /healthz stale)
             self._warming = self.config.concurrency
             self._start_exec_threads(0, self.config.concurrency)
+            self.heartbeat.start()
+            self.poller.start()
             self._wait_children_warm()
             self.fetcher.start()
         else:
             # one executor thread, then fetching, then the rest: the first job does not wait
-            # for nine thread start-ups (~0.4 ms each)
+            # for nine thread start-ups (~0.4 ms each); register() wrote the first beat
             self._start_exec_threads(0, 1)
             self.fetcher.start()
             self._start_exec_threads(1, self.config.concurrency)
-        self.heartbeat.start()
-        self.poller.start()
+            self.heartbeat.start()
+            self.poller.start()
         log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
                  ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
 

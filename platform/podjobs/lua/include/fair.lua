@@ -4,9 +4,11 @@
 -- turn. Every other way back to ready (retry, recover, requeue, promote, release, ...)
 -- pushes to the queue's own list (pj:q:QUEUE), which joins the ring as one more member
 -- while it has jobs. Invariant: a tenant list with jobs is in the ring (only reserve takes
--- a member out of the ring, and only when it finds its list empty); a member whose list was
--- emptied (by reserve's last take, cancel, a move's carry) stays until a reserve finds it
--- empty, and keeps a new job of its tenant from adding it twice (LPOS).
+-- a member out of the ring: when it takes the list's last job, or finds it empty); a member
+-- whose list was emptied otherwise (cancel, a move's carry) stays until a reserve finds it
+-- empty, and keeps a new job of its tenant from adding it twice (LPOS). A reserve goes on
+-- through such empty members until it has its jobs or the ring is empty (each one it meets
+-- leaves), so they can neither hide a waiting job nor let a lower queue go first.
 
 -- push payloads ARGV[from..to] onto a tenant list and make sure it is in the ring
 local function fair_push(list, ring, from, to)
@@ -22,9 +24,9 @@ end
 
 -- take up to `want` payloads from a queue: its own list alone while the ring is empty
 -- (as without fair share), else one job per ring member in turn, from the ring's tail: a
--- pass serves the last m members (m = min(want, members)) and moves them to the head, in
--- three calls plus one RPOP per job; a member found empty leaves the ring then. A single
--- member is taken in one batch.
+-- pass serves the last m members (m = min(want, members)) and moves those with jobs left
+-- to the head, in three calls plus an RPOP and an LLEN per job; a member found empty, or
+-- emptied by its take, leaves the ring then. A single member is taken in one batch.
 local function fair_take(plain, ring, want)
   local size = redis.call('LLEN', ring)
   if size == 0 then
@@ -35,9 +37,8 @@ local function fair_take(plain, ring, want)
     size = size + 1
   end
   local out = {}
-  local passes = want + 2
-  while want > 0 and size > 0 and passes > 0 do
-    passes = passes - 1
+  -- each pass takes a job or drops a member: at most want + size passes
+  while want > 0 and size > 0 do
     if size == 1 then
       local k = redis.call('LINDEX', ring, 0)
       local got = redis.call('RPOP', k, want)
@@ -45,7 +46,7 @@ local function fair_take(plain, ring, want)
         for _, p in ipairs(got) do out[#out + 1] = p end
         want = want - #got
       end
-      if not got or want > 0 then redis.call('LREM', ring, 0, k) end
+      if not got or want > 0 or redis.call('LLEN', k) == 0 then redis.call('LREM', ring, 0, k) end
       break
     end
     local m = math.min(want, size)
@@ -57,7 +58,7 @@ local function fair_take(plain, ring, want)
       if got then
         out[#out + 1] = got
         want = want - 1
-        back[#back + 1] = k
+        if redis.call('LLEN', k) > 0 then back[#back + 1] = k end
       end
     end
     redis.call('LTRIM', ring, 0, -(m + 1))

@@ -45,6 +45,7 @@ import-linter (pyproject) allows `redis` in this module and `podjobs.backend` on
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import threading
@@ -77,6 +78,9 @@ UNREACHABLE: tuple[type[RedisError], ...] = (redis.ConnectionError, redis.Timeou
 SCRIPT_ATTEMPTS = 8
 
 _INCLUDE = re.compile(r"^--!\s*include\s+([A-Za-z0-9_]+)\s*$")
+#: redis-py 8 reads a reply with a timeout of the call's own (`read_response(timeout=)`);
+#: before it, a blocked read is bounded by the connection's socket timeout alone
+_READ_TIMEOUT = "timeout" in inspect.signature(redis.connection.Connection.read_response).parameters
 
 
 class ScriptError(ConfigurationError):
@@ -461,11 +465,16 @@ class Gateway:
         without a second round trip. Not sent again here: a caller whose script is repeatable
         asks again itself (the fetcher does, with the same request id)."""
         s = script(name)
+        if not _READ_TIMEOUT:  # redis-py < 8: the wait must end inside the socket timeout
+            timeout_s = min(timeout_s, self.socket_timeout / 2)
         with self.errors(what, sent=True), self._using() as conn:
             conn.send_packed_command(conn.pack_commands([
                 ("BLPOP", *wait_keys, timeout_s), ("EVALSHA", s.sha, len(keys_), *keys_, *args)]))
             try:
-                conn.read_response(timeout=timeout_s + self.socket_timeout)
+                if _READ_TIMEOUT:
+                    conn.read_response(timeout=timeout_s + self.socket_timeout)
+                else:
+                    conn.read_response()
                 try:
                     return conn.read_response()
                 except redis.exceptions.NoScriptError:

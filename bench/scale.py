@@ -183,6 +183,23 @@ def zk_heap_mb(pid: int | None) -> float | None:
         return None
 
 
+def restart_and_catch_up(kids: list[subprocess.Popen[str]], zk_server: Any) -> tuple[list[dict[str, Any]], float]:
+    """Stop and start ZooKeeper under the watcher processes `kids`; their "synced" answers,
+    and the seconds from ZooKeeper answering again (its JVM start is not ours to count) until
+    the last of them caught up."""
+    for kid in kids:
+        assert kid.stdin is not None
+        kid.stdin.write("synced\n")
+        kid.stdin.flush()
+    zk_server.stop(timeout=10)
+    time.sleep(1.0)
+    zk_server.start()
+    zk_server.wait_ready(60)
+    t0 = time.time()
+    synced = [ask(kid) for kid in kids]
+    return synced, max(s["at"] for s in synced) - t0
+
+
 def reconnect_storm(topo: Any, zk_server: Any, root: str, n: int) -> dict[str, Any]:
     """`n` watcher processes (in a pids cgroup: at most STORM_TASKS_PER_CLIENT tasks each)
     hold RECONNECT_BUCKETS buckets; ZooKeeper is stopped and started; the time from its
@@ -202,17 +219,7 @@ def reconnect_storm(topo: Any, zk_server: Any, root: str, n: int) -> dict[str, A
             for kid in kids:
                 ask(kid, "load")
             row["storm_tasks_before"] = cap.current()
-            for kid in kids:
-                assert kid.stdin is not None
-                kid.stdin.write("synced\n")
-                kid.stdin.flush()
-            zk_server.stop(timeout=10)
-            time.sleep(1.0)
-            zk_server.start()
-            zk_server.wait_ready(60)
-            t0 = time.time()
-            synced = [ask(kid) for kid in kids]
-            row["storm_s"] = max(s["at"] for s in synced) - t0
+            synced, row["storm_s"] = restart_and_catch_up(kids, zk_server)
             row["storm_ok"] = all(s["synced"] for s in synced)
             row["storm_max_threads"] = max(s["max_threads"] for s in synced)
             row["storm_tasks_after"] = cap.current()
@@ -301,17 +308,7 @@ def measure(size: int, topo: Any, zk_server: Any, clients: int, storm: int = 0) 
 
         loaded = [ask(kid, "load") for kid in kids]
         row["rss_64_buckets_mb"] = statistics.median(x["rss_mb"] for x in loaded)
-        for kid in kids:
-            assert kid.stdin is not None
-            kid.stdin.write("synced\n")
-            kid.stdin.flush()
-        zk_server.stop(timeout=10)
-        time.sleep(1.0)
-        zk_server.start()
-        zk_server.wait_ready(60)
-        t0 = time.time()  # ZooKeeper answers again (its JVM start is not ours to count)
-        synced = [ask(kid) for kid in kids]
-        row["reconnect_s"] = max(s["at"] for s in synced) - t0
+        synced, row["reconnect_s"] = restart_and_catch_up(kids, zk_server)
         row["reconnect_ok"] = all(s["synced"] for s in synced)
         row["reconnect_max_threads"] = max(s["max_threads"] for s in synced)
         say(f"{size:,}: {clients} clients caught up {row['reconnect_s']:.2f} s after the restart, "

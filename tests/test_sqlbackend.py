@@ -23,22 +23,8 @@ from podjobs.sqlbackend import SqlBackend, schema
 from podjobs.sqlbackend.tables import VERSION_TABLE, metadata
 from tests.backends import SQL_KINDS, Probe, make_probe, selected_kinds
 from tests.helpers import REPO, stop_proc, wait_until
-from tests.pgserver import PgServer, missing
 
 ran: list[Any] = []
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[tuple[PgServer, str]]:
-    """A private PostgreSQL server for this module (skipped, saying why, where none can run)."""
-    why = missing()
-    if why:
-        pytest.skip(f"PostgreSQL: {why}")
-    server = PgServer()
-    try:
-        yield server, server.start()
-    finally:
-        server.stop()
 
 
 def sql_probe(kind: str, request: pytest.FixtureRequest, cluster: Any, tmp_path: Path) -> Probe:

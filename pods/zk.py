@@ -125,22 +125,6 @@ def reconnect_retry(max_delay: float = RECONNECT_MAX_DELAY) -> KazooRetry:
     return KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=0.2, max_delay=max_delay)
 
 
-#: kazoo (like ZooKeeper's Java client) waits session timeout / len(hosts) for a connect
-#: handshake. A server restarting accepts connections before it serves them, and some of
-#: those are never answered (ZooKeeper closes them with an error in its log): with one host
-#: a client then waits the whole session timeout and its session expires meanwhile. Listing
-#: the hosts at least this many times bounds such a wait to a third of the session.
-HANDSHAKE_SLOTS = 3
-
-
-def handshake_hosts(hosts: str) -> str:
-    """`hosts` repeated until it names at least HANDSHAKE_SLOTS servers (see above)."""
-    parts = [h.strip() for h in hosts.split(",") if h.strip()]
-    if not parts or len(parts) >= HANDSHAKE_SLOTS:
-        return hosts
-    return ",".join(parts * -(-HANDSHAKE_SLOTS // len(parts)))
-
-
 def _join(*parts: str) -> str:
     segs = [s for p in parts for s in p.split("/") if s]
     return "/" + "/".join(segs)
@@ -326,7 +310,7 @@ class ZK:
         self.root = _join(root) if root.strip("/") else "/"
         self.timeout = timeout
         self._client = KazooClient(
-            hosts=handshake_hosts(hosts),
+            hosts=hosts,
             timeout=timeout,
             connection_retry=connection_retry or reconnect_retry(),
             logger=kazoo_log,

@@ -136,20 +136,3 @@ def test_identity_renews_once_per_reap_and_registers_first() -> None:
         ident.renew("h:1:tok.2", down)
     assert ident.id == "h:1:tok.2" and ident.generation == 2  # unchanged: tried again later
     assert ident.renew("h:1:tok.2", registered.append) and ident.id == "h:1:tok.3"
-
-
-@pytest.mark.parametrize("hosts, kazoo_hosts", [
-    ("zk1:2181", "zk1:2181,zk1:2181,zk1:2181"),
-    ("zk1:2181,zk2:2181", "zk1:2181,zk2:2181,zk1:2181,zk2:2181"),
-    ("zk1:2181,zk2:2181,zk3:2181", "zk1:2181,zk2:2181,zk3:2181"),
-    ("a:1,b:1,c:1,d:1,e:1", "a:1,b:1,c:1,d:1,e:1"),
-    (" zk1:2181 ", "zk1:2181,zk1:2181,zk1:2181"),
-])
-def test_a_connect_handshake_waits_at_most_a_third_of_the_session(hosts: str, kazoo_hosts: str) -> None:
-    """kazoo waits session timeout / len(hosts) for a handshake; a restarting ZooKeeper leaves
-    some unanswered (the 100-client reconnect storm: 11.2-11.7 s with one host, sessions
-    expired; 2.7 s with the host listed three times)."""
-    from podjobs.pods.zk import HANDSHAKE_SLOTS, handshake_hosts
-
-    got = handshake_hosts(hosts)
-    assert got == kazoo_hosts and len(got.split(",")) >= HANDSHAKE_SLOTS

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,3 +103,20 @@ def print_log_tails(tmp: Path) -> None:
         with contextlib.suppress(OSError):
             lines = path.read_text(errors="replace").splitlines()
             print("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)")
+
+
+def cluster_down(cluster: Any, tmp: Path) -> bool:
+    """The demos' last teardown step: stop the cluster's servers by pid and remove the demo's
+    directory, saying what was stopped; False when the stop failed (the directory still goes)."""
+    ok = True
+    try:
+        stopped = cluster.down(timeout=10)
+        names = ", ".join(f"{s.kind} {s.name}" for s in stopped) or "none was running"
+        print(f"  cluster down: stopped {len(stopped)} servers ({names})")
+    except Exception as exc:
+        print(f"  teardown FAILED: {type(exc).__name__}: {exc}")
+        ok = False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"  removed {tmp}")
+    return ok

@@ -45,7 +45,6 @@ share (processes, headings, `DemoFailed`). The jobs are in app.py and reconcile.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from demo.checks import check_servers
 from demo.common import (
     QUEUES,
     DemoFailed,
+    cluster_down,
     heading,
     print_log_tails,
     run_cli,
@@ -200,15 +200,10 @@ def main() -> int:
                 zk.stop()
             for engine in engines.values():
                 engine.dispose()
-            stopped = cluster.down(timeout=10)
-            names = ", ".join(f"{s.kind} {s.name}" for s in stopped) or "none was running"
-            print(f"  cluster down: stopped {len(stopped)} servers ({names})")
         except Exception as exc:
             print(f"  teardown FAILED: {type(exc).__name__}: {exc}")
             ok = False
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(f"  removed {tmp}")
+        ok = cluster_down(cluster, tmp) and ok
     print(f"\ndemo {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.1f} s")
     return 0 if ok else 1
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from demo.common import (
     REPO,
     WORKLOAD_TIMEOUT,
     DemoFailed,
+    cluster_down,
     die_with_parent,
     heading,
     print_log_tails,
@@ -264,15 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                 zk.stop()
             for b in backends.values():
                 b.close()
-            stopped = cluster.down(timeout=10)
-            names = ", ".join(f"{s.kind} {s.name}" for s in stopped) or "none was running"
-            print(f"  cluster down: stopped {len(stopped)} servers ({names})")
         except Exception as exc:
             print(f"  teardown FAILED: {type(exc).__name__}: {exc}")
             ok = False
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(f"  removed {tmp}")
+        ok = cluster_down(cluster, tmp) and ok
     print(f"\ndemo-sql {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.1f} s")
     return 0 if ok else 1
 

@@ -271,13 +271,21 @@ class _FollowingConnection(SentinelManagedConnection):
         return super()._connect()  # type: ignore[no-untyped-call]
 
 
+#: the wire protocol podjobs speaks: RESP2. redis-py 8 defaults to RESP3 (HELLO 3 on every
+#: connect, push-message and maintenance-notification handling on every reply), which cost the
+#: job path ~13% of its CPU and latency here (README "What bounds"); every reply podjobs reads
+#: (Lua scripts' replies, hashes, lists, sorted sets) means the same in both. A URL's own
+#: `?protocol=3` still wins (redis-py lets URL options override keyword arguments).
+PROTOCOL = 2
+
+
 def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: float) -> redis.Redis:
     """A client on `url`: a plain Redis URL, or the primary of a Sentinel URL."""
     parts = sentinel_url(url)
     if parts is None:
         return redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                     socket_connect_timeout=connect_timeout,
-                                    health_check_interval=30, retry=retry)
+                                    health_check_interval=30, retry=retry, protocol=PROTOCOL)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(parts.sentinels), socket_timeout=connect_timeout,
         sentinel_kwargs={"socket_timeout": connect_timeout,
@@ -285,7 +293,8 @@ def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: flo
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         parts.service, connection_class=_FollowingConnection, db=parts.db,
         password=parts.password, socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout, health_check_interval=30, retry=retry)
+        socket_connect_timeout=connect_timeout, health_check_interval=30, retry=retry,
+        protocol=PROTOCOL)
     return client
 
 

@@ -85,7 +85,8 @@ def _app(lib: str) -> str:
 
 
 def _podjobs(extra: list[str], lib: str = "podjobs") -> Callable[[str], list[str]]:
-    return lambda url: [_python(lib), "-m", "podjobs.cli", "worker", "--redis", url,
+    # the console script, as a user starts a worker and as every peer is started here
+    return lambda url: [_venv_bin(lib, "podjobs"), "worker", "--redis", url,
                         "--app", "bench.peerapps.podjobs_app", "--queues", "peers",
                         "--log-level", "warning", *extra]
 

@@ -14,7 +14,6 @@ it the scheduler's migration job (`podjobs.scheduler.migrate.pod_worker`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -49,10 +48,10 @@ class PodWorker:
             log.warning("cannot create the tenant fence table on pod %s's shard: %s", pod, exc)
         # the scheduler's migration job comes with config.app_modules: `podjobs worker --pod`
         # adds it (podjobs.scheduler.migrate.pod_worker); pods know nothing of the scheduler
-        cfg = dataclasses.replace(config, pod=pod, shard_url=info.shard_url)
+        cfg = config._replace(pod=pod, shard_url=info.shard_url)
         self.worker = Worker(backend, cfg)
         self.check = TenantCheck(self.router, pod, backend, self.worker.identity)
-        self.worker.config.middleware = [self.check, *self.worker.config.middleware]
+        self.worker.config = cfg._replace(middleware=[self.check, *cfg.middleware])
         self.registration = WorkerRegistration(zk, pod, self.worker.id, {
             "pod": pod, "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(cfg.queues), "concurrency": cfg.concurrency,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from podjobs.backend import Backend, open_backend
@@ -121,7 +120,7 @@ class Router:
         if tenant is not None and entry is not None:
             q = effective(d.pod(name).quota, entry.quota if entry.pod == name else None)
             if q is not None:
-                target = replace(target, quota=TenantQuota(tenant, q))
+                target = target._replace(quota=TenantQuota(tenant, q))
         if not hold:
             if target.quota is None:
                 self._targets[name] = target

@@ -42,7 +42,6 @@ is known to every pod worker. One run:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -493,4 +492,4 @@ def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
     apps = list(config.app_modules)
     if __name__ not in apps:
         apps.append(__name__)
-    return PodWorker(zk, pod, dataclasses.replace(config, app_modules=apps))
+    return PodWorker(zk, pod, config._replace(app_modules=apps))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: a backoff function: attempt number (1 = first retry) -> delay in seconds
 Backoff = Callable[[int], float]
@@ -25,13 +25,11 @@ def constant(seconds: float) -> Backoff:
     return lambda attempt: seconds
 
 
-@dataclass(frozen=True)
-class RetryLater:
+class RetryLater(NamedTuple):
     delay_s: float
 
 
-@dataclass(frozen=True)
-class GiveUp:
+class GiveUp(NamedTuple):
     reason: str
 
 

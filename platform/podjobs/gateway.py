@@ -53,9 +53,8 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import redis
@@ -87,8 +86,7 @@ class ScriptError(ConfigurationError):
     """A Lua script that cannot be loaded (a missing include, an unknown directive)."""
 
 
-@dataclass(frozen=True)
-class Script:
+class Script(NamedTuple):
     """One loaded script: its name, its text with the includes expanded, and its SHA-1."""
 
     name: str
@@ -206,8 +204,7 @@ def never_sent(exc: redis.ConnectionError) -> bool:
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
-@dataclass(frozen=True)
-class SentinelURL:
+class SentinelURL(NamedTuple):
     """A parsed `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[?db=N]`."""
 
     sentinels: tuple[tuple[str, int], ...]
@@ -278,6 +275,18 @@ class _FollowingConnection(SentinelManagedConnection):
 #: `?protocol=3` still wins (redis-py lets URL options override keyword arguments).
 PROTOCOL = 2
 
+#: redis-py's name and version for CLIENT SETINFO, given once: redis-py 8 otherwise looks its
+#: own version up with importlib.metadata for every client and every new connection (~0.5 ms
+#: each, ~2 ms the first time: a worker opens several before its first job). redis-py < 8 has
+#: no DriverInfo and reads its version once at import.
+_IDENTITY: dict[str, Any] = {}
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py < 8
+    pass
+else:
+    _IDENTITY["driver_info"] = DriverInfo(name="redis-py", lib_version=redis.__version__)
+
 
 def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: float) -> redis.Redis:
     """A client on `url`: a plain Redis URL, or the primary of a Sentinel URL."""
@@ -285,16 +294,17 @@ def _connect(url: str, retry: Retry, socket_timeout: float, connect_timeout: flo
     if parts is None:
         return redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                     socket_connect_timeout=connect_timeout,
-                                    health_check_interval=30, retry=retry, protocol=PROTOCOL)
+                                    health_check_interval=30, retry=retry, protocol=PROTOCOL,
+                                    **_IDENTITY)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(parts.sentinels), socket_timeout=connect_timeout,
         sentinel_kwargs={"socket_timeout": connect_timeout,
-                         "socket_connect_timeout": connect_timeout})
+                         "socket_connect_timeout": connect_timeout, **_IDENTITY})
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         parts.service, connection_class=_FollowingConnection, db=parts.db,
         password=parts.password, socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout, health_check_interval=30, retry=retry,
-        protocol=PROTOCOL)
+        protocol=PROTOCOL, **_IDENTITY)
     return client
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -63,21 +62,32 @@ class JobTimeout(BaseException):
     `except Exception` in job code does not swallow it)."""
 
 
-@dataclass
 class Outcome:
-    ok: bool
-    result: Any = None
-    failure: Failure | None = None
-    error_class: str = ""
-    message: str = ""
-    trace: str = ""
-    #: Failure.REENQUEUE: seconds to wait and payload updates
-    delay: float = 0.0
-    updates: dict[str, Any] | None = None
-    #: ok, but the job has not finished (the state of `Unfinished`); "" when it has
-    unfinished: str = ""
-    #: seconds the run took (set by the executor around the runner)
-    duration: float = 0.0
+    """How one run ended."""
+
+    __slots__ = ("ok", "result", "failure", "error_class", "message", "trace", "delay",
+                 "updates", "unfinished", "duration")
+
+    def __init__(self, ok: bool, result: Any = None, failure: Failure | None = None,
+                 error_class: str = "", message: str = "", trace: str = "", delay: float = 0.0,
+                 updates: dict[str, Any] | None = None, unfinished: str = "",
+                 duration: float = 0.0) -> None:
+        self.ok = ok
+        self.result = result
+        self.failure = failure
+        self.error_class = error_class
+        self.message = message
+        self.trace = trace
+        #: Failure.REENQUEUE: seconds to wait and payload updates
+        self.delay = delay
+        self.updates = updates
+        #: ok, but the job has not finished (the state of `Unfinished`); "" when it has
+        self.unfinished = unfinished
+        #: seconds the run took (set by the executor around the runner)
+        self.duration = duration
+
+    def __repr__(self) -> str:
+        return "Outcome(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     def error_dict(self) -> dict[str, str]:
         return {"class": self.error_class, "message": self.message[:2000], "trace": self.trace}

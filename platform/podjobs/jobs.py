@@ -16,10 +16,9 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from podjobs import backoff as backoff_mod
 from podjobs.client import AFTER_COMMIT, OUTBOX, get_client
@@ -43,8 +42,7 @@ RESERVED_KWARGS = frozenset({"tenant", "pod", "db"})
 _registry: dict[str, JobDef] = {}
 
 
-@dataclass(frozen=True)
-class JobOptions:
+class JobOptions(NamedTuple):
     queue: str = "default"
     #: retries after the first run before the job dies (0 = never retried)
     retries: int = 25
@@ -166,7 +164,6 @@ class JobDef:
         return get_client().enqueue_many(self, pairs, tenant=tenant, pod=pod)
 
 
-@dataclass
 class Call:
     """A job with its arguments and the follow-ups to run after it succeeds.
 
@@ -174,12 +171,29 @@ class Call:
     (`podjobs.status`), kept that long after it finished: what the HTTP API's status
     monitors read. Untracked jobs (the default) cost nothing extra."""
 
-    job: JobDef
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    followups: list[Call] = field(default_factory=list)
-    queue: str | None = None
-    track: int | None = None
+    __slots__ = ("job", "args", "kwargs", "followups", "queue", "track")
+
+    def __init__(self, job: JobDef, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                 followups: list[Call] | None = None, queue: str | None = None,
+                 track: int | None = None) -> None:
+        self.job = job
+        self.args = args
+        self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
+        self.followups: list[Call] = [] if followups is None else followups
+        self.queue = queue
+        self.track = track
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Call:
+            return NotImplemented
+        return (self.job, self.args, self.kwargs, self.followups, self.queue, self.track) == (
+            other.job, other.args, other.kwargs, other.followups, other.queue, other.track)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (f"Call(job={self.job!r}, args={self.args!r}, kwargs={self.kwargs!r}, "
+                f"followups={self.followups!r}, queue={self.queue!r}, track={self.track!r})")
 
     @property
     def queue_name(self) -> str:

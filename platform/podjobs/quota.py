@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from podjobs.errors import ConfigurationError, PodjobsError
 
 FIELDS = ("rate", "burst", "pending")
 
 
-@dataclass(frozen=True)
-class Quota:
+class Quota(NamedTuple):
     """A tenant's limits on one pod (None = unlimited)."""
 
     rate: float | None = None
@@ -98,8 +96,7 @@ def parse_limit(text: str, name: str) -> float | int | None:
     return v
 
 
-@dataclass(frozen=True)
-class TenantQuota:
+class TenantQuota(NamedTuple):
     """What an enqueue passes to the backend: the tenant and its limits."""
 
     tenant: str
@@ -172,8 +169,7 @@ def tokens_now(quota: Quota, tokens: float | None, at_ms: int | None, now_ms: in
     return min(full, tokens + max(0, now_ms - at_ms) * quota.rate / 1000)
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """How near one tenant is to its limits on one pod (for `podjobs tenants top`)."""
 
     tenant: str

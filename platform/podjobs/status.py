@@ -44,9 +44,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from podjobs import keys
 from podjobs.payload import dumps
@@ -76,7 +75,6 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
 class Created:
     """Return this from a job to declare the resource it created:
 
@@ -89,13 +87,27 @@ class Created:
     or an absolute URL). Returning `{"location": "...", ...}` does the same and keeps the
     other members as the job's result."""
 
+    __slots__ = ("location",)
     location: str
 
-    def __post_init__(self) -> None:
-        if not valid_location(self.location):
+    def __init__(self, location: str) -> None:
+        if not valid_location(location):
             raise ValueError(
-                f"Created location {self.location!r} must be a non-empty str of at most "
+                f"Created location {location!r} must be a non-empty str of at most "
                 f"{MAX_LOCATION} characters without control characters or spaces")
+        object.__setattr__(self, "location", location)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Created is immutable: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return self.location == other.location if type(other) is Created else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((Created, self.location))
+
+    def __repr__(self) -> str:
+        return f"Created(location={self.location!r})"
 
 
 def valid_location(value: object) -> bool:
@@ -112,8 +124,7 @@ def as_json_result(result: Any) -> Any:
     return result
 
 
-@dataclass(frozen=True, slots=True)
-class StatusWrite:
+class StatusWrite(NamedTuple):
     """One status transition, for the Lua script that makes it: the record's key, the
     fields to set (a JSON object of strings) and the record's TTL in seconds. `if_worker`:
     written only while the record says running on that worker (ack_one.lua)."""

@@ -33,8 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from podjobs.acker import Acker
 from podjobs.backend import Backend
@@ -62,8 +61,9 @@ if TYPE_CHECKING:  # process isolation (multiprocessing, ctypes) loads only when
 log = logging.getLogger("podjobs.worker")
 
 
-@dataclass
-class WorkerConfig:
+class WorkerConfig(NamedTuple):
+    """A worker's settings (a NamedTuple: `config._replace(pod=...)` for a changed copy)."""
+
     queues: Sequence[str] = ("default",)
     concurrency: int = 10
     #: "thread" (default) or "process"

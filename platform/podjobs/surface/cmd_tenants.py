@@ -22,7 +22,6 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from podjobs.errors import BackendUnavailable, ConfigurationError
@@ -250,7 +249,7 @@ def cmd_tenants_top(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             code = int(Exit.UNREACHABLE)
             continue
-        usages += [replace(u, pod=name) for u in got]
+        usages += [u._replace(pod=name) for u in got]
     ranked = nearest(usages, args.limit)
     if args.json:
         print_json([u.to_dict() for u in ranked])

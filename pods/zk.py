@@ -1,6 +1,6 @@
 """A small typed wrapper over kazoo's `KazooClient` (kazoo itself is untyped).
 
-1. `ZK(hosts, root, timeout, connection_retry)`: one ZooKeeper session whose
+1. `ZK(hosts, root, timeout, connection_retry, handshake_timeout)`: one ZooKeeper session whose
    paths live under `root` (default "/podjobs"); nothing connects until
    `start()`. `start(timeout)` raises `ConfigurationError` naming the hosts when
    ZooKeeper cannot be reached; `stop()` closes the session (its ephemeral
@@ -42,6 +42,10 @@ Connection states (kazoo's `KazooState`, as `ConnState`):
 Kazoo reconnects by itself with `connection_retry` (default here: forever,
 backing off 0.1 s doubling up to `RECONNECT_MAX_DELAY`; kazoo's own default
 backs off up to an hour, which makes recovery after a long outage very slow).
+A server's answer to the connection handshake is waited for at most
+`handshake_timeout` (default `HANDSHAKE_TIMEOUT`, 2 s; kazoo's own wait is the
+session timeout / number of hosts) and a handshake given up is retried after
+0.1 s: a restarting ZooKeeper can leave a handshake unanswered (`_BoundedHandshake`).
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ from kazoo.exceptions import (
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Connect
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
@@ -86,6 +92,10 @@ DEFAULT_ROOT = "/podjobs"
 RECONNECT_MAX_DELAY = 2.0
 # Seconds: default session timeout asked of the server (it clamps it to its min/max).
 DEFAULT_SESSION_TIMEOUT = 10.0
+# Seconds: the longest wait for a server's answer to the connection handshake (kazoo, like
+# ZooKeeper's Java client, waits session timeout / number of hosts: the whole session with
+# one host). See `_BoundedHandshake`.
+HANDSHAKE_TIMEOUT = 2.0
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?")
 
 __all__ = [
@@ -123,6 +133,60 @@ class ConnState(StrEnum):
 def reconnect_retry(max_delay: float = RECONNECT_MAX_DELAY) -> KazooRetry:
     """A reconnect policy: try forever, 0.1 s doubling up to `max_delay` seconds."""
     return KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=0.2, max_delay=max_delay)
+
+
+# -- kazoo private names: the bounded handshake -----------------------------------------
+# The one place that relies on kazoo's ConnectionHandler internals (`KazooClient._connection`,
+# `ConnectionHandler._invoke` and `_connect_attempt(host, hostip, port, retry)`, the
+# `retry.reset()` of kazoo's connect loop). tests/test_topology.py's handshake tests fail if
+# kazoo changes them (a silent server must be given up after `handshake_timeout`).
+
+
+class _BoundedHandshake(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's connection handler, but the reply to the handshake (the Connect request) is
+    waited for at most `handshake_timeout` seconds, and a handshake given up is retried after
+    the first reconnect delay (0.1 s +-20%), not after the grown backoff: the wait itself was
+    the pause, and the server was there (it accepted the connection).
+
+    Why: a standalone ZooKeeper (3.8, 3.9) that is starting accepts connections before its
+    database is loaded; a connection closed then ("ZooKeeperServer not running") can hit a
+    NullPointerException in `ZooKeeperServer.removeCnxn` (`zkDb` is still null, upstream
+    ZOOKEEPER-5051), which skips closing the socket: the client's handshake is never
+    answered. kazoo would wait the whole session timeout (one host) and find its session
+    expired. Reconnecting after a dropped connection is unchanged (one host: kazoo's
+    backoff), so two clients of one session do not take it from each other in a loop."""
+
+    handshake_timeout = HANDSHAKE_TIMEOUT
+    _handshake_timed_out = False
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        if not isinstance(request, Connect):
+            return super()._invoke(timeout, request, xid)
+        try:
+            return super()._invoke(min(timeout, self.handshake_timeout), request, xid)
+        except self.handler.timeout_exception:
+            self._handshake_timed_out = True
+            raise
+
+    def _connect_attempt(self, host: str, hostip: str, port: int, retry: Any) -> Any:
+        self._handshake_timed_out = False
+        status = super()._connect_attempt(host, hostip, port, retry)
+        if self._handshake_timed_out:
+            retry.reset()
+        return status
+
+
+def _bound_handshake(client: KazooClient, seconds: float) -> None:
+    """Make `client`'s connection a `_BoundedHandshake` waiting `seconds` for a handshake."""
+    conn = client._connection
+    if type(conn) is not ConnectionHandler or not all(
+        callable(getattr(conn, name, None)) for name in ("_invoke", "_connect_attempt")
+    ):
+        raise RuntimeError(
+            f"kazoo's connection handler changed ({type(conn).__name__}): "
+            "pods/zk.py's _BoundedHandshake needs updating")
+    conn.__class__ = _BoundedHandshake
+    conn.handshake_timeout = seconds
 
 
 def _join(*parts: str) -> str:
@@ -299,6 +363,7 @@ class ZK:
         root: str = DEFAULT_ROOT,
         timeout: float = DEFAULT_SESSION_TIMEOUT,
         connection_retry: KazooRetry | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         hosts = hosts.strip()
         if not hosts or not all(_HOST_PORT.fullmatch(h.strip()) for h in hosts.split(",")):
@@ -315,6 +380,8 @@ class ZK:
             connection_retry=connection_retry or reconnect_retry(),
             logger=kazoo_log,
         )
+        # kazoo's own wait (session / hosts) when it is the shorter one.
+        _bound_handshake(self._client, min(handshake_timeout, timeout / len(hosts.split(","))))
         self._listeners: dict[Callable[[ConnState], None], Callable[[Any], None]] = {}
 
     def __repr__(self) -> str:

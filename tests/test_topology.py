@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -31,6 +33,7 @@ from kazoo.client import KazooClient
 from podjobs.errors import ConfigurationError, PodDraining, UnknownPod, UnknownTenant
 from podjobs.infra.ports import free_port
 from podjobs.infra.topofile import Topology
+from podjobs.pods import zk as zk_module
 from podjobs.pods.buckets import DEFAULT_BUCKETS, MAX_BUCKET_BYTES, bucket_of, encode_bucket
 from podjobs.pods.directory import Change, Directory
 from podjobs.pods.migratedir import migrate_directory
@@ -270,6 +273,63 @@ def test_zk_unreachable_is_a_clear_error() -> None:
         ConfigurationError, match=rf"cannot reach ZooKeeper at 127\.0\.0\.1:{port} .*podjobs dev up"
     ):
         ZK(f"127.0.0.1:{port}").start(timeout=0.5)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[int, list[float]]]:
+    """A TCP server that accepts connections and never answers (a ZooKeeper that lost a
+    handshake): yields its port and the monotonic times of the connections it accepted."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    accepted: list[float] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = listener.accept()
+                accepted.append(time.monotonic())
+                held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_zk_handshake_wait_is_bounded() -> None:
+    # kazoo would wait session timeout / hosts (10 s here) for a handshake's answer.
+    assert zk_module.HANDSHAKE_TIMEOUT == 2.0
+    handler = ZK("127.0.0.1:2181", timeout=10).kazoo_client._connection
+    assert isinstance(handler, zk_module._BoundedHandshake)
+    assert handler.handshake_timeout == 2.0
+    # kazoo's own wait when it is the shorter one; one host listed once.
+    assert ZK("127.0.0.1:2181", timeout=1.5).kazoo_client._connection.handshake_timeout == 1.5
+    three = ZK("a:1,b:2,c:3", timeout=3.0).kazoo_client
+    assert three._connection.handshake_timeout == 1.0 and len(three.hosts) == 3
+
+
+def test_zk_unanswered_handshake_is_given_up_and_retried_at_once() -> None:
+    """Breaks if kazoo's connection internals change under `_BoundedHandshake`: with a
+    server that never answers, kazoo alone makes one attempt in 10 s; bounded to 0.3 s and
+    retried after 0.1 s (not the growing backoff), ~6 attempts in 2.5 s."""
+    with silent_server() as (port, accepted):
+        zk = ZK(f"127.0.0.1:{port}", timeout=10, handshake_timeout=0.3,
+                connection_retry=reconnect_retry(max_delay=2.0))
+        t0 = time.monotonic()
+        with pytest.raises(ConfigurationError, match="cannot reach ZooKeeper"):
+            zk.start(timeout=2.5)
+        assert time.monotonic() - t0 < 4
+    gaps = [b - a for a, b in zip(accepted, accepted[1:], strict=False)]
+    assert len(accepted) >= 5, accepted
+    assert all(0.3 <= g < 0.9 for g in gaps), gaps
 
 
 def test_zk_json_helpers(zk: ZK) -> None:

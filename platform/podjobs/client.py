@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 class JobHandle:
     """What enqueue returns: the job's id and where it went. A plain slots class, not a
     dataclass: every worker imports it, and Python 3.11 takes ~0.8 ms to make a dataclass
-    (README "What bounds": first job)."""
+    (a worker's start-up: NOTES "What remains" 0)."""
 
     __slots__ = ("id", "job", "queue", "pod", "tenant", "enqueued")
 

@@ -275,7 +275,7 @@ class _FollowingConnection(SentinelManagedConnection):
 
 #: the wire protocol podjobs speaks: RESP2. redis-py 8 defaults to RESP3 (HELLO 3 on every
 #: connect, push-message and maintenance-notification handling on every reply), which cost the
-#: job path ~13% of its CPU and latency here (README "What bounds"); every reply podjobs reads
+#: job path ~20% of its worker CPU per job (bench-peers A/B, 2026-12-01); every reply podjobs reads
 #: (Lua scripts' replies, hashes, lists, sorted sets) means the same in both. A URL's own
 #: `?protocol=3` still wins (redis-py lets URL options override keyword arguments).
 PROTOCOL = 2

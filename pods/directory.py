@@ -42,6 +42,7 @@ disconnected, else after `load_timeout` seconds without an answer.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -64,8 +65,28 @@ LOAD_TIMEOUT = 10.0
 #: a quarter of the directory (at 1M tenants ~250k entries; see README "Running across
 #: machines")
 MAX_BUCKETS = 256
+#: the environment variable that sets `max_buckets` for every Directory of a process whose
+#: constructor is not given one (workers, routers in an application, the API)
+ENV_MAX_BUCKETS = "PODJOBS_DIRECTORY_BUCKETS"
 _RESYNC = "resync"
 _STOP = "stop"
+
+
+def max_buckets_from_env(environ: dict[str, str] | None = None) -> int:
+    """`$PODJOBS_DIRECTORY_BUCKETS`, else MAX_BUCKETS; a value that is not a whole number of
+    1 or more is a `ConfigurationError` naming it."""
+    raw = (os.environ if environ is None else environ).get(ENV_MAX_BUCKETS, "").strip()
+    if not raw:
+        return MAX_BUCKETS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigurationError(
+            f"{ENV_MAX_BUCKETS}={raw!r}: the tenant buckets a process keeps loaded must be a "
+            f"whole number of 1 or more (default {MAX_BUCKETS}); unset it for the default")
+    return n
 
 
 class DirectoryUnavailable(BackendUnavailable):  # type: ignore[misc,unused-ignore]
@@ -106,7 +127,9 @@ class Directory:
     (see module doc). Thread-safe."""
 
     def __init__(self, zk: ZK, *, follow_moves: bool = True,
-                 load_timeout: float = LOAD_TIMEOUT, max_buckets: int = MAX_BUCKETS) -> None:
+                 load_timeout: float = LOAD_TIMEOUT, max_buckets: int | None = None) -> None:
+        if max_buckets is None:
+            max_buckets = max_buckets_from_env()
         if max_buckets < 1:
             raise ConfigurationError(
                 f"max_buckets={max_buckets}: a directory keeps at least one bucket loaded; "

@@ -35,9 +35,11 @@ log = logging.getLogger("podjobs.pods.podworker")
 class PodWorker:
     """Worker + directory + registration for one pod."""
 
-    def __init__(self, zk: ZK, pod: str, config: WorkerConfig) -> None:
+    def __init__(self, zk: ZK, pod: str, config: WorkerConfig, *,
+                 max_buckets: int | None = None) -> None:
         self.zk = zk
-        self.directory = Directory(zk)
+        #: max_buckets: tenant buckets kept loaded (None: $PODJOBS_DIRECTORY_BUCKETS or 256)
+        self.directory = Directory(zk, max_buckets=max_buckets)
         self.directory.start()
         info = self.directory.pod(pod)  # UnknownPod names the known pods
         self.router = Router(self.directory)

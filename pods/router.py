@@ -151,13 +151,15 @@ class PodClient(Client):
             self.zk.stop()
 
 
-def connect(hosts: str | None = None, root: str | None = None, *, timeout: float = 10.0) -> PodClient:
-    """ZooKeeper client + directory (loaded, watched) + router, as a Client."""
+def connect(hosts: str | None = None, root: str | None = None, *, timeout: float = 10.0,
+            max_buckets: int | None = None) -> PodClient:
+    """ZooKeeper client + directory (loaded, watched) + router, as a Client. `max_buckets`:
+    tenant buckets kept loaded (None: $PODJOBS_DIRECTORY_BUCKETS, else 256)."""
     from .zk import zk_from_env
 
     zk = zk_from_env(hosts, root)
     zk.start(timeout)
-    directory = Directory(zk)
+    directory = Directory(zk, max_buckets=max_buckets)
     directory.start()
     return PodClient(Router(directory), zk)
 

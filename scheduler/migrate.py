@@ -483,7 +483,8 @@ def enqueue_backfill(backend: Any, call: Any, pod: str, job_id: str) -> None:
                              [job_id, call.job.name, p["queue"], ""])
 
 
-def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
+def pod_worker(zk: ZK, pod: str, config: WorkerConfig, *,
+               max_buckets: int | None = None) -> PodWorker:
     """A pod's worker that also runs this migration job (`podjobs.migrate`), in
     process-isolation children too: what `podjobs worker --pod` runs. (The pods package
     knows nothing of the scheduler; this is where the two meet.)"""
@@ -492,4 +493,4 @@ def pod_worker(zk: ZK, pod: str, config: WorkerConfig) -> PodWorker:
     apps = list(config.app_modules)
     if __name__ not in apps:
         apps.append(__name__)
-    return PodWorker(zk, pod, config._replace(app_modules=apps))
+    return PodWorker(zk, pod, config._replace(app_modules=apps), max_buckets=max_buckets)

@@ -616,6 +616,40 @@ def test_directory_keeps_at_most_max_buckets_lru_and_drops_their_watches(
         Directory(reader, max_buckets=0)
 
 
+@pytest.mark.parametrize("raw, expected", [
+    (None, 256), ("", 256), (" 64 ", 64), ("1", 1),
+    ("0", "'0'"), ("-3", "'-3'"), ("lots", "'lots'"), ("2.5", "'2.5'"),
+])
+def test_directory_buckets_from_the_environment(raw: str | None, expected: int | str) -> None:
+    """`PODJOBS_DIRECTORY_BUCKETS` (issue 17): a whole number of 1 or more, else a
+    ConfigurationError naming the value."""
+    from podjobs.pods.directory import ENV_MAX_BUCKETS, max_buckets_from_env
+
+    env = {} if raw is None else {ENV_MAX_BUCKETS: raw}
+    if isinstance(expected, int):
+        assert max_buckets_from_env(env) == expected
+    else:
+        with pytest.raises(ConfigurationError, match=f"PODJOBS_DIRECTORY_BUCKETS={expected}"):
+            max_buckets_from_env(env)
+
+
+def test_worker_directory_buckets_flag_and_env_reach_the_directory(
+    store: TopologyStore, make_zk: Callable[[], ZK], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podjobs.cli import build_parser
+
+    args = build_parser().parse_args(["worker", "--app", "x", "--pod", "p1",
+                                      "--directory-buckets", "7"])
+    assert args.directory_buckets == 7
+    reader = make_zk()
+    monkeypatch.setenv("PODJOBS_DIRECTORY_BUCKETS", "5")
+    assert Directory(reader).max_buckets == 5
+    assert Directory(reader, max_buckets=7).max_buckets == 7  # the flag wins
+    monkeypatch.setenv("PODJOBS_DIRECTORY_BUCKETS", "none")
+    with pytest.raises(ConfigurationError, match="PODJOBS_DIRECTORY_BUCKETS='none'"):
+        Directory(reader)
+
+
 def test_directory_answers_while_zookeeper_is_down_and_catches_up(
     cluster: Any, _zk_admin: Any, store: TopologyStore, make_zk: Callable[[], ZK]
 ) -> None:

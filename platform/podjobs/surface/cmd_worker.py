@@ -88,7 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from podjobs.scheduler.migrate import pod_worker
 
         zk = open_zk(resolve_zk_spec(args.zk), connect_timeout=10)
-        pw = pod_worker(zk, args.pod, cfg)
+        pw = pod_worker(zk, args.pod, cfg, max_buckets=args.directory_buckets)
         pinger = _pinger(pw.worker)
         try:
             pw.run()
@@ -152,6 +152,10 @@ def register(cmds: Commands) -> None:
                    help="jobs buffered beyond --concurrency (default: = concurrency)")
     w.add_argument("--max-jobs-per-child", type=int, default=1000, help="process isolation: recycle after N jobs")
     w.add_argument("--max-memory-mb", type=float, default=None, help="process isolation: kill a child above this RSS")
+    w.add_argument("--directory-buckets", type=int, default=None, metavar="N",
+                   help="with --pod: tenant buckets of the directory kept loaded and watched, "
+                        "least recently used dropped (default $PODJOBS_DIRECTORY_BUCKETS, else "
+                        "256 of the 1,024)")
     add_log_args(w, job_log=True)
     add_metrics_args(w)
     w.add_argument("--metrics-top-tenants", type=int, default=0, metavar="N",

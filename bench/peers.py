@@ -63,6 +63,9 @@ class Variant:
     lib: str
     argv: Callable[[str], list[str]]
     isolated: bool = False  # each job runs in a process other than the one that fetched it
+    #: one command at its defaults starts a worker process per core (Dramatiq's --processes,
+    #: Celery prefork's --concurrency): it uses the whole machine by itself
+    per_core: bool = False
 
 
 def _venv_bin(lib: str, exe: str) -> str:
@@ -97,14 +100,16 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant(BASE, BASE, _podjobs([], BASE)),
     Variant(f"{BASE}-process", BASE, _podjobs(["--isolation", "process"], BASE), isolated=True),
     Variant("huey", "huey", lambda url: [_venv_bin("huey", "huey_consumer"), "bench.peerapps.huey_app.huey"]),
-    Variant("dramatiq", "dramatiq", lambda url: [_venv_bin("dramatiq", "dramatiq"), "bench.peerapps.dramatiq_app"]),
+    Variant("dramatiq", "dramatiq", lambda url: [_venv_bin("dramatiq", "dramatiq"), "bench.peerapps.dramatiq_app"],
+            per_core=True),
     Variant("rq-simple", "rq", lambda url: [_venv_bin("rq", "rq"), "worker", "-u", url,
                                             "-w", "rq.worker.SimpleWorker", "peers"]),
     Variant("rq-fork", "rq", lambda url: [_venv_bin("rq", "rq"), "worker", "-u", url, "peers"], isolated=True),
     Variant("celery-threads", "celery", lambda url: [_venv_bin("celery", "celery"), "-A", "bench.peerapps.celery_app",
                                                      "worker", "--pool", "threads"]),
     Variant("celery-prefork", "celery", lambda url: [_venv_bin("celery", "celery"), "-A", "bench.peerapps.celery_app",
-                                                     "worker", "--pool", "prefork"], isolated=True),
+                                                     "worker", "--pool", "prefork"], isolated=True,
+            per_core=True),
     Variant("arq", "arq", lambda url: [_venv_bin("arq", "arq"), "bench.peerapps.arq_app.WorkerSettings"]),
 )}
 PEER_VARIANTS = [v for v in VARIANTS if VARIANTS[v].lib not in ("podjobs", BASE)]
@@ -113,17 +118,18 @@ PEER_VARIANTS = [v for v in VARIANTS if VARIANTS[v].lib not in ("podjobs", BASE)
 COLUMNS: dict[str, tuple[str, bool, str]] = {
     "enqueue_single_per_s": ("enqueue, one call a job (/s)", True, "{:,.0f}"),
     "enqueue_bulk_per_s": ("bulk enqueue (/s)", True, "{:,.0f}"),
-    "drain_start_per_s": ("drain from worker start, 1 process (/s)", True, "{:,.0f}"),
-    "drain_steady_per_s": ("drain steady after the first job (/s)", True, "{:,.0f}"),
-    "two_vs_one": ("2 processes vs 1 (steady drain ratio)", True, "{:.2f}"),
+    "drain_start_per_s": ("drain from worker start, 1 command (/s)", True, "{:,.0f}"),
+    "drain_steady_per_s": ("drain steady after the first job, 1 command (/s)", True, "{:,.0f}"),
+    "drain_machine_per_s": ("drain steady, a process per core (/s)", True, "{:,.0f}"),
+    "two_vs_one": ("2 commands vs 1 (steady drain ratio)", True, "{:.2f}"),
     "first_job_s": ("first job after worker start (s)", False, "{:.2f}"),
     "latency_p50_ms": ("latency enqueue -> start p50 (ms)", False, "{:.2f}"),
     "latency_p99_ms": ("latency enqueue -> start p99 (ms)", False, "{:.2f}"),
     "isolated_p99_ms": ("process isolation: latency p99 (ms)", False, "{:.1f}"),
     "redis_bytes_per_job": ("Redis memory per queued job (bytes)", False, "{:,.0f}"),
-    "worker_cpu_us_per_job": ("worker CPU per job, 1 process (us)", False, "{:,.0f}"),
-    "worker_cpu_us_per_job_2": ("worker CPU per job, 2 processes (us)", False, "{:,.0f}"),
-    "redis_cpu_us_per_job": ("Redis CPU per job, 1 process (us)", False, "{:,.1f}"),
+    "worker_cpu_us_per_job": ("worker CPU per job, 1 command (us)", False, "{:,.0f}"),
+    "worker_cpu_us_per_job_2": ("worker CPU per job, 2 commands (us)", False, "{:,.0f}"),
+    "redis_cpu_us_per_job": ("Redis CPU per job, 1 command (us)", False, "{:,.1f}"),
 }
 
 
@@ -162,6 +168,15 @@ def paired_ratios(sequence: Sequence[tuple[str, float | None]], higher_is_better
         if near:
             out[name] = advantage(statistics.median(near), value, higher_is_better)
     return out
+
+
+def machine_drain(result: dict[str, Any], per_core: bool, cores: int | None = None) -> float | None:
+    """Steady drain with a worker process per core: one command of a system that starts one
+    per core by itself (`per_core`), else two commands, which is one per core only on a
+    2-core machine (`workers` measures one and two commands); None elsewhere."""
+    if per_core:
+        return result.get("drain_steady_per_s")
+    return result.get("drain_steady_2_per_s") if (cores or os.cpu_count()) == 2 else None
 
 
 def best_peer(ratios: dict[str, float]) -> tuple[str, float] | None:
@@ -399,6 +414,7 @@ class Bench:
         res["drain_steady_2_per_s"] = two["drain_steady_per_s"]
         res["two_vs_one"] = (two["drain_steady_per_s"] / one["drain_steady_per_s"]
                              if one["drain_steady_per_s"] else None)
+        res["drain_machine_per_s"] = machine_drain(res, v.per_core)
         res.update(lat)
         if v.isolated:
             res["isolated_p99_ms"] = lat["latency_p99_ms"]
@@ -518,7 +534,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--baseline-redis-py", metavar="VERSION",
                     help="install the baseline (this tree when --baseline is not given) with this "
                          "redis-py, e.g. 5.3.1 (arq's): podjobs on the same client library as a peer")
+    ap.add_argument("--render", metavar="JSON", help="print the table of a saved run (its JSON) "
+                    "again, with the columns derived from its runs, and measure nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        return render_saved(Path(args.render))
     if args.baseline or args.baseline_redis_py:
         BASELINE.append(Path(args.baseline or REPO).resolve())
     n = min(max(args.n, N_BOUNDS[0]), N_BOUNDS[1])
@@ -581,6 +601,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "ceiling": ceiling, "columns": cols, "runs": seqs, "notes": b.notes},
                               indent=2, default=str))
     print(f"written: {out}")
+    return 0
+
+
+def render_saved(path: Path) -> int:
+    """The table of a saved peers.json, derived columns recomputed from its runs (2 cores)."""
+    saved = json.loads(path.read_text())
+    seqs = saved["runs"]
+    for name, res in seqs.get("workers", []):
+        if res is not None:
+            lib = name.removesuffix("-base") if name.startswith("podjobs") else name
+            per_core = VARIANTS[lib].per_core if lib in VARIANTS else False
+            res["drain_machine_per_s"] = machine_drain(res, per_core, cores=2)
+    if any(n == BASE for n, _ in seqs.get("workers", [])):
+        BASELINE.append(Path("."))
+    print(table(summarize(seqs)))
+    print(f"\n{saved['started']}; N = {saved['n']}, {saved['probes']} probes; "
+          + "; ".join(saved["versions"].values()))
     return 0
 
 

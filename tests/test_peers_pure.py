@@ -47,3 +47,17 @@ def test_missing_figures_pair_with_what_is_there() -> None:
     seq = [("podjobs", None), ("huey", 2.0), ("podjobs", 1.0), ("arq", None), ("podjobs", 1.0)]
     assert paired_ratios(seq, higher_is_better=False) == {"huey": pytest.approx(2.0)}
     assert best_peer({}) is None
+
+
+@pytest.mark.parametrize(("per_core", "cores", "want"), [
+    (True, 2, 300.0),    # one command already runs a process per core (Dramatiq, Celery prefork)
+    (True, 8, 300.0),
+    (False, 2, 550.0),   # one process a command: two commands on two cores
+    (False, 4, None),    # two commands are not one per core there: no figure
+])
+def test_machine_drain_compares_a_process_per_core(per_core: bool, cores: int,
+                                                   want: float | None) -> None:
+    from bench.peers import machine_drain
+
+    res = {"drain_steady_per_s": 300.0, "drain_steady_2_per_s": 550.0}
+    assert machine_drain(res, per_core, cores) == want

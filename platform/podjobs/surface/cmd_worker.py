@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 from podjobs.errors import ConfigurationError
+from podjobs.supervisor import ENV_SLOT, parse_processes
 
 from .options import (
     APP_HINT,
@@ -50,6 +51,26 @@ def _pinger(worker: Any) -> Any:
                   status=f"worker {worker.id}").start()
 
 
+def _supervise(args: argparse.Namespace, processes: int) -> int:
+    """`--processes N`: this command line N times under a supervisor (podjobs.supervisor)."""
+    from podjobs.sdnotify import Pinger
+    from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S
+    from podjobs.supervisor import Supervisor, worker_command
+
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    sup = Supervisor(worker_command(argv), processes,
+                     stop_wait=args.shutdown_timeout + CHILD_STOP_GRACE_S + EXIT_MARGIN_S + 5.0)
+    pinger = Pinger(sup.healthy, status=f"{processes} worker processes")
+    try:
+        return sup.run(on_started=pinger.start)
+    finally:
+        pinger.stop()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from podjobs.backend import RedisBackend
     from podjobs.worker import Worker, WorkerConfig
@@ -58,6 +79,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigurationError("podjobs worker needs --app MODULE (the module that defines "
                                  "the jobs)")
     setup_logs(args)
+    processes = parse_processes(args.processes)
+    slot = os.environ.get(ENV_SLOT)
+    if processes > 1 and slot is None:
+        return _supervise(args, processes)
+    if slot is not None and args.metrics_port is not None:
+        args.metrics_port += int(slot)
     apps = app_modules(args.app)
     import_apps(apps, APP_HINT)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -140,6 +167,10 @@ def register(cmds: Commands) -> None:
                    help="module(s) that define the jobs (repeat or comma-separate; required)")
     w.add_argument("--queues", default="default", help="queue list in priority order (default: default)")
     w.add_argument("--concurrency", type=int, default=10, help="jobs at once (threads or children)")
+    w.add_argument("--processes", default="1", metavar="N",
+                   help="worker processes under this one command (default 1; 'auto': one per "
+                        "core; a process uses at most one core); each has --concurrency, its "
+                        "own worker id, and --metrics-port + its slot")
     w.add_argument("--isolation", default="thread", help="thread (default) or process")
     w.add_argument("--shutdown-timeout", type=float, default=25.0,
                    help="seconds running jobs get after SIGTERM (default 25)")

@@ -19,7 +19,13 @@ import podjobs
 from podjobs.backend import RedisBackend
 from podjobs.errors import ConfigurationError
 from podjobs.ops import Inspector
-from podjobs.supervisor import HEALTHY_S, RESTART_MAX_S, RESTART_MIN_S, parse_processes, restart_delay
+from podjobs.supervisor import (
+    HEALTHY_S,
+    RESTART_MAX_S,
+    RESTART_MIN_S,
+    parse_processes,
+    restart_delay,
+)
 from tests.apps import core_app
 from tests.helpers import spawn_worker, stop_proc, wait_until
 
@@ -84,8 +90,7 @@ def test_processes_run_replace_a_killed_worker_and_stop_on_sigterm(
         for i in range(40):
             core_app.record.enqueue(f"j{i}")
         wait_until(lambda: r.llen("rec:done") == 40, 30, "every job done")
-        assert sorted(x.decode() for x in r.lrange("rec:done", 0, -1)) == sorted(
-            f"j{i}" for i in range(40))
+        assert sorted(r.lrange("rec:done", 0, -1)) == sorted(f"j{i}".encode() for i in range(40))
 
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)

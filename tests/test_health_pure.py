@@ -71,6 +71,27 @@ def test_notify_sends_one_datagram_and_nothing_outside_systemd(
     assert not sdnotify.notify("READY=1", {"NOTIFY_SOCKET": env["NOTIFY_SOCKET"] + ".gone"})
 
 
+def test_notify_never_waits_for_a_reader_that_does_not_read(
+        listener: tuple[socket.socket, dict[str, str]]) -> None:
+    """A socket nobody reads fills up; a blocking send then hung the worker's stop (its
+    STOPPING=1) until it was killed: found by test_health's worker test taking 15 s."""
+    import threading
+
+    s, env = listener
+    results: list[bool] = []
+
+    def flood() -> None:
+        for _ in range(5000):  # far more than a unix datagram queue holds
+            results.append(sdnotify.notify("WATCHDOG=1", env))
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "notify blocked on a full socket"
+    assert results[0] and not results[-1]  # sent while there was room, then dropped
+    assert s.recv(64) == b"WATCHDOG=1"  # what was sent is there
+
+
 def test_notify_to_an_abstract_socket() -> None:
     name = f"podjobs-test-{os.getpid()}"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 log = logging.getLogger(__name__)
 
 ENV_SOCKET = "NOTIFY_SOCKET"
+_warned = False  # the first failed notify is a warning, the rest debug (one per interval)
 
 
 def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
@@ -37,10 +38,16 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
             s.connect(addr)
+            # never wait: a reader that does not read (a stalled systemd, a test's socket)
+            # fills its queue, and a blocking send then held the worker's stop forever
+            s.setblocking(False)
             s.sendall(state.encode("utf-8"))
         return True
-    except OSError as exc:  # systemd gone or the socket not ours: never fail the process
-        log.warning("sd_notify %r to %s failed: %s", state.split("\n")[0], path, exc)
+    except OSError as exc:  # systemd gone, busy, or the socket not ours: never fail the process
+        global _warned
+        (log.debug if _warned else log.warning)(
+            "sd_notify %r to %s failed: %s", state.split("\n")[0], path, exc)
+        _warned = True
         return False
 
 

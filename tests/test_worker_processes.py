@@ -123,3 +123,16 @@ def test_a_worker_that_fails_on_its_configuration_stops_the_command(
         os.killpg(sup.pid, signal.SIGKILL)
         raise
     assert "usage or configuration" in log.read_text()
+
+
+def test_the_workers_stop_when_the_supervisor_is_killed(redis_url: str, tmp_path: Path) -> None:
+    sup = spawn_worker(redis_url, "--processes", "2", log=tmp_path / "worker.log",
+                       new_session=True)
+    workers = wait_until(lambda: len(w := _alive_workers(redis_url)) == 2 and w, 30,
+                         "two worker processes registered")
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait(10)
+    # PR_SET_PDEATHSIG: each gets SIGTERM and stops gracefully (unregisters)
+    wait_until(lambda: not any(_pid_alive(p) for p in workers), 30,
+               "the workers of a SIGKILLed supervisor to exit")
+    wait_until(lambda: not _alive_workers(redis_url), 10, "the workers to unregister")

@@ -72,13 +72,21 @@ def restart_delay(lived_s: float, previous: float | None) -> float:
     return min(RESTART_MAX_S, previous * 2)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def _pdeathsig() -> Callable[[], None] | None:
+    """What a new worker runs before its exec to get SIGTERM when the supervisor dies
+    (Linux PR_SET_PDEATHSIG), resolved here in the supervisor: the child between fork and
+    exec must not import (another thread of the supervisor may hold the import lock)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return None
+
+    def set_it() -> None:  # pragma: no cover - runs in the child
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return set_it
 
 
 class _Slot:
@@ -102,6 +110,7 @@ class Supervisor:
         self.stop_wait = stop_wait
         self.env = {k: v for k, v in (os.environ if env is None else env).items()
                     if k not in _NOTIFY_ENV}
+        self._pre_exec = _pdeathsig()
         self._events: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._stopping = False
         self._failed = False
@@ -114,7 +123,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         env = dict(self.env, **{ENV_SLOT: str(slot.index)})
         slot.proc = subprocess.Popen(self.command, env=env, process_group=0,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=self._pre_exec)
         slot.started = time.monotonic()
         slot.restart_at = None
         self.started.append(slot.proc.pid)

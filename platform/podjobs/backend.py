@@ -30,7 +30,7 @@ from redis.commands.core import Script as RedisScript
 from podjobs import keys
 from podjobs.errors import ConfigurationError
 from podjobs.fairshare import fair_share_default
-from podjobs.gateway import Gateway, never_sent, redacted, script, text
+from podjobs.gateway import RETRIES, Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
 from podjobs.quota import Quota, TenantQuota, Usage, refusal, tokens_now
@@ -134,8 +134,10 @@ class RedisBackend(Gateway):
     #: enqueue's MULTI); every other script is sent by name with `run`
 
     def __init__(self, url: str, *, check: bool = True, socket_timeout: float = 10.0,
-                 connect_timeout: float = 5.0, fair_share: bool | None = None) -> None:
-        super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+                 connect_timeout: float = 5.0, fair_share: bool | None = None,
+                 retries: int = RETRIES) -> None:
+        super().__init__(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+                         retries=retries)
         #: redis-py Script objects, registered on first use (a worker needs few of them)
         self._registered: dict[str, RedisScript] = {}
         #: enqueue a tenant's jobs into its own list, taken in turn with the other tenants'

@@ -186,11 +186,15 @@ def redacted(url: str) -> str:
     return url
 
 
-def _retry() -> Retry:
+#: redis-py's retries of a read after a connection error (Gateway(retries=))
+RETRIES = 10
+
+
+def _retry(retries: int = RETRIES) -> Retry:
     """redis-py's retries (10, 10 ms growing to 1 s), on connection errors only. By default
     redis-py also sends a command again after a timeout: a script that was only slow would
     then run twice (an enqueue would push its job twice). A timeout raises BackendTimeout."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10,
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), retries,
                  supported_errors=(redis.ConnectionError,))
 
 
@@ -355,11 +359,13 @@ class Gateway:
     #: scripts acknowledged only once `wait=N` replicas have their writes (Sentinel URLs)
     DURABLE = frozenset({"enqueue"})
 
-    def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 retries: int = RETRIES) -> None:
         self.url = url  # as given: a password reference stays one in messages (podjobs.secrets)
         url = resolve_secrets(url)
-        #: reads (and the acker's batch): redis-py retries connection errors
-        self.redis: redis.Redis = _connect(url, _retry(), socket_timeout, connect_timeout)
+        #: reads (and the acker's batch): redis-py retries connection errors (`retries`: 0
+        #: for a probe, whose answer must come within its timeout)
+        self.redis: redis.Redis = _connect(url, _retry(retries), socket_timeout, connect_timeout)
         #: the scripts' own pool, without redis-py's retries (see run)
         self._once: redis.Redis = _connect(url, _script_retry(), socket_timeout, connect_timeout)
         parts = sentinel_url(url)

@@ -147,7 +147,7 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
     host = args.host or socket.gethostname()
     try:
         b = RedisBackend(url, check=False, socket_timeout=args.timeout,
-                         connect_timeout=args.timeout)
+                         connect_timeout=args.timeout, retries=0)  # answer within --timeout
         rows = [{"id": w.id, "host": w.host, "pid": w.pid, "alive": w.alive, "busy": len(w.busy)}
                 for w in Inspector(b).workers()]
         v = worker_verdict(rows, host, args.pid, args.id)

@@ -220,10 +220,15 @@ def reconnect_storm(topo: Any, zk_server: Any, root: str, n: int) -> dict[str, A
                 ask(kid, "load")
             row["storm_tasks_before"] = cap.current()
             synced, row["storm_s"] = restart_and_catch_up(kids, zk_server)
+            t0 = max(s["at"] for s in synced) - row["storm_s"]  # ZooKeeper answering again
+            times = sorted(s["at"] - t0 for s in synced)
+            row["storm_p50_s"] = times[len(times) // 2]
+            row["storm_p90_s"] = times[int(len(times) * 0.9)]
             row["storm_ok"] = all(s["synced"] for s in synced)
             row["storm_max_threads"] = max(s["max_threads"] for s in synced)
             row["storm_tasks_after"] = cap.current()
-            say(f"storm: {n} clients caught up {row['storm_s']:.2f} s after the restart "
+            say(f"storm: {n} clients caught up {row['storm_s']:.2f} s after the restart (p50 "
+                f"{row['storm_p50_s']:.2f} s, p90 {row['storm_p90_s']:.2f} s) "
                 f"(all synced: {row['storm_ok']}), at most {row['storm_max_threads']} threads in "
                 f"a client, {row['storm_tasks_before']} -> {row['storm_tasks_after']} tasks")
         finally:

@@ -9,7 +9,7 @@ jobs are its own, as with N separate commands; `--metrics-port P` becomes P + sl
 
 | event | the supervisor |
 |---|---|
-| TERM, INT | TERM to every worker (each stops gracefully within its `--shutdown-timeout`), waits for them, exits 0 when each stopped with 0, else 1; a worker alive `stop_wait` s later is killed |
+| TERM, INT | TERM to every worker (each stops gracefully within its `--shutdown-timeout`), waits for them, exits 0 when each stopped with 0 (or by the TERM itself, before it had started), else 1; a worker alive `stop_wait` s later is killed |
 | TSTP, USR1, TTIN, QUIT, HUP, USR2 | the same signal to every worker (quiet, dump, logged: podjobs.signals) |
 | a worker exits while not stopping | logged, and a new one started in its slot after `restart_delay` (1 s, doubled while workers die within HEALTHY_S of their start, at most 30 s) |
 | a worker exits with 2 (usage or configuration) | every worker stopped, exit 2: starting it again would fail the same way |
@@ -145,7 +145,10 @@ class Supervisor:
             code, pid = s.proc.returncode, s.proc.pid
             s.proc = None
             if self._stopping:
-                if code != 0:  # the stop's outcome; an earlier exit was restarted, and logged
+                # the stop's outcome (an earlier exit was restarted, and logged); a worker
+                # that got the TERM before its handlers were in place (still importing, no
+                # job yet) ended by it, which is as clean as systemd counts it
+                if code not in (0, -signal.SIGTERM):
                     self._exit = 1
                 continue
             if code == NO_RESTART:

@@ -34,6 +34,8 @@ class Spec:
 SPECS: list[Spec] = [
     Spec("worker_kill9_thread", "kill -9 worker", ws.worker_kill9_thread),
     Spec("worker_kill9_process", "kill -9 worker", ws.worker_kill9_process),
+    # `worker --processes 2`: the supervisor replaces each killed worker
+    Spec("supervised_worker_kill9", "kill -9 worker", ws.supervised_worker_kill9),
     # before the fix of issue 11 item 1: 0-29 re-runs per run (a race on which thread wakes
     # first after SIGCONT)
     # issue 19: the SQL backend (lease expiry instead of the heartbeat key)

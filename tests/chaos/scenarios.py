@@ -10,7 +10,9 @@ in cluster_scenarios.py when it needs ZooKeeper or the shards), using `Harness`,
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,42 @@ def worker_kill9_thread(base: Path, size: Size) -> Observation:
 
 def worker_kill9_process(base: Path, size: Size) -> Observation:
     return _kill_during_drain(base, size, "process")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def supervised_worker_kill9(base: Path, size: Size) -> Observation:
+    """`worker --processes 2`: kill -9 one of the supervisor's workers at each step; the
+    supervisor starts another in its slot (nothing started by the scenario) and the killed
+    one's jobs come back as any dead worker's."""
+    n = size.jobs
+    with Harness(base) as h:
+        sup = h.spawn("--processes", "2", concurrency=4)
+        wait_until(lambda: len(_children(sup.pid)) == 2, size.timeout, "two supervised workers")
+        ids = h.enqueue_many(app.work, n, 0.01)
+        rng = random.Random(13)
+        killed: set[int] = set()
+        for k in range(1, size.kills + 1):
+            target = n * k // (size.kills + 1)
+            wait_until(lambda t=target: _finishes(h) >= t, size.timeout, f"{target} finishes")
+            live = [c for c in _children(sup.pid) if c not in killed]
+            victim = live[rng.randrange(len(live))]
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+            wait_until(lambda: len([c for c in _children(sup.pid) if c not in killed]) == 2,
+                       size.timeout, "the supervisor to start a worker in the killed one's slot")
+        h.wait_finished(ids, size.timeout)
+        obs = h.observe(allow_duplicates=True)
+        sup.send_signal(signal.SIGTERM)  # its workers stop before the harness stops Redis
+        code = sup.wait(30)
+        assert code == 0, f"the supervisor stopped with {code}: {(base / 'worker-0.log').read_text()[-1500:]}"
+        return obs
 
 
 def sql_sqlite_worker_kill9(base: Path, size: Size) -> Observation:

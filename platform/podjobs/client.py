@@ -229,7 +229,7 @@ class Client:
             if kwargs:
                 check_value(kwargs, where)
             jid = new_id(now_ms)
-            text = ('{"id":"' + jid + '"' + head + dumps(list(args))
+            text = ('{"id":"' + jid + '"' + head + (dumps(list(args)) if args else "[]")
                     + (',"kwargs":' + dumps(kwargs) if kwargs else "") + tail)
             if len(text) > limit // 4:
                 text = encode(json.loads(text), limit)  # enforces the size limit with its message

@@ -22,7 +22,7 @@ Redis implementation (one Redis per pod).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import redis
 from redis.commands.core import Script as RedisScript
@@ -33,9 +33,11 @@ from podjobs.fairshare import fair_share_default
 from podjobs.gateway import RETRIES, Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
-from podjobs.quota import Quota, TenantQuota, Usage, refusal, tokens_now
 from podjobs.settlement import Kind, Settlement
 from podjobs.status import PENDING_TTL_S, StatusWrite
+
+if TYPE_CHECKING:  # the quota module loads on a quota's first use, not with every worker
+    from podjobs.quota import Quota, TenantQuota, Usage
 
 #: most jobs kept in the dead set, and their maximum age (6 months), like Sidekiq
 DEAD_MAX_JOBS = 10_000
@@ -246,6 +248,8 @@ class RedisBackend(Gateway):
     def quota_usage(self, quotas: Mapping[str, Quota]) -> list[Usage]:
         """How near these tenants (tenant -> its quota on this pod) are to their limits: their
         pending counts and token buckets, read in one round trip (nothing written)."""
+        from podjobs.quota import Usage, tokens_now
+
         names = sorted(quotas)
         if not names:
             return []
@@ -273,6 +277,8 @@ class RedisBackend(Gateway):
     def _written(quota: TenantQuota | None, answer: Any) -> int:
         """The enqueue script's answer: the count written, or its quota refusal raised."""
         if isinstance(answer, list):
+            from podjobs.quota import refusal
+
             assert quota is not None
             raise refusal(quota, answer)
         return int(answer)

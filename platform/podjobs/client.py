@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from podjobs.errors import ArgumentsMismatch, BackendTimeout, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
-from podjobs.quota import TenantQuota
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
     from podjobs.jobs import Call, JobDef
+    from podjobs.quota import TenantQuota
 
 class JobHandle:
     """What enqueue returns: the job's id and where it went. A plain slots class, not a

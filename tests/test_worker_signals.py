@@ -110,7 +110,9 @@ def test_sigterm_process_isolation_exits_and_no_given_back_job_overlaps(
     try:
         wait_until(lambda: len(_runs(r)) == 2, timeout=20, what="both jobs to start in w1")
         first = _runs(r)
-        w2 = spawn_worker(redis_url, app=APP, concurrency=2, log=tmp_path / "w2.log")
+        # w2 stops quickly at the end too (its runs of 60 s ignore ctx.stopping)
+        w2 = spawn_worker(redis_url, "--shutdown-timeout", "1", app=APP, concurrency=2,
+                          log=tmp_path / "w2.log")
         wait_until(lambda: r.scard(keys.WORKERS) == 2, what="w2 to register")
         w1.send_signal(signal.SIGTERM)
         took = _exit_time(w1, 1 + 5)

@@ -94,26 +94,37 @@ class RunStore:
 
     def create(self, run: Run, txn: Any = None) -> bool:
         """Create the record (in `txn` when given, committed here); False if it exists."""
-        path = paths.run(self.zk, run.pod, run.revision)
-        parent = paths.runs(self.zk, run.pod)
-        if parent not in self._parents:  # once per pod and process, not a round trip a run
-            self.zk.ensure_path(parent)
-            self._parents.add(parent)
-        if txn is None:
-            try:
-                self.zk.create_json(path, run.to_json())
-            except NodeExistsError:
-                return False
-            return True
-        txn.create(path, json.dumps(run.to_json(), sort_keys=True).encode())
+        if txn is not None:
+            return self.create_many([run], txn)
+        self._ensure_parent(paths.runs(self.zk, run.pod))
+        try:
+            self.zk.create_json(paths.run(self.zk, run.pod, run.revision), run.to_json())
+        except NodeExistsError:
+            return False
+        return True
+
+    def create_many(self, runs: list[Run], txn: Any) -> bool:
+        """Create the records in `txn`, committed here (one round trip for a wave's runs);
+        False, and none written, if one of them exists."""
+        parents = {paths.runs(self.zk, r.pod) for r in runs}
+        for parent in sorted(parents):
+            self._ensure_parent(parent)
+        for run in runs:
+            txn.create(paths.run(self.zk, run.pod, run.revision),
+                       json.dumps(run.to_json(), sort_keys=True).encode())
         err = commit_error(txn.commit())
         if isinstance(err, NodeExistsError):
             return False
-        if isinstance(err, NoNodeError):  # the pod's runs were deleted since: made again
-            self._parents.discard(parent)
+        if isinstance(err, NoNodeError):  # a pod's runs were deleted since: made again
+            self._parents -= parents
         if err is not None:
             raise err
         return True
+
+    def _ensure_parent(self, parent: str) -> None:
+        if parent not in self._parents:  # once per pod and process, not a round trip a run
+            self.zk.ensure_path(parent)
+            self._parents.add(parent)
 
     def ensure_parents(self, pods: Iterable[str]) -> None:
         """Make sure the run parents of `pods` exist, pipelined (before a wave's creates)."""

@@ -158,13 +158,14 @@ def apply(conn: Connection, revisions: Revisions, revision: str,
     when given, is entered around upgrade() alone (applied.StatementLog: recording and
     skipping the revision's own statements, not the stamp).
 
-    One at a time per process (see `_op_lock`)."""
+    upgrade() runs one at a time per process (see `_op_lock`); the stamp, which does not go
+    through `op`, after the lock is released (a wave's migrations in one process queued
+    behind each other's stamps too: a version table created and a row written each)."""
     rev = revisions.get(revision)
-    with _op_lock:
-        ctx = MigrationContext.configure(conn)
-        with Operations.context(ctx), statements or nullcontext():
-            rev.module.upgrade()
-        stamp(conn, revisions, revision)
+    ctx = MigrationContext.configure(conn)
+    with _op_lock, Operations.context(ctx), statements or nullcontext():
+        rev.module.upgrade()
+    stamp(conn, revisions, revision)
 
 
 def resumable(revisions: Revisions, revision: str) -> bool:

@@ -585,3 +585,60 @@ def test_a_half_applied_revision_is_shown_resumed_when_resumable_and_refused_whe
                      and "half applied" in r.error and r, 40, "the retry refuses h003")
     assert "resumable = True" in run.error and "migrations skip h003" in run.error
     assert [e for r, e, _ in shard_state(shards["p1"])[1] if r == "h003"] == ["start", "step1"]
+
+
+def test_a_wave_is_queued_in_one_transaction_and_a_record_made_meanwhile_is_left_alone(
+        zk: ZK, shards: dict[str, str], pods: Topology) -> None:
+    """The leader creates a wave's run records in one term transaction, then enqueues each
+    record's job on its pod's Redis; a record that exists already (an operator's skip made
+    it) makes that transaction fail, and the runs are then queued one by one, that one left
+    as it is."""
+    import redis
+
+    from podjobs.fairshare import ready_jobs
+    from podjobs.pods.topology import TopologyStore
+    from podjobs.scheduler.migrations import MigrationsConfig, MigrationsDuty
+    from podjobs.scheduler.runstate import RunState, new_run
+    from tests.test_periodic import make_term
+
+    duty = MigrationsDuty(zk, MigrationsConfig(directory=MIGRATIONS, zk_spec="unused"))
+    store = RunStore(zk)
+    term = make_term(zk)
+    topo = TopologyStore(zk).pods()
+
+    def jobs(pod: str) -> list[str]:
+        r = redis.Redis.from_url(topo[pod].redis_url)
+        return [json.loads(x)["id"] for x in ready_jobs(r, "default")]
+
+    try:
+        duty._queue_new(term, [("p1", "0001"), ("p2", "0001")], topo)
+        for pod in ("p1", "p2"):
+            run = store.get(pod, "0001")
+            assert run is not None and run.state == RunState.QUEUED
+            assert run.queued_term == term.fence and jobs(pod) == [run.job_id]
+        assert store.create(new_run("p3", "0001", RunState.COMPLETE, now=time.time(),
+                                    skipped=True))
+        duty._queue_new(term, [("p3", "0001"), ("p2", "0002")], topo)
+        p3 = store.get("p3", "0001")
+        assert p3 is not None and p3.state == RunState.COMPLETE and p3.skipped
+        assert jobs("p3") == []
+        p2 = store.get("p2", "0002")
+        assert p2 is not None and p2.state == RunState.QUEUED and p2.job_id in jobs("p2")
+    finally:
+        duty.close()
+
+
+def test_shard_connections_share_one_preferred_tls_context(pods: Topology) -> None:
+    """PyMySQL builds a TLS context (the system's CA bundle loaded: 20-60 ms of CPU) for every
+    connection given no TLS option; podjobs' engines build it once per process. A PyMySQL
+    that renames the method this overrides fails here."""
+    from podjobs import db
+
+    e = db._make(pods.pods[0].shard_url)
+    try:
+        with e.connect() as c1, e.connect() as c2:
+            a, b = c1.connection.dbapi_connection, c2.connection.dbapi_connection
+            assert a is not b
+            assert getattr(a, "ctx", None) is not None and a.ctx is getattr(b, "ctx", None)
+    finally:
+        e.dispose()

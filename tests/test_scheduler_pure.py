@@ -275,3 +275,37 @@ def test_a_pass_waits_at_most_wait_s_for_a_shard_that_does_not_answer() -> None:
     finally:
         release.set()
         r.close()
+
+
+def test_a_change_seen_while_its_shard_is_read_is_read_again_after_that_read() -> None:
+    """The read under way may have started before the change (a revision completing): its
+    answer is not the last word (before: the shard was read again only at the re-sync)."""
+    import threading
+
+    from podjobs.scheduler.shardreads import ShardReader
+
+    release, second = threading.Event(), threading.Event()
+    answers = iter(["a", "b"])
+
+    def read(url: str) -> str | None:
+        got = next(answers)
+        if got == "a":
+            release.wait(30)
+        else:
+            second.set()
+        return got
+
+    r = ShardReader(read, wait_s=0.01)
+    try:
+        r.readings({"p": "u"}, set())               # first read, held
+        r.readings({"p": "u"}, {"p"})               # its runs changed meanwhile: no second read yet
+        assert not second.is_set()
+        release.set()
+        for _ in range(500):                        # passes with nothing new changed
+            if second.wait(0.02):
+                break
+            r.readings({"p": "u"}, set())
+        assert second.is_set()
+    finally:
+        release.set()
+        r.close()

@@ -639,6 +639,39 @@ def test_shard_connections_share_one_preferred_tls_context(pods: Topology) -> No
         with e.connect() as c1, e.connect() as c2:
             a, b = c1.connection.dbapi_connection, c2.connection.dbapi_connection
             assert a is not b
-            assert getattr(a, "ctx", None) is not None and a.ctx is getattr(b, "ctx", None)
+            ca, cb = getattr(a, "ctx", None), getattr(b, "ctx", None)
+            assert ca is not None and ca is cb
     finally:
         e.dispose()
+
+
+def test_a_runner_reads_its_run_record_again_only_after_it_changed(zk: ZK) -> None:
+    """The check before each statement reads the run record (its cancel flag) the first time,
+    then only after a watch said it changed: a cancel is still seen at the next statement."""
+    from podjobs.scheduler.migrate import _Watch
+    from podjobs.scheduler.runstate import RunState, new_run
+
+    store = RunStore(zk)
+    assert store.create(new_run("p1", "0001", RunState.QUEUED, now=time.time(), job_id="j"))
+    reads: list[str] = []
+    read = zk.read_watched
+
+    def counted(paths: Any, watcher: Any, timeout: float | None = None) -> Any:
+        reads.extend(paths)
+        return read(paths, watcher, timeout)
+
+    zk.read_watched = counted  # type: ignore[method-assign]
+    w = _Watch(zk, store, "p1", "0001")
+    try:
+        assert w.reason() is None and w.reason() is None and w.reason() is None
+        assert len(reads) == 1
+        run = store.get("p1", "0001")
+        assert run is not None
+        run.cancel_requested = True
+        store.update(run)
+        wait_until(lambda: w._stale, what="the watch on the run record to fire")
+        assert w.reason() == "cancelled by an operator"
+        assert len(reads) == 2
+    finally:
+        w.close()
+        zk.read_watched = read  # type: ignore[method-assign]

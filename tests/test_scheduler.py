@@ -675,3 +675,27 @@ def test_a_runner_reads_its_run_record_again_only_after_it_changed(zk: ZK) -> No
     finally:
         w.close()
         zk.read_watched = read  # type: ignore[method-assign]
+
+
+def test_ensure_tables_makes_both_tables_and_adds_applied_to_an_old_run_table(
+        pods: Topology) -> None:
+    from podjobs.scheduler.runs import FENCE_TABLE, SHARD_TABLE, ensure_tables
+
+    e = create_engine(pods.pods[0].shard_url)
+    try:
+        with e.connect() as raw:
+            c = raw.execution_options(isolation_level="AUTOCOMMIT")
+            c.execute(text(f"CREATE TABLE {SHARD_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+                           f" revision VARCHAR(64) NOT NULL)"))  # made before `applied`
+            ensure_tables(c)
+            ensure_tables(c)
+            cols = {r[0] for r in c.execute(text(f"SHOW COLUMNS FROM {SHARD_TABLE}"))}
+            assert cols == {"id", "revision", "applied"}
+            assert c.execute(text(f"SELECT COUNT(*) FROM {FENCE_TABLE}")).scalar() == 0
+            c.execute(text(f"DROP TABLE {SHARD_TABLE}, {FENCE_TABLE}"))
+            ensure_tables(c)  # a new shard: both made, `applied` included
+            cols = {r[0] for r in c.execute(text(f"SHOW COLUMNS FROM {SHARD_TABLE}"))}
+            assert "applied" in cols and "fence" in cols
+            assert c.execute(text(f"SELECT COUNT(*) FROM {FENCE_TABLE}")).scalar() == 0
+    finally:
+        e.dispose()

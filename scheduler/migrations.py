@@ -95,7 +95,8 @@ class MigrationsDuty:
         self.reader = ShardReader(resync_s=config.resync_after)
         #: pod -> its run records' (revision, state, version) at the last pass
         self._marks: dict[str, list[tuple[str, str, int]]] = {}
-        #: in-memory copies of migrations/runs and pods (kazoo TreeCache), made on first use
+        #: in-memory copies of migrations/runs, migrations/halts and pods (kazoo TreeCache),
+        #: made on first use
         self._mirrors: dict[str, Mirror] = {}
 
     def backend(self, url: str) -> RedisBackend:
@@ -109,7 +110,8 @@ class MigrationsDuty:
     def _mirror(self, which: str) -> Mirror:
         m = self._mirrors.get(which)
         if m is None:
-            path = self.zk.path("migrations", "runs") if which == "runs" else self.zk.path(PODS)
+            path = {"runs": self.zk.path("migrations", "runs"), "halts": paths.halts(self.zk),
+                    "pods": self.zk.path(PODS)}[which]
             m = self._mirrors[which] = self.zk.mirror(path)
         return m
 
@@ -181,7 +183,7 @@ class MigrationsDuty:
                     except (RedisError, BackendUnavailable) as exc:  # other pods go on
                         log.warning("migrations: pod %s's Redis: %s", name, exc)
         self._publish_many(term, pubs)
-        halted = set(self.store.halts())
+        halted = set(self.store.halts(self._mirror("halts")))
         canary = self.config.canary or (min(pods) if pods else None)
         planned = plan(self.revisions.order, views, halted, canary, self.config.wave_size)
         self.store.ensure_parents(p for p, _ in planned)

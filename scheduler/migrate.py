@@ -56,13 +56,14 @@ from podjobs.ids import new_id
 from podjobs.invoke import Reenqueue
 from podjobs.jobs import job
 from podjobs.payload import encode
-from podjobs.pods.topology import TopologyStore
+from podjobs.pods.topology import Pod, TopologyStore
 from podjobs.pods.zk import (
     ZK,
     BadVersionError,
     ConnState,
     KazooException,
     LockTimeout,
+    NoNodeError,
     decode_json,
     parse_zk_spec,
 )
@@ -278,7 +279,7 @@ def _migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout
     pod = shard
     zk = zk_client(zk_spec, zk_timeout)
     store = RunStore(zk)
-    run = store.get(pod, revision)
+    run, shard_url = _read_run_and_shard(zk, pod, revision)
     if run is None or run.job_id != ctx.job_id:
         log.info("migration %s on %s: job %s is not the current run; nothing to do",
                  revision, pod, ctx.job_id)
@@ -287,11 +288,18 @@ def _migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout
         return {"result": run.state.value}
     if ctx.stopping.is_set():  # a deploy stops this worker: let the next one start the revision
         raise Reenqueue(delay=0.0, reason="worker stopping")
-    lock = zk.lock(paths.lock(zk, pod), ctx.worker_id or "")
+    lock_path = paths.lock(zk, pod)
+    lock = zk.lock(lock_path, ctx.worker_id or "", path_exists=lock_path in _lock_paths)
     try:
-        got = lock.acquire(timeout=LOCK_WAIT)
+        try:
+            got = lock.acquire(timeout=LOCK_WAIT)
+        except NoNodeError:  # the lock's parent went away since we last took it
+            _lock_paths.discard(lock_path)
+            lock = zk.lock(lock_path, ctx.worker_id or "")
+            got = lock.acquire(timeout=LOCK_WAIT)
     except LockTimeout:
         got = False
+    _lock_paths.add(lock_path)
     if not got:
         raise Reenqueue(delay=1.0, reason="the shard's migration lock is busy")
     watch = _Watch(zk, store, pod, revision,
@@ -299,7 +307,7 @@ def _migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout
     try:
         fence = fence_of(lock.node)
         return _run_locked(ctx, store, watch, pod, revision, directory, fence, steal_after,
-                           lock_wait_timeout)
+                           lock_wait_timeout, shard_url)
     finally:
         watch.close()
         try:
@@ -308,13 +316,29 @@ def _migrate(zk_spec: str, shard: str, revision: str, directory: str, zk_timeout
             pass
 
 
+#: the shard lock parents this process saw exist (kazoo's Lock would make sure of its
+#: parent with a round trip each time)
+_lock_paths: set[str] = set()
+
+
+def _read_run_and_shard(zk: ZK, pod: str, revision: str) -> tuple[Run | None, str | None]:
+    """The run record and the pod's shard URL, in one pipelined round (None: no such node)."""
+    run_path, pod_path = paths.run(zk, pod, revision), TopologyStore(zk).pod_path(pod)
+    got = zk.get_many_json([run_path, pod_path])
+    r, p = got.get(run_path), got.get(pod_path)
+    if isinstance(r, ValueError):
+        raise r
+    shard_url = Pod.from_json(pod, p[0]).shard_url if isinstance(p, tuple) else None
+    return (Run.from_json(*r) if r is not None else None), shard_url
+
+
 class _Permanent(Exception):
     """An error that no retry of the job can fix (fails the run before any DDL ran)."""
 
 
 def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: str,
                 directory: str, fence: int, steal_after: float,
-                lock_wait_timeout: int) -> dict[str, Any]:
+                lock_wait_timeout: int, shard_url: str | None) -> dict[str, Any]:
     run = store.get(pod, revision)
     if run is None or run.job_id != ctx.job_id or run.state not in OPEN:
         return {"result": "superseded" if run is None or run.job_id != ctx.job_id
@@ -337,7 +361,9 @@ def _run_locked(ctx: Any, store: RunStore, watch: _Watch, pod: str, revision: st
         except Exception as exc:
             raise _Permanent(f"cannot load revision {revision} from {directory}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        eng = shards.engine(TopologyStore(watch.zk).pod(pod).shard_url)
+        if shard_url is None:  # no such pod: says so, naming the pods there are
+            shard_url = TopologyStore(watch.zk).pod(pod).shard_url
+        eng = shards.engine(shard_url)
         with eng.connect() as raw:
             conn = raw.execution_options(isolation_level="AUTOCOMMIT")
             ensure_tables(conn)

@@ -27,6 +27,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ProgrammingError
 
@@ -246,7 +247,32 @@ def apply(conn: Connection, revisions: Revisions, revision: str,
     ctx = MigrationContext.configure(conn)
     with _operations(ctx), statements or nullcontext():
         rev.module.upgrade()
-    stamp(conn, revisions, revision)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        _advance(conn, rev)
+    else:
+        stamp(conn, revisions, revision)
+
+
+def _advance(conn: Connection, rev: Revision) -> None:
+    """Record `rev` as applied on a shard at `rev.down` (MySQL/MariaDB): what alembic's stamp
+    writes for one step of a linear history, in one statement (two on a shard's first
+    revision: the version table made as alembic makes it). Alembic's stamp reflected the
+    table first: four statements, each behind the shard lock's check (issue 17)."""
+    if rev.down is None:
+        conn.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"))
+        done = conn.execute(text(
+            f"INSERT INTO {VERSION_TABLE} (version_num) SELECT :rev FROM DUAL "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {VERSION_TABLE})"), {"rev": rev.id}).rowcount
+    else:
+        done = conn.execute(text(
+            f"UPDATE {VERSION_TABLE} SET version_num = :rev WHERE version_num = :down"),
+            {"rev": rev.id, "down": rev.down}).rowcount
+    if done != 1:
+        raise ConfigurationError(
+            f"cannot record {rev.id} as applied: the shard's {VERSION_TABLE} is no longer at "
+            f"{rev.down or 'base'} (changed while the revision ran?)")
 
 
 def resumable(revisions: Revisions, revision: str) -> bool:

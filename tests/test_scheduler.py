@@ -699,3 +699,28 @@ def test_ensure_tables_makes_both_tables_and_adds_applied_to_an_old_run_table(
             assert c.execute(text(f"SELECT COUNT(*) FROM {FENCE_TABLE}")).scalar() == 0
     finally:
         e.dispose()
+
+
+def test_the_version_row_moves_only_from_the_revision_before_and_alembic_reads_it(
+        pods: Topology) -> None:
+    """revisions.apply records a step itself on MySQL (one statement, not alembic's stamp):
+    alembic reads the table it makes, and a shard not at the revision before is refused."""
+    from alembic.runtime.migration import MigrationContext
+
+    from podjobs.errors import ConfigurationError
+    from podjobs.scheduler.revisions import Revisions, _advance, current_revision
+
+    revs = Revisions(MIGRATIONS)
+    e = create_engine(pods.pods[0].shard_url)
+    try:
+        with e.connect() as raw:
+            c = raw.execution_options(isolation_level="AUTOCOMMIT")
+            _advance(c, revs.get("0001"))
+            for wrong in ("0001", "0003"):  # a second first row; a step from 0002
+                with pytest.raises(ConfigurationError, match="no longer at"):
+                    _advance(c, revs.get(wrong))
+            _advance(c, revs.get("0002"))
+            assert current_revision(c) == "0002"
+            assert MigrationContext.configure(c).get_current_revision() == "0002"
+    finally:
+        e.dispose()

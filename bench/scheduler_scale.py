@@ -12,6 +12,10 @@ two pod workers run every pod's jobs). For each size, under a fresh ZooKeeper ro
    shard is read only when due: shardreads.py), then the cold pass (every shard read, as
    after a new leader) with the reads' own pool.
 
+BENCH_TRACE=1 prints each wave's timeline from its run records (queued, started, finished:
+first and last, seconds from the start) and the gap between a wave's last completion and the
+next wave's first queueing (how long the leader took to notice and queue).
+
 Before issue 17 (one leader reading every shard in turn each pass): 7.5 ms at 1 shard,
 202 ms at 100 (the issue's figures). Run: `.venv/bin/python -m bench.scheduler_scale`.
 Writes bench/results/scheduler_scale.json.
@@ -36,6 +40,7 @@ from podjobs.infra.cluster import Cluster, _create_mysql_databases
 from podjobs.infra.topofile import Pod, Topology
 from podjobs.pods.topology import register_topology
 from podjobs.pods.zk import ZK
+from podjobs.scheduler import paths
 from podjobs.scheduler.leader import Term
 from podjobs.scheduler.migrate import close_zk_clients, pod_worker
 from podjobs.scheduler.migrations import MigrationsConfig, MigrationsDuty
@@ -90,6 +95,26 @@ def wait(cond: Any, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def trace(runs: dict[str, Any], names: list[str], start: float) -> None:
+    """Print each wave's timeline (seconds since `start`) from the run records."""
+    from podjobs.scheduler.rollout import waves
+
+    rows, last_done = [], None
+    for i, wave in enumerate(waves(names, min(names), WAVE)):
+        recs = [runs[p]["0001"] for p in wave]
+        q = [r.queued_at - start for r in recs]
+        s = [(r.started_at or r.queued_at) - start for r in recs]
+        f = [(r.finished_at or 0.0) - start for r in recs]
+        gap = "" if last_done is None else f"{min(q) - last_done:.2f}"
+        rows.append([i, len(wave), gap, f"{min(q):.2f}-{max(q):.2f}", f"{min(s):.2f}-{max(s):.2f}",
+                     f"{min(f):.2f}-{max(f):.2f}",
+                     f"{statistics.median(b - a for a, b in zip(q, s, strict=True)):.2f}",
+                     f"{statistics.median(b - a for a, b in zip(s, f, strict=True)):.2f}"])
+        last_done = max(f)
+    print(render(["wave", "runs", "gap", "queued", "started", "finished", "q->s med",
+                  "s->f med"], rows), file=sys.stderr, flush=True)
+
+
 def measure(base: Topology, n: int, migrations: str) -> dict[str, Any]:
     mysql = base.pods[0].shard_url.rsplit("/", 1)[0]
     names = [f"bs{uuid.uuid4().hex[:4]}{i:03d}" for i in range(n)]
@@ -112,12 +137,28 @@ def measure(base: Topology, n: int, migrations: str) -> dict[str, Any]:
     stop = threading.Event()
     th = threading.Thread(target=sched.run, args=(stop,), daemon=True)
     store = RunStore(zk)
+    # the completions are watched from an in-memory mirror of the run records (was: every
+    # pod's records read from ZooKeeper every 20 ms, ~10,000 requests a second at 100 shards,
+    # whose CPU in this process competed with the rollout it measured)
+    runs_mirror = zk.mirror(zk.path("migrations", "runs"))
+    done: set[str] = set()
+
+    def all_complete() -> bool:
+        for p in names:
+            if p not in done:
+                got = runs_mirror.get_json(paths.run(zk, p, "0001"))
+                if got is None or got[0].get("state") != "complete":
+                    return False
+                done.add(p)
+        return True
+
     t0 = time.monotonic()
     th.start()
     try:
-        wait(lambda: all(r.get("0001") is not None and r["0001"].state == "complete"
-                         for r in store.all(names).values()), 300, f"the rollout over {n} shards")
+        wait(all_complete, 300, f"the rollout over {n} shards")
         rollout_s = time.monotonic() - t0
+        if os.environ.get("BENCH_TRACE"):
+            trace(store.all(names), names, time.time() - rollout_s)
         time.sleep(1.0)  # the pass that saw the last completion has read its shard
         reads0, k = duty.reader.started, len(timed.times)
         if os.environ.get("BENCH_PROFILE"):
@@ -139,6 +180,7 @@ def measure(base: Topology, n: int, migrations: str) -> dict[str, Any]:
     finally:
         stop.set()
         th.join(30)
+        runs_mirror.close()
         for w in workers:
             w.stop()
         duty.close()

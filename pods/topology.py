@@ -182,6 +182,12 @@ class TopologyStore:
     def _pod_path(self, name: str) -> str:
         return self.zk.path(PODS, name)
 
+    def pod_path(self, name: str) -> str:
+        """The node of pod `name`, for a caller that reads it along with other nodes (one
+        pipelined round); `Pod.from_json(name, obj)` makes the pod of what it holds."""
+        validate_name("pod", name)
+        return self._pod_path(name)
+
     # -- pods -------------------------------------------------------------------
 
     def add_pod(self, pod: Pod, replace: bool = False) -> bool:

@@ -570,9 +570,15 @@ class ZK:
         """An empty transaction (see `Transaction`)."""
         return Transaction(self._client.transaction())
 
-    def lock(self, path: str, identifier: str = "") -> Lock:
-        """kazoo's Lock recipe on `path` (see `Lock`); `identifier` names the contender."""
-        return Lock(self._client.Lock(path, identifier))
+    def lock(self, path: str, identifier: str = "", path_exists: bool = False) -> Lock:
+        """kazoo's Lock recipe on `path` (see `Lock`); `identifier` names the contender.
+        `path_exists`: the caller saw `path` exist (a lock it took before), so the recipe's
+        round trip that makes sure of it is left out; `acquire` raises `NoNodeError` if the
+        node went away since."""
+        raw = self._client.Lock(path, identifier)
+        if path_exists:
+            raw.assured_path = True
+        return Lock(raw)
 
     def children_watch(self, path: str, func: Callable[[list[str]], bool | None]) -> Watch:
         """kazoo's `ChildrenWatch`: `func(children)` now (synchronously) and after each

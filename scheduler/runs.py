@@ -94,26 +94,37 @@ class RunStore:
 
     def create(self, run: Run, txn: Any = None) -> bool:
         """Create the record (in `txn` when given, committed here); False if it exists."""
-        path = paths.run(self.zk, run.pod, run.revision)
-        parent = paths.runs(self.zk, run.pod)
-        if parent not in self._parents:  # once per pod and process, not a round trip a run
-            self.zk.ensure_path(parent)
-            self._parents.add(parent)
-        if txn is None:
-            try:
-                self.zk.create_json(path, run.to_json())
-            except NodeExistsError:
-                return False
-            return True
-        txn.create(path, json.dumps(run.to_json(), sort_keys=True).encode())
+        if txn is not None:
+            return self.create_many([run], txn)
+        self._ensure_parent(paths.runs(self.zk, run.pod))
+        try:
+            self.zk.create_json(paths.run(self.zk, run.pod, run.revision), run.to_json())
+        except NodeExistsError:
+            return False
+        return True
+
+    def create_many(self, runs: list[Run], txn: Any) -> bool:
+        """Create the records in `txn`, committed here (one round trip for a wave's runs);
+        False, and none written, if one of them exists."""
+        parents = {paths.runs(self.zk, r.pod) for r in runs}
+        for parent in sorted(parents):
+            self._ensure_parent(parent)
+        for run in runs:
+            txn.create(paths.run(self.zk, run.pod, run.revision),
+                       json.dumps(run.to_json(), sort_keys=True).encode())
         err = commit_error(txn.commit())
         if isinstance(err, NodeExistsError):
             return False
-        if isinstance(err, NoNodeError):  # the pod's runs were deleted since: made again
-            self._parents.discard(parent)
+        if isinstance(err, NoNodeError):  # a pod's runs were deleted since: made again
+            self._parents -= parents
         if err is not None:
             raise err
         return True
+
+    def _ensure_parent(self, parent: str) -> None:
+        if parent not in self._parents:  # once per pod and process, not a round trip a run
+            self.zk.ensure_path(parent)
+            self._parents.add(parent)
 
     def ensure_parents(self, pods: Iterable[str]) -> None:
         """Make sure the run parents of `pods` exist, pipelined (before a wave's creates)."""
@@ -147,8 +158,22 @@ class RunStore:
         except NodeExistsError:
             pass
 
-    def halts(self) -> dict[str, dict[str, Any]]:
+    def halts(self, mirror: Mirror | None = None) -> dict[str, dict[str, Any]]:
+        """revision -> its halt; from `mirror` (a `ZK.mirror` of migrations/halts) while it is
+        fresh (the leader reads them every pass)."""
         base = paths.halts(self.zk)
+        if mirror is not None and mirror.fresh:
+            cached = {}
+            for n in mirror.children(base) or []:
+                try:
+                    got = mirror.get_json(f"{base}/{n}")
+                except ValueError as exc:  # still a halt (the direct read raises)
+                    cached[n] = {"revision": n, "error": str(exc)}
+                    continue
+                if got:
+                    cached[n] = got[0]
+            if mirror.fresh:
+                return cached
         out = {}
         for n in self.zk.children(base):
             got = self.zk.get_json(f"{base}/{n}")
@@ -167,31 +192,37 @@ class RunStore:
 
 
 def ensure_tables(conn: Connection) -> None:
-    """Create the run table and the fence table on the shard if missing (MySQL/MariaDB)."""
-    conn.execute(text(
-        f"CREATE TABLE IF NOT EXISTS {SHARD_TABLE} ("
-        " id BIGINT AUTO_INCREMENT PRIMARY KEY,"
-        " revision VARCHAR(64) NOT NULL,"
-        " state VARCHAR(16) NOT NULL,"
-        " started DOUBLE NOT NULL,"
-        " finished DOUBLE NULL,"
-        " worker VARCHAR(255) NOT NULL,"
-        " job_id VARCHAR(64) NOT NULL,"
-        " fence BIGINT NOT NULL,"
-        " error TEXT NULL,"
-        " applied MEDIUMTEXT NULL,"
-        " KEY revision_idx (revision))"))
-    has_applied = conn.execute(text(
-        "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-        f"AND TABLE_NAME = '{SHARD_TABLE}' AND COLUMN_NAME = 'applied'")).scalar()
-    if not has_applied:  # a table made before the column existed
+    """Create the run table and the fence table on the shard if missing (MySQL/MariaDB), and
+    the run table's `applied` column on a table made before it existed. One query when both
+    are there (every run but a shard's first; was three statements each run)."""
+    have = {(str(t), str(c)) for t, c in conn.execute(text(
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (:runs, :fence) "
+        "AND COLUMN_NAME IN ('id', 'applied', 'name')"),
+        {"runs": SHARD_TABLE, "fence": FENCE_TABLE})}
+    if (SHARD_TABLE, "id") not in have:
+        conn.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {SHARD_TABLE} ("
+            " id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+            " revision VARCHAR(64) NOT NULL,"
+            " state VARCHAR(16) NOT NULL,"
+            " started DOUBLE NOT NULL,"
+            " finished DOUBLE NULL,"
+            " worker VARCHAR(255) NOT NULL,"
+            " job_id VARCHAR(64) NOT NULL,"
+            " fence BIGINT NOT NULL,"
+            " error TEXT NULL,"
+            " applied MEDIUMTEXT NULL,"
+            " KEY revision_idx (revision))"))
+    elif (SHARD_TABLE, "applied") not in have:  # a table made before the column existed
         conn.execute(text(f"ALTER TABLE {SHARD_TABLE} ADD COLUMN applied MEDIUMTEXT NULL"))
-    conn.execute(text(
-        f"CREATE TABLE IF NOT EXISTS {FENCE_TABLE} ("
-        " name VARCHAR(64) PRIMARY KEY,"
-        " fence BIGINT NOT NULL,"
-        " holder VARCHAR(255) NOT NULL,"
-        " at DOUBLE NOT NULL)"))
+    if (FENCE_TABLE, "name") not in have:
+        conn.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {FENCE_TABLE} ("
+            " name VARCHAR(64) PRIMARY KEY,"
+            " fence BIGINT NOT NULL,"
+            " holder VARCHAR(255) NOT NULL,"
+            " at DOUBLE NOT NULL)"))
 
 
 class ShardLog:

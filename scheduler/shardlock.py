@@ -69,7 +69,7 @@ class ShardLock:
         self.holder = holder
         self.still_ours = still_ours
         if name is None:
-            db = conn.execute(text("SELECT DATABASE()")).scalar() or ""
+            db = conn.engine.url.database or conn.execute(text("SELECT DATABASE()")).scalar() or ""
             name = f"{LOCK_PREFIX}.{db}"
             if len(name) > 64:  # GET_LOCK names are at most 64 characters: keep them distinct
                 name = f"{LOCK_PREFIX}.{hashlib.sha1(db.encode()).hexdigest()}"

@@ -11,6 +11,9 @@
    reading of a shard that has not answered yet (or "no answer yet"), and never starts a
    second read of a shard while one is under way: a blackholed shard costs its thread
    for the read timeout, never the pass.
+   A pod whose runs changed while its shard was being read is read again once that read
+   ends (that read may have started before the change: a revision that completed since
+   would otherwise be seen only at the next re-sync, RESYNC_S later).
 3. `due(...)` is the pure decision (tests/test_scheduler_pure.py reads it from a table).
 4. `forget()` drops every reading (a new term: another leader may have migrated).
 """
@@ -84,12 +87,15 @@ class ShardReader:
         self._lock = threading.Lock()
         self._readings: dict[str, Reading] = {}
         self._busy: dict[str, cf.Future[Reading]] = {}
+        #: pods whose runs changed while their shard was being read: read again after
+        self._stale: set[str] = set()
         #: reads started (all passes), for tests and the bench
         self.started = 0
 
     def forget(self) -> None:
         with self._lock:
             self._readings.clear()
+            self._stale.clear()
 
     def _one(self, pod: str, url: str) -> Reading:
         try:
@@ -109,10 +115,14 @@ class ShardReader:
         started: list[cf.Future[Reading]] = []
         with self._lock:
             for pod, url in urls.items():
-                if due(self._readings.get(pod), url, pod in changed, pod in self._busy, now,
-                       self._resync_s):
+                busy = pod in self._busy
+                if busy and pod in changed:
+                    self._stale.add(pod)
+                if due(self._readings.get(pod), url, pod in changed or pod in self._stale, busy,
+                       now, self._resync_s):
                     f = self._pool.submit(self._one, pod, url)
                     self._busy[pod] = f
+                    self._stale.discard(pod)
                     started.append(f)
                     self.started += 1
         if started:

@@ -585,3 +585,142 @@ def test_a_half_applied_revision_is_shown_resumed_when_resumable_and_refused_whe
                      and "half applied" in r.error and r, 40, "the retry refuses h003")
     assert "resumable = True" in run.error and "migrations skip h003" in run.error
     assert [e for r, e, _ in shard_state(shards["p1"])[1] if r == "h003"] == ["start", "step1"]
+
+
+def test_a_wave_is_queued_in_one_transaction_and_a_record_made_meanwhile_is_left_alone(
+        zk: ZK, shards: dict[str, str], pods: Topology) -> None:
+    """The leader creates a wave's run records in one term transaction, then enqueues each
+    record's job on its pod's Redis; a record that exists already (an operator's skip made
+    it) makes that transaction fail, and the runs are then queued one by one, that one left
+    as it is."""
+    import redis
+
+    from podjobs.fairshare import ready_jobs
+    from podjobs.pods.topology import TopologyStore
+    from podjobs.scheduler.migrations import MigrationsConfig, MigrationsDuty
+    from podjobs.scheduler.runstate import RunState, new_run
+    from tests.test_periodic import make_term
+
+    duty = MigrationsDuty(zk, MigrationsConfig(directory=MIGRATIONS, zk_spec="unused"))
+    store = RunStore(zk)
+    term = make_term(zk)
+    topo = TopologyStore(zk).pods()
+
+    def jobs(pod: str) -> list[str]:
+        r = redis.Redis.from_url(topo[pod].redis_url)
+        return [json.loads(x)["id"] for x in ready_jobs(r, "default")]
+
+    try:
+        duty._queue_new(term, [("p1", "0001"), ("p2", "0001")], topo)
+        for pod in ("p1", "p2"):
+            run = store.get(pod, "0001")
+            assert run is not None and run.state == RunState.QUEUED
+            assert run.queued_term == term.fence and jobs(pod) == [run.job_id]
+        assert store.create(new_run("p3", "0001", RunState.COMPLETE, now=time.time(),
+                                    skipped=True))
+        duty._queue_new(term, [("p3", "0001"), ("p2", "0002")], topo)
+        p3 = store.get("p3", "0001")
+        assert p3 is not None and p3.state == RunState.COMPLETE and p3.skipped
+        assert jobs("p3") == []
+        p2 = store.get("p2", "0002")
+        assert p2 is not None and p2.state == RunState.QUEUED and p2.job_id in jobs("p2")
+    finally:
+        duty.close()
+
+
+def test_shard_connections_share_one_preferred_tls_context(pods: Topology) -> None:
+    """PyMySQL builds a TLS context (the system's CA bundle loaded: 20-60 ms of CPU) for every
+    connection given no TLS option; podjobs' engines build it once per process. A PyMySQL
+    that renames the method this overrides fails here."""
+    from podjobs import db
+
+    e = db._make(pods.pods[0].shard_url)
+    try:
+        with e.connect() as c1, e.connect() as c2:
+            a, b = c1.connection.dbapi_connection, c2.connection.dbapi_connection
+            assert a is not b
+            ca, cb = getattr(a, "ctx", None), getattr(b, "ctx", None)
+            assert ca is not None and ca is cb
+    finally:
+        e.dispose()
+
+
+def test_a_runner_reads_its_run_record_again_only_after_it_changed(zk: ZK) -> None:
+    """The check before each statement reads the run record (its cancel flag) the first time,
+    then only after a watch said it changed: a cancel is still seen at the next statement."""
+    from podjobs.scheduler.migrate import _Watch
+    from podjobs.scheduler.runstate import RunState, new_run
+
+    store = RunStore(zk)
+    assert store.create(new_run("p1", "0001", RunState.QUEUED, now=time.time(), job_id="j"))
+    reads: list[str] = []
+    read = zk.read_watched
+
+    def counted(paths: Any, watcher: Any, timeout: float | None = None) -> Any:
+        reads.extend(paths)
+        return read(paths, watcher, timeout)
+
+    zk.read_watched = counted  # type: ignore[method-assign]
+    w = _Watch(zk, store, "p1", "0001")
+    try:
+        assert w.reason() is None and w.reason() is None and w.reason() is None
+        assert len(reads) == 1
+        run = store.get("p1", "0001")
+        assert run is not None
+        run.cancel_requested = True
+        store.update(run)
+        wait_until(lambda: w._stale, what="the watch on the run record to fire")
+        assert w.reason() == "cancelled by an operator"
+        assert len(reads) == 2
+    finally:
+        w.close()
+        zk.read_watched = read  # type: ignore[method-assign]
+
+
+def test_ensure_tables_makes_both_tables_and_adds_applied_to_an_old_run_table(
+        pods: Topology) -> None:
+    from podjobs.scheduler.runs import FENCE_TABLE, SHARD_TABLE, ensure_tables
+
+    e = create_engine(pods.pods[0].shard_url)
+    try:
+        with e.connect() as raw:
+            c = raw.execution_options(isolation_level="AUTOCOMMIT")
+            c.execute(text(f"CREATE TABLE {SHARD_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+                           f" revision VARCHAR(64) NOT NULL)"))  # made before `applied`
+            ensure_tables(c)
+            ensure_tables(c)
+            cols = {r[0] for r in c.execute(text(f"SHOW COLUMNS FROM {SHARD_TABLE}"))}
+            assert cols == {"id", "revision", "applied"}
+            assert c.execute(text(f"SELECT COUNT(*) FROM {FENCE_TABLE}")).scalar() == 0
+            c.execute(text(f"DROP TABLE {SHARD_TABLE}, {FENCE_TABLE}"))
+            ensure_tables(c)  # a new shard: both made, `applied` included
+            cols = {r[0] for r in c.execute(text(f"SHOW COLUMNS FROM {SHARD_TABLE}"))}
+            assert "applied" in cols and "fence" in cols
+            assert c.execute(text(f"SELECT COUNT(*) FROM {FENCE_TABLE}")).scalar() == 0
+    finally:
+        e.dispose()
+
+
+def test_the_version_row_moves_only_from_the_revision_before_and_alembic_reads_it(
+        pods: Topology) -> None:
+    """revisions.apply records a step itself on MySQL (one statement, not alembic's stamp):
+    alembic reads the table it makes, and a shard not at the revision before is refused."""
+    from alembic.runtime.migration import MigrationContext
+
+    from podjobs.errors import ConfigurationError
+    from podjobs.scheduler.revisions import Revisions, _advance, current_revision
+
+    revs = Revisions(MIGRATIONS)
+    e = create_engine(pods.pods[0].shard_url)
+    try:
+        with e.connect() as raw:
+            c = raw.execution_options(isolation_level="AUTOCOMMIT")
+            _advance(c, revs.get("0001"))
+            for wrong in ("0001", "0003"):  # a second first row; a step from 0002
+                with pytest.raises(ConfigurationError, match="no longer at"):
+                    _advance(c, revs.get(wrong))
+            _advance(c, revs.get("0002"))
+            assert current_revision(c) == "0002"
+            assert MigrationContext.configure(c).get_current_revision() == "0002"
+    finally:
+        e.dispose()

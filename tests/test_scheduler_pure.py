@@ -275,3 +275,94 @@ def test_a_pass_waits_at_most_wait_s_for_a_shard_that_does_not_answer() -> None:
     finally:
         release.set()
         r.close()
+
+
+def test_a_change_seen_while_its_shard_is_read_is_read_again_after_that_read() -> None:
+    """The read under way may have started before the change (a revision completing): its
+    answer is not the last word (before: the shard was read again only at the re-sync)."""
+    import threading
+
+    from podjobs.scheduler.shardreads import ShardReader
+
+    release, second = threading.Event(), threading.Event()
+    answers = iter(["a", "b"])
+
+    def read(url: str) -> str | None:
+        got = next(answers)
+        if got == "a":
+            release.wait(30)
+        else:
+            second.set()
+        return got
+
+    r = ShardReader(read, wait_s=0.01)
+    try:
+        r.readings({"p": "u"}, set())               # first read, held
+        r.readings({"p": "u"}, {"p"})               # its runs changed meanwhile: no second read yet
+        assert not second.is_set()
+        release.set()
+        for _ in range(500):                        # passes with nothing new changed
+            if second.wait(0.02):
+                break
+            r.readings({"p": "u"}, set())
+        assert second.is_set()
+    finally:
+        release.set()
+        r.close()
+
+
+_BARRIER_REVISION = '''"""waits for the other shard's revision"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    bind.info["barrier"].wait()
+    op.create_table(bind.info["table"], sa.Column("id", sa.Integer, primary_key=True))
+'''
+
+
+def test_revisions_of_two_shards_run_at_the_same_time_in_one_process(tmp_path: object) -> None:
+    """alembic's `op` is process-wide: `revisions.apply` hands each call to the calling
+    thread's Operations, so two shards' upgrade() overlap (each waits for the other at a
+    barrier: behind a process-wide lock, as before, the barrier breaks) and each `op` call
+    acts on its own thread's connection."""
+    import threading
+    from pathlib import Path
+
+    from sqlalchemy import create_engine, inspect, text
+
+    from podjobs.scheduler.revisions import Revisions, apply, current_revision
+
+    base = Path(str(tmp_path))
+    (base / "mig" / "versions").mkdir(parents=True)
+    (base / "mig" / "versions" / "0001_barrier.py").write_text(_BARRIER_REVISION)
+    revs = Revisions(str(base / "mig"))
+    barrier = threading.Barrier(2, timeout=20)
+    errors: list[BaseException] = []
+    engines = {t: create_engine(f"sqlite:///{base / t}.db") for t in ("left", "right")}
+
+    def run(table: str) -> None:
+        try:
+            with engines[table].begin() as conn:
+                conn.info.update(barrier=barrier, table=table)
+                apply(conn, revs, "0001")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    for table, e in engines.items():
+        with e.connect() as conn:
+            assert inspect(conn).get_table_names() == sorted(["alembic_version", table])
+            assert current_revision(conn) == "0001"
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        e.dispose()

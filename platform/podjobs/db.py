@@ -11,10 +11,18 @@
 3. `session(url)`: a new ORM session on that shard. A job's `ctx.db` is such a
    session on its tenant's shard; the worker commits it when the job succeeds
    and rolls it back when it fails.
+4. PyMySQL (2.x) given no TLS option tries TLS and falls back to plain when the server has
+   none ("preferred" mode), building a new `ssl.create_default_context()` for every
+   connection: loading the system's CA bundle costs 20-60 ms of CPU each time (a third of
+   the CPU of a rollout over 100 new shards: issue 17), for a context that verifies nothing
+   (CERT_NONE). Our engines' connections share one such context per process
+   (`_SharedTLSConnection`, through SQLAlchemy's do_connect event); connections given TLS
+   options in their URL are made as before.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -80,12 +88,45 @@ def _make(url: str, timeouts: tuple[float, float] | None = None) -> Engine:
         url = "mysql+pymysql://" + url[len("mariadb://"):]
     if timeouts is not None:
         connect_s, read_s = timeouts
-        return create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True,
-                             pool_recycle=3600, connect_args={
-                                 "connect_timeout": connect_s, "read_timeout": read_s,
-                                 "write_timeout": read_s})
-    return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
-                         pool_recycle=3600)
+        e = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True,
+                          pool_recycle=3600, connect_args={
+                              "connect_timeout": connect_s, "read_timeout": read_s,
+                              "write_timeout": read_s})
+    else:
+        e = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
+                          pool_recycle=3600)
+    if e.dialect.driver == "pymysql":
+        event.listen(e, "do_connect", _shared_tls_connect)
+    return e
+
+
+def _shared_tls_connect(_dialect: Any, _record: Any, cargs: list[Any],
+                        cparams: dict[str, Any]) -> Any:
+    """SQLAlchemy's do_connect hook on PyMySQL engines: the connection the dialect would
+    make, by `_shared_tls_class()` (see point 4 of the module doc)."""
+    return _shared_tls_class()(*cargs, **cparams)
+
+
+@functools.cache
+def _shared_tls_class() -> type:
+    """PyMySQL's Connection whose preferred-mode TLS context (the one PyMySQL asks for with an
+    empty option dict when given no TLS option) is built once, by PyMySQL's own code, and
+    shared; explicit TLS options build their context per connection as before."""
+    from pymysql.connections import Connection
+
+    lock = threading.Lock()
+    shared: list[Any] = []
+
+    class SharedTLSConnection(Connection):  # type: ignore[misc]
+        def _create_ssl_ctx(self, sslp: Any) -> Any:
+            if not isinstance(sslp, dict) or sslp:
+                return super()._create_ssl_ctx(sslp)
+            with lock:
+                if not shared:
+                    shared.append(super()._create_ssl_ctx({}))
+                return shared[0]
+
+    return SharedTLSConnection
 
 
 def session(url: str) -> Session:

@@ -52,7 +52,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -420,10 +420,8 @@ class Gateway:
         with self._using() as conn:
             packed = None
             if _pack_command is not None:
-                try:
+                with suppress(TypeError):
                     packed = _pack_command(args)
-                except TypeError:
-                    packed = None
             if packed is not None:
                 conn.send_packed_command((packed,))
             else:

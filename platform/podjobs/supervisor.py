@@ -115,8 +115,6 @@ class Supervisor:
         self._stopping = False
         self._failed = False
         self._exit = 0
-        #: pids of every worker process started, in order (tests, logs)
-        self.started: list[int] = []
 
     # -- processes ---------------------------------------------------------------------
 
@@ -126,7 +124,6 @@ class Supervisor:
                                      preexec_fn=self._pre_exec)
         slot.started = time.monotonic()
         slot.restart_at = None
-        self.started.append(slot.proc.pid)
         log.info("worker process %d started in slot %d", slot.proc.pid, slot.index)
 
     def _send(self, signum: int) -> None:

@@ -130,3 +130,23 @@ def test_bar_and_paint(monkeypatch: pytest.MonkeyPatch) -> None:
     assert paint("x", "red", object()) == "x"  # not a terminal: plain
     monkeypatch.setenv("NO_COLOR", "1")
     assert paint("x", "red", Tty()) == "x"
+
+
+@pytest.mark.parametrize("columns", ["60", "120"])
+def test_help_is_argparses_own(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parsers' formatter looks the terminal's width up once (cli._Formatter); the help
+    it makes is what argparse's own formatter makes at that width."""
+    import argparse
+
+    from podjobs import cli
+
+    monkeypatch.setenv("COLUMNS", columns)
+    cli._columns.cache_clear()
+    try:
+        top = cli.build_parser(["worker"])
+        worker = top._subparsers._group_actions[0].choices["worker"]  # type: ignore[union-attr]
+        ours = worker.format_help()
+        worker.formatter_class = argparse.HelpFormatter
+        assert ours == worker.format_help()
+    finally:
+        cli._columns.cache_clear()

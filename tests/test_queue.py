@@ -253,6 +253,36 @@ def test_unreachable_redis_is_a_clear_error() -> None:
         RedisBackend(f"redis://127.0.0.1:{port}/0")
 
 
+def test_a_released_script_connection_serves_the_next_thread(r: redis.Redis, redis_url: str) -> None:
+    """A worker's main thread hands its connection to the fetcher (Backend.release_connection):
+    the next thread's first script opens none."""
+    import threading
+
+    def clients() -> int:
+        return int(r.info("clients")["connected_clients"])
+
+    def in_a_thread() -> None:
+        t = threading.Thread(target=b.promote, args=(["default"],))
+        t.start()
+        t.join()
+
+    b = RedisBackend(redis_url)  # check() opened the scripts' first connection
+    b.promote(["default"])  # ... which this thread now keeps
+    kept = clients()
+    in_a_thread()  # kept: another thread opens its own
+    assert clients() == kept + 1
+    b.close()
+
+    b = RedisBackend(redis_url)
+    b.promote(["default"])
+    kept = clients()
+    b.release_connection()
+    in_a_thread()
+    assert clients() == kept
+    b.release_connection()  # a thread that holds none: nothing to do
+    b.close()
+
+
 def test_out_of_memory_at_enqueue_is_a_clear_error(r: redis.Redis, redis_url: str) -> None:
     old = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", "1")

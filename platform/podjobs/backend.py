@@ -30,7 +30,7 @@ from redis.commands.core import Script as RedisScript
 from podjobs import keys
 from podjobs.errors import ConfigurationError
 from podjobs.fairshare import fair_share_default
-from podjobs.gateway import RETRIES, Gateway, never_sent, redacted, script, text
+from podjobs.gateway import RETRIES, UNREACHABLE, Gateway, never_sent, redacted, script, text
 from podjobs.ids import new_id
 from podjobs.payload import inflight_field as request_id
 from podjobs.settlement import Kind, Settlement
@@ -96,6 +96,11 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    def release_connection(self) -> None:
+        """The calling thread makes no more calls for a while: let another thread use the
+        connection it keeps (nothing to do where threads keep none)."""
+        ...
+
     def hold(self, tenant: str, queue: str, items: Sequence[tuple[str, str]],
              status: StatusWrite | None = None) -> bool: ...
 
@@ -156,9 +161,16 @@ class RedisBackend(Gateway):
         return got
 
     def check(self) -> None:
-        """Ping, and refuse a Redis that may evict keys (jobs would vanish)."""
+        """Ping, and refuse a Redis that may evict keys (jobs would vanish).
+
+        Asked on the scripts' pool first, so the connection it opens is the one this thread's
+        scripts use next (a worker's start-up opens one connection, not two); a refused or
+        dropped connection is asked again through the retrying client."""
         with self.errors("connect"):
-            info = self.redis.info("memory")
+            try:
+                info = self._once.info("memory")
+            except UNREACHABLE:
+                info = self.redis.info("memory")
         policy = str(info.get("maxmemory_policy", "noeviction"))
         if policy not in _SAFE_POLICIES:
             raise ConfigurationError(

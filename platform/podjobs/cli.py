@@ -23,8 +23,10 @@ them (bench/startup.py measures it).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -79,6 +81,31 @@ class _VersionAction(argparse.Action):
         parser.exit(message=f"podjobs {_version()}\n")
 
 
+@functools.cache
+def _columns() -> int:
+    return shutil.get_terminal_size().columns - 2  # what argparse's formatter computes
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter with the terminal's width looked up once per process:
+    argparse makes a formatter for every add_argument (to check its metavar), and each one
+    asked the terminal again (~1M instructions of a worker's start, for its 35 options)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() if width is None else width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top parser's class, which every subcommand's parser takes (argparse makes those
+    with the class of the parser they are added to): `_Formatter` by default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def command_module(name: str) -> ModuleType:
     return importlib.import_module(f"podjobs.surface.{name}")
 
@@ -93,7 +120,7 @@ def needed_modules(argv: Sequence[str] | None) -> tuple[str, ...]:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv` (see `needed_modules`); without argv, every command's."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="podjobs",
         description="podjobs: a sharded, pod-aware background-job platform.",
         epilog="exit codes: 0 done, 1 failed or halted, 2 usage, 3 timeout, 4 a server "

@@ -91,6 +91,9 @@ class Fetcher:
         self._owed_by: int | None = None
         self._owed_gen = 0
         self._owed_evt = threading.Event()
+        #: set once Redis has answered the first reservation (or it failed): the worker starts
+        #: its other threads after it, so that none competes with that round trip
+        self.answered = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="podjobs-fetcher", daemon=True)
 
     def start(self) -> None:
@@ -108,6 +111,7 @@ class Fetcher:
         self._space.set()
         self._resume.set()
         self._owed_evt.set()
+        self.answered.set()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -152,6 +156,7 @@ class Fetcher:
                 return None
             self._failures = 0
         except Exception as exc:  # any Redis error (BUSY, READONLY, ...): back off, never die
+            self.answered.set()  # no use holding the worker's other threads back
             self._failures += 1
             delay = min(5.0, 0.1 * 2**self._failures)
             log.warning("reserve failed (%s: %s); asking again (same request) in %.1f s",
@@ -164,6 +169,7 @@ class Fetcher:
         return [Reserved(q, raw, owner) for q, raw in got]
 
     def _loop(self) -> None:
+        answered = self.answered
         while self.running:
             room = self._room()
             if room <= 0:
@@ -179,11 +185,15 @@ class Fetcher:
                 if not self.running:
                     break
                 self.inbox.put(WAIT)
+                if not answered.is_set():
+                    answered.set()
                 self._park()
                 continue
             put = self.inbox.put
             for item in got:
                 put(item)
+            if not answered.is_set():
+                answered.set()
 
     def _park(self) -> None:
         """Until the reserving role comes back (or stop): an owed role whose job outlasts

@@ -60,6 +60,10 @@ if TYPE_CHECKING:  # process isolation (multiprocessing, ctypes) loads only when
 
 log = logging.getLogger("podjobs.worker")
 
+#: how long start() waits for Redis to answer the first reservation before it starts the
+#: worker's other threads anyway
+FIRST_RESERVE_WAIT_S = 0.5
+
 
 class WorkerConfig(NamedTuple):
     """A worker's settings (a NamedTuple: `config._replace(pod=...)` for a changed copy)."""
@@ -189,27 +193,34 @@ class Worker:
         for m in self.chain:
             m.worker_start(self)
         self.heartbeat.register()
-        self.heartbeat.reap()
-        self.poller.poll_once()
-        self.acker.start()
+        # done with Redis on this thread: its connection goes to the fetcher, and the reap of
+        # dead workers and the first promote run on the poller's thread (started below), so
+        # the first reservation waits for neither
+        self.backend.release_connection()
         if self.config.isolation == "process":
             # every child imports the app before the first reservation; the heartbeat beats
             # meanwhile (an app slower to import than the heartbeat TTL must not get the
             # worker reaped, nor its /healthz stale)
             self._warming = self.config.concurrency
+            self.acker.start()
             self._start_exec_threads(0, self.config.concurrency)
             self.heartbeat.start()
-            self.poller.start()
+            self.poller.start(first=self.heartbeat.reap)
             self._wait_children_warm()
             self.fetcher.start()
         else:
-            # one executor thread, then fetching, then the rest: the first job does not wait
-            # for nine thread start-ups (~0.4 ms each); register() wrote the first beat
+            # one executor thread, then fetching, then the rest once Redis has answered the
+            # first reservation: the first job does not wait for a dozen thread start-ups
+            # (they would compete with that round trip for the GIL and the cores);
+            # register() wrote the first beat. The wait is bounded: a slow Redis holds
+            # nothing back for long.
             self._start_exec_threads(0, 1)
             self.fetcher.start()
+            self.fetcher.answered.wait(FIRST_RESERVE_WAIT_S)
+            self.acker.start()
             self._start_exec_threads(1, self.config.concurrency)
             self.heartbeat.start()
-            self.poller.start()
+            self.poller.start(first=self.heartbeat.reap)
         log.info("worker %s started: queues=%s concurrency=%d isolation=%s", self.id,
                  ",".join(self.config.queues), self.config.concurrency, self.config.isolation)
 

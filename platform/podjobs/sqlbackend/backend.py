@@ -707,6 +707,9 @@ class SqlBackend:
         raise refuse(f"a tenant move (holding tenant {tenant!r}'s jobs)",
                      "move tenants between pods that run on Redis")
 
+    def release_connection(self) -> None:
+        """Nothing kept per thread: each call checks a connection out of the engine's pool."""
+
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()

@@ -161,6 +161,9 @@ class MemoryBackend:
     def close(self) -> None:
         pass
 
+    def release_connection(self) -> None:
+        pass
+
     def take_next(self) -> Captured | None:
         """Remove and return the first waiting job (None when none waits)."""
         with self._lock:

@@ -11,6 +11,13 @@ STAMP := $(VENV)/.installed-stamp
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
 
+# `make test` and `make test-sql` run on TEST_WORKERS pytest-xdist workers (each its own process with
+# its own session servers), a whole test file to a worker (--dist loadfile: module fixtures and
+# file-ordered tests stay together). TEST_WORKERS=0: one process, as plain pytest.
+# PYTEST_ARGS: more options for either (make test PYTEST_ARGS=--durations=25).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -25,11 +32,11 @@ demo: deps venv ## start a local 3-pod cluster, run a workload on it, stop it
 demo-sql: deps venv ## a short tour on a cluster with no Redis: 2 pods on SQLite (dev up --backend sql)
 	$(BIN)/python -m demo.sql_tour
 
-test: deps venv ## the whole suite, on servers the tests start themselves
-	$(BIN)/python -m pytest -q
+test: deps venv ## the whole suite, on servers the tests start themselves (2 xdist workers)
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-sql: deps venv ## the backend-parametrised suites on MariaDB and PostgreSQL (make test runs redis + sqlite)
-	PODJOBS_TEST_BACKENDS=all $(BIN)/python -m pytest -q tests/test_queue.py tests/test_reliability.py \
+	PODJOBS_TEST_BACKENDS=all $(BIN)/python -m pytest -q $(XDIST) tests/test_queue.py tests/test_reliability.py \
 		tests/test_sqlbackend.py tests/test_sqlops.py tests/test_iteration.py -k "mariadb or postgres"
 
 test-fast: venv ## the pure tests (no servers), in seconds

@@ -30,7 +30,10 @@ from servers import (  # noqa: F401 - imported so pytest registers them
 
 from podjobs.pods.zk import ZK
 from tests.backends import Probe, make_probe, selected_kinds
-from tests.chaos.runner import pytest_terminal_summary  # noqa: F401 - the chaos table
+from tests.chaos.runner import (  # noqa: F401 - the chaos table
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
 
 
 @pytest.fixture

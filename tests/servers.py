@@ -43,7 +43,9 @@ from typing import Any, Protocol
 
 import pytest
 
+from podjobs.errors import PortInUse
 from podjobs.infra.cluster import Cluster
+from podjobs.infra.servers import ServerFailed
 from podjobs.infra.topofile import Pod, Topology
 
 N_PODS = 3
@@ -69,20 +71,34 @@ class TestServers(Protocol):
 ACTIVE: list[TestServers] = []
 
 
-class LocalServers:
-    """A local `Cluster` in a private temp dir; `close()` stops it and deletes the dir."""
+def _port_clash(exc: BaseException) -> bool:
+    """A start that failed because a server's port was taken between the kernel's pick and the
+    server's bind (by another process starting at the same time, such as the other xdist
+    worker's session)."""
+    return isinstance(exc, PortInUse) or (
+        isinstance(exc, ServerFailed) and "already in use" in str(exc).lower())
 
-    def __init__(self, n_pods: int = N_PODS, db: str = "mysql") -> None:
-        token = secrets.token_hex(4)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"podjobs-test-{token}-"))
-        self.cluster = Cluster(self.dir, die_with_parent=True)
-        self._closed = False
+
+class LocalServers:
+    """A local `Cluster` in a private temp dir; `close()` stops it and deletes the dir.
+
+    A start that fails on a port clash (`_port_clash`) is made once more, in a new dir on new
+    ports; any other failure, or a second clash, is raised."""
+
+    def __init__(self, n_pods: int = N_PODS, db: str = "mysql", attempts: int = 2) -> None:
         atexit.register(self.close)  # belt and braces: finalizers may not run
-        try:
-            self.topology = self.cluster.up(n_pods, db=db, timeout=60)
-        except BaseException:
-            self.close()
-            raise
+        for attempt in range(1, attempts + 1):
+            token = secrets.token_hex(4)
+            self.dir = Path(tempfile.mkdtemp(prefix=f"podjobs-test-{token}-"))
+            self.cluster = Cluster(self.dir, die_with_parent=True)
+            self._closed = False
+            try:
+                self.topology = self.cluster.up(n_pods, db=db, timeout=60)
+                return
+            except BaseException as exc:
+                self.close()
+                if attempt == attempts or not _port_clash(exc):
+                    raise
 
     def log_tails(self, n: int = 40) -> dict[str, str]:
         tails: dict[str, str] = {}

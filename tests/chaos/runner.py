@@ -1,8 +1,11 @@
 """The scenario runner's output: one row per scenario run, the table, the JSON file.
 
 `tests/chaos/test_chaos.py` runs the scenarios (pytest: fixtures, servers, xfail) and
-calls `record()`; `pytest_terminal_summary` (imported by tests/conftest.py) prints the
-table at the end of the session and writes `tests/chaos/results/chaos-<mode>-<time>.json`.
+calls `record()`, which puts the row on the test's report (its user_properties, so it
+reaches the controller under pytest-xdist); `pytest_runtest_logreport` gathers the rows and
+`pytest_terminal_summary` (both imported by tests/conftest.py) prints the table at the end
+of the session and writes `tests/chaos/results/chaos-<mode>-<time>.json` (once: in the
+process that reports, never in an xdist worker).
 `python -m tests.chaos.runner` is `make chaos`: the full set (PODJOBS_CHAOS=full).
 """
 
@@ -25,15 +28,25 @@ COLUMNS = ["scenario", "fault", "ack", "lost", "twice", "overlap", "amo twice", 
            "time (s)", "verdict"]
 
 
-def record(name: str, fault: str, report: Report | None, seconds: float, mode: str,
+ROW_KEY = "chaos_row"
+
+
+def record(item: Any, name: str, fault: str, report: Report | None, seconds: float, mode: str,
            xfail: str | None, error: str | None = None) -> None:
+    """One row, on `item`'s (the test's) report: `pytest_runtest_logreport` adds it to ROWS."""
     row: dict[str, Any] = {"scenario": name, "fault": fault, "mode": mode,
                            "seconds": round(seconds, 1), "xfail": xfail}
     if report is not None:
         row.update(report.as_dict())
     else:
         row.update(verdict="ERROR", failures=[error or "?"])
-    ROWS.append(row)
+    item.user_properties.append((ROW_KEY, row))
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """The rows of the call phase's reports: in this process, or from xdist's workers."""
+    if report.when == "call":
+        ROWS.extend(v for k, v in report.user_properties if k == ROW_KEY)
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -67,7 +80,7 @@ def write_json(rows: list[dict[str, Any]], mode: str) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
-    if not ROWS:
+    if not ROWS or hasattr(config, "workerinput"):  # an xdist worker: the controller reports
         return
     mode = ROWS[0]["mode"]
     terminalreporter.section(f"chaos scenarios ({mode})")

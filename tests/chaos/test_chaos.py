@@ -50,9 +50,10 @@ def test_chaos(spec: Spec, tmp_path: Path, request: pytest.FixtureRequest) -> No
         else:
             obs = spec.fn(tmp_path, size)
     except Exception as exc:
-        runner.record(spec.name, spec.fault, None, time.monotonic() - t0, MODE, spec.xfail,
-                      error=f"{type(exc).__name__}: {exc}")
+        runner.record(request.node, spec.name, spec.fault, None, time.monotonic() - t0, MODE,
+                      spec.xfail, error=f"{type(exc).__name__}: {exc}")
         raise
     report = check(obs)
-    runner.record(spec.name, spec.fault, report, time.monotonic() - t0, MODE, spec.xfail)
+    runner.record(request.node, spec.name, spec.fault, report, time.monotonic() - t0, MODE,
+                  spec.xfail)
     assert report.verdict == "PASS", f"{report.failures}; examples {report.examples}"

@@ -259,6 +259,8 @@ def test_ttin_dumps_threads_and_running_jobs(
     w = spawn_worker(redis_url, app=APP, concurrency=1, log=log)
     try:
         wait_until(lambda: len(_runs(r)) == 1, timeout=20, what="the job to start")
+        # its first job runs alone briefly (worker.FIRST_JOB_ALONE_S): every thread once started
+        wait_until(lambda: _log_has(log, "started: queues"), what="the worker's other threads")
         w.send_signal(signal.SIGTTIN)
         wait_until(lambda: _log_has(log, "podjobs-exec-0"), what="the dump")
         text = log.read_text()

@@ -673,4 +673,4 @@ class RedisBackend(Gateway):
 
     def close(self) -> None:
         self._close_directs()
-        self.redis.close()
+        self._close_reads()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import NamedTuple
+
+from podjobs.record import Record
 
 #: a backoff function: attempt number (1 = first retry) -> delay in seconds
 Backoff = Callable[[int], float]
@@ -25,12 +26,18 @@ def constant(seconds: float) -> Backoff:
     return lambda attempt: seconds
 
 
-class RetryLater(NamedTuple):
-    delay_s: float
+class RetryLater(Record):
+    __slots__ = ("delay_s",)
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
 
 
-class GiveUp(NamedTuple):
-    reason: str
+class GiveUp(Record):
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def decide(attempt: int, retries: int, backoff: Backoff) -> RetryLater | GiveUp:

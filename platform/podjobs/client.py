@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from podjobs.errors import ArgumentsMismatch, BackendTimeout, ConfigurationError
 from podjobs.ids import new_id
 from podjobs.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_value, dumps, encode
+from podjobs.record import Record
 
 if TYPE_CHECKING:
     from podjobs.backend import Backend
@@ -117,14 +118,19 @@ def check_arguments(call: Call) -> None:
         stack.extend(c.followups)
 
 
-class Target(NamedTuple):
-    """Where a job goes: the pod, its backend, and whether it is held there (tenant moving)."""
+class Target(Record):
+    """Where a job goes: the pod, its backend, and whether it is held there (tenant moving);
+    `quota`: the tenant's enqueue limits on this pod (podjobs.quota), checked in the
+    enqueue's step."""
 
-    pod: str | None
-    backend: Backend
-    hold: bool = False
-    #: the tenant's enqueue limits on this pod (podjobs.quota), checked in the enqueue's step
-    quota: TenantQuota | None = None
+    __slots__ = ("pod", "backend", "hold", "quota")
+
+    def __init__(self, pod: str | None, backend: Backend, hold: bool = False,
+                 quota: TenantQuota | None = None) -> None:
+        self.pod = pod
+        self.backend = backend
+        self.hold = hold
+        self.quota = quota
 
 
 #: resolves (tenant, pod) to a Target; installed by podjobs.pods

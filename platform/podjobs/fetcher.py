@@ -25,11 +25,11 @@ import logging
 import queue as queue_mod
 import threading
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from podjobs.backend import Backend
 from podjobs.identity import Identity
 from podjobs.ids import new_id
+from podjobs.record import Record
 
 log = logging.getLogger("podjobs.fetcher")
 
@@ -39,13 +39,16 @@ log = logging.getLogger("podjobs.fetcher")
 OWED_S = 0.002
 
 
-class Reserved(NamedTuple):
+class Reserved(Record):
     """A job this worker reserved: its queue, its payload as Redis holds it, and the worker
     id (generation) whose in-flight hash holds it."""
 
-    queue: str
-    raw: bytes
-    owner: str
+    __slots__ = ("queue", "raw", "owner")
+
+    def __init__(self, queue: str, raw: bytes, owner: str) -> None:
+        self.queue = queue
+        self.raw = raw
+        self.owner = owner
 
 
 class Wait:
@@ -94,6 +97,8 @@ class Fetcher:
         #: set once Redis has answered the first reservation (or it failed): the worker starts
         #: its other threads after it, so that none competes with that round trip
         self.answered = threading.Event()
+        #: jobs the first answered reservation brought
+        self.first_count = 0
         self._thread = threading.Thread(target=self._loop, name="podjobs-fetcher", daemon=True)
 
     def start(self) -> None:
@@ -193,6 +198,7 @@ class Fetcher:
             for item in got:
                 put(item)
             if not answered.is_set():
+                self.first_count = len(got)
                 answered.set()
 
     def _park(self) -> None:

@@ -44,6 +44,7 @@ import-linter (pyproject) allows `redis` in this module and `podjobs.backend` on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -54,7 +55,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -69,6 +70,7 @@ except ImportError:  # pragma: no cover - without hiredis
     _pack_command = None  # type: ignore[assignment]
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
+from podjobs.record import Record
 from podjobs.secrets import resolve as resolve_secrets
 
 __all__ = ["SCRIPT_ATTEMPTS", "SENTINEL_SCHEME", "UNREACHABLE", "Gateway", "RedisError", "Script",
@@ -91,12 +93,15 @@ class ScriptError(ConfigurationError):
     """A Lua script that cannot be loaded (a missing include, an unknown directive)."""
 
 
-class Script(NamedTuple):
+class Script(Record):
     """One loaded script: its name, its text with the includes expanded, and its SHA-1."""
 
-    name: str
-    text: str
-    sha: str
+    __slots__ = ("name", "text", "sha")
+
+    def __init__(self, name: str, text: str, sha: str) -> None:
+        self.name = name
+        self.text = text
+        self.sha = sha
 
 
 #: the scripts, installed beside this module (package data; podjobs is never run zipped).
@@ -218,17 +223,21 @@ def never_sent(exc: redis.ConnectionError) -> bool:
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
-class SentinelURL(NamedTuple):
-    """A parsed `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[?db=N]`."""
+class SentinelURL(Record):
+    """A parsed `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[?db=N]`.
+    `wait=N`: an enqueue is acknowledged only once N replicas have it (Redis WAIT);
+    `wait_ms=M`: how long WAIT may block (then BackendTimeout, "may or may not")."""
 
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int = 0
-    password: str | None = None
-    #: `wait=N`: an enqueue is acknowledged only once N replicas have it (Redis WAIT)
-    wait: int = 0
-    #: `wait_ms=M`: how long WAIT may block (then BackendTimeout, "may or may not")
-    wait_ms: int = 1000
+    __slots__ = ("sentinels", "service", "db", "password", "wait", "wait_ms")
+
+    def __init__(self, sentinels: tuple[tuple[str, int], ...], service: str, db: int = 0,
+                 password: str | None = None, wait: int = 0, wait_ms: int = 1000) -> None:
+        self.sentinels = sentinels
+        self.service = service
+        self.db = db
+        self.password = password
+        self.wait = wait
+        self.wait_ms = wait_ms
 
 
 def sentinel_url(url: str) -> SentinelURL | None:
@@ -363,9 +372,8 @@ class Gateway:
                  retries: int = RETRIES) -> None:
         self.url = url  # as given: a password reference stays one in messages (podjobs.secrets)
         url = resolve_secrets(url)
-        #: reads (and the acker's batch): redis-py retries connection errors (`retries`: 0
-        #: for a probe, whose answer must come within its timeout)
-        self.redis: redis.Redis = _connect(url, _retry(retries), socket_timeout, connect_timeout)
+        #: what `redis` is made of, on first use
+        self._reads = (url, retries, connect_timeout)
         #: the scripts' own pool, without redis-py's retries (see run)
         self._once: redis.Redis = _connect(url, _script_retry(), socket_timeout, connect_timeout)
         parts = sentinel_url(url)
@@ -378,6 +386,19 @@ class Gateway:
         #: scripts this process has sent whole (EVAL) to this Redis: later calls send the SHA
         #: only (a Redis restart or SCRIPT FLUSH answers NOSCRIPT, and run loads it again)
         self._sent_whole: set[str] = set()
+
+    @functools.cached_property
+    def redis(self) -> redis.Redis:
+        """Reads (and the acker's batch): redis-py retries connection errors (`retries`: 0 for
+        a probe, whose answer must come within its timeout). Made on first use: a worker's
+        start-up needs only the scripts' pool (a Redis client costs ~1.6M instructions)."""
+        url, retries, connect_timeout = self._reads
+        return _connect(url, _retry(retries), self.socket_timeout, connect_timeout)
+
+    def _close_reads(self) -> None:
+        reads = self.__dict__.get("redis")
+        if reads is not None:
+            reads.close()
 
     def _direct(self) -> Any:
         """This thread's own script connection: taken from the scripts' pool on first use (an

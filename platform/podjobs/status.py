@@ -45,10 +45,11 @@ from __future__ import annotations
 import json
 import logging
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from podjobs import keys
 from podjobs.payload import dumps
+from podjobs.record import Record
 
 log = logging.getLogger("podjobs.status")
 
@@ -124,15 +125,18 @@ def as_json_result(result: Any) -> Any:
     return result
 
 
-class StatusWrite(NamedTuple):
+class StatusWrite(Record):
     """One status transition, for the Lua script that makes it: the record's key, the
     fields to set (a JSON object of strings) and the record's TTL in seconds. `if_worker`:
     written only while the record says running on that worker (ack_one.lua)."""
 
-    key: str
-    fields: str
-    ttl_s: int
-    if_worker: str = ""
+    __slots__ = ("key", "fields", "ttl_s", "if_worker")
+
+    def __init__(self, key: str, fields: str, ttl_s: int, if_worker: str = "") -> None:
+        self.key = key
+        self.fields = fields
+        self.ttl_s = ttl_s
+        self.if_worker = if_worker
 
 
 def finished_ttl(data: dict[str, Any]) -> int:

@@ -63,6 +63,11 @@ log = logging.getLogger("podjobs.worker")
 #: how long start() waits for Redis to answer the first reservation before it starts the
 #: worker's other threads anyway
 FIRST_RESERVE_WAIT_S = 0.5
+#: how long the first job a worker reserves runs alone before the other executor threads
+#: start (they start as soon as it ends): it warms the process (the app's lazily made
+#: clients and pools, imports inside job code) without nine copies of that warm-up
+#: competing with it for the GIL or opening nine connections at once
+FIRST_JOB_ALONE_S = 0.05
 
 
 class WorkerConfig(NamedTuple):
@@ -126,6 +131,8 @@ class Worker:
         self.poller = Poller(backend, config.queues, config.poll_interval)
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
+        #: set when the first job this worker ran ended (see FIRST_JOB_ALONE_S)
+        self._first_done = threading.Event()
         self._stopping = False
         self._giveback: list[Reserved] = []
         self._giveback_lock = threading.Lock()
@@ -217,6 +224,8 @@ class Worker:
             self._start_exec_threads(0, 1)
             self.fetcher.start()
             self.fetcher.answered.wait(FIRST_RESERVE_WAIT_S)
+            if self.fetcher.first_count:
+                self._first_done.wait(FIRST_JOB_ALONE_S)
             self.acker.start()
             self._start_exec_threads(1, self.config.concurrency)
             self.heartbeat.start()
@@ -352,6 +361,7 @@ class Worker:
         running = self._running
         me = threading.get_ident()
         stopping = self.stopping
+        first_done = self._first_done
         try:
             while True:
                 if child is not None and not child.ready:
@@ -385,6 +395,8 @@ class Worker:
                 finally:
                     running.pop(me, None)
                     self.fetcher.done_one()
+                    if not first_done.is_set():
+                        first_done.set()
         finally:
             if child is not None:
                 child.close()

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps venv demo demo-sql test test-sql test-fast chaos lint lint-imports bench bench-peers bench-scale up down status clean
+.PHONY: deps venv demo demo-sql test test-sql test-fast chaos lint lint-imports bench bench-peers bench-firstjob bench-scale up down status clean
 
 deps: ## system packages (redis-server, mariadb-server, zookeeper, java), apt-get as root
 	@bash infra/deps.sh
@@ -69,6 +69,9 @@ bench: deps venv ## benchmarks on a private Redis; prints a table, writes bench/
 
 bench-peers: deps venv ## podjobs beside Huey, Dramatiq, RQ, Celery, arq (venvs in var/peers/), interleaved; bench/results/peers.json
 	$(BIN)/python -m bench.peers $(PEERS_ARGS)
+
+bench-firstjob: deps venv ## the first-job column alone: interleaved starts (FIRSTJOB_ARGS="--rounds 12 --only huey,arq --instructions")
+	$(BIN)/python -m bench.firstjob $(FIRSTJOB_ARGS)
 
 bench-scale: deps venv ## the tenant directory at 10k/100k/1M tenants, 20 pods, 10 client processes (SCALE_ARGS="--sizes 10000,100000"); bench/results/scale.json
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ async def incr(ctx: dict[str, Any]) -> None:
     v = await r.incr(common.COUNTER)
     if v == 1:
         await r.set(common.FIRST, repr(time.time()))
+        if common.EXIT_AT_FIRST:
+            os._exit(0)
     if v == common.N:
         await r.set(common.LAST, repr(time.time()))
 

@@ -21,6 +21,8 @@ import redis
 
 URL = os.environ.get("PEERS_REDIS_URL", "")
 N = int(os.environ.get("PEERS_N", "0"))
+#: bench.firstjob --instructions: the first job ends its process once it has stamped FIRST
+EXIT_AT_FIRST = os.environ.get("PEERS_EXIT_AT_FIRST") == "1"
 COUNTER = "peers:count"
 FIRST = "peers:first"
 LAST = "peers:last"
@@ -44,6 +46,8 @@ def incr() -> None:
     v = r.incr(COUNTER)
     if v == 1:
         r.set(FIRST, repr(time.time()))
+        if EXIT_AT_FIRST:
+            os._exit(0)
     if v == N:
         r.set(LAST, repr(time.time()))
 

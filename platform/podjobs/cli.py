@@ -33,9 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from podjobs.errors import PodjobsError
-from podjobs.exits import Exit
 from podjobs.surface.options import Commands
-from podjobs.table import one_line, paint
 
 COMMANDS = ("cmd_dev", "cmd_queues", "cmd_worker", "cmd_iterations", "cmd_pods", "cmd_tenants",
             "cmd_moves", "cmd_scheduler", "cmd_migrations", "cmd_api", "cmd_exporter",
@@ -146,6 +144,8 @@ def unreachable(exc: BaseException) -> str | None:
         if mod.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
             return f"Redis unreachable ({name}: {exc}); check the pod's Redis"
         if mod.startswith("sqlalchemy") and name == "OperationalError":
+            from podjobs.table import one_line
+
             return f"a shard database did not answer ({one_line(str(exc))[:300]})"
     return None
 
@@ -158,11 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
+        from podjobs.exits import Exit  # here and below: loaded only when needed
+
         return int(Exit.USAGE)
     try:
         rc = func(args)
         sys.stdout.flush()
     except PodjobsError as exc:
+        from podjobs.table import one_line, paint
+
         print(f"{paint('podjobs:', 'red', sys.stderr)} {one_line(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -176,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = unreachable(exc)
         if msg is None:
             raise
+        from podjobs.exits import Exit
+        from podjobs.table import paint
+
         print(f"{paint('podjobs:', 'red', sys.stderr)} {msg}", file=sys.stderr)
         return int(Exit.UNREACHABLE)
     return int(rc or 0)

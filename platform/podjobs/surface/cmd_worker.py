@@ -24,7 +24,6 @@ import os
 from typing import Any
 
 from podjobs.errors import ConfigurationError
-from podjobs.supervisor import ENV_SLOT, parse_processes
 
 from .options import (
     APP_HINT,
@@ -79,8 +78,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigurationError("podjobs worker needs --app MODULE (the module that defines "
                                  "the jobs)")
     setup_logs(args)
-    processes = parse_processes(args.processes)
-    slot = os.environ.get(ENV_SLOT)
+    if args.processes == "1":  # the default: no supervisor, and nothing of it imported
+        processes, slot = 1, None
+    else:
+        from podjobs.supervisor import ENV_SLOT, parse_processes
+
+        processes = parse_processes(args.processes)
+        slot = os.environ.get(ENV_SLOT)
     if processes > 1 and slot is None:
         return _supervise(args, processes)
     if slot is not None and args.metrics_port is not None:

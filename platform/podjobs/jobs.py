@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from podjobs import backoff as backoff_mod
 from podjobs.client import AFTER_COMMIT, OUTBOX, get_client
@@ -26,6 +26,7 @@ from podjobs.client import JobHandle as JobHandle
 from podjobs.errors import ConfigurationError, UnknownJob
 from podjobs.ids import new_id
 from podjobs.payload import check_value
+from podjobs.record import Record
 
 
 class DeliveryMode(str, Enum):
@@ -42,29 +43,45 @@ RESERVED_KWARGS = frozenset({"tenant", "pod", "db"})
 _registry: dict[str, JobDef] = {}
 
 
-class JobOptions(NamedTuple):
-    queue: str = "default"
-    #: retries after the first run before the job dies (0 = never retried)
-    retries: int = 25
-    backoff: backoff_mod.Backoff = backoff_mod.exponential
-    #: seconds a run may take before it is stopped and retried; None = no limit
-    timeout: float | None = None
-    delivery: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
-    #: seconds an identical enqueue (same job, queue, args, kwargs, tenant) is refused while
-    #: one is pending
-    unique_for: float | None = None
-    #: process isolation only: kill the child above this resident size (MiB)
-    max_memory_mb: float | None = None
-    #: never run while a caller waits for it (the HTTP API answers 417 to a synchronous
-    #: request); iteration jobs are asynchronous-only whatever this says
-    async_only: bool = False
-    #: callable over the HTTP API (`@job(api=True)`); platform jobs never are
-    api: bool = False
-    #: queues an HTTP request may pick besides the job's own (`@job(api={"queues": [...]})`)
-    api_queues: tuple[str, ...] = ()
-    #: exactly once per key (podjobs.effects): True = per job id, or a function of the job's
-    #: arguments giving the key; the whole run is skipped when a committed run recorded it
-    idempotent: bool | Callable[..., Any] = False
+class JobOptions(Record):
+    """A job's options (`@job(...)`).
+
+    - queue; retries: retries after the first run before the job dies (0 = never retried);
+      backoff: the delay before each retry; timeout: seconds a run may take before it is
+      stopped and retried (None = no limit); delivery: at least once (default) or at most once.
+    - unique_for: seconds an identical enqueue (same job, queue, args, kwargs, tenant) is
+      refused while one is pending; max_memory_mb: process isolation only: kill the child above
+      this resident size (MiB).
+    - async_only: never run while a caller waits for it (the HTTP API answers 417 to a
+      synchronous request; iteration jobs are asynchronous-only whatever this says); api:
+      callable over the HTTP API (`@job(api=True)`; platform jobs never are); api_queues:
+      queues an HTTP request may pick besides the job's own (`@job(api={"queues": [...]})`).
+    - idempotent: exactly once per key (podjobs.effects): True = per job id, or a function of
+      the job's arguments giving the key; the whole run is skipped when a committed run
+      recorded it.
+    """
+
+    __slots__ = ("queue", "retries", "backoff", "timeout", "delivery", "unique_for",
+                 "max_memory_mb", "async_only", "api", "api_queues", "idempotent")
+
+    def __init__(self, queue: str = "default", retries: int = 25,
+                 backoff: backoff_mod.Backoff = backoff_mod.exponential,
+                 timeout: float | None = None,
+                 delivery: DeliveryMode = DeliveryMode.AT_LEAST_ONCE,
+                 unique_for: float | None = None, max_memory_mb: float | None = None,
+                 async_only: bool = False, api: bool = False, api_queues: tuple[str, ...] = (),
+                 idempotent: bool | Callable[..., Any] = False) -> None:
+        self.queue = queue
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.delivery = delivery
+        self.unique_for = unique_for
+        self.max_memory_mb = max_memory_mb
+        self.async_only = async_only
+        self.api = api
+        self.api_queues = api_queues
+        self.idempotent = idempotent
 
     def api_allows(self, queue: str | None) -> bool:
         """Whether an HTTP request may enqueue this job on `queue` (None: the job's own)."""

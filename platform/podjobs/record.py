@@ -9,7 +9,7 @@ A subclass lists its fields in `__slots__` and sets them all in its own `__init_
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 
 class Record:
@@ -34,6 +34,6 @@ class Record:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
         return f"{type(self).__name__}({fields})"
 
-    def _replace(self, **changes: Any) -> Any:
+    def _replace(self, **changes: Any) -> Self:
         """A copy with `changes` (as NamedTuple's)."""
         return type(self)(**{**dict(zip(self.__slots__, self._values(), strict=True)), **changes})

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from podjobs.acker import Acker
 from podjobs.backend import Backend
@@ -50,6 +50,7 @@ from podjobs.jobs import JobDef
 from podjobs.middleware import Middleware, perform_middleware
 from podjobs.payload import inflight_field
 from podjobs.poller import Poller
+from podjobs.record import Record
 from podjobs.settler import Settler
 from podjobs.signals import CHILD_STOP_GRACE_S, EXIT_MARGIN_S, ExitGuard, SignalDispatch, dump
 from podjobs.stops import StopSignals
@@ -70,41 +71,63 @@ FIRST_RESERVE_WAIT_S = 0.5
 FIRST_JOB_ALONE_S = 0.05
 
 
-class WorkerConfig(NamedTuple):
-    """A worker's settings (a NamedTuple: `config._replace(pod=...)` for a changed copy)."""
+class WorkerConfig(Record):
+    """A worker's settings (`config._replace(pod=...)` for a changed copy).
 
-    queues: Sequence[str] = ("default",)
-    concurrency: int = 10
-    #: "thread" (default) or "process"
-    isolation: str = "thread"
-    #: seconds running jobs get to finish after SIGTERM before they are given back
-    shutdown_timeout: float = 25.0
-    #: seconds without a heartbeat after which a worker's jobs are taken over
-    heartbeat_ttl: float = 20.0
-    #: seconds between promotions of due scheduled jobs and retries (jittered)
-    poll_interval: float = 1.0
-    #: most jobs reserved per call
-    batch: int = 100
-    #: extra jobs held in the local inbox beyond `concurrency`
-    prefetch: int | None = None
-    #: seconds an idle fetcher blocks on the wake lists before checking for shutdown
-    idle_wait: float = 1.0
-    #: process isolation: recycle a child after this many jobs
-    max_jobs_per_child: int = 1000
-    #: process isolation: kill a child above this resident size (MiB)
-    max_memory_mb: float | None = None
-    app_modules: Sequence[str] = ()
-    #: the pod this worker serves, and that pod's database shard (jobs' ctx.db)
-    pod: str | None = None
-    shard_url: str | None = None
-    #: links a worker adds to the outside of its middleware chain (a pod worker's tenant
-    #: check, podjobs.pods.tenantcheck); see podjobs.chain.worker_chain
-    middleware: Sequence[Middleware] = ()
-    #: serve /metrics and /healthz on this port (0: any free port; None: not at all)
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    #: export the N busiest tenants' job counts (0: no tenant label at all)
-    metrics_top_tenants: int = 0
+    - queues: the queues it serves, in priority order; concurrency: executor threads (or
+      child processes); isolation: "thread" (default) or "process".
+    - shutdown_timeout: seconds running jobs get to finish after SIGTERM before they are given
+      back; heartbeat_ttl: seconds without a heartbeat after which a worker's jobs are taken
+      over; poll_interval: seconds between promotions of due scheduled jobs and retries
+      (jittered).
+    - batch: most jobs reserved per call; prefetch: extra jobs held in the local inbox beyond
+      `concurrency`; idle_wait: seconds an idle fetcher blocks on the wake lists before
+      checking for shutdown.
+    - max_jobs_per_child, max_memory_mb: process isolation: recycle a child after this many
+      jobs, kill one above this resident size (MiB); app_modules: the `--app` modules.
+    - pod, shard_url: the pod this worker serves and that pod's database shard (jobs' ctx.db).
+    - middleware: links a worker adds to the outside of its middleware chain (a pod worker's
+      tenant check, podjobs.pods.tenantcheck); see podjobs.chain.worker_chain.
+    - metrics_port: serve /metrics and /healthz on this port (0: any free port; None: not at
+      all), on metrics_host; metrics_top_tenants: export the N busiest tenants' job counts (0:
+      no tenant label at all).
+
+    A plain slots class, not a NamedTuple (podjobs.record: defining a 20-field NamedTuple cost
+    ~2.6M instructions of every worker's start).
+    """
+
+    __slots__ = ("queues", "concurrency", "isolation", "shutdown_timeout", "heartbeat_ttl",
+                 "poll_interval", "batch", "prefetch", "idle_wait", "max_jobs_per_child",
+                 "max_memory_mb", "app_modules", "pod", "shard_url", "middleware",
+                 "metrics_port", "metrics_host", "metrics_top_tenants")
+
+    def __init__(self, queues: Sequence[str] = ("default",), concurrency: int = 10,
+                 isolation: str = "thread", shutdown_timeout: float = 25.0,
+                 heartbeat_ttl: float = 20.0, poll_interval: float = 1.0, batch: int = 100,
+                 prefetch: int | None = None, idle_wait: float = 1.0,
+                 max_jobs_per_child: int = 1000, max_memory_mb: float | None = None,
+                 app_modules: Sequence[str] = (), pod: str | None = None,
+                 shard_url: str | None = None, middleware: Sequence[Middleware] = (),
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 metrics_top_tenants: int = 0) -> None:
+        self.queues = queues
+        self.concurrency = concurrency
+        self.isolation = isolation
+        self.shutdown_timeout = shutdown_timeout
+        self.heartbeat_ttl = heartbeat_ttl
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.prefetch = prefetch
+        self.idle_wait = idle_wait
+        self.max_jobs_per_child = max_jobs_per_child
+        self.max_memory_mb = max_memory_mb
+        self.app_modules = app_modules
+        self.pod = pod
+        self.shard_url = shard_url
+        self.middleware = middleware
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.metrics_top_tenants = metrics_top_tenants
 
 
 class Worker:

@@ -283,6 +283,26 @@ def test_a_released_script_connection_serves_the_next_thread(r: redis.Redis, red
     b.close()
 
 
+def test_a_password_reference_is_resolved_on_connect(r: redis.Redis, redis_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL whose password is `${env:NAME}` (podjobs.secrets) connects with the secret and is
+    kept, and printed, as given; an unset reference is a clear error before any connection."""
+    r.acl_setuser("pj_secret_user", enabled=True, passwords=["+s3cr3t"], keys=["*"],
+                  channels=["*"], commands=["+@all"])
+    try:
+        ref = "redis://pj_secret_user:${env:PJ_T_REDIS_PW}@" + redis_url.split("//", 1)[1]
+        monkeypatch.setenv("PJ_T_REDIS_PW", "s3cr3t")
+        b = RedisBackend(ref)
+        assert b.promote(["default"]) == 0 and b.redis.ping()
+        assert b.url == ref
+        b.close()
+        monkeypatch.delenv("PJ_T_REDIS_PW")
+        with pytest.raises(ConfigurationError, match="PJ_T_REDIS_PW"):
+            RedisBackend(ref)
+    finally:
+        r.acl_deluser("pj_secret_user")
+
+
 def test_out_of_memory_at_enqueue_is_a_clear_error(r: redis.Redis, redis_url: str) -> None:
     old = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", "1")

@@ -71,7 +71,6 @@ except ImportError:  # pragma: no cover - without hiredis
 
 from podjobs.errors import BackendTimeout, BackendUnavailable, ConfigurationError
 from podjobs.record import Record
-from podjobs.secrets import resolve as resolve_secrets
 
 __all__ = ["SCRIPT_ATTEMPTS", "SENTINEL_SCHEME", "UNREACHABLE", "Gateway", "RedisError", "Script",
            "ScriptError", "SentinelURL", "redacted", "sentinel_url",
@@ -371,7 +370,10 @@ class Gateway:
     def __init__(self, url: str, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0,
                  retries: int = RETRIES) -> None:
         self.url = url  # as given: a password reference stays one in messages (podjobs.secrets)
-        url = resolve_secrets(url)
+        if "${" in url:  # a password reference (podjobs.secrets, loaded only then)
+            from podjobs.secrets import resolve
+
+            url = resolve(url)
         #: what `redis` is made of, on first use
         self._reads = (url, retries, connect_timeout)
         #: the scripts' own pool, without redis-py's retries (see run)

@@ -10,8 +10,9 @@
    (reason moved) loses to any other. A record of another tenant is never
    returned, and nothing more is read for it (no timing difference to a missing record).
    These reads, and the operator views, use clients of their own with a short connect and
-   read timeout (`Settings.read_timeout_s`), so one unresponsive pod costs a request at
-   most that long and never stalls the API's threads.
+   read timeout (`Settings.read_timeout_s`) and one retry (READ_RETRIES), so one
+   unresponsive or refusing pod costs a request at most that long and never stalls the
+   API's threads.
 3. `cancel`: one Lua script (lua/cancel.lua) removes the job from its queue, scheduled or
    retry set, or held hash, only if it is still there.
    A pod on the SQL backend (`backend: sql`) is read and cancelled through its SqlBackend
@@ -61,6 +62,10 @@ from .views import job_view, monitor_path, queued_view, valid_job_id
 
 #: seconds the queues a pod's workers serve are cached (enqueue checks them)
 SERVED_TTL_S = 2.0
+#: redis-py's retries of a read after a refused or dropped connection: one, not the
+#: gateway's ten (~4 s), so a request to a pod whose Redis is down is answered 503 with
+#: Retry-After at once instead of being held
+READ_RETRIES = 1
 
 log = logging.getLogger("podjobs.api")
 
@@ -183,7 +188,8 @@ class Service:
             b = self._readers.get(pod)
             if b is None or b.url != url:
                 t = self.settings.read_timeout_s
-                b = RedisBackend(url, check=False, socket_timeout=t, connect_timeout=t)
+                b = RedisBackend(url, check=False, socket_timeout=t, connect_timeout=t,
+                                 retries=READ_RETRIES)
                 self._readers[pod] = b
             return b
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -61,6 +61,22 @@ class Web:
 
     def open(self, path: str) -> None:
         self.driver.get(self.url + path)
+
+    def click(self, css: str) -> None:
+        """Click `css` once it is there, again when the page's live refresh replaced it between
+        the find and the click (Chrome says stale, or "does not belong to the document")."""
+        def once(d: Any) -> bool:
+            try:
+                d.find_element(By.CSS_SELECTOR, css).click()
+                return True
+            except StaleElementReferenceException:
+                return False
+            except WebDriverException as exc:
+                if "does not belong to the document" in str(exc):
+                    return False
+                raise
+
+        self.wait().until(once)
 
     def text_of(self, css: str) -> str:
         return str(self.wait().until(EC.presence_of_element_located((By.CSS_SELECTOR, css))).text)
@@ -213,7 +229,7 @@ def test_retry_a_dead_job_and_see_it_succeed(web: Web) -> None:
     def ghost() -> None:
         pass
 
-    web.driver.find_element(By.CSS_SELECTOR, f'button[data-run="{job_id}"]').click()
+    web.click(f'button[data-run="{job_id}"]')
     web.flash("is on its queue")
     wait_until(lambda: state_of(web, job_id) == "succeeded", 15, "the retried job to succeed")
     web.open(f"/ui/jobs?id={job_id}")
@@ -227,10 +243,10 @@ def test_delete_one_with_a_confirmation_and_all_with_the_box_ticked(web: Web) ->
     wait_until(lambda: {state_of(web, a), state_of(web, b)} == {"failed"}, 15, "both to fail")
     web.open("/ui/sets/dead?pod=p1")
     web.wait().until(EC.presence_of_element_located((By.ID, f"row-{a}")))
-    web.driver.find_element(By.CSS_SELECTOR, f'button[data-delete="{a}"]').click()
+    web.click(f'button[data-delete="{a}"]')
     web.wait().until(EC.alert_is_present()).dismiss()   # said no: nothing deleted
     assert web.driver.find_elements(By.ID, f"row-{a}")
-    web.driver.find_element(By.CSS_SELECTOR, f'button[data-delete="{a}"]').click()
+    web.click(f'button[data-delete="{a}"]')
     web.wait().until(EC.alert_is_present()).accept()
     web.flash(f"deleted job {a}")
     assert not web.driver.find_elements(By.ID, f"row-{a}")
@@ -239,7 +255,7 @@ def test_delete_one_with_a_confirmation_and_all_with_the_box_ticked(web: Web) ->
     form.find_element(By.CSS_SELECTOR, "button").click()  # the box is required: not sent
     assert web.driver.find_elements(By.ID, f"row-{b}")
     web.driver.find_element(By.ID, "confirm-all").click()
-    web.driver.find_element(By.CSS_SELECTOR, "#delete-all button").click()
+    web.click("#delete-all button")
     web.flash("from the dead set of p1")
     assert not web.driver.find_elements(By.ID, f"row-{b}")
     assert web.redis["p1"].zcard("pj:dead") == 0
@@ -249,11 +265,11 @@ def test_deleting_a_tracked_scheduled_job_cancels_it_and_run_now_runs_one(web: W
     later = enqueue(web, {"job": "api.add", "args": [3, 4], "delay": 3600})
     sooner = enqueue(web, {"job": "api.add", "args": [5, 6], "delay": 3600})
     web.open("/ui/sets/scheduled?pod=p1")
-    web.wait().until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[data-delete="{later}"]'))).click()
+    web.click(f'button[data-delete="{later}"]')
     web.wait().until(EC.alert_is_present()).accept()
     web.flash(f"deleted job {later}")
     assert state_of(web, later) == "cancelled"       # its status record says so
-    web.driver.find_element(By.CSS_SELECTOR, f'button[data-run="{sooner}"]').click()
+    web.click(f'button[data-run="{sooner}"]')
     web.flash("is on its queue")
     wait_until(lambda: state_of(web, sooner) == "succeeded", 15, "the job run now")
 
@@ -262,11 +278,11 @@ def test_pause_and_cancel_an_iteration(web: Web) -> None:
     job_id = enqueue(web, {"job": "api.steps", "kwargs": {"n": 100000, "sleep": 0.01}})
     wait_until(lambda: state_of(web, job_id) == "running", 15, "the iteration to run")
     web.open("/ui/iterations")
-    web.wait().until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[data-pause="{job_id}"]'))).click()
+    web.click(f'button[data-pause="{job_id}"]')
     web.flash("pause")
     web.wait().until(lambda d: _refreshed_state(web, job_id) == "paused")
     web.shot("iterations-paused")
-    web.driver.find_element(By.CSS_SELECTOR, f'button[data-cancel="{job_id}"]').click()
+    web.click(f'button[data-cancel="{job_id}"]')
     web.wait().until(EC.alert_is_present()).accept()
     web.wait().until(lambda d: _refreshed_state(web, job_id) == "cancelled")
 
@@ -280,7 +296,7 @@ def test_pause_a_queue_and_see_it_stop(web: Web) -> None:
     """Paused from the pod page, p1's default queue keeps the job that arrives (its size shows
     it, its state stays queued); resumed, the job runs."""
     web.open("/ui/pods/p1")
-    web.driver.find_element(By.CSS_SELECTOR, 'button[data-pause-queue="default"]').click()
+    web.click('button[data-pause-queue="default"]')
     web.flash("queue default on p1 paused")
     assert web.text_of('#queue-default [data-field="state"]') == "paused"
     web.shot("pod-paused")
@@ -288,7 +304,7 @@ def test_pause_a_queue_and_see_it_stop(web: Web) -> None:
     wait_until(lambda: (web.open("/ui/pods/p1"),
                         web.text_of("#queue-default td.n"))[1] == "1", 15, "the job to wait")
     assert state_of(web, job_id) == "queued"
-    web.driver.find_element(By.CSS_SELECTOR, 'button[data-resume-queue="default"]').click()
+    web.click('button[data-resume-queue="default"]')
     web.flash("queue default on p1 resumed")
     wait_until(lambda: state_of(web, job_id) in ("succeeded", "303"), 15, "the job to run")
 

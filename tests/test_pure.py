@@ -136,3 +136,20 @@ def test_identity_renews_once_per_reap_and_registers_first() -> None:
         ident.renew("h:1:tok.2", down)
     assert ident.id == "h:1:tok.2" and ident.generation == 2  # unchanged: tried again later
     assert ident.renew("h:1:tok.2", registered.append) and ident.id == "h:1:tok.3"
+
+
+def test_record_behaves_as_the_named_tuple_it_replaced() -> None:
+    """podjobs.record.Record: equality by type and fields, hash, repr, unpacking, _replace."""
+    from podjobs.fetcher import Reserved
+    from podjobs.gateway import SentinelURL
+
+    a = Reserved("q", b"raw", "w1")
+    assert a == Reserved("q", b"raw", "w1") and hash(a) == hash(Reserved("q", b"raw", "w1"))
+    assert a != Reserved("q", b"raw", "w2") and a != ("q", b"raw", "w1")
+    queue, raw, owner = a
+    assert (queue, raw, owner) == ("q", b"raw", "w1")
+    assert repr(a) == "Reserved(queue='q', raw=b'raw', owner='w1')"
+    b = a._replace(owner="w2")
+    assert b == Reserved("q", b"raw", "w2") and a.owner == "w1"
+    s = SentinelURL((("h", 1),), "p")
+    assert (s.db, s.wait_ms) == (0, 1000) and s._replace(db=2).db == 2

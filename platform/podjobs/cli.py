@@ -87,7 +87,7 @@ def _columns() -> int:
 class _Formatter(argparse.HelpFormatter):
     """argparse's help formatter with the terminal's width looked up once per process:
     argparse makes a formatter for every add_argument (to check its metavar), and each one
-    asked the terminal again (~1M instructions of a worker's start, for its 35 options)."""
+    asked the terminal again (~1.1M instructions of a worker's start, for its 25 options)."""
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
                  width: int | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -311,7 +312,16 @@ def test_pause_a_queue_and_see_it_stop(web: Web) -> None:
 
 def test_swagger_ui_loads_from_local_files(web: Web) -> None:
     web.open("/docs")
-    web.wait(30).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info")))
+    try:
+        web.wait(30).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info")))
+    except Exception:  # flaky in 2 of 6 CI runs (2026-12-01): say what the page saw
+        t = time.monotonic()
+        with httpx.Client(base_url=web.url, timeout=30) as c:
+            got = c.get("/openapi.json")
+        console = web.driver.get_log("browser") if hasattr(web.driver, "get_log") else []
+        pytest.fail(f"Swagger UI did not render in 30 s; GET /openapi.json now: "
+                    f"{got.status_code} in {time.monotonic() - t:.2f} s; page: "
+                    f"{web.driver.page_source[:300]!r}; console: {console[-5:]}")
     scripts = [s.get_attribute("src") for s in web.driver.find_elements(By.TAG_NAME, "script")]
     assert scripts and all(s.startswith(web.url) for s in scripts if s), scripts
     web.shot("docs")
